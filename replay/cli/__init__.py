@@ -1,0 +1,51 @@
+"""The ``replay`` command line: one module per subcommand, registered here.
+
+Heavy libraries (numpy, pyarrow, polars) are imported inside the commands, so ``replay --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from replay.cli import inspect as inspect_cmd
+from replay.cli import synth as synth_cmd
+from replay.cli.console import fail
+
+app = typer.Typer(
+    name="replay",
+    help=(
+        "Replay guest memory accesses and host memory pressure through a model of the x86 KVM "
+        "MMU, and attribute every guest fault to the MMU shrinker: zapped page tables, "
+        "cache eviction, or neither."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("synth")(synth_cmd.synth)
+app.command("inspect")(inspect_cmd.inspect)
+
+COMMANDS = {"synth", "inspect"}
+
+
+def main() -> None:
+    """Console-script entry point; handles the ``replay TRACE.parquet`` shorthand."""
+    args = sys.argv[1:]
+    if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+        first = Path(args[0])
+        if first.suffix == ".parquet" or first.is_file():
+            # `replay TRACE.parquet` is shorthand for `replay run TRACE.parquet`.
+            try:
+                fail(
+                    f"replay run (the replay engine) is not in this version yet, so "
+                    f"'replay {args[0]}' cannot replay it; 'replay inspect {args[0]}' shows "
+                    "what the trace holds"
+                )
+            except typer.Exit as exc:
+                sys.exit(exc.exit_code)
+    app(prog_name="replay")

@@ -1,0 +1,348 @@
+"""Read traces: open and check the footer and columns, then stream validated batches.
+
+Memory stays bounded by the batch size, whatever the trace's length: a trace is read one
+Parquet batch at a time and every check that spans batches (the order of ``t_ns``) carries one
+number across.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from replay.errors import InputFileError, TraceDataError, TraceSchemaError
+from replay.trace.schema import (
+    COLUMN_TYPES,
+    COLUMNS,
+    ENUMS,
+    EVENT_CODE,
+    EVENT_KINDS,
+    FOOTER_KEY,
+    PRIORITY_MAX,
+    REQUIRED_BY_EVENT,
+    TraceMeta,
+    arrow_schema,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+BATCH_ROWS = 1 << 20
+_FIX = "re-create it with replay synth or replay convert"
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    """An opened trace whose footer and column types have been checked."""
+
+    path: Path
+    meta: TraceMeta
+    num_rows: int
+    num_row_groups: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """A validated slice of a trace as numpy arrays.
+
+    Enumerations are integer codes in schema order (``event``: ``EVENT_CODE``; ``op``, ``source``:
+    -1 where null). Other null values read as 0: validation guarantees that every column an event
+    kind needs is present on its rows, so no consumer reads a null.
+    """
+
+    start_row: int
+    t_ns: np.ndarray
+    event: np.ndarray
+    vm: np.ndarray
+    vcpu: np.ndarray
+    gpa: np.ndarray
+    len: np.ndarray
+    op: np.ndarray
+    source: np.ndarray
+    priority: np.ndarray
+    nid: np.ndarray
+    nr_to_scan: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.t_ns)
+
+
+def open_trace(path: str | Path) -> TraceFile:
+    """Open a trace and check its footer and column types (not its rows).
+
+    Examples
+    --------
+    >>> from replay.trace import open_trace
+    >>> trace = open_trace("traces/samples/quick.parquet")  # doctest: +SKIP
+    >>> trace.meta.vms[0].mmu_mode  # doctest: +SKIP
+    'tdp_mmu'
+    """
+    path = Path(path)
+    pf = _parquet_file(path)
+    raw = pf.metadata.metadata or {}
+    footer = raw.get(FOOTER_KEY.encode())
+    if footer is None:
+        raise TraceSchemaError(
+            f"trace {path}: this Parquet file has no {FOOTER_KEY!r} footer, so it is not a "
+            f"kvm-mmu-replay trace; {_FIX}"
+        )
+    meta = TraceMeta.from_json(footer, str(path))
+    _check_columns(path, pf.schema_arrow)
+    return TraceFile(
+        path=path,
+        meta=meta,
+        num_rows=pf.metadata.num_rows,
+        num_row_groups=pf.metadata.num_row_groups,
+        size_bytes=path.stat().st_size,
+    )
+
+
+def iter_batches(trace: TraceFile, batch_rows: int = BATCH_ROWS) -> Iterator[EventBatch]:
+    """Yield the trace's rows in order as validated :class:`EventBatch` es.
+
+    Raises :class:`TraceDataError` naming the first bad row: ``t_ns`` going backwards, an event
+    without a column its kind needs, a VM or vCPU the footer does not declare, a priority out of
+    range.
+    """
+    pf = _parquet_file(trace.path)
+    checker = _RowChecker(trace)
+    start = 0
+    for record_batch in pf.iter_batches(batch_size=batch_rows, columns=list(COLUMNS)):
+        batch = checker.check(record_batch, start)
+        start += len(batch)
+        yield batch
+
+
+def count_mmio(meta: TraceMeta, batch: EventBatch) -> int:
+    """Count the batch's accesses whose gpa lies outside every memslot of their VM (rule 1)."""
+    is_access = batch.event == EVENT_CODE["access"]
+    if not is_access.any():
+        return 0
+    vm = batch.vm[is_access]
+    gpa = batch.gpa[is_access]
+    max_slots = max(len(v.memslots) for v in meta.vms)
+    inside = np.zeros(len(gpa), dtype=bool)
+    for j in range(max_slots):
+        # Slot j of every VM, padded with empty ranges for VMs with fewer slots.
+        starts = np.zeros(0x10000, dtype=np.uint64)
+        ends = np.zeros(0x10000, dtype=np.uint64)
+        for v in meta.vms:
+            if j < len(v.memslots):
+                starts[v.id] = v.memslots[j].gpa_start
+                ends[v.id] = v.memslots[j].gpa_end
+        inside |= (gpa >= starts[vm]) & (gpa < ends[vm])
+    return int(len(gpa) - np.count_nonzero(inside))
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise InputFileError(f"trace {path} does not exist; check the path")
+    if path.is_dir():
+        raise InputFileError(f"trace {path} is a folder; give a trace file (.parquet)")
+    try:
+        return pq.ParquetFile(path)
+    except PermissionError:
+        raise InputFileError(f"trace {path} cannot be read (permission denied)") from None
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputFileError(
+            f"trace {path} is not a readable Parquet file ({reason}); give a trace written by "
+            "replay synth or replay convert (for a text log, run replay convert LOG -o TRACE)"
+        ) from None
+
+
+def _check_columns(path: Path, schema: pa.Schema) -> None:
+    import pyarrow as pa
+
+    expected = arrow_schema()
+    for fld in expected:
+        idx = schema.get_field_index(fld.name)
+        if idx < 0:
+            raise TraceSchemaError(f"trace {path}: column {fld.name!r} is missing; {_FIX}")
+        got = schema.field(idx).type
+        if COLUMN_TYPES[fld.name].startswith("enum:"):
+            ok = (
+                pa.types.is_dictionary(got)
+                and pa.types.is_integer(got.index_type)
+                and (pa.types.is_string(got.value_type) or pa.types.is_large_string(got.value_type))
+            ) or pa.types.is_string(got) or pa.types.is_large_string(got)
+            want = "strings (plain or dictionary-encoded)"
+        else:
+            ok = pa.types.is_integer(got) or pa.types.is_null(got)
+            want = f"integers ({fld.type})"
+        if not ok:
+            raise TraceSchemaError(
+                f"trace {path}: column {fld.name!r} has type {got}, expected {want}; {_FIX}"
+            )
+
+
+class _RowChecker:
+    """Turns record batches into :class:`EventBatch` es, checking every row."""
+
+    def __init__(self, trace: TraceFile) -> None:
+        self.path = trace.path
+        self.meta = trace.meta
+        self.last_t: int | None = None
+        self.last_row = -1
+        # vcpus_of[vm id] = number of vCPUs, 0 for an id the footer does not declare.
+        self.vcpus_of = np.zeros(0x10000, dtype=np.int64)
+        for vm in trace.meta.vms:
+            self.vcpus_of[vm.id] = vm.vcpus
+
+    def _fail(self, row: int, what: str, fix: str) -> TraceDataError:
+        return TraceDataError(f"trace {self.path}, row {row}: {what}; {fix}")
+
+    def check(self, rb: pa.RecordBatch, start: int) -> EventBatch:
+        n = rb.num_rows
+        cols = {name: rb.column(name) for name in COLUMNS}
+        t_col = cols["t_ns"]
+        if t_col.null_count:
+            row = start + _first(~_valid(t_col))
+            raise self._fail(row, "t_ns is null", "every event needs a time")
+        t_ns = self._ints(t_col, "t_ns", np.int64, start)
+        self._check_order(t_ns, start)
+
+        event = self._codes(cols["event"], "event", start)
+        if (event < 0).any():
+            raise self._fail(
+                start + _first(event < 0), "event is null", f"use one of {', '.join(EVENT_KINDS)}"
+            )
+        valid = {name: _valid(col) for name, col in cols.items()}
+        for kind, required in REQUIRED_BY_EVENT.items():
+            rows = event == EVENT_CODE[kind]
+            for name in required:
+                missing = rows & ~valid[name]
+                if missing.any():
+                    raise self._fail(
+                        start + _first(missing),
+                        f"{kind} event has no {name}",
+                        f"a {kind} event needs {', '.join(required)}",
+                    )
+        out = {
+            "vm": self._ints(cols["vm"], "vm", np.uint16, start),
+            "vcpu": self._ints(cols["vcpu"], "vcpu", np.uint16, start),
+            "gpa": self._ints(cols["gpa"], "gpa", np.uint64, start),
+            "len": self._ints(cols["len"], "len", np.uint64, start),
+            "priority": self._ints(cols["priority"], "priority", np.int8, start),
+            "nid": self._ints(cols["nid"], "nid", np.int16, start),
+            "nr_to_scan": self._ints(cols["nr_to_scan"], "nr_to_scan", np.uint32, start),
+        }
+        op = self._codes(cols["op"], "op", start)
+        source = self._codes(cols["source"], "source", start)
+
+        names_vm = (event == EVENT_CODE["access"]) | (event == EVENT_CODE["unmap"])
+        names_vm |= event == EVENT_CODE["zap_all"]
+        vcpus = self.vcpus_of[out["vm"]]
+        unknown_vm = names_vm & (vcpus == 0)
+        if unknown_vm.any():
+            i = _first(unknown_vm)
+            known = ", ".join(str(v.id) for v in self.meta.vms)
+            raise self._fail(
+                start + i,
+                f"VM {out['vm'][i]} is not in the footer's VM table (known: {known})",
+                "fix the vm column or add the VM to the footer",
+            )
+        is_access = event == EVENT_CODE["access"]
+        bad_vcpu = is_access & (out["vcpu"].astype(np.int64) >= vcpus)
+        if bad_vcpu.any():
+            i = _first(bad_vcpu)
+            raise self._fail(
+                start + i,
+                f"vCPU {out['vcpu'][i]} of VM {out['vm'][i]} is beyond the VM's "
+                f"{vcpus[i]} vCPUs",
+                "fix the vcpu column or the VM's vcpus in the footer",
+            )
+        is_reclaim = event == EVENT_CODE["reclaim"]
+        bad_prio = is_reclaim & ((out["priority"] < 0) | (out["priority"] > PRIORITY_MAX))
+        if bad_prio.any():
+            i = _first(bad_prio)
+            raise self._fail(
+                start + i, f"priority {out['priority'][i]} is out of range", "use 0..12"
+            )
+        self.last_row = start + n - 1
+        return EventBatch(
+            start_row=start, t_ns=t_ns, event=event.astype(np.uint8), op=op, source=source, **out
+        )
+
+    def _check_order(self, t_ns: np.ndarray, start: int) -> None:
+        if self.last_t is not None and len(t_ns) and t_ns[0] < self.last_t:
+            raise self._fail(
+                start,
+                f"t_ns goes backwards ({t_ns[0]} after {self.last_t})",
+                "sort the trace by t_ns or re-run replay convert",
+            )
+        backwards = np.diff(t_ns) < 0
+        if backwards.any():
+            i = _first(backwards) + 1
+            raise self._fail(
+                start + i,
+                f"t_ns goes backwards ({t_ns[i]} after {t_ns[i - 1]})",
+                "sort the trace by t_ns or re-run replay convert",
+            )
+        if len(t_ns):
+            self.last_t = int(t_ns[-1])
+
+    def _ints(self, col: pa.Array, name: str, dtype: type[np.generic], start: int) -> np.ndarray:
+        """Return an integer column as ``dtype``, nulls as 0; reject values that do not fit."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        target = arrow_schema().field(name).type
+        if col.type != target:
+            try:
+                col = col.cast(target, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise self._fail(
+                    start,
+                    f"column {name!r} holds values that do not fit {target} in this batch",
+                    f"write {name} as {target}",
+                ) from None
+        if col.null_count:
+            col = pc.fill_null(col, 0)
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
+
+    def _codes(self, col: pa.Array, name: str, start: int) -> np.ndarray:
+        """Map an enumeration column to schema codes (int8, -1 for null)."""
+        import pyarrow as pa
+
+        allowed = ENUMS[COLUMN_TYPES[name].removeprefix("enum:")]
+        if not pa.types.is_dictionary(col.type):
+            col = col.dictionary_encode()
+        values = col.dictionary.to_pylist()
+        indices = col.indices
+        null_index = len(values)
+        if indices.null_count:
+            indices = indices.fill_null(null_index)
+        idx = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        lut = np.full(len(values) + 1, -1, dtype=np.int8)
+        for i, value in enumerate(values):
+            if value in allowed:
+                lut[i] = allowed.index(value)
+                continue
+            used = idx == i
+            if used.any():
+                raise self._fail(
+                    start + _first(used),
+                    f"{name} {value!r} is unknown",
+                    f"use one of {', '.join(allowed)}",
+                )
+        return lut[idx]
+
+
+def _valid(col: pa.Array) -> np.ndarray:
+    if col.null_count == 0:
+        return np.ones(len(col), dtype=bool)
+    return np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.argmax(mask))

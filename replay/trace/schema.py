@@ -1,0 +1,331 @@
+"""Trace schema v1 in code, built from the single definition in ``schemas/trace.v1.json``.
+
+The column list, the enumerations and the footer's field lists are read from that file; this
+module adds only what JSON cannot say: the Arrow types, and the checks of the footer's values
+(unique VM ids, aligned memslots that do not overlap, a known MMU mode).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from replay._schemas import load_schema
+from replay.errors import TraceSchemaError, TraceVersionError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_DOC = load_schema("trace.v1")
+
+SCHEMA_VERSION: int = int(_DOC["schema_version"])
+FOOTER_KEY: str = str(_DOC["footer_key"])
+ENUMS: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _DOC["enums"].items()}
+EVENT_KINDS: tuple[str, ...] = ENUMS["event"]
+OPS: tuple[str, ...] = ENUMS["op"]
+SOURCES: tuple[str, ...] = ENUMS["source"]
+MMU_MODES: tuple[str, ...] = ENUMS["mmu_mode"]
+BACKINGS: tuple[str, ...] = ENUMS["backing"]
+COVERAGES: tuple[str, ...] = ENUMS["coverage"]
+COLUMNS: tuple[str, ...] = tuple(c["name"] for c in _DOC["columns"])
+COLUMN_TYPES: dict[str, str] = {c["name"]: c["type"] for c in _DOC["columns"]}
+NULLABLE: dict[str, bool] = {c["name"]: bool(c["nullable"]) for c in _DOC["columns"]}
+REQUIRED_BY_EVENT: dict[str, tuple[str, ...]] = {
+    k: tuple(v["required"]) for k, v in _DOC["events"].items()
+}
+PRIORITY_MAX: int = int(_DOC["limits"]["priority_max"])
+ROOT_LEVELS: tuple[int, ...] = tuple(_DOC["limits"]["root_levels"])
+PAGE_SIZE: int = int(_DOC["limits"]["page_size"])
+PAGE_SHIFT = 12
+
+# Integer codes of the enumerations, in schema order. The engines work on these codes.
+EVENT_CODE: dict[str, int] = {name: i for i, name in enumerate(EVENT_KINDS)}
+OP_CODE: dict[str, int] = {name: i for i, name in enumerate(OPS)}
+SOURCE_CODE: dict[str, int] = {name: i for i, name in enumerate(SOURCES)}
+
+BACKING_LEVEL: dict[str, int] = {"4k": 1, "2m": 2, "1g": 3}
+"""Leaf level a backing allows (MODEL.md rule 3b)."""
+
+_OUT_OF_SCOPE_MODES = {
+    "shadow": "shadow paging without EPT/NPT",
+    "shadow_paging": "shadow paging without EPT/NPT",
+    "nested": "nested guests",
+    "shadow_nested": "nested guests",
+}
+# Guest physical addresses have at most 52 bits on x86-64.
+MAX_GPA = 1 << 52
+
+
+@cache
+def arrow_schema() -> pa.Schema:
+    """Return the Arrow schema of a v1 trace, without footer metadata."""
+    import pyarrow as pa
+
+    plain = {
+        "int8": pa.int8(),
+        "int16": pa.int16(),
+        "int64": pa.int64(),
+        "uint16": pa.uint16(),
+        "uint32": pa.uint32(),
+        "uint64": pa.uint64(),
+    }
+    fields = []
+    for col in _DOC["columns"]:
+        kind = col["type"]
+        dtype = pa.dictionary(pa.int8(), pa.string()) if kind.startswith("enum:") else plain[kind]
+        fields.append(pa.field(col["name"], dtype, nullable=col["nullable"]))
+    return pa.schema(fields)
+
+
+@dataclass(frozen=True)
+class Memslot:
+    """One RAM memslot of a VM: ``[gpa_start, gpa_start + size)`` backed by ``backing`` pages."""
+
+    gpa_start: int
+    size: int
+    backing: str = "4k"
+    dirty_log: bool = False
+
+    @property
+    def gpa_end(self) -> int:
+        """First byte past the slot."""
+        return self.gpa_start + self.size
+
+    @property
+    def gfn_start(self) -> int:
+        """First guest frame number of the slot."""
+        return self.gpa_start >> PAGE_SHIFT
+
+    @property
+    def npages(self) -> int:
+        """Number of 4 KiB pages in the slot."""
+        return self.size >> PAGE_SHIFT
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the footer form of the slot."""
+        return {
+            "gpa_start": self.gpa_start,
+            "size": self.size,
+            "backing": self.backing,
+            "dirty_log": self.dirty_log,
+        }
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """One VM of the footer's VM table."""
+
+    id: int
+    name: str
+    vcpus: int
+    mmu_mode: str
+    root_level: int
+    memslots: tuple[Memslot, ...]
+
+    @property
+    def guest_pages(self) -> int:
+        """Pages of all the VM's memslots together."""
+        return sum(s.npages for s in self.memslots)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the footer form of the VM."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "vcpus": self.vcpus,
+            "mmu_mode": self.mmu_mode,
+            "root_level": self.root_level,
+            "memslots": [s.to_json() for s in self.memslots],
+        }
+
+
+@dataclass(frozen=True)
+class TraceMeta:
+    """The footer of a trace: everything about it that is not a row."""
+
+    vms: tuple[VmSpec, ...]
+    coverage: str
+    provenance: dict[str, Any]
+    observed: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def vm_by_id(self) -> dict[int, VmSpec]:
+        """Map VM id to its spec."""
+        return {vm.id: vm for vm in self.vms}
+
+    def to_json(self) -> str:
+        """Return the footer JSON, in the key order of the schema's example."""
+        doc = {
+            "schema_version": self.schema_version,
+            "coverage": self.coverage,
+            "vms": [vm.to_json() for vm in self.vms],
+            "provenance": self.provenance,
+            "observed": self.observed,
+        }
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str) -> TraceMeta:
+        """Parse and check a footer; ``where`` names the file in error messages."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise TraceSchemaError(
+                f"trace {where}: the {FOOTER_KEY!r} footer is not valid JSON ({exc}); "
+                "re-create the trace with replay synth or replay convert"
+            ) from None
+        return cls.from_dict(doc, where)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str) -> TraceMeta:
+        """Check a parsed footer document against the schema and build a :class:`TraceMeta`."""
+        if not isinstance(doc, dict):
+            raise TraceSchemaError(f"trace {where}: the footer is not a JSON object")
+        version = doc.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise TraceSchemaError(
+                f"trace {where}: footer has no integer schema_version; "
+                "re-create the trace with replay synth or replay convert"
+            )
+        if version != SCHEMA_VERSION:
+            newer = version > SCHEMA_VERSION
+            fix = (
+                "upgrade kvm-mmu-replay (python -m pip install -U kvm-mmu-replay)"
+                if newer
+                else "re-convert the original log with this version"
+            )
+            raise TraceVersionError(
+                f"trace {where}: schema version {version} is not supported "
+                f"(this replay reads version {SCHEMA_VERSION}); {fix}"
+            )
+        _check_keys(doc, _DOC["footer"]["fields"], f"trace {where}: footer")
+        coverage = doc["coverage"]
+        _check_enum(coverage, "coverage", f"trace {where}: footer coverage")
+        vms_doc = doc["vms"]
+        if not isinstance(vms_doc, list) or not vms_doc:
+            raise TraceSchemaError(f"trace {where}: footer 'vms' must be a non-empty list of VMs")
+        vms = tuple(_parse_vm(v, f"trace {where}: footer vms[{i}]") for i, v in enumerate(vms_doc))
+        check_vm_table(vms, f"trace {where}")
+        provenance = doc["provenance"]
+        observed = doc.get("observed", {})
+        for key, value in (("provenance", provenance), ("observed", observed)):
+            if not isinstance(value, dict):
+                raise TraceSchemaError(f"trace {where}: footer {key!r} must be a JSON object")
+        return cls(vms=vms, coverage=coverage, provenance=provenance, observed=observed)
+
+
+def check_vm_table(vms: tuple[VmSpec, ...], where: str) -> None:
+    """Check what involves several VMs or memslots: unique ids, slots that do not overlap."""
+    seen: set[int] = set()
+    for vm in vms:
+        if vm.id in seen:
+            raise TraceSchemaError(f"{where}: VM id {vm.id} appears twice in the VM table")
+        seen.add(vm.id)
+        ordered = sorted(vm.memslots, key=lambda s: s.gpa_start)
+        for left, right in zip(ordered, ordered[1:], strict=False):
+            if right.gpa_start < left.gpa_end:
+                raise TraceSchemaError(
+                    f"{where}: VM {vm.id} ({vm.name}) has overlapping memslots at "
+                    f"{left.gpa_start:#x} and {right.gpa_start:#x}; give each slot its own range"
+                )
+
+
+def check_memslot(slot: Memslot, where: str) -> None:
+    """Check one memslot's values."""
+    if slot.size <= 0 or slot.size % PAGE_SIZE:
+        raise TraceSchemaError(f"{where}: size {slot.size} must be a positive multiple of 4096")
+    if slot.gpa_start < 0 or slot.gpa_start % PAGE_SIZE:
+        raise TraceSchemaError(
+            f"{where}: gpa_start {slot.gpa_start:#x} must be a non-negative multiple of 4096"
+        )
+    if slot.gpa_end > MAX_GPA:
+        raise TraceSchemaError(f"{where}: the slot ends past 2**52, beyond any x86-64 guest")
+    _check_enum(slot.backing, "backing", f"{where}: backing")
+
+
+def check_vm(vm: VmSpec, where: str) -> None:
+    """Check one VM's values (not its relation to other VMs)."""
+    if not 0 <= vm.id <= 0xFFFF:
+        raise TraceSchemaError(f"{where}: id {vm.id} must be in 0..65535")
+    if not 1 <= vm.vcpus <= 0xFFFF:
+        raise TraceSchemaError(f"{where}: vcpus {vm.vcpus} must be in 1..65535")
+    if vm.mmu_mode in _OUT_OF_SCOPE_MODES:
+        raise TraceSchemaError(
+            f"{where}: mmu_mode {vm.mmu_mode!r} ({_OUT_OF_SCOPE_MODES[vm.mmu_mode]}) is out of "
+            f"scope for schema v1; use one of {', '.join(MMU_MODES)}"
+        )
+    _check_enum(vm.mmu_mode, "mmu_mode", f"{where}: mmu_mode")
+    if vm.root_level not in ROOT_LEVELS:
+        raise TraceSchemaError(f"{where}: root_level {vm.root_level} must be 4 or 5")
+    if not vm.memslots:
+        raise TraceSchemaError(f"{where}: VM {vm.name!r} has no memslots; give it at least one")
+    for i, slot in enumerate(vm.memslots):
+        check_memslot(slot, f"{where} memslots[{i}]")
+
+
+def _parse_vm(doc: Any, where: str) -> VmSpec:
+    if not isinstance(doc, dict):
+        raise TraceSchemaError(f"{where}: a VM must be a JSON object")
+    _check_keys(doc, _DOC["footer"]["vm"], where)
+    slots_doc = doc["memslots"]
+    if not isinstance(slots_doc, list):
+        raise TraceSchemaError(f"{where}: memslots must be a list")
+    slots = []
+    for i, s in enumerate(slots_doc):
+        if not isinstance(s, dict):
+            raise TraceSchemaError(f"{where} memslots[{i}]: a memslot must be a JSON object")
+        _check_keys(s, _DOC["footer"]["memslot"], f"{where} memslots[{i}]")
+        slots.append(Memslot(s["gpa_start"], s["size"], s["backing"], s["dirty_log"]))
+    vm = VmSpec(
+        id=doc["id"],
+        name=doc["name"],
+        vcpus=doc["vcpus"],
+        mmu_mode=doc["mmu_mode"],
+        root_level=doc["root_level"],
+        memslots=tuple(slots),
+    )
+    check_vm(vm, where)
+    return vm
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "str": (str,),
+    "bool": (bool,),
+    "object": (dict,),
+}
+
+
+def _check_keys(doc: dict[str, Any], fields: dict[str, Any], where: str) -> None:
+    """Reject unknown keys, missing required keys and values of the wrong JSON type."""
+    unknown = sorted(set(doc) - set(fields))
+    if unknown:
+        raise TraceSchemaError(
+            f"{where}: unknown key {unknown[0]!r}; known keys are {', '.join(fields)}"
+        )
+    for name, spec in fields.items():
+        if name not in doc:
+            if spec["required"]:
+                raise TraceSchemaError(f"{where}: required key {name!r} is missing")
+            continue
+        kind: str = spec["type"]
+        value = doc[name]
+        if kind.startswith("enum:"):
+            continue  # checked by _check_enum where the value is used
+        if kind.startswith("list:"):
+            ok = isinstance(value, list)
+        else:
+            ok = isinstance(value, _JSON_TYPES[kind]) and not (
+                kind == "int" and isinstance(value, bool)
+            )
+        if not ok:
+            raise TraceSchemaError(f"{where}: {name!r} must be of type {kind}, not {value!r}")
+
+
+def _check_enum(value: Any, enum: str, where: str) -> None:
+    if value not in ENUMS[enum]:
+        raise TraceSchemaError(
+            f"{where} is {value!r}; it must be one of {', '.join(ENUMS[enum])}"
+        )
