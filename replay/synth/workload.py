@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cache
 
 import numpy as np
 
@@ -19,13 +18,19 @@ from replay.synth.scenario import Phase, VmPlan
 from replay.trace.schema import PAGE_SHIFT
 
 
-@cache
-def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
-    """Cumulative probabilities of ranks 0..n-1 under a bounded Zipf law."""
-    weights = np.arange(1, n + 1, dtype=np.float64) ** -exponent
-    cdf = np.cumsum(weights)
-    cdf /= cdf[-1]
-    return cdf
+def zipf_ranks(u: np.ndarray, n: int, exponent: float) -> np.ndarray:
+    """Map uniform draws ``u`` to ranks 0..n-1 with probability falling as ``rank ** -exponent``.
+
+    The inverse CDF of the continuous density ``x ** -exponent`` on ``[1, n + 1)``, floored: one
+    power per draw instead of a binary search over an n-entry table, which was a third of the
+    generator's time. It matches the discrete Zipf law closely except for the first few ranks.
+    """
+    if abs(exponent - 1.0) < 1e-9:
+        x = np.power(float(n + 1), u)
+    else:
+        a = 1.0 - exponent
+        x = np.power(1.0 + u * ((n + 1.0) ** a - 1.0), 1.0 / a)
+    return np.minimum(x.astype(np.int64) - 1, n - 1)
 
 
 def _coprime_multiplier(span: int, rng: np.random.Generator) -> int:
@@ -125,7 +130,7 @@ class VcpuStream:
             case "uniform":
                 page = self.rng.integers(0, ps.pages, k)
             case "zipf":
-                rank = np.searchsorted(_zipf_cdf(phase.hot_pages, phase.exponent), self.rng.random(k))
+                rank = zipf_ranks(self.rng.random(k), phase.hot_pages, phase.exponent)
                 # Hot ranks land spread over the footprint (scatter) or packed at its start.
                 page = (rank * ps.multiplier) % ps.pages if phase.scatter else rank
             case "sequential":
