@@ -19,7 +19,7 @@ def schema_dir() -> Path:
     for candidate in (here / "_schemas", here.parent / "schemas"):
         if (candidate / "trace.v1.json").is_file():
             return candidate
-    msg = f"the schema files are missing (looked in {here / '_schemas'} and {here.parent / 'schemas'})"
+    msg = f"schema files missing (looked in {here / '_schemas'} and {here.parent / 'schemas'})"
     raise RuntimeError(msg)
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from replay.errors import OutputPathError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 def check_output_path(path: Path, what: str = "output") -> None:
@@ -26,7 +29,9 @@ def check_output_path(path: Path, what: str = "output") -> None:
     if path.is_dir():
         raise OutputPathError(f"{what} {path} is a folder; give a file name")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what} {path}: folder {parent} is not writable; choose another path")
+        raise OutputPathError(
+            f"{what} {path}: folder {parent} is not writable; choose another path"
+        )
 
 
 @contextmanager
@@ -40,7 +45,7 @@ def atomic_output(path: Path, what: str = "output") -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         yield tmp
-        os.replace(tmp, path)
+        tmp.replace(path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

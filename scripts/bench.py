@@ -46,8 +46,12 @@ def _child_pyarrow_write(trace: str, out: str) -> None:
     table = pq.read_table(trace)
     t0 = time.perf_counter()
     pq.write_table(
-        table, out, compression="zstd", compression_level=ZSTD_LEVEL,
-        row_group_size=ROW_GROUP_SIZE, write_statistics=STATISTICS_COLUMNS,
+        table,
+        out,
+        compression="zstd",
+        compression_level=ZSTD_LEVEL,
+        row_group_size=ROW_GROUP_SIZE,
+        write_statistics=STATISTICS_COLUMNS,
         use_dictionary=DICTIONARY_COLUMNS,
     )
     wall = time.perf_counter() - t0
@@ -70,16 +74,22 @@ def bench_synth(scenario: str, events: int, repeat: int) -> None:
         for i in range(repeat):
             r = _run_child("synth", scenario, str(events), trace)
             rate = r["rows"] / r["wall_s"]
-            print(f"  run {i + 1}: {r['rows']:,.0f} events in {r['wall_s']:.2f} s = "
-                  f"{rate / 1e6:.2f} M events/s, peak RSS {r['peak_mib']:.0f} MiB")
+            print(
+                f"  run {i + 1}: {r['rows']:,.0f} events in {r['wall_s']:.2f} s = "
+                f"{rate / 1e6:.2f} M events/s, peak RSS {r['peak_mib']:.0f} MiB"
+            )
             if best is None or r["wall_s"] < best["wall_s"]:
                 best = r
         assert best is not None
         w = _run_child("write", trace, str(Path(tmp) / "pyarrow.parquet"))
-        print(f"  pyarrow write_table alone (same table, same options): {w['rows']:,.0f} rows in "
-              f"{w['wall_s']:.2f} s = {w['rows'] / w['wall_s'] / 1e6:.2f} M rows/s")
-        print(f"  best synth / pyarrow-write time: {best['wall_s'] / w['wall_s']:.2f}x; "
-              f"target >= 3 M events/s and peak < 500 MiB")
+        print(
+            f"  pyarrow write_table alone (same table, same options): {w['rows']:,.0f} rows in "
+            f"{w['wall_s']:.2f} s = {w['rows'] / w['wall_s'] / 1e6:.2f} M rows/s"
+        )
+        print(
+            f"  best synth / pyarrow-write time: {best['wall_s'] / w['wall_s']:.2f}x; "
+            f"target >= 3 M events/s and peak < 500 MiB"
+        )
 
 
 def main() -> None:

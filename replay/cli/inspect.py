@@ -35,15 +35,19 @@ def _print(s: TraceSummary) -> None:
 
     meta = s.trace.meta
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # pipes and files get the whole table
     span = (
         f"{s.t_first_ns / 1e9:.6f} s .. {s.t_last_ns / 1e9:.6f} s "
         f"({(s.t_last_ns - s.t_first_ns) / 1e9:.3f} s)"
         if s.t_first_ns is not None and s.t_last_ns is not None
         else "empty"
     )
-    console.print(f"[bold]{s.trace.path}[/bold]  trace schema v{meta.schema_version}, "
-                  f"{_size(s.trace.size_bytes)}, {s.trace.num_rows:,} rows in "
-                  f"{s.trace.num_row_groups} row groups")
+    console.print(
+        f"[bold]{s.trace.path}[/bold]  trace schema v{meta.schema_version}, "
+        f"{_size(s.trace.size_bytes)}, {s.trace.num_rows:,} rows in "
+        f"{s.trace.num_row_groups} row groups"
+    )
     console.print(f"coverage   {meta.coverage}")
     console.print(f"time span  {span}")
     prov = ", ".join(f"{k}={v}" for k, v in meta.provenance.items() if v is not None)
@@ -56,8 +60,21 @@ def _print(s: TraceSummary) -> None:
     console.print(f"mmio       {s.mmio_accesses:,} accesses outside every memslot")
 
     table = Table(title="VMs (vm_list order, head first)", title_justify="left")
-    for col in ("id", "name", "vCPUs", "MMU mode", "root", "memslots", "accesses", "unmaps", "zap_all"):
-        table.add_column(col, justify="right" if col in ("id", "vCPUs", "accesses", "unmaps", "zap_all") else "left")
+    for col in (
+        "id",
+        "name",
+        "vCPUs",
+        "MMU mode",
+        "root",
+        "memslots",
+        "accesses",
+        "unmaps",
+        "zap_all",
+    ):
+        table.add_column(
+            col,
+            justify="right" if col in ("id", "vCPUs", "accesses", "unmaps", "zap_all") else "left",
+        )
     shown = meta.vms if len(meta.vms) <= 40 else meta.vms[:40]
     for vm in shown:
         slots = "\n".join(
@@ -66,8 +83,15 @@ def _print(s: TraceSummary) -> None:
         )
         counts = s.events_by_vm[vm.id]
         table.add_row(
-            str(vm.id), vm.name, str(vm.vcpus), vm.mmu_mode, str(vm.root_level), slots,
-            f"{counts['access']:,}", f"{counts['unmap']:,}", f"{counts['zap_all']:,}",
+            str(vm.id),
+            vm.name,
+            str(vm.vcpus),
+            vm.mmu_mode,
+            str(vm.root_level),
+            slots,
+            f"{counts['access']:,}",
+            f"{counts['unmap']:,}",
+            f"{counts['zap_all']:,}",
         )
     console.print(table)
     if len(meta.vms) > len(shown):
@@ -77,5 +101,9 @@ def _print(s: TraceSummary) -> None:
 def _size(n: int) -> str:
     for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift:
-            return f"{n / (1 << shift):g} {unit}" if n % (1 << shift) == 0 else f"{n / (1 << shift):.1f} {unit}"
+            return (
+                f"{n / (1 << shift):g} {unit}"
+                if n % (1 << shift) == 0
+                else f"{n / (1 << shift):.1f} {unit}"
+            )
     return f"{n} B"

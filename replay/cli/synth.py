@@ -20,7 +20,9 @@ def synth(
         Path | None,
         typer.Option("-o", "--output", help="Trace file to write [default: SCENARIO.parquet]."),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the scenario's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (overrides the scenario's).")
+    ] = None,
     accesses: Annotated[
         int | None,
         typer.Option(help="Total guest accesses; every vCPU's rate is scaled to meet it."),
@@ -39,7 +41,10 @@ def synth(
         _list(list_scenarios(), json_)
         return
     if scenario is None:
-        fail("give a SCENARIO (a name or a .toml path); replay synth --list shows the shipped ones", 2)
+        fail(
+            "give a SCENARIO (a name or a .toml path); replay synth --list shows the shipped ones",
+            2,
+        )
     sc = load_scenario(scenario, seed=seed, accesses=accesses, duration_s=duration)
     out = output if output is not None else Path(f"{sc.name}.parquet")
     if out.exists() and not force:
@@ -76,7 +81,9 @@ def _list(names: list[str], as_json: bool) -> None:
         with (SCENARIO_DIR / f"{name}.toml").open("rb") as fh:
             rows.append((name, tomllib.load(fh).get("scenario", {}).get("description", "")))
     if as_json:
-        emit_json({"command": "synth", "scenarios": [{"name": n, "description": d} for n, d in rows]})
+        emit_json(
+            {"command": "synth", "scenarios": [{"name": n, "description": d} for n, d in rows]}
+        )
         return
     width = max((len(n) for n, _ in rows), default=0)
     for name, desc in rows:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replay.synth.generate import SynthResult, generate, trace_meta
+from replay.synth.generator import SynthResult, generate, trace_meta
 from replay.synth.scenario import Scenario, list_scenarios, load_scenario, resolve_scenario
 
 __all__ = [

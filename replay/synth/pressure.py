@@ -7,11 +7,14 @@ whole sorted arrays, and merged into the access stream window by window.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replay.synth.scenario import PressurePlan, Scenario, VmPlan
 from replay.trace.schema import EVENT_CODE, PAGE_SIZE, PRIORITY_MAX, SOURCE_CODE
+
+if TYPE_CHECKING:
+    from replay.synth.scenario import PressurePlan, Scenario, VmPlan
 
 DEF_PRIORITY = PRIORITY_MAX
 """Reclaim starts every pass sequence at priority 12 (``DEF_PRIORITY``)."""
@@ -53,8 +56,14 @@ class _Rows:
 
     def build(self) -> HostEvents:
         dtypes = {
-            "t_ns": np.int64, "event": np.int8, "vm": np.uint16, "gpa": np.uint64,
-            "len": np.uint64, "source": np.int8, "priority": np.int8, "nid": np.int16,
+            "t_ns": np.int64,
+            "event": np.int8,
+            "vm": np.uint16,
+            "gpa": np.uint64,
+            "len": np.uint64,
+            "source": np.int8,
+            "priority": np.int8,
+            "nid": np.int16,
             "nr_to_scan": np.uint32,
         }
         arrays = {k: np.asarray(v, dtype=dtypes[k]) for k, v in self.cols.items()}
@@ -70,7 +79,7 @@ def host_events(scenario: Scenario, vm_ids: dict[str, int], rng: np.random.Gener
     for plan in scenario.pressure:
         targets = [v for v in scenario.vms if plan.vm in ("all", v.name, v.group)]
         for i, t_s in enumerate(plan.times_s):
-            t_ns = int(round(t_s * 1e9))
+            t_ns = round(t_s * 1e9)
             if t_ns >= end_ns:
                 break
             _occurrence(rows, plan, i, t_ns, targets, vm_ids, rng)

@@ -12,7 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from replay.errors import ScenarioError, TraceSchemaError
 from replay.trace.schema import (
@@ -201,7 +201,13 @@ class _Parser:
                 raise self.fail(where, f"required key {key!r} is missing")
 
     def num(
-        self, value: Any, where: str, key: str, *, lo: float = 0.0, hi: float | None = None,
+        self,
+        value: Any,
+        where: str,
+        key: str,
+        *,
+        lo: float = 0.0,
+        hi: float | None = None,
         strict_lo: bool = False,
     ) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -213,7 +219,9 @@ class _Parser:
             raise self.fail(where, f"{key} = {value!r} is out of range; it must be {rng}")
         return x
 
-    def integer(self, value: Any, where: str, key: str, *, lo: int = 0, hi: int | None = None) -> int:
+    def integer(
+        self, value: Any, where: str, key: str, *, lo: int = 0, hi: int | None = None
+    ) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(where, f"{key} must be a whole number, not {value!r}")
         if value < lo or (hi is not None and value > hi):
@@ -224,7 +232,7 @@ class _Parser:
     def size(self, value: Any, where: str, key: str, *, positive: bool = True) -> int:
         """A byte count: an integer or a string such as "3GiB", "512M", "4k", "0x1000"."""
         if isinstance(value, bool):
-            raise self.fail(where, f"{key} must be a size such as 4096 or \"2GiB\", not {value!r}")
+            raise self.fail(where, f'{key} must be a size such as 4096 or "2GiB", not {value!r}')
         if isinstance(value, int):
             n = value
         elif isinstance(value, str):
@@ -238,23 +246,31 @@ class _Parser:
                 m = _SIZE_RE.match(text)
                 if m is None or text.startswith("-"):
                     raise self.fail(
-                        where, f"{key} = {value!r} is not a size; write e.g. 4096, \"2GiB\", \"512M\""
+                        where, f'{key} = {value!r} is not a size; write e.g. 4096, "2GiB", "512M"'
                     )
                 n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
         else:
-            raise self.fail(where, f"{key} must be a size such as 4096 or \"2GiB\", not {value!r}")
+            raise self.fail(where, f'{key} must be a size such as 4096 or "2GiB", not {value!r}')
         if n < 0 or (positive and n == 0):
-            raise self.fail(where, f"{key} = {value!r} must be {'positive' if positive else '>= 0'}")
+            raise self.fail(
+                where, f"{key} = {value!r} must be {'positive' if positive else '>= 0'}"
+            )
         return n
 
     def scenario(
-        self, doc: dict[str, Any], *, seed: int | None, accesses: int | None,
+        self,
+        doc: dict[str, Any],
+        *,
+        seed: int | None,
+        accesses: int | None,
         duration_s: float | None,
     ) -> Scenario:
         self.keys(doc, "top level", {"scenario", "vm", "pressure"}, {"scenario", "vm"})
         head = doc["scenario"]
         self.keys(
-            head, "[scenario]", {"name", "description", "seed", "duration_s", "accesses"},
+            head,
+            "[scenario]",
+            {"name", "description", "seed", "duration_s", "accesses"},
             {"name", "duration_s"},
         )
         name = head["name"]
@@ -263,7 +279,9 @@ class _Parser:
         description = head.get("description", "")
         if not isinstance(description, str):
             raise self.fail("[scenario]", "description must be a string")
-        the_seed = seed if seed is not None else self.integer(head.get("seed", 0), "[scenario]", "seed")
+        the_seed = (
+            seed if seed is not None else self.integer(head.get("seed", 0), "[scenario]", "seed")
+        )
         if the_seed < 0:
             raise self.fail("command line", f"--seed {the_seed} must be >= 0")
         dur = (
@@ -312,7 +330,16 @@ class _Parser:
         self.keys(
             table,
             where,
-            {"name", "count", "vcpus", "mmu_mode", "root_level", "memslots", "workload", "mmio_gpa"},
+            {
+                "name",
+                "count",
+                "vcpus",
+                "mmu_mode",
+                "root_level",
+                "memslots",
+                "workload",
+                "mmio_gpa",
+            },
             {"name", "vcpus", "memslots", "workload"},
         )
         name = table["name"]
@@ -342,7 +369,8 @@ class _Parser:
             raise self.fail(where, "workload must be a table or an array of tables")
         ram = sum(s.size for s in slots)
         workloads = tuple(
-            self.workload(w, f"{where} workload #{k + 1}", vcpus, ram) for k, w in enumerate(work_doc)
+            self.workload(w, f"{where} workload #{k + 1}", vcpus, ram)
+            for k, w in enumerate(work_doc)
         )
         driven: set[int] = set()
         for w in workloads:
@@ -369,7 +397,9 @@ class _Parser:
             raise ScenarioError(f"scenario {self.path}: {exc}") from None
 
     def memslot(self, table: Any, where: str) -> Memslot:
-        self.keys(table, where, {"gpa_start", "size", "backing", "dirty_log"}, {"gpa_start", "size"})
+        self.keys(
+            table, where, {"gpa_start", "size", "backing", "dirty_log"}, {"gpa_start", "size"}
+        )
         backing = table.get("backing", "4k")
         if backing not in BACKINGS:
             raise self.fail(where, f"backing {backing!r} must be one of {', '.join(BACKINGS)}")
@@ -388,9 +418,19 @@ class _Parser:
             raise ScenarioError(f"scenario {self.path}: {exc}") from None
         return slot
 
-    _PHASE_KEYS = {
-        "kind", "rate", "mix", "mmio_fraction", "footprint", "offset", "hot_pages", "exponent",
-        "scatter", "stride_pages", "working_set", "drift",
+    _PHASE_KEYS: ClassVar[set[str]] = {
+        "kind",
+        "rate",
+        "mix",
+        "mmio_fraction",
+        "footprint",
+        "offset",
+        "hot_pages",
+        "exponent",
+        "scatter",
+        "stride_pages",
+        "working_set",
+        "drift",
     }
 
     def workload(self, table: Any, where: str, vcpus: int, ram: int) -> Workload:
@@ -402,17 +442,22 @@ class _Parser:
         elif isinstance(sel, list) and sel:
             ids = tuple(self.integer(v, where, "vcpus", lo=0, hi=vcpus - 1) for v in sel)
         else:
-            raise self.fail(where, "vcpus must be \"all\" or a list of vCPU ids")
+            raise self.fail(where, 'vcpus must be "all" or a list of vCPU ids')
         defaults = {k: v for k, v in table.items() if k in self._PHASE_KEYS}
         phases_doc = table.get("phases")
+        phases: tuple[Phase, ...]
         if phases_doc is None:
             phases = (self.phase(defaults, where, ram, first=True),)
         else:
             if not isinstance(phases_doc, list) or not phases_doc:
                 raise self.fail(where, "phases must be a non-empty array of tables")
             phases = tuple(
-                self.phase({**defaults, **p} if isinstance(p, dict) else p,
-                           f"{where} phases[{j}]", ram, first=j == 0)
+                self.phase(
+                    {**defaults, **p} if isinstance(p, dict) else p,
+                    f"{where} phases[{j}]",
+                    ram,
+                    first=j == 0,
+                )
                 for j, p in enumerate(phases_doc)
             )
             starts = [p.at_s for p in phases]
@@ -430,24 +475,28 @@ class _Parser:
             raise self.fail(where, "the first phase starts at at_s = 0")
         mix_doc = table.get("mix", {"read": 0.7, "write": 0.3, "exec": 0.0})
         self.keys(mix_doc, f"{where} mix", {"read", "write", "exec"}, set())
-        weights = tuple(self.num(mix_doc.get(k, 0.0), where, f"mix.{k}") for k in ("read", "write", "exec"))
+        weights = tuple(
+            self.num(mix_doc.get(k, 0.0), where, f"mix.{k}") for k in ("read", "write", "exec")
+        )
         if sum(weights) <= 0:
             raise self.fail(where, "mix must give some access type a positive weight")
         mix = (weights[0] / sum(weights), weights[1] / sum(weights), weights[2] / sum(weights))
         footprint = table.get("footprint")
         fp = None if footprint is None else self.size(footprint, where, "footprint")
         offset = self.size(table.get("offset", 0), where, "offset", positive=False)
-        span = (fp if fp is not None else ram - offset)
+        span = fp if fp is not None else ram - offset
         if offset + span > ram or span < PAGE_SIZE:
             raise self.fail(
-                where, f"offset + footprint ({offset} + {span} bytes) must fit in the VM's RAM ({ram} bytes)"
+                where,
+                f"offset + footprint ({offset} + {span} bytes) must fit in the VM's RAM "
+                f"({ram} bytes)",
             )
         pages = span // PAGE_SIZE
         hot = self.integer(table.get("hot_pages", min(pages, 1 << 16)), where, "hot_pages", lo=1)
         if hot > pages:
             raise self.fail(where, f"hot_pages {hot} is more than the footprint's {pages} pages")
         if hot > 1 << 24:
-            raise self.fail(where, f"hot_pages {hot} is more than 16Mi; use kind = \"uniform\"")
+            raise self.fail(where, f'hot_pages {hot} is more than 16Mi; use kind = "uniform"')
         ws = self.size(table.get("working_set", min(span, 256 << 20)), where, "working_set")
         if ws > span:
             raise self.fail(where, "working_set must fit in the footprint")
@@ -470,7 +519,7 @@ class _Parser:
             drift=self.size(table.get("drift", 0), where, "drift", positive=False),
         )
 
-    _PRESSURE_KEYS: dict[str, set[str]] = {
+    _PRESSURE_KEYS: ClassVar[dict[str, set[str]]] = {
         "kswapd": {"min_priority", "passes_per_priority", "nodes"},
         "memcg": {"min_priority", "passes_per_priority", "nodes"},
         "direct": {"min_priority", "pass_interval_us", "nodes"},
@@ -511,7 +560,9 @@ class _Parser:
         default_min = {"kswapd": 1, "memcg": 1, "direct": 4, "proactive": 6}.get(kind, 0)
         vm = table.get("vm", "all")
         if vm != "all" and vm not in vm_names:
-            raise self.fail(where, f"vm {vm!r} names no VM (known: all, {', '.join(sorted(vm_names))})")
+            raise self.fail(
+                where, f"vm {vm!r} names no VM (known: all, {', '.join(sorted(vm_names))})"
+            )
         return PressurePlan(
             kind=kind,
             times_s=times,
@@ -521,12 +572,18 @@ class _Parser:
             passes_per_priority=self.integer(
                 table.get("passes_per_priority", 1), where, "passes_per_priority", lo=1
             ),
-            pass_interval_us=self.num(table.get("pass_interval_us", 100.0), where, "pass_interval_us"),
+            pass_interval_us=self.num(
+                table.get("pass_interval_us", 100.0), where, "pass_interval_us"
+            ),
             repeats=self.integer(table.get("repeats", 1), where, "repeats", lo=1, hi=1000),
             nodes=self.integer(table.get("nodes", 1), where, "nodes", lo=1, hi=1024),
-            nr_to_scan=self.integer(table.get("nr_to_scan", 128), where, "nr_to_scan", hi=0xFFFFFFFF),
+            nr_to_scan=self.integer(
+                table.get("nr_to_scan", 128), where, "nr_to_scan", hi=0xFFFFFFFF
+            ),
             vm=vm,
             len=self.size(table.get("len", 2 << 20), where, "len"),
-            footprint=None if "footprint" not in table else self.size(table["footprint"], where, "footprint"),
+            footprint=None
+            if "footprint" not in table
+            else self.size(table["footprint"], where, "footprint"),
             offset=self.size(table.get("offset", 0), where, "offset", positive=False),
         )

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replay.synth.scenario import Phase, VmPlan
 from replay.trace.schema import PAGE_SHIFT
+
+if TYPE_CHECKING:
+    from replay.synth.scenario import Phase, VmPlan
 
 
 def zipf_ranks(u: np.ndarray, n: int, exponent: float) -> np.ndarray:
@@ -30,7 +33,8 @@ def zipf_ranks(u: np.ndarray, n: int, exponent: float) -> np.ndarray:
     else:
         a = 1.0 - exponent
         x = np.power(1.0 + u * ((n + 1.0) ** a - 1.0), 1.0 / a)
-    return np.minimum(x.astype(np.int64) - 1, n - 1)
+    ranks: np.ndarray = np.minimum(x.astype(np.int64) - 1, n - 1)
+    return ranks
 
 
 def _coprime_multiplier(span: int, rng: np.random.Generator) -> int:
@@ -117,12 +121,16 @@ class VcpuStream:
         return np.concatenate(times), np.concatenate(gpas), np.concatenate(ops)
 
     def _times(self, a: int, b: int, k: int) -> np.ndarray:
-        """``k`` sorted uniform times in ``[a, b)``: uniform order statistics from the
-        normalised cumulative sum of ``k + 1`` exponential gaps."""
+        """Draw ``k`` sorted uniform times in ``[a, b)``.
+
+        Uniform order statistics are the normalised cumulative sum of ``k + 1`` exponential gaps:
+        sorted without a sort.
+        """
         gaps = self.rng.standard_exponential(k + 1)
         cumulative = np.cumsum(gaps)
         frac = cumulative[:k] / cumulative[k]
-        return a + (frac * (b - a)).astype(np.int64)
+        times: np.ndarray = a + (frac * (b - a)).astype(np.int64)
+        return times
 
     def _gpas(self, ps: PhaseStream, t_ns: np.ndarray, k: int) -> np.ndarray:
         phase = ps.phase
@@ -150,7 +158,7 @@ class VcpuStream:
         else:
             slot = np.searchsorted(self.slot_first_page, ram_page, side="right") - 1
             gfn = self.slot_gfn[slot] + ram_page - self.slot_first_page[slot]
-        gpa = gfn.astype(np.uint64) << np.uint64(PAGE_SHIFT)
+        gpa: np.ndarray = gfn.astype(np.uint64) << np.uint64(PAGE_SHIFT)
         if phase.mmio_fraction > 0:
             gpa[self.rng.random(k) < phase.mmio_fraction] = self.vm.mmio_gpa
         return gpa
@@ -174,11 +182,11 @@ def vcpu_streams(
         phases: list[PhaseStream] = []
         count = 0.0
         for i, ph in enumerate(workload.phases):
-            start = min(int(round(ph.at_s * 1e9)), duration_ns)
+            start = min(round(ph.at_s * 1e9), duration_ns)
             nxt = workload.phases[i + 1].at_s if i + 1 < len(workload.phases) else None
-            end = duration_ns if nxt is None else min(int(round(nxt * 1e9)), duration_ns)
+            end = duration_ns if nxt is None else min(round(nxt * 1e9), duration_ns)
             ram = sum(s.size for s in vm.memslots)
-            pages = ((ph.footprint if ph.footprint is not None else ram - ph.offset)) >> PAGE_SHIFT
+            pages = (ph.footprint if ph.footprint is not None else ram - ph.offset) >> PAGE_SHIFT
             per_ns = ph.rate / 1e9
             phases.append(
                 PhaseStream(

@@ -7,7 +7,6 @@ number across.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +28,8 @@ from replay.trace.schema import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -171,10 +172,17 @@ def _check_columns(path: Path, schema: pa.Schema) -> None:
         got = schema.field(idx).type
         if COLUMN_TYPES[fld.name].startswith("enum:"):
             ok = (
-                pa.types.is_dictionary(got)
-                and pa.types.is_integer(got.index_type)
-                and (pa.types.is_string(got.value_type) or pa.types.is_large_string(got.value_type))
-            ) or pa.types.is_string(got) or pa.types.is_large_string(got)
+                (
+                    pa.types.is_dictionary(got)
+                    and pa.types.is_integer(got.index_type)
+                    and (
+                        pa.types.is_string(got.value_type)
+                        or pa.types.is_large_string(got.value_type)
+                    )
+                )
+                or pa.types.is_string(got)
+                or pa.types.is_large_string(got)
+            )
             want = "strings (plain or dictionary-encoded)"
         else:
             ok = pa.types.is_integer(got) or pa.types.is_null(got)
@@ -257,8 +265,7 @@ class _RowChecker:
             i = _first(bad_vcpu)
             raise self._fail(
                 start + i,
-                f"vCPU {out['vcpu'][i]} of VM {out['vm'][i]} is beyond the VM's "
-                f"{vcpus[i]} vCPUs",
+                f"vCPU {out['vcpu'][i]} of VM {out['vm'][i]} is beyond the VM's {vcpus[i]} vCPUs",
                 "fix the vcpu column or the VM's vcpus in the footer",
             )
         is_reclaim = event == EVENT_CODE["reclaim"]

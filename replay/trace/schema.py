@@ -7,6 +7,7 @@ module adds only what JSON cannot say: the Arrow types, and the checks of the fo
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -224,7 +225,7 @@ def check_vm_table(vms: tuple[VmSpec, ...], where: str) -> None:
             raise TraceSchemaError(f"{where}: VM id {vm.id} appears twice in the VM table")
         seen.add(vm.id)
         ordered = sorted(vm.memslots, key=lambda s: s.gpa_start)
-        for left, right in zip(ordered, ordered[1:], strict=False):
+        for left, right in itertools.pairwise(ordered):
             if right.gpa_start < left.gpa_end:
                 raise TraceSchemaError(
                     f"{where}: VM {vm.id} ({vm.name}) has overlapping memslots at "
@@ -326,6 +327,4 @@ def _check_keys(doc: dict[str, Any], fields: dict[str, Any], where: str) -> None
 
 def _check_enum(value: Any, enum: str, where: str) -> None:
     if value not in ENUMS[enum]:
-        raise TraceSchemaError(
-            f"{where} is {value!r}; it must be one of {', '.join(ENUMS[enum])}"
-        )
+        raise TraceSchemaError(f"{where} is {value!r}; it must be one of {', '.join(ENUMS[enum])}")

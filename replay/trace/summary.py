@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from replay.trace.reader import TraceFile, count_mmio, iter_batches, open_trace
 from replay.trace.schema import EVENT_CODE, EVENT_KINDS, SOURCES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @dataclass(frozen=True)
@@ -46,18 +48,14 @@ class TraceSummary:
         }
 
 
-def summarize_trace(
-    path: str, progress: Callable[[int, int], None] | None = None
-) -> TraceSummary:
+def summarize_trace(path: str, progress: Callable[[int, int], None] | None = None) -> TraceSummary:
     """Open, validate and count a whole trace in one streamed pass."""
     trace = open_trace(path)
     n_kinds = len(EVENT_KINDS)
     by_kind = np.zeros(n_kinds, dtype=np.int64)
     by_source = np.zeros(len(SOURCES), dtype=np.int64)
     by_vm = np.zeros((0x10000, n_kinds), dtype=np.int64)
-    names_vm = np.array(
-        [k in ("access", "unmap", "zap_all") for k in EVENT_KINDS], dtype=bool
-    )
+    names_vm = np.array([k in ("access", "unmap", "zap_all") for k in EVENT_KINDS], dtype=bool)
     mmio = 0
     first: int | None = None
     last: int | None = None

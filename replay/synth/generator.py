@@ -9,7 +9,6 @@ group. Memory is bounded by the window, so 100 million events cost no more than 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
@@ -23,13 +22,15 @@ from replay.trace.schema import EVENT_CODE, TraceMeta, VmSpec
 from replay.trace.writer import build_table, write_trace
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     import pyarrow as pa
 
     from replay.synth.scenario import Scenario
 
-WINDOW_ROWS = 1 << 20
+WINDOW_ROWS = 1_000_000
+"""Accesses per window: a little under a row group (2**20 rows), so a window is one row group."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class _Plan:
     """The scenario bound to random streams: the vCPUs, their totals and the host events."""
 
     def __init__(self, scenario: Scenario) -> None:
-        self.duration_ns = int(round(scenario.duration_s * 1e9))
+        self.duration_ns = round(scenario.duration_s * 1e9)
         vm_ids = {v.name: i for i, v in enumerate(scenario.vms)}
         n_vcpus = sum(v.vcpus for v in scenario.vms)
         # One independent stream per vCPU plus one for the host: adding a VM at the end of a
@@ -182,8 +183,11 @@ def _window(streams: list[VcpuStream], lo: int, hi: int, host: HostEvents) -> pa
 
 
 def _merge_host(access: dict[str, np.ndarray], host: HostEvents) -> pa.Table:
-    """Slot the host events in among the accesses; a host event tied with accesses goes after
-    them (accesses were generated first: rule 17's file order)."""
+    """Slot the host events in among the accesses.
+
+    A host event tied with accesses goes after them (rule 17: ties keep file order, and the
+    accesses were generated first).
+    """
     n_access, n_host = len(access["t_ns"]), len(host)
     n = n_access + n_host
     host_pos = np.searchsorted(access["t_ns"], host.t_ns, side="right") + np.arange(n_host)
@@ -193,8 +197,19 @@ def _merge_host(access: dict[str, np.ndarray], host: HostEvents) -> pa.Table:
     host_kind = host.event
     values: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray | bool] = {}
-    for name in ("t_ns", "event", "vm", "vcpu", "gpa", "op", "len", "source", "priority", "nid",
-                 "nr_to_scan"):
+    for name in (
+        "t_ns",
+        "event",
+        "vm",
+        "vcpu",
+        "gpa",
+        "op",
+        "len",
+        "source",
+        "priority",
+        "nid",
+        "nr_to_scan",
+    ):
         dtype = access[name].dtype if name in access else getattr(host, name).dtype
         column = np.zeros(n, dtype=dtype)
         if name in access:

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from replay.errors import InputFileError, TraceDataError, TraceSchemaError, TraceVersionError
+from replay.trace import count_mmio, iter_batches, open_trace
+from replay.trace.schema import EVENT_CODE, FOOTER_KEY, OP_CODE, SOURCE_CODE
+from tests.conftest import access, reclaim, two_vm_meta
+
+Builder = Callable[..., Path]
+
+
+def test_batches_come_back_as_written(trace_builder: Builder) -> None:
+    path = trace_builder(
+        [
+            access(10, gpa=0x2000, op="write"),
+            reclaim(20, "drop_caches", 0),
+            {"t_ns": 30, "event": "shrink", "nr_to_scan": 128},
+            {"t_ns": 40, "event": "unmap", "vm": 5, "gpa": 4 << 30, "len": 8192},
+            {"t_ns": 40, "event": "zap_all", "vm": 0},
+            access(50, vm=5, vcpu=0, gpa=0xFEE00000, op="exec"),
+        ]
+    )
+    trace = open_trace(path)
+    assert trace.num_rows == 6
+    (batch,) = list(iter_batches(trace))
+    assert batch.t_ns.tolist() == [10, 20, 30, 40, 40, 50]
+    assert batch.event.tolist() == [
+        EVENT_CODE[k] for k in ("access", "reclaim", "shrink", "unmap", "zap_all", "access")
+    ]
+    assert batch.op[[0, 5]].tolist() == [OP_CODE["write"], OP_CODE["exec"]]
+    assert batch.op[1] == -1  # null
+    assert batch.source[1] == SOURCE_CODE["drop_caches"]
+    assert batch.priority[1] == 0
+    assert batch.nr_to_scan[2] == 128
+    assert batch.len[3] == 8192
+    assert (
+        count_mmio(trace.meta, batch) == 1
+    )  # 0xFEE00000 is past VM 5's first slot, before its second
+
+
+def test_small_batches_carry_the_order_check_across(trace_builder: Builder) -> None:
+    path = trace_builder([access(t) for t in (1, 2, 3, 4, 5)])
+    sizes = [len(b) for b in iter_batches(open_trace(path), batch_rows=2)]
+    assert sizes == [2, 2, 1]
+
+
+def test_unsorted_trace_names_the_row(trace_builder: Builder) -> None:
+    path = trace_builder([access(100), access(200), access(150), access(300)])
+    with pytest.raises(TraceDataError, match=r"row 2: t_ns goes backwards \(150 after 200\); sort"):
+        list(iter_batches(open_trace(path)))
+
+
+def test_unsorted_across_batches_names_the_row(trace_builder: Builder) -> None:
+    path = trace_builder([access(100), access(200), access(150), access(300)])
+    with pytest.raises(TraceDataError, match=r"row 2: t_ns goes backwards"):
+        list(iter_batches(open_trace(path), batch_rows=2))
+
+
+def test_unknown_vm_is_rejected(trace_builder: Builder) -> None:
+    path = trace_builder([access(1), access(2, vm=3)])
+    with pytest.raises(
+        TraceDataError, match=r"row 1: VM 3 is not in the footer's VM table \(known: 0, 5\)"
+    ):
+        list(iter_batches(open_trace(path)))
+
+
+def test_vcpu_beyond_the_vm_is_rejected(trace_builder: Builder) -> None:
+    path = trace_builder([access(1, vm=0, vcpu=1), access(2, vm=5, vcpu=1)])
+    with pytest.raises(TraceDataError, match=r"row 1: vCPU 1 of VM 5 is beyond the VM's 1 vCPUs"):
+        list(iter_batches(open_trace(path)))
+
+
+def test_event_missing_a_required_column(trace_builder: Builder) -> None:
+    path = trace_builder([{"t_ns": 1, "event": "reclaim", "source": "kswapd"}])
+    with pytest.raises(TraceDataError, match=r"row 0: reclaim event has no priority"):
+        list(iter_batches(open_trace(path)))
+
+
+def test_priority_out_of_range(trace_builder: Builder) -> None:
+    path = trace_builder([reclaim(1, priority=13)])
+    with pytest.raises(TraceDataError, match=r"row 0: priority 13 is out of range"):
+        list(iter_batches(open_trace(path)))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="does not exist"):
+        open_trace(tmp_path / "nope.parquet")
+
+
+def test_csv_renamed_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    path.write_text("t_ns,event\n1,access\n")
+    with pytest.raises(InputFileError, match="not a readable Parquet file"):
+        open_trace(path)
+
+
+def test_parquet_without_footer_key(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"t_ns": [1]}), path)
+    with pytest.raises(TraceSchemaError, match=r"no 'replay\.trace' footer"):
+        open_trace(path)
+
+
+def _rewrite(src: Path, dst: Path, table: pa.Table, footer: bytes | None = None) -> Path:
+    raw = pq.read_metadata(src).metadata
+    meta = {FOOTER_KEY.encode(): footer if footer is not None else raw[FOOTER_KEY.encode()]}
+    pq.write_table(table.replace_schema_metadata(meta), dst)
+    return dst
+
+
+def test_missing_column(trace_builder: Builder, tmp_path: Path) -> None:
+    src = trace_builder([access(1)])
+    table = pq.read_table(src).drop_columns(["op"])
+    path = _rewrite(src, tmp_path / "m.parquet", table)
+    with pytest.raises(TraceSchemaError, match="column 'op' is missing"):
+        open_trace(path)
+
+
+def test_wrong_column_type(trace_builder: Builder, tmp_path: Path) -> None:
+    src = trace_builder([access(1)])
+    table = pq.read_table(src)
+    table = table.set_column(table.schema.get_field_index("vm"), "vm", pa.array([0.5]))
+    path = _rewrite(src, tmp_path / "w.parquet", table)
+    with pytest.raises(TraceSchemaError, match="column 'vm' has type double"):
+        open_trace(path)
+
+
+def test_future_schema_version(trace_builder: Builder, tmp_path: Path) -> None:
+    src = trace_builder([access(1)])
+    footer = two_vm_meta().to_json().replace('"schema_version":1', '"schema_version":2')
+    path = _rewrite(src, tmp_path / "v.parquet", pq.read_table(src), footer.encode())
+    with pytest.raises(TraceVersionError, match="schema version 2 is not supported"):
+        open_trace(path)
+
+
+def test_plain_strings_and_wider_integers_are_accepted(
+    trace_builder: Builder, tmp_path: Path
+) -> None:
+    """Other writers (polars defaults) produce plain strings and int64 columns."""
+    src = trace_builder([access(1, vm=5, gpa=0x3000, op="write"), reclaim(2)])
+    table = pq.read_table(src)
+    for name in ("event", "op", "source"):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(name).cast(pa.string()))
+    for name in ("vm", "vcpu", "gpa"):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(name).cast(pa.int64()))
+    path = _rewrite(src, tmp_path / "p.parquet", table)
+    (batch,) = list(iter_batches(open_trace(path)))
+    assert batch.vm.dtype == np.uint16
+    assert batch.vm.tolist() == [5, 0]
+    assert batch.op.tolist() == [OP_CODE["write"], -1]
+    assert batch.event.tolist() == [EVENT_CODE["access"], EVENT_CODE["reclaim"]]
+
+
+def test_unknown_enum_value(trace_builder: Builder, tmp_path: Path) -> None:
+    src = trace_builder([access(1), access(2)])
+    table = pq.read_table(src)
+    i = table.schema.get_field_index("op")
+    table = table.set_column(i, "op", pa.array(["read", "fetch"]))
+    path = _rewrite(src, tmp_path / "e.parquet", table)
+    with pytest.raises(
+        TraceDataError, match="row 1: op 'fetch' is unknown; use one of read, write, exec"
+    ):
+        list(iter_batches(open_trace(path)))
+
+
+def test_value_too_wide_for_the_column(trace_builder: Builder, tmp_path: Path) -> None:
+    src = trace_builder([access(1)])
+    table = pq.read_table(src)
+    i = table.schema.get_field_index("vm")
+    table = table.set_column(i, "vm", pa.array([70000], type=pa.int64()))
+    path = _rewrite(src, tmp_path / "x.parquet", table)
+    with pytest.raises(TraceDataError, match="column 'vm' holds values that do not fit uint16"):
+        list(iter_batches(open_trace(path)))

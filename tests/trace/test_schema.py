@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from replay._schemas import load_schema
+from replay.errors import TraceSchemaError, TraceVersionError
+from replay.trace.schema import COLUMNS, FOOTER_KEY, TraceMeta, arrow_schema
+from tests.conftest import two_vm_meta
+
+
+def test_arrow_schema_follows_the_json_definition() -> None:
+    doc = load_schema("trace.v1")
+    schema = arrow_schema()
+    assert schema.names == [c["name"] for c in doc["columns"]] == list(COLUMNS)
+    assert schema.field("t_ns").type == pa.int64()
+    assert not schema.field("t_ns").nullable
+    assert schema.field("gpa").type == pa.uint64()
+    assert pa.types.is_dictionary(schema.field("event").type)
+    assert doc["footer_key"] == FOOTER_KEY == "replay.trace"
+    assert doc["enums"]["event"] == ["access", "reclaim", "shrink", "unmap", "zap_all"]
+
+
+def test_footer_round_trips_in_the_documented_shape() -> None:
+    meta = two_vm_meta()
+    doc = json.loads(meta.to_json())
+    assert list(doc) == ["schema_version", "coverage", "vms", "provenance", "observed"]
+    assert doc["vms"][1]["memslots"][1] == {
+        "gpa_start": 4 << 30,
+        "size": 1 << 30,
+        "backing": "2m",
+        "dirty_log": False,
+    }
+    assert TraceMeta.from_json(meta.to_json(), "x") == meta
+
+
+def test_design_example_footer_parses() -> None:
+    example = """{"schema_version": 1,
+     "coverage": "all-accesses",
+     "vms": [{"id": 0, "name": "web-1", "vcpus": 4, "mmu_mode": "shadow_direct", "root_level": 4,
+              "memslots": [{"gpa_start": 0, "size": 3221225472, "backing": "4k", "dirty_log": false},
+                           {"gpa_start": 4294967296, "size": 1073741824, "backing": "2m", "dirty_log": false}]}],
+     "provenance": {"generator": "replay synth", "scenario": "legacy-mmu-pressure", "seed": 7},
+     "observed": {}}"""
+    meta = TraceMeta.from_json(example, "example")
+    assert meta.vms[0].guest_pages == (3 << 18) + (1 << 18)
+
+
+def _footer(**changes: object) -> dict[str, object]:
+    doc: dict[str, object] = json.loads(two_vm_meta().to_json())
+    doc.update(changes)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schema_version": 2}, "schema version 2 is not supported"),
+        ({"schema_version": "1"}, "no integer schema_version"),
+        ({"coverage": "some"}, "coverage is 'some'"),
+        ({"vms": []}, "non-empty list"),
+        ({"extra": 1}, "unknown key 'extra'"),
+    ],
+)
+def test_footer_errors_name_the_problem(change: dict[str, object], message: str) -> None:
+    with pytest.raises(TraceSchemaError, match=message):
+        TraceMeta.from_dict(_footer(**change), "t.parquet")
+
+
+def test_future_version_says_to_upgrade() -> None:
+    with pytest.raises(TraceVersionError, match="upgrade kvm-mmu-replay"):
+        TraceMeta.from_dict(_footer(schema_version=9), "t.parquet")
+
+
+def _vm_change(**changes: object) -> dict[str, object]:
+    doc = _footer()
+    vms = doc["vms"]
+    assert isinstance(vms, list)
+    vms[0].update(changes)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mmu_mode": "shadow_paging"}, "out of scope for schema v1"),
+        ({"mmu_mode": "nested"}, "nested guests"),
+        ({"mmu_mode": "ept"}, "mmu_mode is 'ept'"),
+        ({"root_level": 3}, "root_level 3 must be 4 or 5"),
+        ({"vcpus": 0}, "vcpus 0 must be in 1..65535"),
+        ({"id": 5}, "VM id 5 appears twice"),
+        ({"memslots": []}, "has no memslots"),
+        (
+            {"memslots": [{"gpa_start": 0, "size": 100, "backing": "4k", "dirty_log": False}]},
+            "size 100 must be a positive multiple of 4096",
+        ),
+        (
+            {"memslots": [{"gpa_start": 0, "size": 8192, "backing": "3m", "dirty_log": False}]},
+            "backing is '3m'",
+        ),
+        (
+            {
+                "memslots": [
+                    {"gpa_start": 0, "size": 8192, "backing": "4k", "dirty_log": False},
+                    {"gpa_start": 4096, "size": 8192, "backing": "4k", "dirty_log": False},
+                ]
+            },
+            "overlapping memslots",
+        ),
+        (
+            {"memslots": [{"gpa_start": 0, "size": 8192, "backing": "4k"}]},
+            "required key 'dirty_log' is missing",
+        ),
+    ],
+)
+def test_vm_table_errors_name_the_problem(change: dict[str, object], message: str) -> None:
+    with pytest.raises(TraceSchemaError, match=message):
+        TraceMeta.from_dict(_vm_change(**change), "t.parquet")
