@@ -26,8 +26,14 @@ from replay.trace.schema import (
 )
 from replay.trace.schema import Memslot as Memslot
 
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "traces" / "scenarios"
-"""Where ``replay synth NAME`` looks for ``NAME.toml`` in a source checkout."""
+def _scenario_dir() -> Path:
+    package = Path(__file__).resolve().parents[1]
+    bundled = package / "_scenarios"  # in a wheel (see pyproject's force-include)
+    return bundled if bundled.is_dir() else package.parent / "traces" / "scenarios"
+
+
+SCENARIO_DIR = _scenario_dir()
+"""Where ``replay synth NAME`` looks for ``NAME.toml``."""
 
 WORKLOAD_KINDS = ("uniform", "zipf", "sequential", "drift")
 PRESSURE_KINDS = (
