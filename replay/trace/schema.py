@@ -262,8 +262,14 @@ def check_vm(vm: VmSpec, where: str) -> None:
         raise TraceSchemaError(f"{where}: root_level {vm.root_level} must be 4 or 5")
     if not vm.memslots:
         raise TraceSchemaError(f"{where}: VM {vm.name!r} has no memslots; give it at least one")
+    reach = 1 << (PAGE_SHIFT + 9 * vm.root_level)
     for i, slot in enumerate(vm.memslots):
         check_memslot(slot, f"{where} memslots[{i}]")
+        if slot.gpa_end > reach:
+            raise TraceSchemaError(
+                f"{where} memslots[{i}]: ends at {slot.gpa_end:#x}, beyond the {reach:#x} bytes a "
+                f"{vm.root_level}-level root maps; use root_level 5"
+            )
 
 
 def _parse_vm(doc: Any, where: str) -> VmSpec:
