@@ -69,8 +69,10 @@ def _run_child(*args: str) -> dict[str, float]:
 def bench_synth(scenario: str, events: int, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         small = _run_child("synth", scenario, str(events // 10), str(Path(tmp) / "small.parquet"))
-        print(f"synth {scenario}: {events // 10:,} accesses: peak RSS {small['peak_mib']:.0f} MiB "
-              "(memory must not grow with length)")
+        print(
+            f"synth {scenario}: {events // 10:,} accesses: peak RSS {small['peak_mib']:.0f} MiB "
+            "(memory must not grow with length)"
+        )
         trace = str(Path(tmp) / "bench.parquet")
         print(f"synth {scenario}: {events:,} accesses, {repeat} run(s), each in a fresh process")
         best: dict[str, float] | None = None

@@ -26,6 +26,7 @@ from replay.trace.schema import (
 )
 from replay.trace.schema import Memslot as Memslot
 
+
 def _scenario_dir() -> Path:
     package = Path(__file__).resolve().parents[1]
     bundled = package / "_scenarios"  # in a wheel (see pyproject's force-include)
