@@ -12,8 +12,8 @@ from pathlib import Path
 import typer
 
 from replay.cli import inspect as inspect_cmd
+from replay.cli import run as run_cmd
 from replay.cli import synth as synth_cmd
-from replay.cli.console import fail
 
 app = typer.Typer(
     name="replay",
@@ -27,10 +27,11 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("run")(run_cmd.run)
 app.command("synth")(synth_cmd.synth)
 app.command("inspect")(inspect_cmd.inspect)
 
-COMMANDS = {"synth", "inspect"}
+COMMANDS = {"run", "synth", "inspect"}
 
 
 def main() -> None:
@@ -40,12 +41,5 @@ def main() -> None:
         first = Path(args[0])
         if first.suffix == ".parquet" or first.is_file():
             # `replay TRACE.parquet` is shorthand for `replay run TRACE.parquet`.
-            try:
-                fail(
-                    f"replay run (the replay engine) is not in this version yet, so "
-                    f"'replay {args[0]}' cannot replay it; 'replay inspect {args[0]}' shows "
-                    "what the trace holds"
-                )
-            except typer.Exit as exc:
-                sys.exit(exc.exit_code)
-    app(prog_name="replay")
+            args = ["run", *args]
+    app(args=args, prog_name="replay")

@@ -1,0 +1,645 @@
+"""The vectorized engine: MODEL.md over numpy arrays, an epoch at a time.
+
+Between two state-removing events the MMU state only grows (leaves are installed, SPs allocated
+or relinked), so a run of accesses -- an *epoch* -- is one batch of array operations:
+
+* an access whose leaf is present and whose SP path is linked at the epoch's start hits (one
+  gather on ``reach``); nothing else needs looking at for it;
+* among the rest, the faults are the first access to each missing leaf (to each prefetch group,
+  rule 3e) and the first access under each SP that is missing or unlinked (rules 3d, 20);
+* each fault's new and relinked SPs are the SPs on its path whose first access it is;
+* per-vCPU cache levels follow from a cumulative sum of consumption, the refill points found by
+  ``searchsorted`` (rule 3a).
+
+Only host events (reclaim passes and their scans, ``shrink``, ``unmap``, ``zap_all``), the
+shadow_direct page limit (rule 13) and prefetch groups that straddle a slot edge split an epoch;
+they act on the arrays between epochs. The scalar engine (``replay.mmu.reference``) is the
+oracle: tests hold this engine to its fault and scan rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
+from replay.mmu.layout import MAX_LEVEL, VM_SHIFT, Layout
+from replay.mmu.results import EngineResult, FaultColumns, ScanRow
+from replay.mmu.shrinker import shrink_slab_pass
+from replay.trace.schema import EVENT_CODE, SOURCES
+
+if TYPE_CHECKING:
+    from replay.trace.reader import EventBatch
+    from replay.trace.schema import TraceMeta
+
+ACCESS = EVENT_CODE["access"]
+_RECLAIM, _SHRINK, _UNMAP = EVENT_CODE["reclaim"], EVENT_CODE["shrink"], EVENT_CODE["unmap"]
+# Path columns: 0 is the root, then levels 4, 3, 2, 1 (column d holds level MAX_LEVEL - d).
+_COLS = MAX_LEVEL
+
+
+class VectorEngine:
+    """Replays a trace with numpy; same interface and results as the reference engine."""
+
+    def __init__(self, meta: TraceMeta, policy: Policy, cfg: MmuConfig, costs: CostModel) -> None:
+        self.meta = meta
+        self.policy = policy
+        self.cfg = cfg
+        self.costs = costs
+        n_max = [cfg.n_max_mmu_pages(vm.guest_pages) for vm in meta.vms]
+        lay = self.lay = Layout.build(meta, n_max)
+        # Leaf state (rule 20's last-removal cause; 0 = never removed = cold).
+        self.present = np.zeros(lay.n_keys, dtype=bool)
+        self.cause = np.zeros(lay.n_keys, dtype=np.int8)
+        self.reach = np.zeros(lay.n_keys, dtype=bool)
+        """present and every SP on the path linked: an access to it is a hit (rule 2)."""
+        # SP state; index n_sps is a sentinel (the roots' parent), never live.
+        self.exists = np.zeros(lay.n_sps + 1, dtype=bool)
+        self.linked = np.zeros(lay.n_sps + 1, dtype=bool)
+        self.ucause = np.zeros(lay.n_sps + 1, dtype=np.int8)
+        self.seq = np.zeros(lay.n_sps + 1, dtype=np.int64)
+        self.live = np.zeros(lay.n_vms, dtype=np.int64)
+        self.next_seq = 0
+        # vCPU caches (section 2): shadow_page, page_header, pte_list_desc (shadow_direct).
+        self.sp_cache = np.zeros(lay.n_vcpus, dtype=np.int64)
+        self.ph_cache = np.zeros(lay.n_vcpus, dtype=np.int64)
+        self.pl_cache = np.zeros(lay.n_vcpus, dtype=np.int64)
+        self.emptied = np.zeros(lay.n_vcpus, dtype=bool)
+        self.busy_until = np.full(lay.n_vcpus, -(1 << 62), dtype=np.int64)
+        self.vcpu_shadow = np.repeat(lay.shadow_direct, [vm.vcpus for vm in meta.vms])
+        self.vm_list = [vm.id for vm in meta.vms]
+        self.nr_deferred = 0
+        self.last_reclaim_t: int | None = None
+        self.faults = FaultColumns()
+        self.scans: list[ScanRow] = []
+        self.sp_removals: list[tuple[int, int, int, int]] = []
+        self.cache_frees: list[tuple[int, int, int, int, int]] = []
+        self._zmark = np.zeros(lay.n_sps + 1, dtype=bool)
+        self._pending_recycled = 0
+
+    # -- driving --------------------------------------------------------------------------------
+
+    def feed(self, batch: EventBatch) -> None:
+        """Apply a batch: epochs of accesses, and the host events between them (rule 17)."""
+        host = np.flatnonzero(batch.event != ACCESS)
+        start = 0
+        for h in [*host.tolist(), len(batch)]:
+            if h > start:
+                sl = slice(start, h)
+                rows = np.arange(batch.start_row + start, batch.start_row + h, dtype=np.int64)
+                self._accesses(rows, batch.t_ns[sl], batch.vm[sl], batch.vcpu[sl], batch.gpa[sl])
+            if h < len(batch):
+                self._host_event(batch, h)
+            start = h + 1
+
+    def finish(self) -> EngineResult:
+        """The replay's results."""
+        return EngineResult(
+            faults=self.faults.finish(),
+            scans=self.scans,
+            sp_removals=self.sp_removals,
+            cache_frees=self.cache_frees,
+            nr_deferred=self.nr_deferred,
+        )
+
+    # -- accesses -------------------------------------------------------------------------------
+
+    def _accesses(self, rows: np.ndarray, t: np.ndarray, vm: np.ndarray, vcpu: np.ndarray,
+                  gpa: np.ndarray) -> None:
+        """One epoch, split where the page limit or a slot-edge prefetch group needs it."""
+        override: int | None = None
+        while len(rows):
+            done, override = self._epoch(rows, t, vm, vcpu, gpa, override)
+            rows, t, vm, vcpu, gpa = rows[done:], t[done:], vm[done:], vcpu[done:], gpa[done:]
+
+    def _locate(self, vm: np.ndarray, gpa: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Rule 1 and 3b for many accesses: VM index, gfn, segment, inside-a-slot, level, key."""
+        lay = self.lay
+        vi = lay.vm_index[vm]
+        gfn = gpa >> np.uint64(12)
+        packed = (vi.astype(np.uint64) << np.uint64(VM_SHIFT)) | gfn
+        seg = np.searchsorted(lay.seg_start, packed, side="right") - 1
+        seg_c = np.maximum(seg, 0)
+        inside = (seg >= 0) & (packed < lay.seg_end[seg_c]) & (gfn < np.uint64(1 << VM_SHIFT))
+        level = lay.seg_level[seg_c]
+        shift = (9 * (level - 1)).astype(np.uint64)
+        key = lay.seg_key_base[seg_c] + ((gfn - lay.seg_gfn_lo[seg_c]) >> shift).astype(np.int64)
+        key = np.where(inside, key, 0)
+        return vi, gfn, seg_c, inside, level, key
+
+    def _paths(self, vi: np.ndarray, gfn: np.ndarray, seg: np.ndarray,
+               level: np.ndarray) -> np.ndarray:
+        """SP ids on each access's path: [root, level 4, 3, 2, 1], -1 where not on the path."""
+        lay = self.lay
+        n = len(vi)
+        paths = np.full((n, _COLS), -1, dtype=np.int64)
+        paths[:, 0] = lay.root_sp[vi]
+        root = lay.root_level[vi]
+        g = gfn.astype(np.int64)
+        for d in range(1, _COLS):
+            lv = MAX_LEVEL - d
+            on_path = (lv < root) & (lv >= level)
+            ids = lay.seg_sp_off[seg, lv] + (g >> (9 * lv))
+            paths[:, d] = np.where(on_path, ids, -1)
+        return paths
+
+    def _epoch(self, rows: np.ndarray, t: np.ndarray, vm: np.ndarray, vcpu: np.ndarray,
+               gpa: np.ndarray, override: int | None) -> tuple[int, int | None]:
+        """Process a prefix of the accesses; return how many were consumed and an override.
+
+        The override is the cause (read before a page-limit zap, rule 5) of the first access of
+        the next call.
+        """
+        lay = self.lay
+        vi, gfn, seg, inside, level, key = self._locate(vm, gpa)
+        hit = inside & self.reach[key]
+        if override is None and hit.all():
+            return len(rows), None  # every access hits: nothing changes
+        cand = np.flatnonzero(~hit)
+        if override is not None and (len(cand) == 0 or cand[0] != 0):
+            cand = np.concatenate([[0], cand])  # defensive: the overridden access faults
+        # Per candidate.
+        c_in = inside[cand]
+        c_vi, c_gfn, c_seg, c_lv, c_key = vi[cand], gfn[cand], seg[cand], level[cand], key[cand]
+        paths = self._paths(c_vi, c_gfn, c_seg, c_lv)
+        paths[~c_in] = -1
+        valid = paths >= 0
+        safe = np.where(valid, paths, lay.n_sps)
+        ok0 = self.linked[safe] | ~valid
+        exists0 = self.exists[safe] & valid
+        present0 = self.present[c_key] & c_in
+
+        # First access under each SP that is not linked at the epoch's start (rules 3d, 20).
+        nl = ~ok0
+        nl_j, nl_d = np.nonzero(nl)
+        nl_sp = paths[nl_j, nl_d]
+        _, first_at = np.unique(nl_sp, return_index=True)
+        first = np.zeros_like(nl)
+        first_j = nl_j[first_at]
+        first[first_j, nl_d[first_at]] = True
+        path_fault = first.any(axis=1)
+
+        # Leaf faults: the first access to each missing leaf, or to each prefetch group whose
+        # whole group lies in one slot (rule 3e: its first fault fills every empty entry).
+        c_shadow = lay.shadow_direct[c_vi]
+        gfn_i = c_gfn.astype(np.int64)
+        seg_lo = lay.seg_gfn_lo[c_seg].astype(np.int64)
+        seg_hi = (lay.seg_end[c_seg] & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        grp = self.cfg.pte_prefetch
+        in_seg = ((gfn_i & ~(grp - 1)) >= seg_lo) & ((gfn_i | (grp - 1)) < seg_hi)
+        full_group = c_in & c_shadow & (c_lv == 1) & ~lay.seg_dirty[c_seg] & in_seg
+        mixed_group = c_in & c_shadow & (c_lv == 1) & ~in_seg
+        unit = np.where(full_group, c_key - (gfn_i & (grp - 1)), c_key)
+        absent = c_in & ~present0
+        abs_j = np.flatnonzero(absent)
+        _, first_abs = np.unique(unit[abs_j], return_index=True)
+        leaf_fault = np.zeros(len(cand), dtype=bool)
+        leaf_fault[abs_j[first_abs]] = True
+        fault = leaf_fault | path_fault | ~c_in
+        if override is not None:
+            fault[0] = True
+
+        # Where the epoch must stop: a leaf fault in a slot-edge group (its prefetch is worked
+        # out alone, then the epoch resumes after it), or a fault that the page limit stops.
+        stop = len(cand)
+        keep_last = False
+        mixed = np.flatnonzero(leaf_fault & mixed_group)
+        if len(mixed):
+            stop = int(mixed[0]) + 1
+            keep_last = True
+        new_sps = (first & ~exists0).sum(axis=1)
+        limit_at = self._page_limit_trigger(fault, c_in, c_vi, new_sps, stop, override)
+        if limit_at is not None:
+            stop = limit_at
+            keep_last = False
+        sel = np.flatnonzero(fault[:stop])
+        consumed = int(cand[stop]) if stop < len(cand) else len(rows)
+        if keep_last:
+            consumed = int(cand[stop - 1]) + 1
+
+        recycled = 0
+        if override is not None and len(sel) and sel[0] == 0:
+            recycled = self._pending_recycled
+        self._commit(
+            sel, rows[cand], t[cand], vm[cand], vcpu[cand], c_vi, c_gfn, c_lv, c_key, c_in,
+            paths, first, exists0, present0, full_group, mixed_group, unit, new_sps,
+            override, recycled,
+        )
+        next_override = None
+        if limit_at is not None:
+            j = int(limit_at)
+            vmi = int(c_vi[j])
+            next_override = self._cause_of(j, present0, paths, first, exists0, c_key)
+            self._pending_recycled = self._zap_page_limit(vmi, int(rows[cand[j]]), int(t[cand[j]]))
+        return consumed, next_override
+
+    def _cause_of(self, j: int, present0: np.ndarray, paths: np.ndarray, first: np.ndarray,
+                  exists0: np.ndarray, key: np.ndarray) -> int:
+        """Rule 5 / 20 for one candidate (used to carry a cause across a page-limit zap)."""
+        if present0[j]:
+            ds = np.flatnonzero(first[j] & exists0[j])
+            return int(self.ucause[paths[j, ds[-1]]])
+        return int(self.cause[key[j]])
+
+    def _page_limit_trigger(self, fault: np.ndarray, c_in: np.ndarray, c_vi: np.ndarray,
+                            new_sps: np.ndarray, stop: int, override: int | None) -> int | None:
+        """Rule 13: the first fault (before ``stop``) whose VM is short of free SPs."""
+        lay = self.lay
+        f = np.flatnonzero(fault[:stop] & c_in[:stop] & lay.shadow_direct[c_vi[:stop]])
+        if not len(f):
+            return None
+        vms = c_vi[f]
+        order = np.argsort(vms, kind="stable")
+        vs, adds = vms[order], new_sps[f][order]
+        csum = np.cumsum(adds)
+        group_start = np.r_[True, vs[1:] != vs[:-1]]
+        base = np.maximum.accumulate(np.where(group_start, csum - adds, 0))
+        before = self.live[vs] + (csum - adds - base)
+        short = lay.n_max[vs] - before < self.cfg.min_free_mmu_pages
+        if override is not None and f[0] == 0:
+            short[np.flatnonzero(order == 0)] = False  # the overridden fault had its zap
+        if not short.any():
+            return None
+        return int(f[order[short]].min())
+
+    # -- committing an epoch's faults -----------------------------------------------------------
+
+    def _commit(self, sel: np.ndarray, rows: np.ndarray, t: np.ndarray, vm: np.ndarray,
+                vcpu: np.ndarray, c_vi: np.ndarray, c_gfn: np.ndarray, c_lv: np.ndarray,
+                c_key: np.ndarray, c_in: np.ndarray, paths: np.ndarray, first: np.ndarray,
+                exists0: np.ndarray, present0: np.ndarray, full_group: np.ndarray,
+                mixed_group: np.ndarray, unit: np.ndarray, new_sps: np.ndarray,
+                override: int | None, recycled: int) -> None:
+        if not len(sel):
+            return
+        lay = self.lay
+        f_in = c_in[sel]
+        f_first = first[sel]
+        f_paths = paths[sel]
+        f_exists = exists0[sel]
+        f_new = np.where(f_in, new_sps[sel], 0)
+        f_relinked = np.where(f_in, (f_first & f_exists).sum(axis=1), 0)
+        # Causes (rule 5): a present leaf cut off takes the lowest unlinked SP's cause; a missing
+        # leaf its last-removal cause.
+        f_key = c_key[sel]
+        cut = f_first & f_exists
+        lowest = _COLS - 1 - np.argmax(cut[:, ::-1], axis=1)
+        cut_sp = f_paths[np.arange(len(sel)), lowest]
+        cause = np.where(present0[sel], self.ucause[np.maximum(cut_sp, 0)], self.cause[f_key])
+        cause = np.where(f_in, cause, Cause.MMIO).astype(np.int8)
+        if override is not None and sel[0] == 0:
+            cause[0] = override
+
+        # SPs: allocate (creation order = trace order, then top-down) and relink (rule 3d).
+        alloc_j, alloc_d = np.nonzero(f_first & ~f_exists)
+        new_ids = f_paths[alloc_j, alloc_d]
+        self.exists[new_ids] = True
+        self.linked[new_ids] = True
+        self.ucause[new_ids] = 0
+        self.seq[new_ids] = self.next_seq + np.arange(len(new_ids))
+        self.next_seq += len(new_ids)
+        np.add.at(self.live, lay.sp_vm[new_ids], 1)
+        re_j, re_d = np.nonzero(f_first & f_exists)
+        relinked_ids = f_paths[re_j, re_d]
+        self.linked[relinked_ids] = True
+        self.ucause[relinked_ids] = 0
+
+        # Leaves (rule 3e): each leaf fault installs its leaf; a whole-slot group is filled.
+        leaf_f = f_in & ~present0[sel]
+        installed = [f_key[leaf_f]]
+        grp = self.cfg.pte_prefetch
+        fg = leaf_f & full_group[sel]
+        if fg.any():
+            installed.append((unit[sel][fg][:, None] + np.arange(grp)).ravel())
+        mg = np.flatnonzero(leaf_f & mixed_group[sel])
+        for j in mg.tolist():  # at most one: the epoch stops after it
+            installed.append(self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]])))
+        keys = np.concatenate(installed)
+        self.present[keys] = True
+        self.reach[keys] = True
+        for sp in np.unique(relinked_ids).tolist():
+            self._refresh_reach(int(lay.sp_key_lo[sp]), int(lay.sp_key_hi[sp]))
+
+        # Caches (rule 3a), costs (rule 18), busy windows (rule 16), attribution (rule 7).
+        g_vcpu = lay.vcpu_base[c_vi[sel]] + vcpu[sel].astype(np.int64)
+        refill = np.zeros(len(sel), dtype=np.int8)
+        pages = np.zeros(len(sel), dtype=np.int64)
+        real = np.flatnonzero(f_in)
+        if len(real):
+            r_refill, r_pages = self._topups(g_vcpu[real], f_new[real])
+            refill[real] = r_refill
+            pages[real] = r_pages
+        f_t = t[sel]
+        rate = self.costs.refill_page_ns
+        if self.last_reclaim_t is not None:
+            rate = np.where(f_t - self.last_reclaim_t <= self.costs.pressure_window_ns,
+                            self.costs.refill_page_pressure_ns, self.costs.refill_page_ns)
+        f_recycled = np.zeros(len(sel), dtype=np.int64)
+        if recycled and sel[0] == 0:
+            f_recycled[0] = recycled
+        est = (self.costs.fault_base_ns + self.costs.sp_alloc_ns * f_new + rate * pages
+               + np.where(f_recycled > 0, self.costs.zap_flush_ns, 0))
+        est = np.where(f_in, est, self.costs.fault_base_ns).astype(np.int64)
+        if len(real):
+            np.maximum.at(self.busy_until, g_vcpu[real], f_t[real] + est[real])
+        attribution = np.where(
+            cause == Cause.ZAPPED, Attribution.ZAPPED_PAGE_TABLES,
+            np.where(refill == Refill.SHRINKER, Attribution.CACHE_EVICTION, Attribution.NONE),
+        )
+        self.faults.add({
+            "row": rows[sel], "t_ns": f_t, "vm": vm[sel], "vcpu": vcpu[sel], "gfn": c_gfn[sel],
+            "cause": cause, "refill": refill, "attribution": attribution,
+            "leaf_level": np.where(f_in, c_lv[sel], 0), "new_sps": f_new,
+            "relinked_sps": f_relinked, "recycled_sps": f_recycled, "pages_refilled": pages,
+            "est_ns": est,
+        })
+
+    def _topups(self, g_vcpu: np.ndarray, consume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rule 3a for a run of faults: each vCPU's caches, refilled below their minimum."""
+        cap = self.cfg.cache_capacity
+        n = len(g_vcpu)
+        order = np.argsort(g_vcpu, kind="stable")
+        v = g_vcpu[order]
+        c = consume[order].astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+        ends = np.r_[starts[1:], n]
+        refilled = np.zeros(n, dtype=bool)
+        by_shrinker = np.zeros(n, dtype=bool)
+        pages = np.zeros(n, dtype=np.int64)
+        caches = [(self.sp_cache, self.cfg.min_shadow_page, c, True),
+                  (self.ph_cache, self.cfg.min_page_header, c, False)]
+        shadow = self.vcpu_shadow[v]
+        if shadow.any():
+            caches.append((self.pl_cache, self.cfg.min_pte_list_desc, np.zeros(n, np.int64), False))
+        for level, minimum, use, is_sp in caches:
+            csum = np.cumsum(use)
+            group_base = np.repeat(csum[starts] - use[starts], ends - starts)
+            before = csum - use - group_base  # consumption of earlier faults of the same vCPU
+            start_level = level[v]
+            needs = (start_level - before) < minimum
+            if level is self.pl_cache:
+                needs &= shadow
+            totals = csum[ends - 1] - group_base[ends - 1]
+            vcpus = v[starts]
+            if not needs.any():
+                level[vcpus] -= totals
+                continue
+            need_group = np.logical_or.reduceat(needs, starts)
+            level[vcpus[~need_group]] -= totals[~need_group]
+            for gi in np.flatnonzero(need_group).tolist():
+                a, b = int(starts[gi]), int(ends[gi])
+                prior = before[a:b]
+                cur = int(level[v[a]])
+                base = 0
+                pos = int(np.searchsorted(prior, cur - minimum, side="right"))
+                while pos < b - a:
+                    # Refill at this fault: top up to capacity from what is left (rule 3a).
+                    have = cur - (int(prior[pos]) - base)
+                    refilled[a + pos] = True
+                    if is_sp:
+                        pages[a + pos] = cap - have
+                        if self.emptied[v[a]]:
+                            by_shrinker[a + pos] = True
+                            self.emptied[v[a]] = False
+                    cur, base = cap, int(prior[pos])
+                    pos = int(np.searchsorted(prior, base + cap - minimum, side="right"))
+                level[v[a]] = cur - (int(prior[-1] + use[b - 1]) - base)
+        out_refill = np.where(by_shrinker, Refill.SHRINKER,
+                              np.where(refilled, Refill.NATURAL, Refill.NONE)).astype(np.int8)
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n)
+        return out_refill[inverse], pages[inverse]
+
+    def _prefetch_mixed(self, vi: int, gfn: int) -> np.ndarray:
+        """Rule 3e, entry by entry, for a group that straddles a slot edge."""
+        lay = self.lay
+        grp = self.cfg.pte_prefetch
+        group = gfn & ~(grp - 1)
+        gfns = np.arange(group, group + grp, dtype=np.uint64)
+        vms = np.full(grp, lay.vm_ids[vi], dtype=np.uint16)
+        _, _, seg, inside, level, key = self._locate(vms, gfns << np.uint64(12))
+        has_leaf = inside & self.present[key]
+        out: list[int] = [int(key[gfn - group])]
+
+        def run(a: int, b: int) -> bool:
+            if not inside[a] or lay.seg_dirty[seg[a]]:
+                return False
+            seg_hi = int(lay.seg_end[seg[a]] & np.uint64((1 << VM_SHIFT) - 1))
+            if group + b > seg_hi or (b > a + 1 and not (seg[a:b] == seg[a]).all()):
+                return False  # the run ends past its slot (a slot edge falls inside it)
+            out.extend(int(k) for k in key[a:b])
+            return True
+
+        start: int | None = None
+        for i in range(grp):
+            if has_leaf[i] or group + i == gfn:
+                if start is None:
+                    continue
+                if not run(start, i):
+                    return np.array(out, dtype=np.int64)
+                start = None
+            elif start is None:
+                start = i
+        if start is not None:
+            run(start, grp)
+        del level
+        return np.array(out, dtype=np.int64)
+
+    def _refresh_reach(self, lo: int, hi: int) -> None:
+        """Recompute ``reach`` for leaf keys [lo, hi): present and every path SP linked."""
+        if hi <= lo:
+            return
+        lay = self.lay
+        keys = np.arange(lo, hi)
+        pres = self.present[lo:hi]
+        if not pres.any():
+            self.reach[lo:hi] = False
+            return
+        keys = keys[pres]
+        seg = np.searchsorted(lay.seg_key_base, keys, side="right") - 1
+        level = lay.seg_level[seg]
+        gfn = lay.seg_gfn_lo[seg] + (
+            (keys - lay.seg_key_base[seg]).astype(np.uint64) << (9 * (level - 1)).astype(np.uint64)
+        )
+        vi = lay.seg_vm[seg]
+        paths = self._paths(vi, gfn, seg, level)
+        ok = (self.linked[np.where(paths >= 0, paths, lay.n_sps)] | (paths < 0)).all(axis=1)
+        self.reach[lo:hi] = False
+        self.reach[keys[ok]] = True
+
+    # -- removals -------------------------------------------------------------------------------
+
+    def _zap(self, vi: int, zap_ids: np.ndarray, cause: Cause) -> None:
+        """Zap SPs of one VM (rule 11): drop their leaves, unlink their children, free them."""
+        lay = self.lay
+        z = self._zmark
+        z[zap_ids] = True
+        k_lo, k_hi = int(lay.vm_key_lo[vi]), int(lay.vm_key_hi[vi])
+        held = self.present[k_lo:k_hi] & z[lay.key_holder[k_lo:k_hi]]
+        dropped = np.flatnonzero(held) + k_lo
+        self.present[dropped] = False
+        self.reach[dropped] = False
+        self.cause[dropped] = cause
+        s_lo, s_hi = int(lay.vm_sp_lo[vi]), int(lay.vm_sp_hi[vi])
+        ids = np.arange(s_lo, s_hi)
+        children = ids[self.exists[s_lo:s_hi] & self.linked[s_lo:s_hi]
+                       & z[lay.sp_parent[s_lo:s_hi]] & ~z[s_lo:s_hi]]
+        self.linked[children] = False
+        self.ucause[children] = cause
+        for child in children.tolist():
+            self.reach[int(lay.sp_key_lo[child]) : int(lay.sp_key_hi[child])] = False
+        self.exists[zap_ids] = False
+        self.linked[zap_ids] = False
+        self.live[vi] -= len(zap_ids)
+        z[zap_ids] = False
+
+    def _oldest(self, vi: int, n: int) -> np.ndarray:
+        """The VM's n oldest live SPs, the root excepted (``kvm_mmu_zap_oldest_mmu_pages``)."""
+        lay = self.lay
+        s_lo, s_hi = int(lay.vm_sp_lo[vi]), int(lay.vm_sp_hi[vi])
+        ids = np.flatnonzero(self.exists[s_lo:s_hi]) + s_lo
+        ids = ids[ids != lay.root_sp[vi]]
+        count = max(n, 1)  # the kernel checks its count after zapping
+        if len(ids) <= count:
+            return ids
+        return ids[np.argpartition(self.seq[ids], count - 1)[:count]]
+
+    def _zap_page_limit(self, vi: int, row: int, t: int) -> int:
+        """Rules 13 and 26: zap the oldest SPs until refill_pages - avail are counted."""
+        avail = max(0, int(self.lay.n_max[vi]) - int(self.live[vi]))
+        ids = self._oldest(vi, self.cfg.refill_pages - avail)
+        if len(ids):
+            self._zap(vi, ids, Cause.RECYCLED)
+            self.sp_removals.append((row, t, int(self.lay.vm_ids[vi]), len(ids)))
+        return len(ids)
+
+    # -- host events ----------------------------------------------------------------------------
+
+    def _host_event(self, batch: EventBatch, i: int) -> None:
+        row = batch.start_row + i
+        t = int(batch.t_ns[i])
+        kind = int(batch.event[i])
+        if kind == _RECLAIM:
+            self._reclaim(row, t, SOURCES[batch.source[i]], int(batch.priority[i]))
+        elif kind == _SHRINK:
+            if self.policy != "none":
+                self._scan(row, t, "shrink", None, None, int(batch.nr_to_scan[i]))
+        elif kind == _UNMAP:
+            self._unmap(int(batch.vm[i]), int(batch.gpa[i]), int(batch.len[i]))
+        else:
+            self._zap_all(row, t, int(batch.vm[i]))
+
+    def _reclaim(self, row: int, t: int, source: str, priority: int) -> None:
+        """Rule 9 (and 24)."""
+        self.last_reclaim_t = t
+        if source == "memcg" or self.policy == "none":
+            return
+        if self.policy == "zap":
+            count = int(self.live[self.lay.shadow_direct].sum())
+        else:
+            count = int(self.sp_cache.sum())
+        slab = shrink_slab_pass(count, self.nr_deferred, priority, self.cfg)
+        for n in slab.scans:
+            self._scan(row, t, "reclaim", source, priority, n)
+        self.nr_deferred = slab.nr_deferred
+
+    def _scan(self, row: int, t: int, event: str, source: str | None, priority: int | None,
+              n: int) -> None:
+        vms: list[int] = []
+        freed_by_vm: list[int] = []
+        lay = self.lay
+        if self.policy == "zap":
+            # Rule 11: one VM per call, looking at no more than n VMs.
+            for looked, vm_id in enumerate(list(self.vm_list)):
+                if looked == n:
+                    break
+                vi = int(lay.vm_index[vm_id])
+                if not lay.shadow_direct[vi] or self.live[vi] == 0:
+                    continue
+                ids = self._oldest(vi, n)
+                if len(ids):
+                    self._zap(vi, ids, Cause.ZAPPED)
+                    self.sp_removals.append((row, t, vm_id, len(ids)))
+                self._rotate(vm_id)
+                vms, freed_by_vm = [vm_id], [len(ids)]
+                break
+        else:
+            # Rule 12 (21, 23): empty idle vCPUs' shadow_page caches, VM by VM.
+            freed = 0
+            for vm_id in list(self.vm_list):
+                self._rotate(vm_id)
+                vi = int(lay.vm_index[vm_id])
+                base = int(lay.vcpu_base[vi])
+                visited = False
+                vm_freed = 0
+                for c in range(self.meta.vms[vi].vcpus):
+                    g = base + c
+                    if t < self.busy_until[g]:
+                        continue
+                    got = int(self.sp_cache[g])
+                    self.sp_cache[g] = 0
+                    if got > 0:
+                        self.emptied[g] = True
+                        self.cache_frees.append((row, t, vm_id, c, got))
+                    visited = True
+                    vm_freed += got
+                    freed += got
+                    if freed >= n:
+                        break
+                if visited:
+                    vms.append(vm_id)
+                    freed_by_vm.append(vm_freed)
+                if freed >= n:
+                    break
+        total = sum(freed_by_vm)
+        flush = self.costs.zap_flush_ns if self.policy == "zap" and total else 0
+        self.scans.append(ScanRow(row, t, event, source, priority, n, total, tuple(vms),
+                                  tuple(freed_by_vm), flush))
+
+    def _rotate(self, vm_id: int) -> None:
+        self.vm_list.remove(vm_id)
+        self.vm_list.append(vm_id)
+
+    def _unmap(self, vm_id: int, gpa: int, length: int) -> None:
+        """Rules 14 and 28."""
+        first = gpa >> 12
+        end = (gpa + length + 4095) >> 12
+        if end <= first:
+            return
+        vi = int(self.lay.vm_index[vm_id])
+        # Keys overlapping [first, end): from the key holding `first` to the last starting < end.
+        lo = int(self.lay.key_lower_bound(vi, np.array([first]))[0])
+        hi = int(self.lay.key_lower_bound(vi, np.array([end]))[0])
+        if lo > int(self.lay.vm_key_lo[vi]):
+            prev = lo - 1  # a huge leaf that starts before `first` may still cover it
+            if self._key_end(prev) > first:
+                lo = prev
+        if hi <= lo:
+            return
+        hit = np.flatnonzero(self.present[lo:hi]) + lo
+        self.present[hit] = False
+        self.reach[hit] = False
+        self.cause[hit] = Cause.NOTIFIER
+
+    def _key_end(self, key: int) -> int:
+        lay = self.lay
+        seg = int(np.searchsorted(lay.seg_key_base, key, side="right") - 1)
+        level = int(lay.seg_level[seg])
+        return int(lay.seg_gfn_lo[seg]) + ((key - int(lay.seg_key_base[seg]) + 1) << (9 * (level - 1)))
+
+    def _zap_all(self, row: int, t: int, vm_id: int) -> None:
+        """Rules 15 and 28."""
+        lay = self.lay
+        vi = int(lay.vm_index[vm_id])
+        k_lo, k_hi = int(lay.vm_key_lo[vi]), int(lay.vm_key_hi[vi])
+        pres = np.flatnonzero(self.present[k_lo:k_hi]) + k_lo
+        self.cause[pres] = Cause.INVALIDATED
+        self.present[k_lo:k_hi] = False
+        self.reach[k_lo:k_hi] = False
+        s_lo, s_hi = int(lay.vm_sp_lo[vi]), int(lay.vm_sp_hi[vi])
+        if self.live[vi]:
+            self.sp_removals.append((row, t, vm_id, int(self.live[vi])))
+        self.exists[s_lo:s_hi] = False
+        self.linked[s_lo:s_hi] = False
+        self.live[vi] = 0

@@ -1,0 +1,240 @@
+"""Dense ids for the vectorized engine: leaf keys and page-table pages (SPs) as array indices.
+
+Every gfn of every memslot has one *leaf key* (rule 3b fixes its leaf level, which never
+changes in v1), and every page-table page that can exist has one *SP id*. Both are dense
+integers across all VMs, so the engine's state is a handful of flat numpy arrays whose size is
+bounded by the guests' memory, not by the trace.
+
+A leaf *segment* is a gfn range of one memslot where every gfn has the same leaf level; a slot
+splits into at most five (4 KiB head, 2 MiB head, 1 GiB middle, 2 MiB tail, 4 KiB tail). Leaf
+keys are numbered in gfn order inside each VM, so the keys under any SP form one id range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from replay.trace.schema import BACKING_LEVEL, TraceMeta
+
+VM_SHIFT = 40
+"""A (vm index, gfn) pair packs into one uint64: ``vm << 40 | gfn`` (gfns are below 2**40)."""
+MAX_LEVEL = 5
+NO_SP = -1
+
+
+def _leaf_segments(lo: int, hi: int, level: int) -> list[tuple[int, int, int]]:
+    """Split gfns [lo, hi) of one slot into runs of one leaf level (rule 3b)."""
+    if lo >= hi:
+        return []
+    if level == 1:
+        return [(lo, hi, 1)]
+    span = 1 << (9 * (level - 1))
+    a = -(-lo // span) * span
+    b = hi // span * span
+    if a >= b:
+        return _leaf_segments(lo, hi, level - 1)
+    return [*_leaf_segments(lo, a, level - 1), (a, b, level), *_leaf_segments(b, hi, level - 1)]
+
+
+@dataclass
+class Layout:
+    """Static tables mapping gfns to leaf keys and SP ids, for every VM of a trace."""
+
+    n_vms: int
+    vm_ids: np.ndarray
+    vm_index: np.ndarray
+    """VM id -> index in the VM table (65536 entries, -1 for unknown ids)."""
+    root_level: np.ndarray
+    shadow_direct: np.ndarray
+    n_max: np.ndarray
+    vcpu_base: np.ndarray
+    """Global vCPU index of each VM's vCPU 0."""
+    n_vcpus: int
+    # Leaf segments, sorted by packed (vm, gfn) start.
+    seg_start: np.ndarray
+    seg_end: np.ndarray
+    seg_gfn_lo: np.ndarray
+    seg_level: np.ndarray
+    seg_key_base: np.ndarray
+    seg_dirty: np.ndarray
+    seg_vm: np.ndarray
+    seg_sp_off: np.ndarray
+    """[segment, level] -> SP id minus region, for levels 1..4 (0 where the level is unused)."""
+    n_keys: int
+    key_holder: np.ndarray
+    """SP id holding each leaf key's leaf (the level-G SP above it)."""
+    key_level: np.ndarray
+    vm_key_lo: np.ndarray
+    vm_key_hi: np.ndarray
+    # SPs.
+    n_sps: int
+    root_sp: np.ndarray
+    sp_level: np.ndarray
+    sp_vm: np.ndarray
+    sp_parent: np.ndarray
+    """Parent SP id (n_sps, a sentinel, for roots)."""
+    sp_key_lo: np.ndarray
+    sp_key_hi: np.ndarray
+    """Leaf keys under each SP: ids [lo, hi)."""
+    vm_sp_lo: np.ndarray
+    vm_sp_hi: np.ndarray
+
+    @classmethod
+    def build(cls, meta: TraceMeta, n_max: list[int]) -> Layout:
+        """Build the tables of every VM of ``meta``; ``n_max`` is each VM's page limit."""
+        n_vms = len(meta.vms)
+        vm_index = np.full(0x10000, -1, dtype=np.int64)
+        vcpu_base = np.zeros(n_vms, dtype=np.int64)
+        total_vcpus = 0
+        for i, vm in enumerate(meta.vms):
+            vm_index[vm.id] = i
+            vcpu_base[i] = total_vcpus
+            total_vcpus += vm.vcpus
+
+        segs: list[tuple[int, int, int, int, int, bool]] = []  # vm, lo, hi, level, key_base, dirty
+        sp_rows: list[tuple[int, int, int]] = []  # vm, level, region  (roots first per VM)
+        sp_ranges: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        vm_key_lo, vm_key_hi, vm_sp_lo, vm_sp_hi, root_sp = [], [], [], [], []
+        key_count = 0
+        for i, vm in enumerate(meta.vms):
+            vm_key_lo.append(key_count)
+            for slot in sorted(vm.memslots, key=lambda s: s.gpa_start):
+                top = 1 if slot.dirty_log else BACKING_LEVEL[slot.backing]
+                lo, hi = slot.gfn_start, slot.gfn_start + slot.npages
+                for a, b, level in _leaf_segments(lo, hi, top):
+                    segs.append((i, a, b, level, key_count, slot.dirty_log))
+                    key_count += (b - a) >> (9 * (level - 1))
+            vm_key_hi.append(key_count)
+            # SP regions of every level below the root: the union of the slots' regions.
+            vm_sp_lo.append(len(sp_rows))
+            root_sp.append(len(sp_rows))
+            sp_rows.append((i, vm.root_level, 0))
+            for level in range(vm.root_level - 1, 0, -1):
+                spans = sorted(
+                    (s.gfn_start >> (9 * level), (s.gfn_start + s.npages - 1) >> (9 * level))
+                    for s in vm.memslots
+                )
+                merged: list[list[int]] = []
+                for a, b in spans:
+                    if merged and a <= merged[-1][1] + 1:
+                        merged[-1][1] = max(merged[-1][1], b)
+                    else:
+                        merged.append([a, b])
+                ranges = []
+                for a, b in merged:
+                    ranges.append((a, b, len(sp_rows)))
+                    sp_rows.extend((i, level, r) for r in range(a, b + 1))
+                sp_ranges[(i, level)] = ranges
+            vm_sp_hi.append(len(sp_rows))
+
+        n_sps = len(sp_rows)
+        sp_arr = np.array(sp_rows, dtype=np.int64).reshape(-1, 3)
+        seg_arr = np.array([s[:5] for s in segs], dtype=np.int64).reshape(-1, 5)
+        seg_vm, seg_lo, seg_hi, seg_lvl, seg_base = seg_arr.T
+        seg_sp_off = np.zeros((len(segs), MAX_LEVEL), dtype=np.int64)
+        for k, (vi, lo, _hi, _lv, _b, _d) in enumerate(segs):
+            for level in range(1, meta.vms[vi].root_level):
+                region = lo >> (9 * level)
+                for a, b, base in sp_ranges[(vi, level)]:
+                    if a <= region <= b:
+                        seg_sp_off[k, level] = base - a
+                        break
+        # Parent of each SP: the region one level up, or the root.
+        sp_parent = np.full(n_sps, n_sps, dtype=np.int64)
+        for vi, vm in enumerate(meta.vms):
+            for level in range(1, vm.root_level):
+                for a, b, base in sp_ranges[(vi, level)]:
+                    ids = np.arange(base, base + b - a + 1)
+                    if level + 1 == vm.root_level:
+                        sp_parent[ids] = root_sp[vi]
+                        continue
+                    regions = np.arange(a, b + 1) >> 9
+                    for pa, pb, pbase in sp_ranges[(vi, level + 1)]:
+                        inside = (regions >= pa) & (regions <= pb)
+                        sp_parent[ids[inside]] = pbase + regions[inside] - pa
+        packed_start = (seg_vm.astype(np.uint64) << np.uint64(VM_SHIFT)) | seg_lo.astype(np.uint64)
+        packed_end = (seg_vm.astype(np.uint64) << np.uint64(VM_SHIFT)) | seg_hi.astype(np.uint64)
+        layout = cls(
+            n_vms=n_vms,
+            vm_ids=np.array([vm.id for vm in meta.vms], dtype=np.int64),
+            vm_index=vm_index,
+            root_level=np.array([vm.root_level for vm in meta.vms], dtype=np.int64),
+            shadow_direct=np.array([vm.mmu_mode == "shadow_direct" for vm in meta.vms]),
+            n_max=np.array(n_max, dtype=np.int64),
+            vcpu_base=vcpu_base,
+            n_vcpus=total_vcpus,
+            seg_start=packed_start,
+            seg_end=packed_end,
+            seg_gfn_lo=seg_lo.astype(np.uint64),
+            seg_level=seg_lvl,
+            seg_key_base=seg_base,
+            seg_dirty=np.array([s[5] for s in segs], dtype=bool),
+            seg_vm=seg_vm,
+            seg_sp_off=seg_sp_off,
+            n_keys=key_count,
+            key_holder=np.zeros(key_count, dtype=np.int64),
+            key_level=np.zeros(key_count, dtype=np.int8),
+            vm_key_lo=np.array(vm_key_lo, dtype=np.int64),
+            vm_key_hi=np.array(vm_key_hi, dtype=np.int64),
+            n_sps=n_sps,
+            root_sp=np.array(root_sp, dtype=np.int64),
+            sp_level=sp_arr[:, 1].copy(),
+            sp_vm=sp_arr[:, 0].copy(),
+            sp_parent=sp_parent,
+            sp_key_lo=np.zeros(n_sps, dtype=np.int64),
+            sp_key_hi=np.zeros(n_sps, dtype=np.int64),
+            vm_sp_lo=np.array(vm_sp_lo, dtype=np.int64),
+            vm_sp_hi=np.array(vm_sp_hi, dtype=np.int64),
+        )
+        layout._fill_key_tables(sp_arr, meta)
+        return layout
+
+    def _fill_key_tables(self, sp_arr: np.ndarray, meta: TraceMeta) -> None:
+        for k in range(len(self.seg_level)):
+            level = int(self.seg_level[k])
+            base = int(self.seg_key_base[k])
+            lo = int(self.seg_gfn_lo[k])
+            hi = int(self.seg_end[k] & np.uint64((1 << VM_SHIFT) - 1))
+            n = (hi - lo) >> (9 * (level - 1))
+            self.key_level[base : base + n] = level
+            first_gfn = lo + (np.arange(n, dtype=np.int64) << (9 * (level - 1)))
+            self.key_holder[base : base + n] = self.seg_sp_off[k, level] + (
+                first_gfn >> (9 * level)
+            )
+        # Keys under an SP: the keys whose first gfn lies in the SP's gfn span.
+        for i, vm in enumerate(meta.vms):
+            lo, hi = int(self.vm_sp_lo[i]), int(self.vm_sp_hi[i])
+            level = sp_arr[lo:hi, 1]
+            region = sp_arr[lo:hi, 2]
+            g0 = region << (9 * level)
+            g1 = (region + 1) << (9 * level)
+            self.sp_key_lo[lo:hi] = self.key_lower_bound(i, g0)
+            self.sp_key_hi[lo:hi] = self.key_lower_bound(i, g1)
+            self.sp_key_lo[self.root_sp[i]] = self.vm_key_lo[i]
+            self.sp_key_hi[self.root_sp[i]] = self.vm_key_hi[i]
+            del vm
+
+    def key_lower_bound(self, vm_index: int, gfn: np.ndarray) -> np.ndarray:
+        """Id of the first leaf key of the VM whose first gfn is >= ``gfn``."""
+        gfn = np.asarray(gfn, dtype=np.int64)
+        packed = (np.uint64(vm_index) << np.uint64(VM_SHIFT)) | np.minimum(
+            gfn, (1 << VM_SHIFT) - 1
+        ).astype(np.uint64)
+        seg = np.searchsorted(self.seg_start, packed, side="right") - 1
+        out = np.empty(len(gfn), dtype=np.int64)
+        vm_lo, vm_hi = int(self.vm_key_lo[vm_index]), int(self.vm_key_hi[vm_index])
+        for j, (s, g) in enumerate(zip(seg.tolist(), gfn.tolist(), strict=True)):
+            if s < 0 or int(self.seg_vm[s]) != vm_index:
+                out[j] = vm_lo if (s < 0 or int(self.seg_vm[s]) < vm_index) else vm_hi
+                continue
+            lo = int(self.seg_gfn_lo[s])
+            level = int(self.seg_level[s])
+            hi = int(self.seg_end[s] & np.uint64((1 << VM_SHIFT) - 1))
+            shift = 9 * (level - 1)
+            if g >= hi:
+                out[j] = int(self.seg_key_base[s]) + ((hi - lo) >> shift)
+            else:
+                out[j] = int(self.seg_key_base[s]) + ((g - lo + (1 << shift) - 1) >> shift)
+        return np.clip(out, vm_lo, vm_hi)
