@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
-from replay.mmu.layout import MAX_LEVEL, VM_SHIFT, Layout
+from replay.mmu.layout import VM_SHIFT, Layout
 from replay.mmu.results import EngineResult, FaultColumns, ScanRow
 from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import EVENT_CODE, SOURCES
@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 
 ACCESS = EVENT_CODE["access"]
 _RECLAIM, _SHRINK, _UNMAP = EVENT_CODE["reclaim"], EVENT_CODE["shrink"], EVENT_CODE["unmap"]
-# Path columns: 0 is the root, then levels 4, 3, 2, 1 (column d holds level MAX_LEVEL - d).
-_COLS = MAX_LEVEL
+_NEVER = np.iinfo(np.int64).max
 
 
 class VectorEngine:
@@ -77,6 +76,12 @@ class VectorEngine:
         self.cache_frees: list[tuple[int, int, int, int, int]] = []
         self._zmark = np.zeros(lay.n_sps + 1, dtype=bool)
         self._pending_recycled = 0
+        self._cols = int(lay.root_level.max())
+        # Scratch for _refresh_reach; the sentinel (index n_sps) is the roots' parent: reachable.
+        self.sp_reach = np.zeros(lay.n_sps + 1, dtype=bool)
+        self.sp_reach[lay.n_sps] = True
+        self._sp_scratch = np.full(lay.n_sps + 1, _NEVER, dtype=np.int64)
+        self._key_scratch = np.full(max(lay.n_keys, 1), _NEVER, dtype=np.int64)
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -105,8 +110,9 @@ class VectorEngine:
 
     # -- accesses -------------------------------------------------------------------------------
 
-    def _accesses(self, rows: np.ndarray, t: np.ndarray, vm: np.ndarray, vcpu: np.ndarray,
-                  gpa: np.ndarray) -> None:
+    def _accesses(
+        self, rows: np.ndarray, t: np.ndarray, vm: np.ndarray, vcpu: np.ndarray, gpa: np.ndarray
+    ) -> None:
         """One epoch, split where the page limit or a slot-edge prefetch group needs it."""
         override: int | None = None
         while len(rows):
@@ -128,24 +134,36 @@ class VectorEngine:
         key = np.where(inside, key, 0)
         return vi, gfn, seg_c, inside, level, key
 
-    def _paths(self, vi: np.ndarray, gfn: np.ndarray, seg: np.ndarray,
-               level: np.ndarray) -> np.ndarray:
-        """SP ids on each access's path: [root, level 4, 3, 2, 1], -1 where not on the path."""
+    def _paths(
+        self, vi: np.ndarray, gfn: np.ndarray, seg: np.ndarray, level: np.ndarray
+    ) -> np.ndarray:
+        """SP ids on each access's path: [root, level R-1, ..., 1], -1 where not on the path.
+
+        R is the highest root level of any VM, so a VM with a lower root has -1 columns.
+        """
         lay = self.lay
         n = len(vi)
-        paths = np.full((n, _COLS), -1, dtype=np.int64)
+        cols = self._cols
+        paths = np.full((n, cols), -1, dtype=np.int64)
         paths[:, 0] = lay.root_sp[vi]
         root = lay.root_level[vi]
         g = gfn.astype(np.int64)
-        for d in range(1, _COLS):
-            lv = MAX_LEVEL - d
+        for d in range(1, cols):
+            lv = cols - d
             on_path = (lv < root) & (lv >= level)
             ids = lay.seg_sp_off[seg, lv] + (g >> (9 * lv))
             paths[:, d] = np.where(on_path, ids, -1)
         return paths
 
-    def _epoch(self, rows: np.ndarray, t: np.ndarray, vm: np.ndarray, vcpu: np.ndarray,
-               gpa: np.ndarray, override: int | None) -> tuple[int, int | None]:
+    def _epoch(
+        self,
+        rows: np.ndarray,
+        t: np.ndarray,
+        vm: np.ndarray,
+        vcpu: np.ndarray,
+        gpa: np.ndarray,
+        override: int | None,
+    ) -> tuple[int, int | None]:
         """Process a prefix of the accesses; return how many were consumed and an override.
 
         The override is the cause (read before a page-limit zap, rule 5) of the first access of
@@ -159,6 +177,12 @@ class VectorEngine:
         cand = np.flatnonzero(~hit)
         if override is not None and (len(cand) == 0 or cand[0] != 0):
             cand = np.concatenate([[0], cand])  # defensive: the overridden access faults
+        # Only the first access to a leaf key in the epoch can fault (a later one finds the leaf
+        # installed and its path linked by the first); every MMIO access faults (rule 1).
+        in_slot = np.flatnonzero(inside[cand])
+        keep = np.ones(len(cand), dtype=bool)
+        keep[in_slot] = _first_occurrence(self._key_scratch, key[cand[in_slot]], in_slot)
+        cand = cand[keep]
         # Per candidate.
         c_in = inside[cand]
         c_vi, c_gfn, c_seg, c_lv, c_key = vi[cand], gfn[cand], seg[cand], level[cand], key[cand]
@@ -171,13 +195,10 @@ class VectorEngine:
         present0 = self.present[c_key] & c_in
 
         # First access under each SP that is not linked at the epoch's start (rules 3d, 20).
-        nl = ~ok0
-        nl_j, nl_d = np.nonzero(nl)
+        nl_j, nl_d = np.nonzero(~ok0)
         nl_sp = paths[nl_j, nl_d]
-        _, first_at = np.unique(nl_sp, return_index=True)
-        first = np.zeros_like(nl)
-        first_j = nl_j[first_at]
-        first[first_j, nl_d[first_at]] = True
+        first = np.zeros(ok0.shape, dtype=bool)
+        first[nl_j, nl_d] = _first_occurrence(self._sp_scratch, nl_sp, nl_j)
         path_fault = first.any(axis=1)
 
         # Leaf faults: the first access to each missing leaf, or to each prefetch group whose
@@ -193,9 +214,8 @@ class VectorEngine:
         unit = np.where(full_group, c_key - (gfn_i & (grp - 1)), c_key)
         absent = c_in & ~present0
         abs_j = np.flatnonzero(absent)
-        _, first_abs = np.unique(unit[abs_j], return_index=True)
         leaf_fault = np.zeros(len(cand), dtype=bool)
-        leaf_fault[abs_j[first_abs]] = True
+        leaf_fault[abs_j] = _first_occurrence(self._key_scratch, unit[abs_j], abs_j)
         fault = leaf_fault | path_fault | ~c_in
         if override is not None:
             fault[0] = True
@@ -222,9 +242,26 @@ class VectorEngine:
         if override is not None and len(sel) and sel[0] == 0:
             recycled = self._pending_recycled
         self._commit(
-            sel, rows[cand], t[cand], vm[cand], vcpu[cand], c_vi, c_gfn, c_lv, c_key, c_in,
-            paths, first, exists0, present0, full_group, mixed_group, unit, new_sps,
-            override, recycled,
+            sel,
+            rows[cand],
+            t[cand],
+            vm[cand],
+            vcpu[cand],
+            c_vi,
+            c_gfn,
+            c_lv,
+            c_key,
+            c_in,
+            paths,
+            first,
+            exists0,
+            present0,
+            full_group,
+            mixed_group,
+            unit,
+            new_sps,
+            override,
+            recycled,
         )
         next_override = None
         if limit_at is not None:
@@ -234,23 +271,37 @@ class VectorEngine:
             self._pending_recycled = self._zap_page_limit(vmi, int(rows[cand[j]]), int(t[cand[j]]))
         return consumed, next_override
 
-    def _cause_of(self, j: int, present0: np.ndarray, paths: np.ndarray, first: np.ndarray,
-                  exists0: np.ndarray, key: np.ndarray) -> int:
+    def _cause_of(
+        self,
+        j: int,
+        present0: np.ndarray,
+        paths: np.ndarray,
+        first: np.ndarray,
+        exists0: np.ndarray,
+        key: np.ndarray,
+    ) -> int:
         """Rule 5 / 20 for one candidate (used to carry a cause across a page-limit zap)."""
         if present0[j]:
             ds = np.flatnonzero(first[j] & exists0[j])
             return int(self.ucause[paths[j, ds[-1]]])
         return int(self.cause[key[j]])
 
-    def _page_limit_trigger(self, fault: np.ndarray, c_in: np.ndarray, c_vi: np.ndarray,
-                            new_sps: np.ndarray, stop: int, override: int | None) -> int | None:
+    def _page_limit_trigger(
+        self,
+        fault: np.ndarray,
+        c_in: np.ndarray,
+        c_vi: np.ndarray,
+        new_sps: np.ndarray,
+        stop: int,
+        override: int | None,
+    ) -> int | None:
         """Rule 13: the first fault (before ``stop``) whose VM is short of free SPs."""
         lay = self.lay
         f = np.flatnonzero(fault[:stop] & c_in[:stop] & lay.shadow_direct[c_vi[:stop]])
         if not len(f):
             return None
         vms = c_vi[f]
-        order = np.argsort(vms, kind="stable")
+        order = _stable_order(vms)
         vs, adds = vms[order], new_sps[f][order]
         csum = np.cumsum(adds)
         group_start = np.r_[True, vs[1:] != vs[:-1]]
@@ -265,12 +316,29 @@ class VectorEngine:
 
     # -- committing an epoch's faults -----------------------------------------------------------
 
-    def _commit(self, sel: np.ndarray, rows: np.ndarray, t: np.ndarray, vm: np.ndarray,
-                vcpu: np.ndarray, c_vi: np.ndarray, c_gfn: np.ndarray, c_lv: np.ndarray,
-                c_key: np.ndarray, c_in: np.ndarray, paths: np.ndarray, first: np.ndarray,
-                exists0: np.ndarray, present0: np.ndarray, full_group: np.ndarray,
-                mixed_group: np.ndarray, unit: np.ndarray, new_sps: np.ndarray,
-                override: int | None, recycled: int) -> None:
+    def _commit(
+        self,
+        sel: np.ndarray,
+        rows: np.ndarray,
+        t: np.ndarray,
+        vm: np.ndarray,
+        vcpu: np.ndarray,
+        c_vi: np.ndarray,
+        c_gfn: np.ndarray,
+        c_lv: np.ndarray,
+        c_key: np.ndarray,
+        c_in: np.ndarray,
+        paths: np.ndarray,
+        first: np.ndarray,
+        exists0: np.ndarray,
+        present0: np.ndarray,
+        full_group: np.ndarray,
+        mixed_group: np.ndarray,
+        unit: np.ndarray,
+        new_sps: np.ndarray,
+        override: int | None,
+        recycled: int,
+    ) -> None:
         if not len(sel):
             return
         lay = self.lay
@@ -284,7 +352,7 @@ class VectorEngine:
         # leaf its last-removal cause.
         f_key = c_key[sel]
         cut = f_first & f_exists
-        lowest = _COLS - 1 - np.argmax(cut[:, ::-1], axis=1)
+        lowest = self._cols - 1 - np.argmax(cut[:, ::-1], axis=1)
         cut_sp = f_paths[np.arange(len(sel)), lowest]
         cause = np.where(present0[sel], self.ucause[np.maximum(cut_sp, 0)], self.cause[f_key])
         cause = np.where(f_in, cause, Cause.MMIO).astype(np.int8)
@@ -318,8 +386,8 @@ class VectorEngine:
         keys = np.concatenate(installed)
         self.present[keys] = True
         self.reach[keys] = True
-        for sp in np.unique(relinked_ids).tolist():
-            self._refresh_reach(int(lay.sp_key_lo[sp]), int(lay.sp_key_hi[sp]))
+        if len(relinked_ids):
+            self._refresh_reach(relinked_ids)
 
         # Caches (rule 3a), costs (rule 18), busy windows (rule 16), attribution (rule 7).
         g_vcpu = lay.vcpu_base[c_vi[sel]] + vcpu[sel].astype(np.int64)
@@ -333,33 +401,52 @@ class VectorEngine:
         f_t = t[sel]
         rate = self.costs.refill_page_ns
         if self.last_reclaim_t is not None:
-            rate = np.where(f_t - self.last_reclaim_t <= self.costs.pressure_window_ns,
-                            self.costs.refill_page_pressure_ns, self.costs.refill_page_ns)
+            rate = np.where(
+                f_t - self.last_reclaim_t <= self.costs.pressure_window_ns,
+                self.costs.refill_page_pressure_ns,
+                self.costs.refill_page_ns,
+            )
         f_recycled = np.zeros(len(sel), dtype=np.int64)
         if recycled and sel[0] == 0:
             f_recycled[0] = recycled
-        est = (self.costs.fault_base_ns + self.costs.sp_alloc_ns * f_new + rate * pages
-               + np.where(f_recycled > 0, self.costs.zap_flush_ns, 0))
+        est = (
+            self.costs.fault_base_ns
+            + self.costs.sp_alloc_ns * f_new
+            + rate * pages
+            + np.where(f_recycled > 0, self.costs.zap_flush_ns, 0)
+        )
         est = np.where(f_in, est, self.costs.fault_base_ns).astype(np.int64)
         if len(real):
             np.maximum.at(self.busy_until, g_vcpu[real], f_t[real] + est[real])
         attribution = np.where(
-            cause == Cause.ZAPPED, Attribution.ZAPPED_PAGE_TABLES,
+            cause == Cause.ZAPPED,
+            Attribution.ZAPPED_PAGE_TABLES,
             np.where(refill == Refill.SHRINKER, Attribution.CACHE_EVICTION, Attribution.NONE),
         )
-        self.faults.add({
-            "row": rows[sel], "t_ns": f_t, "vm": vm[sel], "vcpu": vcpu[sel], "gfn": c_gfn[sel],
-            "cause": cause, "refill": refill, "attribution": attribution,
-            "leaf_level": np.where(f_in, c_lv[sel], 0), "new_sps": f_new,
-            "relinked_sps": f_relinked, "recycled_sps": f_recycled, "pages_refilled": pages,
-            "est_ns": est,
-        })
+        self.faults.add(
+            {
+                "row": rows[sel],
+                "t_ns": f_t,
+                "vm": vm[sel],
+                "vcpu": vcpu[sel],
+                "gfn": c_gfn[sel],
+                "cause": cause,
+                "refill": refill,
+                "attribution": attribution,
+                "leaf_level": np.where(f_in, c_lv[sel], 0),
+                "new_sps": f_new,
+                "relinked_sps": f_relinked,
+                "recycled_sps": f_recycled,
+                "pages_refilled": pages,
+                "est_ns": est,
+            }
+        )
 
     def _topups(self, g_vcpu: np.ndarray, consume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rule 3a for a run of faults: each vCPU's caches, refilled below their minimum."""
         cap = self.cfg.cache_capacity
         n = len(g_vcpu)
-        order = np.argsort(g_vcpu, kind="stable")
+        order = _stable_order(g_vcpu)
         v = g_vcpu[order]
         c = consume[order].astype(np.int64)
         starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
@@ -367,8 +454,10 @@ class VectorEngine:
         refilled = np.zeros(n, dtype=bool)
         by_shrinker = np.zeros(n, dtype=bool)
         pages = np.zeros(n, dtype=np.int64)
-        caches = [(self.sp_cache, self.cfg.min_shadow_page, c, True),
-                  (self.ph_cache, self.cfg.min_page_header, c, False)]
+        caches = [
+            (self.sp_cache, self.cfg.min_shadow_page, c, True),
+            (self.ph_cache, self.cfg.min_page_header, c, False),
+        ]
         shadow = self.vcpu_shadow[v]
         if shadow.any():
             caches.append((self.pl_cache, self.cfg.min_pte_list_desc, np.zeros(n, np.int64), False))
@@ -405,8 +494,9 @@ class VectorEngine:
                     cur, base = cap, int(prior[pos])
                     pos = int(np.searchsorted(prior, base + cap - minimum, side="right"))
                 level[v[a]] = cur - (int(prior[-1] + use[b - 1]) - base)
-        out_refill = np.where(by_shrinker, Refill.SHRINKER,
-                              np.where(refilled, Refill.NATURAL, Refill.NONE)).astype(np.int8)
+        out_refill = np.where(
+            by_shrinker, Refill.SHRINKER, np.where(refilled, Refill.NATURAL, Refill.NONE)
+        ).astype(np.int8)
         inverse = np.empty(n, dtype=np.int64)
         inverse[order] = np.arange(n)
         return out_refill[inverse], pages[inverse]
@@ -446,27 +536,27 @@ class VectorEngine:
         del level
         return np.array(out, dtype=np.int64)
 
-    def _refresh_reach(self, lo: int, hi: int) -> None:
-        """Recompute ``reach`` for leaf keys [lo, hi): present and every path SP linked."""
-        if hi <= lo:
-            return
+    def _refresh_reach(self, relinked: np.ndarray) -> None:
+        """Recompute ``reach`` for the leaf keys under relinked SPs.
+
+        A key is reachable when present and its leaf's SP is reachable: that SP and every SP
+        above it exist and are linked. SP reachability is worked out top-down per VM (a few
+        thousand SPs), then the keys under the relinked SPs take it from their holder.
+        """
         lay = self.lay
-        keys = np.arange(lo, hi)
-        pres = self.present[lo:hi]
-        if not pres.any():
-            self.reach[lo:hi] = False
+        for vi in np.unique(lay.sp_vm[relinked]).tolist():
+            sp_ok = self.sp_reach
+            for lo, hi in lay.level_blocks[vi]:
+                parent_ok = sp_ok[lay.sp_parent[lo:hi]]
+                sp_ok[lo:hi] = self.exists[lo:hi] & self.linked[lo:hi] & parent_ok
+        lo, hi = lay.sp_key_lo[relinked], lay.sp_key_hi[relinked]
+        run_lo, run_hi = _runs(lo, hi)
+        if len(run_lo) <= _FEW_RUNS:
+            for a, b in zip(run_lo.tolist(), run_hi.tolist(), strict=True):
+                self.reach[a:b] = self.present[a:b] & self.sp_reach[lay.key_holder[a:b]]
             return
-        keys = keys[pres]
-        seg = np.searchsorted(lay.seg_key_base, keys, side="right") - 1
-        level = lay.seg_level[seg]
-        gfn = lay.seg_gfn_lo[seg] + (
-            (keys - lay.seg_key_base[seg]).astype(np.uint64) << (9 * (level - 1)).astype(np.uint64)
-        )
-        vi = lay.seg_vm[seg]
-        paths = self._paths(vi, gfn, seg, level)
-        ok = (self.linked[np.where(paths >= 0, paths, lay.n_sps)] | (paths < 0)).all(axis=1)
-        self.reach[lo:hi] = False
-        self.reach[keys[ok]] = True
+        keys = _ranges(lo, hi)
+        self.reach[keys] = self.present[keys] & self.sp_reach[lay.key_holder[keys]]
 
     # -- removals -------------------------------------------------------------------------------
 
@@ -475,20 +565,37 @@ class VectorEngine:
         lay = self.lay
         z = self._zmark
         z[zap_ids] = True
-        k_lo, k_hi = int(lay.vm_key_lo[vi]), int(lay.vm_key_hi[vi])
-        held = self.present[k_lo:k_hi] & z[lay.key_holder[k_lo:k_hi]]
-        dropped = np.flatnonzero(held) + k_lo
+        # Leaves held by the zapped SPs: a PT holds exactly the keys under it; a higher table
+        # holds the huge leaves among the keys under it (few tables, so scanned).
+        level = lay.sp_level[zap_ids]
+        pts = zap_ids[level == 1]
+        held = [_ranges(lay.sp_key_lo[pts], lay.sp_key_hi[pts])]
+        for sp in zap_ids[level > 1].tolist():
+            lo, hi = int(lay.sp_key_lo[sp]), int(lay.sp_key_hi[sp])
+            held.append(np.flatnonzero(lay.key_holder[lo:hi] == sp) + lo)
+        keys = np.concatenate(held)
+        dropped = keys[self.present[keys]]
         self.present[dropped] = False
         self.reach[dropped] = False
         self.cause[dropped] = cause
+        # Children linked to a zapped SP are unlinked; they and their leaves stay (rule 11).
         s_lo, s_hi = int(lay.vm_sp_lo[vi]), int(lay.vm_sp_hi[vi])
         ids = np.arange(s_lo, s_hi)
-        children = ids[self.exists[s_lo:s_hi] & self.linked[s_lo:s_hi]
-                       & z[lay.sp_parent[s_lo:s_hi]] & ~z[s_lo:s_hi]]
+        children = ids[
+            self.exists[s_lo:s_hi]
+            & self.linked[s_lo:s_hi]
+            & z[lay.sp_parent[s_lo:s_hi]]
+            & ~z[s_lo:s_hi]
+        ]
         self.linked[children] = False
         self.ucause[children] = cause
-        for child in children.tolist():
-            self.reach[int(lay.sp_key_lo[child]) : int(lay.sp_key_hi[child])] = False
+        if len(children):
+            run_lo, run_hi = _runs(lay.sp_key_lo[children], lay.sp_key_hi[children])
+            if len(run_lo) <= _FEW_RUNS:
+                for a, b in zip(run_lo.tolist(), run_hi.tolist(), strict=True):
+                    self.reach[a:b] = False
+            else:
+                self.reach[_ranges(lay.sp_key_lo[children], lay.sp_key_hi[children])] = False
         self.exists[zap_ids] = False
         self.linked[zap_ids] = False
         self.live[vi] -= len(zap_ids)
@@ -544,8 +651,9 @@ class VectorEngine:
             self._scan(row, t, "reclaim", source, priority, n)
         self.nr_deferred = slab.nr_deferred
 
-    def _scan(self, row: int, t: int, event: str, source: str | None, priority: int | None,
-              n: int) -> None:
+    def _scan(
+        self, row: int, t: int, event: str, source: str | None, priority: int | None, n: int
+    ) -> None:
         vms: list[int] = []
         freed_by_vm: list[int] = []
         lay = self.lay
@@ -594,8 +702,11 @@ class VectorEngine:
                     break
         total = sum(freed_by_vm)
         flush = self.costs.zap_flush_ns if self.policy == "zap" and total else 0
-        self.scans.append(ScanRow(row, t, event, source, priority, n, total, tuple(vms),
-                                  tuple(freed_by_vm), flush))
+        self.scans.append(
+            ScanRow(
+                row, t, event, source, priority, n, total, tuple(vms), tuple(freed_by_vm), flush
+            )
+        )
 
     def _rotate(self, vm_id: int) -> None:
         self.vm_list.remove(vm_id)
@@ -626,7 +737,9 @@ class VectorEngine:
         lay = self.lay
         seg = int(np.searchsorted(lay.seg_key_base, key, side="right") - 1)
         level = int(lay.seg_level[seg])
-        return int(lay.seg_gfn_lo[seg]) + ((key - int(lay.seg_key_base[seg]) + 1) << (9 * (level - 1)))
+        return int(lay.seg_gfn_lo[seg]) + (
+            (key - int(lay.seg_key_base[seg]) + 1) << (9 * (level - 1))
+        )
 
     def _zap_all(self, row: int, t: int, vm_id: int) -> None:
         """Rules 15 and 28."""
@@ -643,3 +756,51 @@ class VectorEngine:
         self.exists[s_lo:s_hi] = False
         self.linked[s_lo:s_hi] = False
         self.live[vi] = 0
+
+
+def _runs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge ranges [lo, hi) into disjoint sorted runs."""
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order].astype(np.int64), hi[order].astype(np.int64)
+    # A range starts a new run when it begins at or past every earlier range's end.
+    reach_end = np.maximum.accumulate(hi)
+    new_run = np.r_[True, lo[1:] >= reach_end[:-1]]
+    starts = np.flatnonzero(new_run)
+    return lo[new_run], np.maximum.reduceat(hi, starts)
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The integers of the union of ranges [lo, hi), sorted, each once."""
+    if not len(lo):
+        return np.empty(0, dtype=np.int64)
+    run_lo, run_hi = _runs(lo, hi)
+    lengths = np.maximum(run_hi - run_lo, 0)
+    total = int(lengths.sum())
+    # Concatenated aranges: each run's start, less the output offset where the run begins.
+    starts = np.repeat(run_lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    out: np.ndarray = starts + np.arange(total, dtype=np.int64)
+    return out
+
+
+_FEW_RUNS = 32
+"""Below this many runs, work on array slices rather than materialised index lists."""
+
+
+def _first_occurrence(scratch: np.ndarray, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """For each (id, pos) pair: is pos the smallest position of that id?
+
+    ``scratch`` is an all-``_NEVER`` array indexed by id; it is left as it was found. Cheaper
+    than ``np.unique`` (no sort): one scatter-minimum, one gather.
+    """
+    np.minimum.at(scratch, ids, pos)
+    out: np.ndarray = scratch[ids] == pos
+    scratch[ids] = _NEVER
+    return out
+
+
+def _stable_order(ids: np.ndarray) -> np.ndarray:
+    """Stable argsort of small non-negative ids (radix sort when they fit 16 bits)."""
+    if len(ids) and int(ids.max()) < 1 << 16:
+        ids = ids.astype(np.uint16)
+    order: np.ndarray = np.argsort(ids, kind="stable")
+    return order

@@ -65,7 +65,6 @@ class Layout:
     n_keys: int
     key_holder: np.ndarray
     """SP id holding each leaf key's leaf (the level-G SP above it)."""
-    key_level: np.ndarray
     vm_key_lo: np.ndarray
     vm_key_hi: np.ndarray
     # SPs.
@@ -80,6 +79,8 @@ class Layout:
     """Leaf keys under each SP: ids [lo, hi)."""
     vm_sp_lo: np.ndarray
     vm_sp_hi: np.ndarray
+    level_blocks: list[list[tuple[int, int]]]
+    """Per VM, the SP id ranges of each level, root first (SPs are numbered top-down)."""
 
     @classmethod
     def build(cls, meta: TraceMeta, n_max: list[int]) -> Layout:
@@ -174,8 +175,7 @@ class Layout:
             seg_vm=seg_vm,
             seg_sp_off=seg_sp_off,
             n_keys=key_count,
-            key_holder=np.zeros(key_count, dtype=np.int64),
-            key_level=np.zeros(key_count, dtype=np.int8),
+            key_holder=np.zeros(key_count, dtype=np.int32),
             vm_key_lo=np.array(vm_key_lo, dtype=np.int64),
             vm_key_hi=np.array(vm_key_hi, dtype=np.int64),
             n_sps=n_sps,
@@ -187,7 +187,12 @@ class Layout:
             sp_key_hi=np.zeros(n_sps, dtype=np.int64),
             vm_sp_lo=np.array(vm_sp_lo, dtype=np.int64),
             vm_sp_hi=np.array(vm_sp_hi, dtype=np.int64),
+            level_blocks=[],
         )
+        for lo, hi in zip(vm_sp_lo, vm_sp_hi, strict=True):
+            levels = sp_arr[lo:hi, 1]
+            cuts = [lo, *(lo + np.flatnonzero(levels[1:] != levels[:-1]) + 1).tolist(), hi]
+            layout.level_blocks.append(list(zip(cuts[:-1], cuts[1:], strict=True)))
         layout._fill_key_tables(sp_arr, meta)
         return layout
 
@@ -198,11 +203,11 @@ class Layout:
             lo = int(self.seg_gfn_lo[k])
             hi = int(self.seg_end[k] & np.uint64((1 << VM_SHIFT) - 1))
             n = (hi - lo) >> (9 * (level - 1))
-            self.key_level[base : base + n] = level
             first_gfn = lo + (np.arange(n, dtype=np.int64) << (9 * (level - 1)))
-            self.key_holder[base : base + n] = self.seg_sp_off[k, level] + (
-                first_gfn >> (9 * level)
-            )
+            # The SP holding a key's leaf: the level-G table of its region. Keys of one segment
+            # share an SP per 512 of them, so fill runs rather than computing every key.
+            regions = first_gfn >> (9 * level)
+            self.key_holder[base : base + n] = self.seg_sp_off[k, level] + regions
         # Keys under an SP: the keys whose first gfn lies in the SP's gfn span.
         for i, vm in enumerate(meta.vms):
             lo, hi = int(self.vm_sp_lo[i]), int(self.vm_sp_hi[i])
@@ -218,23 +223,17 @@ class Layout:
 
     def key_lower_bound(self, vm_index: int, gfn: np.ndarray) -> np.ndarray:
         """Id of the first leaf key of the VM whose first gfn is >= ``gfn``."""
-        gfn = np.asarray(gfn, dtype=np.int64)
-        packed = (np.uint64(vm_index) << np.uint64(VM_SHIFT)) | np.minimum(
-            gfn, (1 << VM_SHIFT) - 1
-        ).astype(np.uint64)
+        gfn = np.minimum(np.asarray(gfn, dtype=np.int64), (1 << VM_SHIFT) - 1)
+        packed = (np.uint64(vm_index) << np.uint64(VM_SHIFT)) | gfn.astype(np.uint64)
         seg = np.searchsorted(self.seg_start, packed, side="right") - 1
-        out = np.empty(len(gfn), dtype=np.int64)
+        seg_c = np.maximum(seg, 0)
+        same_vm = (seg >= 0) & (self.seg_vm[seg_c] == vm_index)
+        lo = self.seg_gfn_lo[seg_c].astype(np.int64)
+        hi = (self.seg_end[seg_c] & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        shift = 9 * (self.seg_level[seg_c] - 1)
+        base = self.seg_key_base[seg_c]
+        inside = base + ((gfn - lo + (1 << shift) - 1) >> shift)
+        after = base + ((hi - lo) >> shift)
         vm_lo, vm_hi = int(self.vm_key_lo[vm_index]), int(self.vm_key_hi[vm_index])
-        for j, (s, g) in enumerate(zip(seg.tolist(), gfn.tolist(), strict=True)):
-            if s < 0 or int(self.seg_vm[s]) != vm_index:
-                out[j] = vm_lo if (s < 0 or int(self.seg_vm[s]) < vm_index) else vm_hi
-                continue
-            lo = int(self.seg_gfn_lo[s])
-            level = int(self.seg_level[s])
-            hi = int(self.seg_end[s] & np.uint64((1 << VM_SHIFT) - 1))
-            shift = 9 * (level - 1)
-            if g >= hi:
-                out[j] = int(self.seg_key_base[s]) + ((hi - lo) >> shift)
-            else:
-                out[j] = int(self.seg_key_base[s]) + ((g - lo + (1 << shift) - 1) >> shift)
+        out = np.where(same_vm, np.where(gfn < hi, inside, after), vm_lo)
         return np.clip(out, vm_lo, vm_hi)
