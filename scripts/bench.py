@@ -3,10 +3,16 @@
 Usage::
 
     python scripts/bench.py synth [--events 20000000] [--scenario legacy-mmu-pressure]
+    python scripts/bench.py replay [--accesses 50000000] [--slice 1000000]
 
 ``synth`` generates a trace with ``replay synth``'s code path (Parquet write included), prints
 events per second and the peak resident memory of a child process that does only that, and
 compares with pyarrow alone writing the same table, measured in the same run.
+
+``replay`` measures, side by side in one run on legacy-mmu-pressure: the reference and the
+vectorized engine on the same 1-million-access trace (accesses per second, ratio); the whole
+``replay run --policy zap`` command on a large trace against pyarrow's ``read_table`` of the
+columns the engine needs; the engine's own throughput; and peak memory at two trace lengths.
 """
 
 from __future__ import annotations
@@ -97,13 +103,130 @@ def bench_synth(scenario: str, events: int, repeat: int) -> None:
         )
 
 
+ENGINE_COLUMNS = ["t_ns", "event", "vm", "vcpu", "gpa", "len", "source", "priority", "nr_to_scan"]
+
+
+def _child_engines(trace_path: str) -> None:
+    """Both engines, policy zap, on the same batches already in memory."""
+    from replay.mmu.config import CostModel, MmuConfig
+    from replay.mmu.engine import VectorEngine
+    from replay.mmu.reference import ReferenceEngine
+    from replay.trace import iter_batches, open_trace
+
+    trace = open_trace(trace_path)
+    batches = list(iter_batches(trace))
+    out = {}
+    for name, cls in (("vector", VectorEngine), ("reference", ReferenceEngine)):
+        t0 = time.perf_counter()
+        engine = cls(trace.meta, "zap", MmuConfig(), CostModel())
+        for b in batches:
+            engine.feed(b)
+        result = engine.finish()
+        out[name] = time.perf_counter() - t0
+        out[f"{name}_faults"] = len(result.faults["row"])
+    out["accesses"] = trace.num_rows
+    print(json.dumps(out))
+
+
+def _child_read(trace_path: str) -> None:
+    import pyarrow.parquet as pq
+
+    pq.read_table(trace_path, columns=ENGINE_COLUMNS)  # warm the page cache
+    t0 = time.perf_counter()
+    table = pq.read_table(trace_path, columns=ENGINE_COLUMNS)
+    print(json.dumps({"read_s": time.perf_counter() - t0, "rows": table.num_rows}))
+
+
+def _child_run(trace_path: str, out_dir: str) -> None:
+    """The whole `replay run` command in this process, then its peak RSS."""
+    from replay.cli import main as cli_main
+
+    sys.argv = ["replay", "run", trace_path, "--policy", "zap", "-o", out_dir, "--force", "--json"]
+    t0 = time.perf_counter()
+    try:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()) as buf:
+            cli_main()
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    wall = time.perf_counter() - t0
+    doc = json.loads(buf.getvalue())
+    engine_s = doc["runs"]["zap"]["wall_s"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "engine_s": engine_s, "peak_mib": peak}))
+
+
+def _synth_to(scenario: str, accesses: int, path: Path) -> None:
+    if not path.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "replay",
+                "synth",
+                scenario,
+                "--accesses",
+                str(accesses),
+                "-o",
+                str(path),
+            ],
+            check=True,
+        )
+
+
+def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = keep or Path(tmp_name)
+        small = tmp / f"legacy-{slice_accesses}.parquet"
+        big = tmp / f"legacy-{accesses}.parquet"
+        mid = tmp / f"legacy-{accesses // 5}.parquet"
+        for n, p in ((slice_accesses, small), (accesses, big), (accesses // 5, mid)):
+            _synth_to("legacy-mmu-pressure", n, p)
+        e = _run_child("engines", str(small))
+        ratio = e["reference"] / e["vector"]
+        print(
+            f"engines on {e['accesses']:,.0f} events of legacy-mmu-pressure, policy zap, "
+            f"same batches in memory:"
+        )
+        print(
+            f"  reference {e['reference']:.2f} s ({e['accesses'] / e['reference'] / 1e6:.2f} M/s)"
+            f"  vector {e['vector']:.2f} s ({e['accesses'] / e['vector'] / 1e6:.2f} M/s)"
+            f"  ratio {ratio:.1f}x (target >= 50x); faults {e['vector_faults']:,.0f}"
+        )
+        r = _run_child("read", str(big))
+        run = _run_child("run", str(big), str(tmp / "runs-big"))
+        print(
+            f"{accesses:,} accesses: pyarrow read_table of the engine's columns "
+            f"{r['read_s']:.2f} s; whole `replay run --policy zap` {run['wall_s']:.2f} s = "
+            f"{run['wall_s'] / r['read_s']:.2f}x (target <= 2x)"
+        )
+        print(
+            f"  engine alone {run['engine_s']:.2f} s = {accesses / run['engine_s'] / 1e6:.1f} M "
+            f"accesses/s (target >= 10 M/s); peak RSS {run['peak_mib']:.0f} MiB"
+        )
+        run_mid = _run_child("run", str(mid), str(tmp / "runs-mid"))
+        print(
+            f"  peak RSS at {accesses // 5:,} accesses: {run_mid['peak_mib']:.0f} MiB, at "
+            f"{accesses:,}: {run['peak_mib']:.0f} MiB (target < 1536 MiB, flat)"
+        )
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, *rest = sys.argv[2:]
         if kind == "synth":
             _child_synth(rest[0], int(rest[1]), rest[2])
-        else:
+        elif kind == "write":
             _child_pyarrow_write(rest[0], rest[1])
+        elif kind == "engines":
+            _child_engines(rest[0])
+        elif kind == "read":
+            _child_read(rest[0])
+        elif kind == "run":
+            _child_run(rest[0], rest[1])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -111,9 +234,15 @@ def main() -> None:
     s.add_argument("--events", type=int, default=20_000_000)
     s.add_argument("--scenario", default="legacy-mmu-pressure")
     s.add_argument("--repeat", type=int, default=2)
+    r = sub.add_parser("replay", help="engine speed, whole-command speed, peak memory")
+    r.add_argument("--accesses", type=int, default=50_000_000)
+    r.add_argument("--slice", type=int, default=1_000_000)
+    r.add_argument("--keep", type=Path, help="folder to keep (and reuse) the generated traces")
     args = parser.parse_args()
     if args.what == "synth":
         bench_synth(args.scenario, args.events, args.repeat)
+    else:
+        bench_replay(args.accesses, args.slice, args.keep)
 
 
 if __name__ == "__main__":

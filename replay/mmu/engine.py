@@ -3,8 +3,8 @@
 Between two state-removing events the MMU state only grows (leaves are installed, SPs allocated
 or relinked), so a run of accesses -- an *epoch* -- is one batch of array operations:
 
-* an access whose leaf is present and whose SP path is linked at the epoch's start hits (one
-  gather on ``reach``); nothing else needs looking at for it;
+* an access whose leaf is present and whose leaf's SP is reachable (it and every SP above it
+  exist and are linked) at the epoch's start hits; nothing else needs looking at for it;
 * among the rest, the faults are the first access to each missing leaf (to each prefetch group,
   rule 3e) and the first access under each SP that is missing or unlinked (rules 3d, 20);
 * each fault's new and relinked SPs are the SPs on its path whose first access it is;
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 ACCESS = EVENT_CODE["access"]
 _RECLAIM, _SHRINK, _UNMAP = EVENT_CODE["reclaim"], EVENT_CODE["shrink"], EVENT_CODE["unmap"]
 _NEVER = np.iinfo(np.int64).max
+# Plain ints for the hot paths (an Enum member lookup costs more than the numpy call).
+_MMIO, _ZAPPED = int(Cause.MMIO), int(Cause.ZAPPED)
+_NO_REFILL, _NATURAL, _SHRINKER = int(Refill.NONE), int(Refill.NATURAL), int(Refill.SHRINKER)
+_ATTR_NONE, _ATTR_CACHE = int(Attribution.NONE), int(Attribution.CACHE_EVICTION)
+_ATTR_ZAPPED = int(Attribution.ZAPPED_PAGE_TABLES)
 
 
 class VectorEngine:
@@ -51,8 +56,6 @@ class VectorEngine:
         # Leaf state (rule 20's last-removal cause; 0 = never removed = cold).
         self.present = np.zeros(lay.n_keys, dtype=bool)
         self.cause = np.zeros(lay.n_keys, dtype=np.int8)
-        self.reach = np.zeros(lay.n_keys, dtype=bool)
-        """present and every SP on the path linked: an access to it is a hit (rule 2)."""
         # SP state; index n_sps is a sentinel (the roots' parent), never live.
         self.exists = np.zeros(lay.n_sps + 1, dtype=bool)
         self.linked = np.zeros(lay.n_sps + 1, dtype=bool)
@@ -77,7 +80,8 @@ class VectorEngine:
         self._zmark = np.zeros(lay.n_sps + 1, dtype=bool)
         self._pending_recycled = 0
         self._cols = int(lay.root_level.max())
-        # Scratch for _refresh_reach; the sentinel (index n_sps) is the roots' parent: reachable.
+        # An SP is reachable when it and every SP above it exist and are linked; a present leaf
+        # held by a reachable SP is a hit (rule 2). Index n_sps, the roots' parent, is reachable.
         self.sp_reach = np.zeros(lay.n_sps + 1, dtype=bool)
         self.sp_reach[lay.n_sps] = True
         self._sp_scratch = np.full(lay.n_sps + 1, _NEVER, dtype=np.int64)
@@ -171,7 +175,7 @@ class VectorEngine:
         """
         lay = self.lay
         vi, gfn, seg, inside, level, key = self._locate(vm, gpa)
-        hit = inside & self.reach[key]
+        hit = inside & self.present[key] & self.sp_reach[self.lay.key_holder[key]]
         if override is None and hit.all():
             return len(rows), None  # every access hits: nothing changes
         cand = np.flatnonzero(~hit)
@@ -300,11 +304,15 @@ class VectorEngine:
         f = np.flatnonzero(fault[:stop] & c_in[:stop] & lay.shadow_direct[c_vi[:stop]])
         if not len(f):
             return None
+        # Quick exit: no VM can come within min_free of its limit in this epoch.
+        most = self.live + np.bincount(c_vi[f], weights=new_sps[f], minlength=lay.n_vms)
+        if (most <= lay.n_max - self.cfg.min_free_mmu_pages).all():
+            return None
         vms = c_vi[f]
         order = _stable_order(vms)
         vs, adds = vms[order], new_sps[f][order]
         csum = np.cumsum(adds)
-        group_start = np.r_[True, vs[1:] != vs[:-1]]
+        group_start = _starts_of_runs(vs)
         base = np.maximum.accumulate(np.where(group_start, csum - adds, 0))
         before = self.live[vs] + (csum - adds - base)
         short = lay.n_max[vs] - before < self.cfg.min_free_mmu_pages
@@ -355,7 +363,7 @@ class VectorEngine:
         lowest = self._cols - 1 - np.argmax(cut[:, ::-1], axis=1)
         cut_sp = f_paths[np.arange(len(sel)), lowest]
         cause = np.where(present0[sel], self.ucause[np.maximum(cut_sp, 0)], self.cause[f_key])
-        cause = np.where(f_in, cause, Cause.MMIO).astype(np.int8)
+        cause = np.where(f_in, cause, _MMIO).astype(np.int8)
         if override is not None and sel[0] == 0:
             cause[0] = override
 
@@ -381,13 +389,14 @@ class VectorEngine:
         if fg.any():
             installed.append((unit[sel][fg][:, None] + np.arange(grp)).ravel())
         mg = np.flatnonzero(leaf_f & mixed_group[sel])
-        for j in mg.tolist():  # at most one: the epoch stops after it
-            installed.append(self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]])))
+        # At most one: the epoch stops after it.
+        installed.extend(
+            self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]])) for j in mg.tolist()
+        )
         keys = np.concatenate(installed)
         self.present[keys] = True
-        self.reach[keys] = True
-        if len(relinked_ids):
-            self._refresh_reach(relinked_ids)
+        if len(new_ids) or len(relinked_ids):
+            self._refresh_reach(np.concatenate([new_ids, relinked_ids]))
 
         # Caches (rule 3a), costs (rule 18), busy windows (rule 16), attribution (rule 7).
         g_vcpu = lay.vcpu_base[c_vi[sel]] + vcpu[sel].astype(np.int64)
@@ -399,7 +408,7 @@ class VectorEngine:
             refill[real] = r_refill
             pages[real] = r_pages
         f_t = t[sel]
-        rate = self.costs.refill_page_ns
+        rate: int | np.ndarray = self.costs.refill_page_ns
         if self.last_reclaim_t is not None:
             rate = np.where(
                 f_t - self.last_reclaim_t <= self.costs.pressure_window_ns,
@@ -419,9 +428,9 @@ class VectorEngine:
         if len(real):
             np.maximum.at(self.busy_until, g_vcpu[real], f_t[real] + est[real])
         attribution = np.where(
-            cause == Cause.ZAPPED,
-            Attribution.ZAPPED_PAGE_TABLES,
-            np.where(refill == Refill.SHRINKER, Attribution.CACHE_EVICTION, Attribution.NONE),
+            cause == _ZAPPED,
+            _ATTR_ZAPPED,
+            np.where(refill == _SHRINKER, _ATTR_CACHE, _ATTR_NONE),
         )
         self.faults.add(
             {
@@ -449,8 +458,8 @@ class VectorEngine:
         order = _stable_order(g_vcpu)
         v = g_vcpu[order]
         c = consume[order].astype(np.int64)
-        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
-        ends = np.r_[starts[1:], n]
+        starts = np.flatnonzero(_starts_of_runs(v))
+        ends = np.append(starts[1:], n)
         refilled = np.zeros(n, dtype=bool)
         by_shrinker = np.zeros(n, dtype=bool)
         pages = np.zeros(n, dtype=np.int64)
@@ -476,26 +485,33 @@ class VectorEngine:
                 continue
             need_group = np.logical_or.reduceat(needs, starts)
             level[vcpus[~need_group]] -= totals[~need_group]
+            # Where the next refill falls after a refill at each fault: the level is back at
+            # capacity there, so the next one is the first fault that finds fewer than minimum.
+            # (Searched on the running total over all faults, which never decreases; the
+            # results are clamped to each vCPU's own faults below.)
+            running = csum - use
+            after_refill = np.searchsorted(running, running + (cap - minimum), side="right")
             for gi in np.flatnonzero(need_group).tolist():
                 a, b = int(starts[gi]), int(ends[gi])
-                prior = before[a:b]
                 cur = int(level[v[a]])
                 base = 0
-                pos = int(np.searchsorted(prior, cur - minimum, side="right"))
-                while pos < b - a:
+                pos = a + int(np.searchsorted(before[a:b], cur - minimum, side="right"))
+                nxt = after_refill[a:b].tolist()
+                prior = before[a:b].tolist()
+                while pos < b:
                     # Refill at this fault: top up to capacity from what is left (rule 3a).
-                    have = cur - (int(prior[pos]) - base)
-                    refilled[a + pos] = True
+                    have = cur - (prior[pos - a] - base)
+                    refilled[pos] = True
                     if is_sp:
-                        pages[a + pos] = cap - have
+                        pages[pos] = cap - have
                         if self.emptied[v[a]]:
-                            by_shrinker[a + pos] = True
+                            by_shrinker[pos] = True
                             self.emptied[v[a]] = False
-                    cur, base = cap, int(prior[pos])
-                    pos = int(np.searchsorted(prior, base + cap - minimum, side="right"))
-                level[v[a]] = cur - (int(prior[-1] + use[b - 1]) - base)
+                    cur, base = cap, prior[pos - a]
+                    pos = min(int(nxt[pos - a]), b)
+                level[v[a]] = cur - (prior[-1] + int(use[b - 1]) - base)
         out_refill = np.where(
-            by_shrinker, Refill.SHRINKER, np.where(refilled, Refill.NATURAL, Refill.NONE)
+            by_shrinker, _SHRINKER, np.where(refilled, _NATURAL, _NO_REFILL)
         ).astype(np.int8)
         inverse = np.empty(n, dtype=np.int64)
         inverse[order] = np.arange(n)
@@ -536,27 +552,16 @@ class VectorEngine:
         del level
         return np.array(out, dtype=np.int64)
 
-    def _refresh_reach(self, relinked: np.ndarray) -> None:
-        """Recompute ``reach`` for the leaf keys under relinked SPs.
+    def _refresh_reach(self, changed: np.ndarray) -> None:
+        """Recompute SP reachability in the VMs of the SPs in ``changed``, top-down."""
+        for vi in np.unique(self.lay.sp_vm[changed]).tolist():
+            self._reach_vm(vi)
 
-        A key is reachable when present and its leaf's SP is reachable: that SP and every SP
-        above it exist and are linked. SP reachability is worked out top-down per VM (a few
-        thousand SPs), then the keys under the relinked SPs take it from their holder.
-        """
+    def _reach_vm(self, vi: int) -> None:
         lay = self.lay
-        for vi in np.unique(lay.sp_vm[relinked]).tolist():
-            sp_ok = self.sp_reach
-            for lo, hi in lay.level_blocks[vi]:
-                parent_ok = sp_ok[lay.sp_parent[lo:hi]]
-                sp_ok[lo:hi] = self.exists[lo:hi] & self.linked[lo:hi] & parent_ok
-        lo, hi = lay.sp_key_lo[relinked], lay.sp_key_hi[relinked]
-        run_lo, run_hi = _runs(lo, hi)
-        if len(run_lo) <= _FEW_RUNS:
-            for a, b in zip(run_lo.tolist(), run_hi.tolist(), strict=True):
-                self.reach[a:b] = self.present[a:b] & self.sp_reach[lay.key_holder[a:b]]
-            return
-        keys = _ranges(lo, hi)
-        self.reach[keys] = self.present[keys] & self.sp_reach[lay.key_holder[keys]]
+        ok = self.sp_reach
+        for lo, hi in lay.level_blocks[vi]:
+            ok[lo:hi] = self.exists[lo:hi] & self.linked[lo:hi] & ok[lay.sp_parent[lo:hi]]
 
     # -- removals -------------------------------------------------------------------------------
 
@@ -576,7 +581,6 @@ class VectorEngine:
         keys = np.concatenate(held)
         dropped = keys[self.present[keys]]
         self.present[dropped] = False
-        self.reach[dropped] = False
         self.cause[dropped] = cause
         # Children linked to a zapped SP are unlinked; they and their leaves stay (rule 11).
         s_lo, s_hi = int(lay.vm_sp_lo[vi]), int(lay.vm_sp_hi[vi])
@@ -589,17 +593,11 @@ class VectorEngine:
         ]
         self.linked[children] = False
         self.ucause[children] = cause
-        if len(children):
-            run_lo, run_hi = _runs(lay.sp_key_lo[children], lay.sp_key_hi[children])
-            if len(run_lo) <= _FEW_RUNS:
-                for a, b in zip(run_lo.tolist(), run_hi.tolist(), strict=True):
-                    self.reach[a:b] = False
-            else:
-                self.reach[_ranges(lay.sp_key_lo[children], lay.sp_key_hi[children])] = False
         self.exists[zap_ids] = False
         self.linked[zap_ids] = False
         self.live[vi] -= len(zap_ids)
         z[zap_ids] = False
+        self._reach_vm(vi)
 
     def _oldest(self, vi: int, n: int) -> np.ndarray:
         """The VM's n oldest live SPs, the root excepted (``kvm_mmu_zap_oldest_mmu_pages``)."""
@@ -608,9 +606,10 @@ class VectorEngine:
         ids = np.flatnonzero(self.exists[s_lo:s_hi]) + s_lo
         ids = ids[ids != lay.root_sp[vi]]
         count = max(n, 1)  # the kernel checks its count after zapping
-        if len(ids) <= count:
-            return ids
-        return ids[np.argpartition(self.seq[ids], count - 1)[:count]]
+        if len(ids) > count:
+            ids = ids[np.argpartition(self.seq[ids], count - 1)[:count]]
+        oldest: np.ndarray = ids
+        return oldest
 
     def _zap_page_limit(self, vi: int, row: int, t: int) -> int:
         """Rules 13 and 26: zap the oldest SPs until refill_pages - avail are counted."""
@@ -720,26 +719,13 @@ class VectorEngine:
             return
         vi = int(self.lay.vm_index[vm_id])
         # Keys overlapping [first, end): from the key holding `first` to the last starting < end.
-        lo = int(self.lay.key_lower_bound(vi, np.array([first]))[0])
-        hi = int(self.lay.key_lower_bound(vi, np.array([end]))[0])
-        if lo > int(self.lay.vm_key_lo[vi]):
-            prev = lo - 1  # a huge leaf that starts before `first` may still cover it
-            if self._key_end(prev) > first:
-                lo = prev
+        lo = self.lay.key_floor(vi, first)
+        hi = self.lay.key_lower_bound_one(vi, end)
         if hi <= lo:
             return
         hit = np.flatnonzero(self.present[lo:hi]) + lo
         self.present[hit] = False
-        self.reach[hit] = False
         self.cause[hit] = Cause.NOTIFIER
-
-    def _key_end(self, key: int) -> int:
-        lay = self.lay
-        seg = int(np.searchsorted(lay.seg_key_base, key, side="right") - 1)
-        level = int(lay.seg_level[seg])
-        return int(lay.seg_gfn_lo[seg]) + (
-            (key - int(lay.seg_key_base[seg]) + 1) << (9 * (level - 1))
-        )
 
     def _zap_all(self, row: int, t: int, vm_id: int) -> None:
         """Rules 15 and 28."""
@@ -749,12 +735,12 @@ class VectorEngine:
         pres = np.flatnonzero(self.present[k_lo:k_hi]) + k_lo
         self.cause[pres] = Cause.INVALIDATED
         self.present[k_lo:k_hi] = False
-        self.reach[k_lo:k_hi] = False
         s_lo, s_hi = int(lay.vm_sp_lo[vi]), int(lay.vm_sp_hi[vi])
         if self.live[vi]:
             self.sp_removals.append((row, t, vm_id, int(self.live[vi])))
         self.exists[s_lo:s_hi] = False
         self.linked[s_lo:s_hi] = False
+        self.sp_reach[s_lo:s_hi] = False
         self.live[vi] = 0
 
 
@@ -764,7 +750,8 @@ def _runs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = lo[order].astype(np.int64), hi[order].astype(np.int64)
     # A range starts a new run when it begins at or past every earlier range's end.
     reach_end = np.maximum.accumulate(hi)
-    new_run = np.r_[True, lo[1:] >= reach_end[:-1]]
+    new_run = np.ones(len(lo), dtype=bool)
+    new_run[1:] = lo[1:] >= reach_end[:-1]
     starts = np.flatnonzero(new_run)
     return lo[new_run], np.maximum.reduceat(hi, starts)
 
@@ -777,17 +764,15 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     lengths = np.maximum(run_hi - run_lo, 0)
     total = int(lengths.sum())
     # Concatenated aranges: each run's start, less the output offset where the run begins.
-    starts = np.repeat(run_lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    starts = np.repeat(run_lo - offsets, lengths)
     out: np.ndarray = starts + np.arange(total, dtype=np.int64)
     return out
 
 
-_FEW_RUNS = 32
-"""Below this many runs, work on array slices rather than materialised index lists."""
-
-
 def _first_occurrence(scratch: np.ndarray, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """For each (id, pos) pair: is pos the smallest position of that id?
+    """Tell, for each (id, pos) pair, whether pos is the smallest position of that id.
 
     ``scratch`` is an all-``_NEVER`` array indexed by id; it is left as it was found. Cheaper
     than ``np.unique`` (no sort): one scatter-minimum, one gather.
@@ -804,3 +789,10 @@ def _stable_order(ids: np.ndarray) -> np.ndarray:
         ids = ids.astype(np.uint16)
     order: np.ndarray = np.argsort(ids, kind="stable")
     return order
+
+
+def _starts_of_runs(sorted_ids: np.ndarray) -> np.ndarray:
+    """True where a run of equal ids begins."""
+    out = np.ones(len(sorted_ids), dtype=bool)
+    out[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    return out

@@ -12,7 +12,9 @@ keys are numbered in gfn order inside each VM, so the keys under any SP form one
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -192,7 +194,7 @@ class Layout:
         for lo, hi in zip(vm_sp_lo, vm_sp_hi, strict=True):
             levels = sp_arr[lo:hi, 1]
             cuts = [lo, *(lo + np.flatnonzero(levels[1:] != levels[:-1]) + 1).tolist(), hi]
-            layout.level_blocks.append(list(zip(cuts[:-1], cuts[1:], strict=True)))
+            layout.level_blocks.append(list(pairwise(cuts)))
         layout._fill_key_tables(sp_arr, meta)
         return layout
 
@@ -209,17 +211,55 @@ class Layout:
             regions = first_gfn >> (9 * level)
             self.key_holder[base : base + n] = self.seg_sp_off[k, level] + regions
         # Keys under an SP: the keys whose first gfn lies in the SP's gfn span.
-        for i, vm in enumerate(meta.vms):
+        for i in range(len(meta.vms)):
             lo, hi = int(self.vm_sp_lo[i]), int(self.vm_sp_hi[i])
-            level = sp_arr[lo:hi, 1]
+            levels = sp_arr[lo:hi, 1]
             region = sp_arr[lo:hi, 2]
-            g0 = region << (9 * level)
-            g1 = (region + 1) << (9 * level)
+            g0 = region << (9 * levels)
+            g1 = (region + 1) << (9 * levels)
             self.sp_key_lo[lo:hi] = self.key_lower_bound(i, g0)
             self.sp_key_hi[lo:hi] = self.key_lower_bound(i, g1)
             self.sp_key_lo[self.root_sp[i]] = self.vm_key_lo[i]
             self.sp_key_hi[self.root_sp[i]] = self.vm_key_hi[i]
-            del vm
+
+    def _segment_lists(self) -> tuple[list[int], list[tuple[int, int, int, int, int]]]:
+        if not hasattr(self, "_seg_lists"):
+            starts = [int(x) for x in self.seg_start]
+            rows = [
+                (int(v), int(lo), int(e) & ((1 << VM_SHIFT) - 1), int(lv), int(b))
+                for v, lo, e, lv, b in zip(
+                    self.seg_vm,
+                    self.seg_gfn_lo,
+                    self.seg_end,
+                    self.seg_level,
+                    self.seg_key_base,
+                    strict=True,
+                )
+            ]
+            self._seg_lists = (starts, rows)
+        return self._seg_lists
+
+    def key_lower_bound_one(self, vm_index: int, gfn: int) -> int:
+        """Scalar :meth:`key_lower_bound`, for host events (no numpy call overhead)."""
+        starts, rows = self._segment_lists()
+        vm_lo, vm_hi = int(self.vm_key_lo[vm_index]), int(self.vm_key_hi[vm_index])
+        gfn = min(gfn, (1 << VM_SHIFT) - 1)
+        i = bisect.bisect_right(starts, (vm_index << VM_SHIFT) | gfn) - 1
+        if i < 0 or rows[i][0] != vm_index:
+            return vm_lo
+        _, lo, hi, level, base = rows[i]
+        shift = 9 * (level - 1)
+        key = base + ((hi - lo) >> shift if gfn >= hi else (gfn - lo + (1 << shift) - 1) >> shift)
+        return min(max(key, vm_lo), vm_hi)
+
+    def key_floor(self, vm_index: int, gfn: int) -> int:
+        """The key whose leaf covers ``gfn``, else the first key after it."""
+        starts, rows = self._segment_lists()
+        i = bisect.bisect_right(starts, (vm_index << VM_SHIFT) | min(gfn, (1 << VM_SHIFT) - 1)) - 1
+        if i >= 0 and rows[i][0] == vm_index and gfn < rows[i][2]:
+            _, lo, _, level, base = rows[i]
+            return base + ((gfn - lo) >> (9 * (level - 1)))
+        return self.key_lower_bound_one(vm_index, gfn)
 
     def key_lower_bound(self, vm_index: int, gfn: np.ndarray) -> np.ndarray:
         """Id of the first leaf key of the VM whose first gfn is >= ``gfn``."""

@@ -514,16 +514,16 @@ class ReferenceEngine:
             vm.sps[(level, index >> 9)].leaves.discard(leaf)
             vm.removal_cause[leaf] = Cause.NOTIFIER
 
-    def _leaves_in(self, vm: Vm, first: int, end: int) -> Iterable[LeafKey]:
-        """Present leaves overlapping gfns [first, end)."""
+    def _leaves_in(self, vm: Vm, first: int, end: int) -> list[LeafKey]:
+        """Present leaves overlapping gfns [first, end), found through the SPs holding them."""
         keys: list[LeafKey] = []
         for level in (1, 2, 3):
             shift = 9 * (level - 1)
             lo, hi = first >> shift, (end - 1) >> shift
-            if hi - lo + 1 <= len(vm.present):
-                keys.extend((level, i) for i in range(lo, hi + 1) if (level, i) in vm.present)
-            else:
-                keys.extend(k for k in vm.present if k[0] == level and lo <= k[1] <= hi)
+            for region in range(lo >> 9, (hi >> 9) + 1):
+                sp = vm.sps.get((level, region))
+                if sp is not None:
+                    keys.extend(k for k in sp.leaves if lo <= k[1] <= hi)
         return sorted(keys)
 
     def zap_all(self, row: int, t: int, vm_id: int) -> None:

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+
+from replay.mmu.layout import Layout, _leaf_segments
+from replay.trace.schema import Memslot
+from tests.mmu.helpers import GiB, MiB, meta, vm
+
+
+def test_a_slot_splits_into_runs_of_one_leaf_level() -> None:
+    """A 1g-backed slot from 1 MiB to 2 GiB + 4 KiB: 4 KiB pages up to 2 MiB, 2 MiB leaves up to
+    1 GiB, one 1 GiB leaf, then a last 4 KiB page (the rule 3b edges)."""
+    lo, hi = MiB >> 12, (2 * GiB + 4096) >> 12
+    assert _leaf_segments(lo, hi, 3) == [
+        (256, 512, 1),
+        (512, 1 << 18, 2),
+        (1 << 18, 1 << 19, 3),
+        (1 << 19, (1 << 19) + 1, 1),
+    ]
+
+
+def test_keys_and_sps_are_dense_and_ordered() -> None:
+    m = meta(vm(0, slots=(Memslot(0, 4 * MiB, "2m"), Memslot(GiB, 8192))), vm(1, root=5))
+    lay = Layout.build(m, [64, 64])
+    # VM 0: two 2 MiB keys, then two 4 KiB keys; VM 1: 1 GiB of 4 KiB keys.
+    assert (lay.vm_key_lo.tolist(), lay.vm_key_hi.tolist()) == ([0, 4], [4, 4 + (1 << 18)])
+    # Every key is held by an SP of its VM, at its own level.
+    for vi in range(2):
+        keys = np.arange(lay.vm_key_lo[vi], lay.vm_key_hi[vi])
+        assert set(lay.sp_vm[lay.key_holder[keys]].tolist()) == {vi}
+    # VM 1 (root level 5): root, then one SP each at levels 4 and 3, one PD, 512 PTs.
+    lo, hi = lay.vm_sp_lo[1], lay.vm_sp_hi[1]
+    assert np.bincount(lay.sp_level[lo:hi]).tolist() == [0, 512, 1, 1, 1, 1]
+    # The keys under VM 1's PD are all of its keys.
+    pd = lo + np.flatnonzero(lay.sp_level[lo:hi] == 2)[0]
+    assert (lay.sp_key_lo[pd], lay.sp_key_hi[pd]) == (lay.vm_key_lo[1], lay.vm_key_hi[1])
+
+
+def test_key_lower_bound_scalar_and_vector_agree() -> None:
+    m = meta(vm(0, slots=(Memslot(0, 4 * MiB, "2m"), Memslot(GiB, 8192))))
+    lay = Layout.build(m, [64])
+    gfns = [0, 1, 511, 512, 1023, 1024, 5000, GiB >> 12, (GiB >> 12) + 1, (GiB >> 12) + 2, 10**9]
+    vec = lay.key_lower_bound(0, np.array(gfns)).tolist()
+    assert vec == [lay.key_lower_bound_one(0, g) for g in gfns]
+    assert vec == [0, 1, 1, 1, 2, 2, 2, 2, 3, 4, 4]
+    assert lay.key_floor(0, 511) == 0
