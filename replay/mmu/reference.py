@@ -17,8 +17,6 @@ from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import BACKING_LEVEL, EVENT_KINDS, OPS, SOURCES, TraceMeta, VmSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from replay.trace.reader import EventBatch
 
 LeafKey = tuple[int, int]

@@ -44,7 +44,7 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -
 def test_help_lists_every_command() -> None:
     proc = replay("--help")
     assert proc.returncode == 0
-    for command in ("synth", "inspect"):
+    for command in ("run", "synth", "inspect"):
         assert command in proc.stdout
 
 
@@ -156,9 +156,12 @@ def test_output_in_a_missing_folder(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_shorthand_names_the_inspect_command(tmp_path: Path) -> None:
+def test_shorthand_runs_the_replay(tmp_path: Path) -> None:
+    """`replay TRACE.parquet` is `replay run TRACE.parquet` (runs/<stem>/ in the cwd)."""
     path = write_rows(tmp_path / "t.parquet", [access(1)])
-    assert_user_error(replay(str(path)), "replay inspect")
+    proc = replay(str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "runs" / "t").iterdir()) == ["cache", "none", "zap"]
 
 
 def test_interrupted_synth_leaves_nothing(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Refill
 from replay.mmu.results import ScanRow
 from replay.trace.schema import Memslot
-from tests.mmu.helpers import GiB, MiB, A, R, S, U, Z, both, fault_rows, meta, vm
+from tests.mmu.helpers import A, GiB, MiB, R, S, U, Z, both, fault_rows, meta, vm
 
 TDP = meta(vm(mode="tdp_mmu"))
 
