@@ -80,6 +80,14 @@ class VectorEngine:
         self._zmark = np.zeros(lay.n_sps + 1, dtype=bool)
         self._pending_recycled = 0
         self._cols = int(lay.root_level.max())
+        # _locate's tables: VM id -> packed high bits; segments with a sentinel row 0.
+        self._vm_packed = np.zeros(0x10000, dtype=np.uint64)
+        self._vm_packed[lay.vm_ids] = np.arange(lay.n_vms, dtype=np.uint64) << np.uint64(VM_SHIFT)
+        shift = (9 * (lay.seg_level - 1)).astype(np.uint64)
+        offset = lay.seg_key_base - (lay.seg_gfn_lo >> shift).astype(np.int64)
+        self._seg_end1 = np.concatenate([[np.uint64(0)], lay.seg_end]).astype(np.uint64)
+        self._seg_shift1 = np.concatenate([[np.uint64(0)], shift]).astype(np.uint64)
+        self._seg_off1 = np.concatenate([[0], offset]).astype(np.int64).view(np.uint64)
         # An SP is reachable when it and every SP above it exist and are linked; a present leaf
         # held by a reachable SP is a hit (rule 2). Index n_sps, the roots' parent, is reachable.
         self.sp_reach = np.zeros(lay.n_sps + 1, dtype=bool)
@@ -124,19 +132,22 @@ class VectorEngine:
             rows, t, vm, vcpu, gpa = rows[done:], t[done:], vm[done:], vcpu[done:], gpa[done:]
 
     def _locate(self, vm: np.ndarray, gpa: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Rule 1 and 3b for many accesses: VM index, gfn, segment, inside-a-slot, level, key."""
-        lay = self.lay
-        vi = lay.vm_index[vm]
-        gfn = gpa >> np.uint64(12)
-        packed = (vi.astype(np.uint64) << np.uint64(VM_SHIFT)) | gfn
-        seg = np.searchsorted(lay.seg_start, packed, side="right") - 1
-        seg_c = np.maximum(seg, 0)
-        inside = (seg >= 0) & (packed < lay.seg_end[seg_c]) & (gfn < np.uint64(1 << VM_SHIFT))
-        level = lay.seg_level[seg_c]
-        shift = (9 * (level - 1)).astype(np.uint64)
-        key = lay.seg_key_base[seg_c] + ((gfn - lay.seg_gfn_lo[seg_c]) >> shift).astype(np.int64)
+        """Rule 1 and 3b for many accesses: gfn, segment, inside-a-slot, leaf key.
+
+        The hot path of every access, hit or not, so it is lean: the segment tables carry a
+        sentinel row 0 (an empty range before everything), so the number of segments starting at
+        or before an access indexes them directly; each segment's key offset folds its base and
+        first gfn into one number.
+        """
+        gfn = np.minimum(gpa >> np.uint64(12), np.uint64((1 << VM_SHIFT) - 1))
+        packed = self._vm_packed[vm] | gfn
+        # Segments starting at or before each access: also its index in the tables with the
+        # sentinel row 0 (0 when none does).
+        seg1 = np.searchsorted(self.lay.seg_start, packed, side="right")
+        inside = packed < self._seg_end1[seg1]
+        key = ((gfn >> self._seg_shift1[seg1]) + self._seg_off1[seg1]).view(np.int64)
         key = np.where(inside, key, 0)
-        return vi, gfn, seg_c, inside, level, key
+        return gfn, seg1 - 1, inside, key
 
     def _paths(
         self, vi: np.ndarray, gfn: np.ndarray, seg: np.ndarray, level: np.ndarray
@@ -174,7 +185,7 @@ class VectorEngine:
         the next call.
         """
         lay = self.lay
-        vi, gfn, seg, inside, level, key = self._locate(vm, gpa)
+        gfn, seg, inside, key = self._locate(vm, gpa)
         hit = inside & self.present[key] & self.sp_reach[self.lay.key_holder[key]]
         if override is None and hit.all():
             return len(rows), None  # every access hits: nothing changes
@@ -189,7 +200,10 @@ class VectorEngine:
         cand = cand[keep]
         # Per candidate.
         c_in = inside[cand]
-        c_vi, c_gfn, c_seg, c_lv, c_key = vi[cand], gfn[cand], seg[cand], level[cand], key[cand]
+        c_gfn, c_key = gfn[cand], key[cand]
+        c_seg = np.maximum(seg[cand], 0)
+        c_vi = lay.vm_index[vm[cand]]
+        c_lv = lay.seg_level[c_seg]
         paths = self._paths(c_vi, c_gfn, c_seg, c_lv)
         paths[~c_in] = -1
         valid = paths >= 0
@@ -524,7 +538,8 @@ class VectorEngine:
         group = gfn & ~(grp - 1)
         gfns = np.arange(group, group + grp, dtype=np.uint64)
         vms = np.full(grp, lay.vm_ids[vi], dtype=np.uint16)
-        _, _, seg, inside, level, key = self._locate(vms, gfns << np.uint64(12))
+        _, seg, inside, key = self._locate(vms, gfns << np.uint64(12))
+        seg = np.maximum(seg, 0)
         has_leaf = inside & self.present[key]
         out: list[int] = [int(key[gfn - group])]
 
@@ -549,7 +564,6 @@ class VectorEngine:
                 start = i
         if start is not None:
             run(start, grp)
-        del level
         return np.array(out, dtype=np.int64)
 
     def _refresh_reach(self, changed: np.ndarray) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from replay.errors import TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
-from replay.trace.reader import EventBatch, TraceFile, iter_batches
+from replay.trace.reader import EventBatch, TraceFile, iter_batches, prefetched
 from replay.trace.schema import EVENT_CODE, SOURCES
 
 if TYPE_CHECKING:
@@ -146,16 +146,19 @@ def run_policies(
     walls = [0.0] * len(engines)
     access_hist = _Histogram(bucket_ns)
     reclaim_hist = _Histogram(bucket_ns)
-    vm_index = np.zeros(0x10000, dtype=np.int64)
+    # Accesses per vCPU: a bincount over (vm, vcpu) packed into one small integer.
+    max_vcpus = max(v.vcpus for v in trace.meta.vms)
+    vcpu_slot = np.zeros(0x10000, dtype=np.int64)
     for i, vm in enumerate(trace.meta.vms):
-        vm_index[vm.id] = i
-    per_vcpu = np.zeros((len(trace.meta.vms), max(v.vcpus for v in trace.meta.vms)), np.int64)
+        vcpu_slot[vm.id] = i * max_vcpus
+    n_slots = len(trace.meta.vms) * max_vcpus
+    per_vcpu = np.zeros(n_slots, dtype=np.int64)
     by_source = np.zeros(len(SOURCES), dtype=np.int64)
     first = last = None
     rows = 0
     read_s = 0.0
     t_read = time.perf_counter()
-    for batch in iter_batches(trace):
+    for batch in prefetched(iter_batches(trace)):
         read_s += time.perf_counter() - t_read
         n = len(batch)
         if n:
@@ -164,7 +167,8 @@ def run_policies(
                 access_hist.t0 = reclaim_hist.t0 = first
             last = int(batch.t_ns[-1])
             acc = batch.event == EVENT_CODE["access"]
-            np.add.at(per_vcpu, (vm_index[batch.vm[acc]], batch.vcpu[acc]), 1)
+            slots = vcpu_slot[batch.vm[acc]] + batch.vcpu[acc]
+            per_vcpu += np.bincount(slots, minlength=n_slots)
             access_hist.add(batch.t_ns[acc])
             rec = batch.event == EVENT_CODE["reclaim"]
             reclaim_hist.add(batch.t_ns[rec])
@@ -193,7 +197,7 @@ def run_policies(
         results.append(PolicyRun(policy, engine, result, wall + time.perf_counter() - t0))
     counts = TraceCounts(
         accesses={
-            (vm.id, c): int(per_vcpu[i, c])
+            (vm.id, c): int(per_vcpu[i * max_vcpus + c])
             for i, vm in enumerate(trace.meta.vms)
             for c in range(vm.vcpus)
         },

@@ -52,9 +52,10 @@ class TraceFile:
 class EventBatch:
     """A validated slice of a trace as numpy arrays.
 
-    Enumerations are integer codes in schema order (``event``: ``EVENT_CODE``; ``op``, ``source``:
-    -1 where null). Other null values read as 0: validation guarantees that every column an event
-    kind needs is present on its rows, so no consumer reads a null.
+    Enumerations are integer codes in schema order (``event``: ``EVENT_CODE``). A value in a null
+    slot is unspecified (arrays are views of Arrow's buffers): validation guarantees that every
+    column an event kind needs is present on its rows, and consumers read a column only on
+    those rows.
     """
 
     start_row: int
@@ -118,6 +119,50 @@ def iter_batches(trace: TraceFile, batch_rows: int = BATCH_ROWS) -> Iterator[Eve
         batch = checker.check(record_batch, start)
         start += len(batch)
         yield batch
+
+
+def prefetched(batches: Iterator[EventBatch], depth: int = 2) -> Iterator[EventBatch]:
+    """Iterate ``batches`` with up to ``depth`` batches read ahead on a background thread.
+
+    Decoding Parquet and most numpy work release the GIL, so reading the next batch overlaps
+    with replaying this one on a second core. Errors are re-raised here, in order.
+    """
+    import queue
+    import threading
+
+    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(("batch", batch), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            slots.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="trace-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                assert isinstance(item, BaseException)
+                raise item
+            assert isinstance(item, EventBatch)
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 def count_mmio(meta: TraceMeta, batch: EventBatch) -> int:
@@ -193,16 +238,35 @@ def _check_columns(path: Path, schema: pa.Schema) -> None:
             )
 
 
+_NP_TYPES: dict[str, type[np.generic]] = {
+    "int8": np.int8,
+    "int16": np.int16,
+    "int64": np.int64,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+}
+# Which event kinds need each column (the schema's "required" lists, inverted).
+_NEEDED_BY: dict[str, list[int]] = {name: [] for name in COLUMNS}
+for _kind, _required in REQUIRED_BY_EVENT.items():
+    for _name in _required:
+        _NEEDED_BY[_name].append(EVENT_CODE[_kind])
+
+
 class _RowChecker:
-    """Turns record batches into :class:`EventBatch` es, checking every row."""
+    """Turns record batches into :class:`EventBatch` es, checking every row.
+
+    Columns are viewed, not copied, wherever Arrow allows; a value in a null slot is left as
+    Arrow stored it, since every consumer reads a column only on rows whose kind requires it,
+    and this checker has made sure those rows are not null.
+    """
 
     def __init__(self, trace: TraceFile) -> None:
         self.path = trace.path
         self.meta = trace.meta
         self.last_t: int | None = None
-        self.last_row = -1
         # vcpus_of[vm id] = number of vCPUs, 0 for an id the footer does not declare.
-        self.vcpus_of = np.zeros(0x10000, dtype=np.int64)
+        self.vcpus_of = np.zeros(0x10000, dtype=np.int32)
         for vm in trace.meta.vms:
             self.vcpus_of[vm.id] = vm.vcpus
 
@@ -210,75 +274,73 @@ class _RowChecker:
         return TraceDataError(f"trace {self.path}, row {row}: {what}; {fix}")
 
     def check(self, rb: pa.RecordBatch, start: int) -> EventBatch:
-        n = rb.num_rows
         cols = {name: rb.column(name) for name in COLUMNS}
         t_col = cols["t_ns"]
         if t_col.null_count:
             row = start + _first(~_valid(t_col))
             raise self._fail(row, "t_ns is null", "every event needs a time")
-        t_ns = self._ints(t_col, "t_ns", np.int64, start)
+        t_ns = self._ints(t_col, "t_ns", start)
         self._check_order(t_ns, start)
 
-        event = self._codes(cols["event"], "event", start)
-        if (event < 0).any():
-            raise self._fail(
-                start + _first(event < 0), "event is null", f"use one of {', '.join(EVENT_KINDS)}"
-            )
-        valid = {name: _valid(col) for name, col in cols.items()}
-        for kind, required in REQUIRED_BY_EVENT.items():
-            rows = event == EVENT_CODE[kind]
-            for name in required:
-                missing = rows & ~valid[name]
-                if missing.any():
-                    raise self._fail(
-                        start + _first(missing),
-                        f"{kind} event has no {name}",
-                        f"a {kind} event needs {', '.join(required)}",
-                    )
+        event_col = cols["event"]
+        if event_col.null_count:
+            row = start + _first(~_valid(event_col))
+            raise self._fail(row, "event is null", f"use one of {', '.join(EVENT_KINDS)}")
+        event = self._codes(event_col, "event", start).view(np.uint8)
+        counts = np.bincount(event, minlength=len(EVENT_KINDS))
+        for name, kinds in _NEEDED_BY.items():
+            col = cols[name]
+            if not col.null_count or not any(counts[k] for k in kinds):
+                continue
+            needs = event == kinds[0]
+            for k in kinds[1:]:
+                needs |= event == k
+            missing = needs & ~_valid(col)
+            if missing.any():
+                i = _first(missing)
+                kind = EVENT_KINDS[event[i]]
+                required = REQUIRED_BY_EVENT[kind]
+                raise self._fail(
+                    start + i,
+                    f"{kind} event has no {name}",
+                    f"a {kind} event needs {', '.join(required)}",
+                )
         out = {
-            "vm": self._ints(cols["vm"], "vm", np.uint16, start),
-            "vcpu": self._ints(cols["vcpu"], "vcpu", np.uint16, start),
-            "gpa": self._ints(cols["gpa"], "gpa", np.uint64, start),
-            "len": self._ints(cols["len"], "len", np.uint64, start),
-            "priority": self._ints(cols["priority"], "priority", np.int8, start),
-            "nid": self._ints(cols["nid"], "nid", np.int16, start),
-            "nr_to_scan": self._ints(cols["nr_to_scan"], "nr_to_scan", np.uint32, start),
+            name: self._ints(cols[name], name, start)
+            for name in ("vm", "vcpu", "gpa", "len", "priority", "nid", "nr_to_scan")
         }
         op = self._codes(cols["op"], "op", start)
         source = self._codes(cols["source"], "source", start)
 
-        names_vm = (event == EVENT_CODE["access"]) | (event == EVENT_CODE["unmap"])
-        names_vm |= event == EVENT_CODE["zap_all"]
-        vcpus = self.vcpus_of[out["vm"]]
-        unknown_vm = names_vm & (vcpus == 0)
-        if unknown_vm.any():
-            i = _first(unknown_vm)
-            known = ", ".join(str(v.id) for v in self.meta.vms)
-            raise self._fail(
-                start + i,
-                f"VM {out['vm'][i]} is not in the footer's VM table (known: {known})",
-                "fix the vm column or add the VM to the footer",
-            )
-        is_access = event == EVENT_CODE["access"]
-        bad_vcpu = is_access & (out["vcpu"].astype(np.int64) >= vcpus)
-        if bad_vcpu.any():
-            i = _first(bad_vcpu)
-            raise self._fail(
-                start + i,
-                f"vCPU {out['vcpu'][i]} of VM {out['vm'][i]} is beyond the VM's {vcpus[i]} vCPUs",
-                "fix the vcpu column or the VM's vcpus in the footer",
-            )
-        is_reclaim = event == EVENT_CODE["reclaim"]
-        bad_prio = is_reclaim & ((out["priority"] < 0) | (out["priority"] > PRIORITY_MAX))
-        if bad_prio.any():
-            i = _first(bad_prio)
-            raise self._fail(
-                start + i, f"priority {out['priority'][i]} is out of range", "use 0..12"
-            )
-        self.last_row = start + n - 1
-        return EventBatch(
-            start_row=start, t_ns=t_ns, event=event.astype(np.uint8), op=op, source=source, **out
-        )
+        access, unmap, zap_all = EVENT_CODE["access"], EVENT_CODE["unmap"], EVENT_CODE["zap_all"]
+        if counts[access] + counts[unmap] + counts[zap_all]:
+            vcpus = self.vcpus_of[out["vm"]]
+            names_vm = (event == access) | (event == unmap) | (event == zap_all)
+            unknown_vm = names_vm & (vcpus == 0)
+            if unknown_vm.any():
+                i = _first(unknown_vm)
+                known = ", ".join(str(v.id) for v in self.meta.vms)
+                raise self._fail(
+                    start + i,
+                    f"VM {out['vm'][i]} is not in the footer's VM table (known: {known})",
+                    "fix the vm column or add the VM to the footer",
+                )
+            bad_vcpu = (event == access) & (out["vcpu"] >= vcpus)
+            if bad_vcpu.any():
+                i = _first(bad_vcpu)
+                raise self._fail(
+                    start + i,
+                    f"vCPU {out['vcpu'][i]} of VM {out['vm'][i]} is beyond the VM's "
+                    f"{vcpus[i]} vCPUs",
+                    "fix the vcpu column or the VM's vcpus in the footer",
+                )
+        if counts[EVENT_CODE["reclaim"]]:
+            prio = out["priority"]
+            bad_prio = (event == EVENT_CODE["reclaim"]) & ((prio < 0) | (prio > PRIORITY_MAX))
+            if bad_prio.any():
+                i = _first(bad_prio)
+                raise self._fail(start + i, f"priority {prio[i]} is out of range", "use 0..12")
+        return EventBatch(start_row=start, t_ns=t_ns, event=event, op=op, source=source, **out)
 
     def _check_order(self, t_ns: np.ndarray, start: int) -> None:
         if self.last_t is not None and len(t_ns) and t_ns[0] < self.last_t:
@@ -287,7 +349,7 @@ class _RowChecker:
                 f"t_ns goes backwards ({t_ns[0]} after {self.last_t})",
                 "sort the trace by t_ns or re-run replay convert",
             )
-        backwards = np.diff(t_ns) < 0
+        backwards = t_ns[1:] < t_ns[:-1]
         if backwards.any():
             i = _first(backwards) + 1
             raise self._fail(
@@ -298,12 +360,12 @@ class _RowChecker:
         if len(t_ns):
             self.last_t = int(t_ns[-1])
 
-    def _ints(self, col: pa.Array, name: str, dtype: type[np.generic], start: int) -> np.ndarray:
-        """Return an integer column as ``dtype``, nulls as 0; reject values that do not fit."""
+    def _ints(self, col: pa.Array, name: str, start: int) -> np.ndarray:
+        """An integer column as numpy, viewed without a copy when it has the schema's type."""
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         target = arrow_schema().field(name).type
+        dtype = _NP_TYPES[COLUMN_TYPES[name]]
         if col.type != target:
             try:
                 col = col.cast(target, safe=True)
@@ -313,12 +375,14 @@ class _RowChecker:
                     f"column {name!r} holds values that do not fit {target} in this batch",
                     f"write {name} as {target}",
                 ) from None
-        if col.null_count:
-            col = pc.fill_null(col, 0)
-        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
+        if col.null_count == len(col):
+            return np.zeros(len(col), dtype=dtype)
+        data = col.buffers()[1]
+        view = np.frombuffer(data, dtype=dtype, count=col.offset + len(col))[col.offset :]
+        return view
 
     def _codes(self, col: pa.Array, name: str, start: int) -> np.ndarray:
-        """Map an enumeration column to schema codes (int8, -1 for null)."""
+        """An enumeration column as schema codes (int8); unspecified in null slots."""
         import pyarrow as pa
 
         allowed = ENUMS[COLUMN_TYPES[name].removeprefix("enum:")]
@@ -326,9 +390,17 @@ class _RowChecker:
             col = col.dictionary_encode()
         values = col.dictionary.to_pylist()
         indices = col.indices
-        null_index = len(values)
+        if len(indices) == indices.null_count:
+            return np.zeros(len(indices), dtype=np.int8)
+        if tuple(values) == allowed[: len(values)] and pa.types.is_int8(indices.type):
+            # The dictionary is the schema's own order (as this package writes it): the
+            # indices are the codes.
+            data = indices.buffers()[1]
+            return np.frombuffer(data, np.int8, count=indices.offset + len(indices))[
+                indices.offset :
+            ]
         if indices.null_count:
-            indices = indices.fill_null(null_index)
+            indices = indices.fill_null(len(values))
         idx = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         lut = np.full(len(values) + 1, -1, dtype=np.int8)
         for i, value in enumerate(values):
@@ -342,7 +414,8 @@ class _RowChecker:
                     f"{name} {value!r} is unknown",
                     f"use one of {', '.join(allowed)}",
                 )
-        return lut[idx]
+        codes: np.ndarray = lut[idx]
+        return codes
 
 
 def _valid(col: pa.Array) -> np.ndarray:
