@@ -41,7 +41,7 @@ def run(
     """Replay a trace under the shrinker policies and attribute every fault."""
     from replay.mmu.config import CostModel, MmuConfig, parse_policies
     from replay.run.driver import run_policies
-    from replay.run.outputs import caveats, write_runs
+    from replay.run.outputs import caveats, run_staging, write_runs
     from replay.trace.reader import open_trace
     from replay.trace.schema import TraceMeta
 
@@ -69,17 +69,19 @@ def run(
                 f"run directory {out_dir / p} exists; pass --force to replace it or choose "
                 "another -o"
             )
-    with progress(f"replay {trace.name}", tf.num_rows) as update:
-        replay = run_policies(
-            tf,
-            policies,
-            engine=engine,  # type: ignore[arg-type]
-            cfg=MmuConfig(),
-            costs=cost_model,
-            bucket_ns=int(bucket_ms * 1e6),
-            progress=update,
-        )
-    docs = write_runs(replay, out_dir, force=force)
+    with run_staging(out_dir, policies, force=force) as staging:
+        with progress(f"replay {trace.name}", tf.num_rows) as update:
+            replay = run_policies(
+                tf,
+                policies,
+                engine=engine,  # type: ignore[arg-type]
+                cfg=MmuConfig(),
+                costs=cost_model,
+                bucket_ns=int(bucket_ms * 1e6),
+                progress=update,
+                workdir=staging,
+            )
+        docs = write_runs(replay, out_dir, force=force, staging=staging)
     if json_:
         emit_json(
             {

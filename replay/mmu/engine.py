@@ -25,7 +25,7 @@ import numpy as np
 
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
 from replay.mmu.layout import VM_SHIFT, Layout
-from replay.mmu.results import EngineResult, FaultColumns, ScanRow
+from replay.mmu.results import EngineResult, FaultSink, ScanRow
 from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import EVENT_CODE, SOURCES
 
@@ -46,7 +46,14 @@ _ATTR_ZAPPED = int(Attribution.ZAPPED_PAGE_TABLES)
 class VectorEngine:
     """Replays a trace with numpy; same interface and results as the reference engine."""
 
-    def __init__(self, meta: TraceMeta, policy: Policy, cfg: MmuConfig, costs: CostModel) -> None:
+    def __init__(
+        self,
+        meta: TraceMeta,
+        policy: Policy,
+        cfg: MmuConfig,
+        costs: CostModel,
+        sink: FaultSink | None = None,
+    ) -> None:
         self.meta = meta
         self.policy = policy
         self.cfg = cfg
@@ -73,7 +80,7 @@ class VectorEngine:
         self.vm_list = [vm.id for vm in meta.vms]
         self.nr_deferred = 0
         self.last_reclaim_t: int | None = None
-        self.faults = FaultColumns()
+        self.faults = sink if sink is not None else FaultSink()
         self.scans: list[ScanRow] = []
         self.sp_removals: list[tuple[int, int, int, int]] = []
         self.cache_frees: list[tuple[int, int, int, int, int]] = []
@@ -112,8 +119,9 @@ class VectorEngine:
 
     def finish(self) -> EngineResult:
         """The replay's results."""
+        self.faults.close()
         return EngineResult(
-            faults=self.faults.finish(),
+            sink=self.faults,
             scans=self.scans,
             sp_removals=self.sp_removals,
             cache_frees=self.cache_frees,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
-from replay.mmu.results import EngineResult, FaultColumns, ScanRow
+from replay.mmu.results import EngineResult, FaultSink, ScanRow
 from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import BACKING_LEVEL, EVENT_KINDS, OPS, SOURCES, TraceMeta, VmSpec
 
@@ -117,7 +117,14 @@ class Vm:
 class ReferenceEngine:
     """Replays a trace event by event. Feed it batches in order, then call :meth:`finish`."""
 
-    def __init__(self, meta: TraceMeta, policy: Policy, cfg: MmuConfig, costs: CostModel) -> None:
+    def __init__(
+        self,
+        meta: TraceMeta,
+        policy: Policy,
+        cfg: MmuConfig,
+        costs: CostModel,
+        sink: FaultSink | None = None,
+    ) -> None:
         self.policy = policy
         self.cfg = cfg
         self.costs = costs
@@ -138,7 +145,7 @@ class ReferenceEngine:
         self.nr_deferred = 0
         self.sp_seq = 0
         self.last_reclaim_t: int | None = None
-        self.faults = FaultColumns()
+        self.faults = sink if sink is not None else FaultSink()
         self._rows: dict[str, list[int]] = {k: [] for k in _ROW_FIELDS}
         self.scans: list[ScanRow] = []
         self.sp_removals: list[tuple[int, int, int, int]] = []
@@ -174,8 +181,9 @@ class ReferenceEngine:
     def finish(self) -> EngineResult:
         """The replay's results."""
         self._flush_rows()
+        self.faults.close()
         return EngineResult(
-            faults=self.faults.finish(),
+            sink=self.faults,
             scans=self.scans,
             sp_removals=self.sp_removals,
             cache_frees=self.cache_frees,

@@ -6,9 +6,14 @@ engines) are checked on one representation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 FAULT_COLUMNS: dict[str, type[np.generic]] = {
     "row": np.int64,
@@ -29,26 +34,140 @@ FAULT_COLUMNS: dict[str, type[np.generic]] = {
 """Fault table columns and dtypes (enumerations as codes of ``replay.mmu.config``)."""
 
 
-@dataclass
-class FaultColumns:
-    """Fault rows accumulated in chunks of numpy arrays, concatenated at the end."""
+SPILL_ROWS = 1 << 20
+"""Fault rows per row group of a spilled fault table (fixed, so the file does not depend on
+how an engine chunked its output)."""
 
-    chunks: list[dict[str, np.ndarray]] = field(default_factory=list)
+FaultChunk = dict[str, np.ndarray]
 
-    def add(self, columns: dict[str, np.ndarray]) -> None:
+
+class FaultSink:
+    """Fault rows as an engine produces them, in trace order.
+
+    Without a ``spill_path`` the rows stay in memory. With one, every full row group of
+    :data:`SPILL_ROWS` rows goes to that Parquet file as it fills, so memory does not grow with
+    the trace; :meth:`chunks` then reads them back a row group at a time.
+    """
+
+    def __init__(
+        self, spill_path: Path | None = None, metadata: dict[bytes, bytes] | None = None
+    ) -> None:
+        self.spill_path = spill_path
+        self.metadata = metadata or {}
+        self._pending: list[FaultChunk] = []
+        self._pending_rows = 0
+        self._spilled_rows = 0
+        self._writer: Any = None
+        self._closed = False
+
+    def add(self, columns: FaultChunk) -> None:
         """Append rows; ``columns`` has every key of :data:`FAULT_COLUMNS`."""
         n = len(columns["row"])
-        if n:
-            self.chunks.append(
-                {k: np.asarray(columns[k], dtype=dt) for k, dt in FAULT_COLUMNS.items()}
-            )
-            assert all(len(v) == n for v in self.chunks[-1].values())
+        if not n:
+            return
+        self._pending.append(
+            {k: np.asarray(columns[k], dtype=dt) for k, dt in FAULT_COLUMNS.items()}
+        )
+        self._pending_rows += n
+        if self.spill_path is not None and self._pending_rows >= SPILL_ROWS:
+            self._spill(final=False)
 
-    def finish(self) -> dict[str, np.ndarray]:
-        """All rows, in trace order."""
-        if not self.chunks:
-            return {k: np.empty(0, dtype=dt) for k, dt in FAULT_COLUMNS.items()}
-        return {k: np.concatenate([c[k] for c in self.chunks]) for k in FAULT_COLUMNS}
+    @property
+    def num_rows(self) -> int:
+        """Rows added so far."""
+        return self._spilled_rows + self._pending_rows
+
+    def _take(self, n: int) -> FaultChunk:
+        merged = {k: np.concatenate([c[k] for c in self._pending]) for k in FAULT_COLUMNS}
+        head = {k: v[:n] for k, v in merged.items()}
+        rest = {k: v[n:] for k, v in merged.items()}
+        self._pending = [rest] if len(rest["row"]) else []
+        self._pending_rows = len(rest["row"])
+        return head
+
+    def _spill(self, final: bool) -> None:
+        import pyarrow.parquet as pq
+
+        while self._pending_rows >= SPILL_ROWS or (final and self._pending_rows):
+            chunk = self._take(min(SPILL_ROWS, self._pending_rows))
+            table = fault_table(chunk)
+            if self._writer is None:
+                assert self.spill_path is not None
+                self._writer = pq.ParquetWriter(self.spill_path, table.schema, compression="zstd")
+            self._writer.write_table(table, row_group_size=SPILL_ROWS)
+            self._spilled_rows += len(chunk["row"])
+
+    def close(self) -> None:
+        """Flush everything to the spill file (if any); no more rows may be added."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.spill_path is not None:
+            self._spill(final=True)
+            if self._writer is None:
+                import pyarrow.parquet as pq
+
+                table = fault_table(_empty_chunk())
+                pq.write_table(
+                    table.replace_schema_metadata(self.metadata),
+                    self.spill_path,
+                    compression="zstd",
+                )
+            else:
+                if self.metadata:
+                    self._writer.add_key_value_metadata(self.metadata)
+                self._writer.close()
+
+    def chunks(self, columns: tuple[str, ...] | None = None) -> Iterator[FaultChunk]:
+        """The rows in trace order, a chunk at a time (reading back a spilled file)."""
+        names = tuple(columns or FAULT_COLUMNS)
+        if self.spill_path is None or not self._closed:
+            if self._pending_rows:
+                yield {k: np.concatenate([c[k] for c in self._pending]) for k in names}
+            return
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(self.spill_path)
+        for rb in pf.iter_batches(batch_size=SPILL_ROWS, columns=list(names)):
+            yield {k: _column(rb.column(k), k) for k in names}
+
+    def arrays(self) -> FaultChunk:
+        """All rows at once (for small replays and tests)."""
+        parts = list(self.chunks())
+        if not parts:
+            return _empty_chunk()
+        return {k: np.concatenate([p[k] for p in parts]) for k in FAULT_COLUMNS}
+
+
+def _empty_chunk() -> FaultChunk:
+    return {k: np.empty(0, dtype=dt) for k, dt in FAULT_COLUMNS.items()}
+
+
+def _column(col: Any, name: str) -> np.ndarray:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(col.type):
+        col = col.indices
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=FAULT_COLUMNS[name])
+
+
+def fault_table(chunk: FaultChunk) -> Any:
+    """Fault rows as an Arrow table; enumerations dictionary-encoded in code order."""
+    import pyarrow as pa
+
+    from replay.mmu.config import ATTRIBUTIONS, CAUSES, REFILLS
+
+    enums = {"cause": CAUSES, "refill": REFILLS, "attribution": ATTRIBUTIONS}
+    arrays = {}
+    for name in FAULT_COLUMNS:
+        values = chunk[name]
+        if name in enums:
+            arrays[name] = pa.DictionaryArray.from_arrays(
+                pa.array(values.astype(np.int8)), pa.array(enums[name])
+            )
+        else:
+            arrays[name] = pa.array(values)
+    return pa.table(arrays)
 
 
 @dataclass(frozen=True)
@@ -74,10 +193,15 @@ class ScanRow:
 class EngineResult:
     """Everything a replay produced."""
 
-    faults: dict[str, np.ndarray]
+    sink: FaultSink
     scans: list[ScanRow]
     sp_removals: list[tuple[int, int, int, int]]
     """``(row, t_ns, vm, sps)`` for every removal of SPs: shrinker zaps, page limit, zap_all."""
     cache_frees: list[tuple[int, int, int, int, int]]
     """``(row, t_ns, vm, vcpu, pages)`` for every vCPU cache a cache scan emptied of > 0 pages."""
     nr_deferred: int
+
+    @property
+    def faults(self) -> FaultChunk:
+        """Every fault row at once (see :meth:`FaultSink.chunks` to stream them)."""
+        return self.sink.arrays()

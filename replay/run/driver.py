@@ -16,11 +16,13 @@ import numpy as np
 
 from replay.errors import TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
+from replay.mmu.results import FaultSink
 from replay.trace.reader import EventBatch, TraceFile, iter_batches, prefetched
 from replay.trace.schema import EVENT_CODE, SOURCES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from replay.mmu.results import EngineResult
 
@@ -39,16 +41,39 @@ class Engine(Protocol):
 
 
 def make_engine(
-    name: EngineName, trace: TraceFile, policy: Policy, cfg: MmuConfig, costs: CostModel
+    name: EngineName,
+    trace: TraceFile,
+    policy: Policy,
+    cfg: MmuConfig,
+    costs: CostModel,
+    sink: FaultSink | None = None,
 ) -> Engine:
     """Build the named engine."""
     if name == "reference":
         from replay.mmu.reference import ReferenceEngine
 
-        return ReferenceEngine(trace.meta, policy, cfg, costs)
+        return ReferenceEngine(trace.meta, policy, cfg, costs, sink)
     from replay.mmu.engine import VectorEngine
 
-    return VectorEngine(trace.meta, policy, cfg, costs)
+    return VectorEngine(trace.meta, policy, cfg, costs, sink)
+
+
+def run_stamp(policy: Policy, fingerprint: str) -> dict[bytes, bytes]:
+    """The ``replay.run`` key every Parquet file of a run carries.
+
+    It names no engine, so that both engines write the same bytes.
+    """
+    import json
+
+    from replay._schemas import load_schema
+
+    schema = load_schema("run.v1")
+    doc = {
+        "schema_version": schema["schema_version"],
+        "policy": policy,
+        "trace_fingerprint": fingerprint,
+    }
+    return {str(schema["metadata_key"]).encode(): json.dumps(doc).encode()}
 
 
 @dataclass
@@ -138,11 +163,24 @@ def run_policies(
     costs: CostModel | None = None,
     bucket_ns: int = DEFAULT_BUCKET_NS,
     progress: Callable[[int, int], None] | None = None,
+    workdir: Path | None = None,
 ) -> Replay:
-    """Replay ``trace`` under every policy in ``policies``, reading it once."""
+    """Replay ``trace`` under every policy in ``policies``, reading it once.
+
+    With ``workdir``, each policy's fault rows are written to ``workdir/<policy>.faults.parquet``
+    as they are produced (memory then does not grow with the trace); otherwise they stay in
+    memory.
+    """
     cfg = cfg or MmuConfig()
     costs = costs or CostModel()
-    engines = [make_engine(engine, trace, p, cfg, costs) for p in policies]
+    print_ = fingerprint(trace)
+    sinks = [
+        FaultSink(workdir / f"{p}.faults.parquet" if workdir else None, run_stamp(p, print_))
+        for p in policies
+    ]
+    engines = [
+        make_engine(engine, trace, p, cfg, costs, s) for p, s in zip(policies, sinks, strict=True)
+    ]
     walls = [0.0] * len(engines)
     access_hist = _Histogram(bucket_ns)
     reclaim_hist = _Histogram(bucket_ns)
@@ -209,4 +247,4 @@ def run_policies(
         reclaim_by_bucket=reclaim_hist.counts,
         rows=rows,
     )
-    return Replay(trace, fingerprint(trace), cfg, costs, counts, results, read_s)
+    return Replay(trace, print_, cfg, costs, counts, results, read_s)

@@ -9,18 +9,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from replay._schemas import load_schema
 from replay.errors import OutputPathError
-from replay.mmu.config import ATTRIBUTIONS, CAUSES, REFILLS
+from replay.mmu.results import fault_table
+from replay.run.driver import run_stamp
 from replay.run.summary import TIMELINE_COLUMNS, summarize, timeline
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from replay.run.driver import PolicyRun, Replay
@@ -75,33 +76,6 @@ def summary_document(replay: Replay, run: PolicyRun) -> dict[str, Any]:
     }
 
 
-def _stamp(replay: Replay, run: PolicyRun) -> dict[bytes, bytes]:
-    doc = {
-        "schema_version": RUN_SCHEMA_VERSION,
-        "policy": run.policy,
-        "engine": run.engine,
-        "trace_fingerprint": replay.fingerprint,
-    }
-    return {RUN_KEY.encode(): json.dumps(doc).encode()}
-
-
-def faults_table(run: PolicyRun) -> Any:
-    """The fault rows as an Arrow table, enumerations as dictionary-encoded strings."""
-    import pyarrow as pa
-
-    f = run.result.faults
-    enums = {"cause": CAUSES, "refill": REFILLS, "attribution": ATTRIBUTIONS}
-    arrays = {}
-    for name, values in f.items():
-        if name in enums:
-            arrays[name] = pa.DictionaryArray.from_arrays(
-                pa.array(values.astype(np.int8)), pa.array(enums[name])
-            )
-        else:
-            arrays[name] = pa.array(values)
-    return pa.table(arrays)
-
-
 def scans_table(run: PolicyRun) -> Any:
     """The scan rows as an Arrow table."""
     import pyarrow as pa
@@ -136,8 +110,13 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
     import pyarrow as pa
 
     folder.mkdir()
-    stamp = _stamp(replay, run)
-    _write_parquet(faults_table(run), folder / "faults.parquet", stamp)
+    stamp = run_stamp(run.policy, replay.fingerprint)
+    sink = run.result.sink
+    if sink.spill_path is not None:
+        sink.spill_path.replace(folder / "faults.parquet")  # written and stamped as it ran
+        sink.spill_path = folder / "faults.parquet"
+    else:
+        _write_parquet(fault_table(sink.arrays()), folder / "faults.parquet", stamp)
     _write_parquet(scans_table(run), folder / "scans.parquet", stamp)
     tl = timeline(replay, run)
     _write_parquet(
@@ -148,9 +127,8 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
     return doc
 
 
-def write_runs(replay: Replay, out_dir: Path, *, force: bool = False) -> list[dict[str, Any]]:
-    """Write every policy's run under ``out_dir``, all or nothing."""
-    targets = [out_dir / run.policy for run in replay.runs]
+def _targets(out_dir: Path, policies: tuple[str, ...], force: bool) -> list[Path]:
+    targets = [out_dir / p for p in policies]
     for t in targets:
         if t.exists() and not force:
             raise OutputPathError(
@@ -158,6 +136,17 @@ def write_runs(replay: Replay, out_dir: Path, *, force: bool = False) -> list[di
             )
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputPathError(f"output {out_dir} is a file; give a folder for the runs")
+    return targets
+
+
+@contextmanager
+def run_staging(out_dir: Path, policies: tuple[str, ...], *, force: bool = False) -> Iterator[Path]:
+    """A staging folder beside ``out_dir`` for a replay's files; removed on the way out.
+
+    Checks first that the runs may be written (existing runs need ``force``), so that a long
+    replay does not end in a refusal.
+    """
+    _targets(out_dir, policies, force)
     parent = out_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -168,9 +157,28 @@ def write_runs(replay: Replay, out_dir: Path, *, force: bool = False) -> list[di
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"folder {parent} is not writable; choose another -o")
     staging = parent / f".{out_dir.name}.{os.getpid()}.partial"
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_runs(
+    replay: Replay, out_dir: Path, *, force: bool = False, staging: Path | None = None
+) -> list[dict[str, Any]]:
+    """Write every policy's run under ``out_dir``, all or nothing.
+
+    ``staging`` is the folder of :func:`run_staging` the replay wrote its fault rows into, if
+    any; without one, a staging folder is made here.
+    """
+    policies = tuple(run.policy for run in replay.runs)
+    if staging is None:
+        with run_staging(out_dir, policies, force=force) as fresh:
+            return write_runs(replay, out_dir, force=force, staging=fresh)
+    targets = _targets(out_dir, policies, force)
     created_out = False
     try:
-        staging.mkdir()
         docs = [write_run(replay, run, staging / run.policy) for run in replay.runs]
         if not out_dir.exists():
             out_dir.mkdir()
@@ -184,5 +192,3 @@ def write_runs(replay: Replay, out_dir: Path, *, force: bool = False) -> list[di
         if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
         raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

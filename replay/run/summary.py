@@ -47,50 +47,103 @@ def refill_part_ns(faults: dict[str, np.ndarray], costs: CostModel) -> np.ndarra
     return part
 
 
-def _counts(codes: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
-    got = np.bincount(codes.astype(np.int64), minlength=len(names))
-    return {name: int(got[i]) for i, name in enumerate(names)}
+class _Peaks:
+    """Per group, the largest running total after any event; never below 0.
+
+    Fed in trace-row order a chunk at a time; the events of one row count as one.
+    """
+
+    def __init__(self, n_groups: int) -> None:
+        self.level = np.zeros(n_groups, dtype=np.int64)
+        self.peak = np.zeros(n_groups, dtype=np.int64)
+
+    def feed(self, group: np.ndarray, rows: np.ndarray, deltas: np.ndarray) -> None:
+        if not len(rows):
+            return
+        order = np.lexsort((rows, group))
+        g, r, d = group[order], rows[order], deltas[order]
+        running = np.cumsum(d)
+        first = np.ones(len(g), dtype=bool)
+        first[1:] = g[1:] != g[:-1]
+        starts = np.flatnonzero(first)
+        # Running total within each group, carried on from earlier chunks.
+        before = running[starts] - d[starts] - self.level[g[starts]]
+        running = running - np.repeat(before, np.diff(np.append(starts, len(g))))
+        last_of_row = np.ones(len(g), dtype=bool)
+        last_of_row[:-1] = (r[1:] != r[:-1]) | (g[1:] != g[:-1])
+        masked = np.where(last_of_row, running, np.iinfo(np.int64).min)
+        top = np.maximum.reduceat(masked, starts)
+        self.peak[g[starts]] = np.maximum(self.peak[g[starts]], top)
+        np.add.at(self.level, g[starts], np.add.reduceat(d, starts))
 
 
-def _peak(rows: np.ndarray, deltas: np.ndarray) -> int:
-    """Largest running total after any event, events ordered by trace row (ties: one event)."""
-    if not len(rows):
-        return 0
-    order = np.argsort(rows, kind="stable")
-    rows, deltas = rows[order], deltas[order]
-    running = np.cumsum(deltas)
-    last_of_row = np.r_[rows[1:] != rows[:-1], True]
-    return int(max(0, running[last_of_row].max()))
+class _Blocks:
+    """Fault statistics of rule 19 for every group at once, accumulated chunk by chunk."""
+
+    def __init__(self, n: int, costs: CostModel) -> None:
+        self.n = n
+        self.costs = costs
+        self.faults = np.zeros(n, dtype=np.int64)
+        self.by_attr = np.zeros((n, len(ATTRIBUTIONS)), dtype=np.int64)
+        self.by_cause = np.zeros((n, len(CAUSES)), dtype=np.int64)
+        self.by_refill = np.zeros((n, len(REFILLS)), dtype=np.int64)
+        self.sums = {name: np.zeros(n, dtype=np.int64) for name in _SUMS}
+        self.stall = {name: np.zeros(n, dtype=np.int64) for name in ATTRIBUTIONS}
+
+    def add(self, faults: dict[str, np.ndarray], group: np.ndarray) -> None:
+        n = self.n
+        attr = faults["attribution"].astype(np.int64)
+        self.faults += np.bincount(group, minlength=n)
+        for table, codes in (
+            (self.by_attr, attr),
+            (self.by_cause, faults["cause"]),
+            (self.by_refill, faults["refill"]),
+        ):
+            k = table.shape[1]
+            table += np.bincount(group * k + codes.astype(np.int64), minlength=n * k).reshape(n, k)
+        for name, col in _SUMS.items():
+            self.sums[name] += _sum(group, faults[col], n)
+        est = faults["est_ns"]
+        refill = refill_part_ns(faults, self.costs)
+        self.stall["zapped_page_tables"] += _sum(
+            group, np.where(attr == Attribution.ZAPPED_PAGE_TABLES, est, 0), n
+        )
+        self.stall["cache_eviction"] += _sum(
+            group, np.where(attr == Attribution.CACHE_EVICTION, refill, 0), n
+        )
+        self.stall["none"] += _sum(group, np.where(attr == Attribution.NONE, est, 0), n)
+
+    def block(self, i: int) -> dict[str, Any]:
+        return {
+            "faults": int(self.faults[i]),
+            "faults_by_attribution": dict(zip(ATTRIBUTIONS, self.by_attr[i].tolist(), strict=True)),
+            "faults_by_cause": dict(zip(CAUSES, self.by_cause[i].tolist(), strict=True)),
+            "refills_by_kind": dict(zip(REFILLS, self.by_refill[i].tolist(), strict=True)),
+            **{name: int(v[i]) for name, v in self.sums.items()},
+            "stall_ns_by_attribution": {k: int(v[i]) for k, v in self.stall.items()},
+        }
+
+
+_SUMS = {
+    "pages_refilled": "pages_refilled",
+    "sps_allocated": "new_sps",
+    "sps_relinked": "relinked_sps",
+    "sps_recycled": "recycled_sps",
+}
+
+
+def _sum(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Integer sums per group (float64 weights are exact below 2**53)."""
+    got = np.bincount(group, weights=values.astype(np.float64), minlength=n)
+    return np.rint(got).astype(np.int64)
 
 
 def _stall(faults: dict[str, np.ndarray], costs: CostModel) -> dict[str, int]:
-    """Rule 31: estimated stall by attribution."""
-    attr = faults["attribution"]
-    zapped = attr == Attribution.ZAPPED_PAGE_TABLES
-    evicted = attr == Attribution.CACHE_EVICTION
-    return {
-        "zapped_page_tables": int(faults["est_ns"][zapped].sum()),
-        "cache_eviction": int(refill_part_ns(faults, costs)[evicted].sum()),
-        "none": int(faults["est_ns"][attr == Attribution.NONE].sum()),
-    }
-
-
-def _group(faults: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[mask] for k, v in faults.items()}
-
-
-def _fault_block(faults: dict[str, np.ndarray], costs: CostModel) -> dict[str, Any]:
-    return {
-        "faults": len(faults["row"]),
-        "faults_by_attribution": _counts(faults["attribution"], ATTRIBUTIONS),
-        "faults_by_cause": _counts(faults["cause"], CAUSES),
-        "refills_by_kind": _counts(faults["refill"], REFILLS),
-        "pages_refilled": int(faults["pages_refilled"].sum()),
-        "sps_allocated": int(faults["new_sps"].sum()),
-        "sps_relinked": int(faults["relinked_sps"].sum()),
-        "sps_recycled": int(faults["recycled_sps"].sum()),
-        "stall_ns_by_attribution": _stall(faults, costs),
-    }
+    """Rule 31: estimated stall by attribution, over all the faults given."""
+    blocks = _Blocks(1, costs)
+    blocks.add(faults, np.zeros(len(faults["row"]), dtype=np.int64))
+    stall: dict[str, int] = blocks.block(0)["stall_ns_by_attribution"]
+    return stall
 
 
 def _per_freed(stall: dict[str, int], flush_ns: int, freed: int) -> float | None:
@@ -99,29 +152,82 @@ def _per_freed(stall: dict[str, int], flush_ns: int, freed: int) -> float | None
     return (stall["zapped_page_tables"] + stall["cache_eviction"] + flush_ns) / freed
 
 
+class _Groups:
+    """Dense VM and vCPU group ids of a trace's VM table."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.vms = replay.trace.meta.vms
+        self.n_vms = len(self.vms)
+        self.vm_index = np.zeros(0x10000, dtype=np.int64)
+        self.vcpu_base = np.zeros(self.n_vms, dtype=np.int64)
+        total = 0
+        for i, vm in enumerate(self.vms):
+            self.vm_index[vm.id] = i
+            self.vcpu_base[i] = total
+            total += vm.vcpus
+        self.n_vcpus = total
+
+    def of(self, vm: np.ndarray, vcpu: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        vi = self.vm_index[vm]
+        vc = self.vcpu_base[vi] + (vcpu.astype(np.int64) if vcpu is not None else 0)
+        return vi, vc
+
+
 def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
-    """The ``totals``, ``per_vm`` and ``per_vcpu`` blocks of ``summary.json``."""
+    """The ``totals``, ``per_vm`` and ``per_vcpu`` blocks of ``summary.json``.
+
+    Streams the fault rows a chunk at a time, so memory does not grow with their number.
+    """
     res: EngineResult = run.result
     costs = replay.costs
-    f = res.faults
     counts = replay.counts
     scans = res.scans
-    freed = sum(s.freed for s in scans)
-    flush_ns = sum(s.flush_ns for s in scans)
+    groups = _Groups(replay)
+    n_vms, n_vcpus = groups.n_vms, groups.n_vcpus
 
     rem = np.array(res.sp_removals, dtype=np.int64).reshape(-1, 4)
+    rem = rem[np.argsort(rem[:, 0], kind="stable")]
     frees = np.array(res.cache_frees, dtype=np.int64).reshape(-1, 5)
-    sp_rows = np.concatenate([f["row"], rem[:, 0]])
-    sp_delta = np.concatenate([f["new_sps"].astype(np.int64), -rem[:, 3]])
-    sp_vm = np.concatenate([f["vm"].astype(np.int64), rem[:, 2]])
-    cache_rows = np.concatenate([f["row"], frees[:, 0]])
-    cache_delta = np.concatenate(
-        [f["pages_refilled"].astype(np.int64) - f["new_sps"].astype(np.int64), -frees[:, 4]]
-    )
-    cache_vm = np.concatenate([f["vm"].astype(np.int64), frees[:, 2]])
-    cache_vcpu = np.concatenate([f["vcpu"].astype(np.int64), frees[:, 3]])
+    frees = frees[np.argsort(frees[:, 0], kind="stable")]
+    whole, by_vm, by_vcpu = _Blocks(1, costs), _Blocks(n_vms, costs), _Blocks(n_vcpus, costs)
+    sp_total, sp_vm = _Peaks(1), _Peaks(n_vms)
+    cache_total, cache_vm, cache_vcpu = _Peaks(1), _Peaks(n_vms), _Peaks(n_vcpus)
+    r_at = f_at = 0
 
-    totals = _fault_block(f, costs)
+    def feed(f: dict[str, np.ndarray], last_row: int) -> None:
+        nonlocal r_at, f_at
+        r_to = int(np.searchsorted(rem[:, 0], last_row, side="right"))
+        f_to = int(np.searchsorted(frees[:, 0], last_row, side="right"))
+        r, fr = rem[r_at:r_to], frees[f_at:f_to]
+        r_at, f_at = r_to, f_to
+        f_vi, f_vc = groups.of(f["vm"], f["vcpu"])
+        r_vi, _ = groups.of(r[:, 2])
+        fr_vi, fr_vc = groups.of(fr[:, 2], fr[:, 3])
+        sp_rows = np.concatenate([f["row"], r[:, 0]])
+        sp_delta = np.concatenate([f["new_sps"].astype(np.int64), -r[:, 3]])
+        sp_group = np.concatenate([f_vi, r_vi])
+        c_rows = np.concatenate([f["row"], fr[:, 0]])
+        c_delta = np.concatenate(
+            [f["pages_refilled"].astype(np.int64) - f["new_sps"].astype(np.int64), -fr[:, 4]]
+        )
+        zeros_sp, zeros_c = np.zeros(len(sp_rows), np.int64), np.zeros(len(c_rows), np.int64)
+        sp_total.feed(zeros_sp, sp_rows, sp_delta)
+        sp_vm.feed(sp_group, sp_rows, sp_delta)
+        cache_total.feed(zeros_c, c_rows, c_delta)
+        cache_vm.feed(np.concatenate([f_vi, fr_vi]), c_rows, c_delta)
+        cache_vcpu.feed(np.concatenate([f_vc, fr_vc]), c_rows, c_delta)
+        if len(f["row"]):
+            whole.add(f, np.zeros(len(f["row"]), np.int64))
+            by_vm.add(f, f_vi)
+            by_vcpu.add(f, f_vc)
+
+    for chunk in res.sink.chunks():
+        feed(chunk, int(chunk["row"][-1]))
+    feed(_empty_faults(), np.iinfo(np.int64).max)  # removals after the last fault
+
+    freed = sum(s.freed for s in scans)
+    flush_ns = sum(s.flush_ns for s in scans)
+    totals = whole.block(0)
     accesses = sum(counts.accesses.values())
     totals.update(
         accesses=accesses,
@@ -130,17 +236,17 @@ def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
         scan_calls=len(scans),
         scan_flush_ns=flush_ns,
         reclaim_passes_by_source=counts.reclaim_by_source,
-        peak_sp_pages=_peak(sp_rows, sp_delta),
-        peak_cache_pages=_peak(cache_rows, cache_delta),
+        peak_sp_pages=int(sp_total.peak[0]),
+        peak_cache_pages=int(cache_total.peak[0]),
         stall_per_freed_page=_per_freed(totals["stall_ns_by_attribution"], flush_ns, freed),
         nr_deferred_final=res.nr_deferred,
     )
-
+    _, fr_vc = groups.of(frees[:, 2], frees[:, 3])
+    vcpu_freed = np.bincount(fr_vc, weights=frees[:, 4], minlength=n_vcpus)
     per_vm: dict[str, Any] = {}
     per_vcpu: dict[str, Any] = {}
-    for vm in replay.trace.meta.vms:
-        mine = f["vm"] == vm.id
-        block = _fault_block(_group(f, mine), costs)
+    for i, vm in enumerate(groups.vms):
+        block = by_vm.block(i)
         vm_freed = sum(
             fr for s in scans for v, fr in zip(s.vms, s.freed_by_vm, strict=True) if v == vm.id
         )
@@ -151,29 +257,37 @@ def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
             accesses=sum(counts.accesses[(vm.id, c)] for c in range(vm.vcpus)),
             pages_freed=vm_freed,
             scan_calls=sum(1 for s in scans if vm.id in s.vms),
-            peak_sp_pages=_peak(sp_rows[sp_vm == vm.id], sp_delta[sp_vm == vm.id]),
-            peak_cache_pages=_peak(cache_rows[cache_vm == vm.id], cache_delta[cache_vm == vm.id]),
+            peak_sp_pages=int(sp_vm.peak[i]),
+            peak_cache_pages=int(cache_vm.peak[i]),
             stall_per_freed_page=_per_freed(block["stall_ns_by_attribution"], vm_flush, vm_freed),
         )
         per_vm[str(vm.id)] = block
         for c in range(vm.vcpus):
-            sel = mine & (f["vcpu"] == c)
-            vblock = _fault_block(_group(f, sel), costs)
-            in_vcpu = (cache_vm == vm.id) & (cache_vcpu == c)
+            g = int(groups.vcpu_base[i]) + c
+            vblock = by_vcpu.block(g)
             vblock.update(
                 accesses=counts.accesses[(vm.id, c)],
-                pages_freed=int(frees[(frees[:, 2] == vm.id) & (frees[:, 3] == c), 4].sum()),
-                peak_cache_pages=_peak(cache_rows[in_vcpu], cache_delta[in_vcpu]),
+                pages_freed=int(vcpu_freed[g]),
+                peak_cache_pages=int(cache_vcpu.peak[g]),
             )
             per_vcpu[f"{vm.id}/{c}"] = vblock
     return {"totals": totals, "per_vm": per_vm, "per_vcpu": per_vcpu}
 
 
+def _empty_faults() -> dict[str, np.ndarray]:
+    from replay.mmu.results import FAULT_COLUMNS
+
+    return {k: np.empty(0, dtype=dt) for k, dt in FAULT_COLUMNS.items()}
+
+
 def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
-    """Counters per time bucket (``timeline.parquet``); page counts are at each bucket's end."""
+    """Counters per time bucket (``timeline.parquet``); page counts are at each bucket's end.
+
+    A level at a bucket's end is the sum of every change before that end: the cumulative sum of
+    the per-bucket changes, so the fault rows stream through once.
+    """
     counts = replay.counts
     res = run.result
-    f = res.faults
     t0 = counts.t_first_ns or 0
     bucket = counts.bucket_ns
     t_last = counts.t_last_ns if counts.t_last_ns is not None else t0
@@ -181,51 +295,38 @@ def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
 
     def per_bucket(t: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         idx = (np.asarray(t, dtype=np.int64) - t0) // bucket
-        got = np.bincount(idx, weights=weights, minlength=n)[:n]
+        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        got = np.bincount(idx, weights=w, minlength=n)[:n]
         return np.asarray(np.rint(got), dtype=np.int64)
 
     def pad(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a, np.zeros(n - len(a), dtype=np.int64)]) if len(a) < n else a
+        return np.concatenate([a, np.zeros(n - len(a), dtype=np.int64)]) if len(a) < n else a[:n]
 
-    attr = f["attribution"]
-    scan_t = np.array([s.t_ns for s in res.scans], dtype=np.int64)
-    scan_freed = np.array([s.freed for s in res.scans], dtype=np.float64)
-    ends = t0 + bucket * np.arange(1, n + 1, dtype=np.int64)
-
-    def level_at_ends(t: np.ndarray, rows: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        order = np.lexsort((rows, t))
-        running = np.cumsum(delta[order])
-        k = np.searchsorted(t[order], ends, side="left")
-        out = np.where(k > 0, running[np.maximum(k - 1, 0)] if len(running) else 0, 0)
-        return np.asarray(out, dtype=np.int64)
-
+    out = {name: np.zeros(n, dtype=np.int64) for name in TIMELINE_COLUMNS}
+    sp_change = np.zeros(n, dtype=np.int64)
+    cache_change = np.zeros(n, dtype=np.int64)
+    for f in res.sink.chunks():
+        t, attr = f["t_ns"], f["attribution"]
+        out["faults"] += per_bucket(t)
+        out["faults_zapped_page_tables"] += per_bucket(t[attr == Attribution.ZAPPED_PAGE_TABLES])
+        out["faults_cache_eviction"] += per_bucket(t[attr == Attribution.CACHE_EVICTION])
+        out["faults_none"] += per_bucket(t[attr == Attribution.NONE])
+        out["mmio"] += per_bucket(t[f["cause"] == Cause.MMIO])
+        out["pages_refilled"] += per_bucket(t, f["pages_refilled"])
+        out["sps_allocated"] += per_bucket(t, f["new_sps"])
+        out["stall_ns"] += per_bucket(t, f["est_ns"])
+        sp_change += per_bucket(t, f["new_sps"])
+        cache_change += per_bucket(t, f["pages_refilled"].astype(np.int64) - f["new_sps"])
     rem = np.array(res.sp_removals, dtype=np.int64).reshape(-1, 4)
     frees = np.array(res.cache_frees, dtype=np.int64).reshape(-1, 5)
-    sp_pages = level_at_ends(
-        np.concatenate([f["t_ns"], rem[:, 1]]),
-        np.concatenate([f["row"], rem[:, 0]]),
-        np.concatenate([f["new_sps"].astype(np.int64), -rem[:, 3]]),
-    )
-    cache_pages = level_at_ends(
-        np.concatenate([f["t_ns"], frees[:, 1]]),
-        np.concatenate([f["row"], frees[:, 0]]),
-        np.concatenate([f["pages_refilled"].astype(np.int64) - f["new_sps"], -frees[:, 4]]),
-    )
-    mmio = f["cause"] == Cause.MMIO
-    return {
-        "t_start_ns": t0 + bucket * np.arange(n, dtype=np.int64),
-        "accesses": pad(counts.accesses_by_bucket),
-        "faults": per_bucket(f["t_ns"]),
-        "faults_zapped_page_tables": per_bucket(f["t_ns"][attr == Attribution.ZAPPED_PAGE_TABLES]),
-        "faults_cache_eviction": per_bucket(f["t_ns"][attr == Attribution.CACHE_EVICTION]),
-        "faults_none": per_bucket(f["t_ns"][attr == Attribution.NONE]),
-        "mmio": per_bucket(f["t_ns"][mmio]),
-        "pages_refilled": per_bucket(f["t_ns"], f["pages_refilled"].astype(np.float64)),
-        "sps_allocated": per_bucket(f["t_ns"], f["new_sps"].astype(np.float64)),
-        "pages_freed": per_bucket(scan_t, scan_freed),
-        "scan_calls": per_bucket(scan_t),
-        "reclaim_passes": pad(counts.reclaim_by_bucket),
-        "stall_ns": per_bucket(f["t_ns"], f["est_ns"].astype(np.float64)),
-        "sp_pages": sp_pages,
-        "cache_pages": cache_pages,
-    }
+    sp_change -= per_bucket(rem[:, 1], rem[:, 3])
+    cache_change -= per_bucket(frees[:, 1], frees[:, 4])
+    scan_t = np.array([s.t_ns for s in res.scans], dtype=np.int64)
+    out["pages_freed"] = per_bucket(scan_t, np.array([s.freed for s in res.scans]))
+    out["scan_calls"] = per_bucket(scan_t)
+    out["t_start_ns"] = t0 + bucket * np.arange(n, dtype=np.int64)
+    out["accesses"] = pad(counts.accesses_by_bucket)
+    out["reclaim_passes"] = pad(counts.reclaim_by_bucket)
+    out["sp_pages"] = np.cumsum(sp_change)
+    out["cache_pages"] = np.cumsum(cache_change)
+    return out
