@@ -134,8 +134,7 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
             yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
             continue
         table = pf.read_row_group(i, columns=columns)
-        for rb in table.combine_chunks().to_batches(max_chunksize=batch_rows):
-            yield rb
+        yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
 
 
 def prefetched(batches: Iterator[EventBatch], depth: int = 2) -> Iterator[EventBatch]:

@@ -29,8 +29,10 @@ def test_a_row_that_nets_to_less_does_not_peak_inside() -> None:
 
 def _chunk(start: int, n: int) -> dict[str, np.ndarray]:
     rows = np.arange(start, start + n)
-    return {k: (rows % 3).astype(dt) if k in ("cause", "refill", "attribution")
-            else rows.astype(dt) for k, dt in FAULT_COLUMNS.items()}
+    return {
+        k: (rows % 3).astype(dt) if k in ("cause", "refill", "attribution") else rows.astype(dt)
+        for k, dt in FAULT_COLUMNS.items()
+    }
 
 
 def test_spilled_sink_reads_back_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
