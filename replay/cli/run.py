@@ -104,6 +104,8 @@ def _fmt(value: Any) -> str:
 
 
 def _ms(ns: int) -> str:
+    if ns and ns < 1_000_000:
+        return f"{ns / 1e3:,.1f} µs"
     return f"{ns / 1e6:,.1f} ms"
 
 
