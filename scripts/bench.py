@@ -119,8 +119,10 @@ def _child_engines(trace_path: str) -> None:
     from dataclasses import fields, replace
 
     first = batches[0]
-    head = replace(first, **{f.name: getattr(first, f.name)[:20_000] for f in fields(first)
-                             if f.name != "start_row"})
+    head = replace(
+        first,
+        **{f.name: getattr(first, f.name)[:20_000] for f in fields(first) if f.name != "start_row"},
+    )
     for cls in (VectorEngine, ReferenceEngine):  # warm-up: imports and first-call costs
         warm = cls(trace.meta, "zap", MmuConfig(), CostModel())
         warm.feed(head)
