@@ -95,6 +95,7 @@ class VectorEngine:
         self._seg_end1 = np.concatenate([[np.uint64(0)], lay.seg_end]).astype(np.uint64)
         self._seg_shift1 = np.concatenate([[np.uint64(0)], shift]).astype(np.uint64)
         self._seg_off1 = np.concatenate([[0], offset]).astype(np.int64).view(np.uint64)
+        self._build_block_lut()
         # An SP is reachable when it and every SP above it exist and are linked; a present leaf
         # held by a reachable SP is a hit (rule 2). Index n_sps, the roots' parent, is reachable.
         self.sp_reach = np.zeros(lay.n_sps + 1, dtype=bool)
@@ -139,6 +140,41 @@ class VectorEngine:
             done, override = self._epoch(rows, t, vm, vcpu, gpa, override)
             rows, t, vm, vcpu, gpa = rows[done:], t[done:], vm[done:], vcpu[done:], gpa[done:]
 
+    _LUT_MAX = 1 << 25
+    """Largest 2 MiB-block table (entries) worth building; beyond, _locate searches."""
+
+    def _build_block_lut(self) -> None:
+        """Per VM, the segment (sentinel-shifted index) of every 2 MiB block from gfn 0 to its
+        last slot: 0 for a block outside every slot, -1 for a block a segment edge cuts. One
+        extra entry per VM (0) catches every block beyond the last slot."""
+        lay = self.lay
+        seg_hi = (lay.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        seg_lo = lay.seg_gfn_lo.astype(np.int64)
+        last = np.zeros(lay.n_vms, dtype=np.int64)
+        for vi in range(lay.n_vms):
+            mine = lay.seg_vm == vi
+            last[vi] = (int(seg_hi[mine].max()) - 1) >> 9
+        total = int((last + 2).sum())
+        self._block_lut = None
+        if total > self._LUT_MAX:
+            return
+        lut = np.zeros(total, dtype=np.int64)
+        base = np.concatenate([[0], np.cumsum(last + 2)[:-1]])
+        for k in range(len(seg_lo)):
+            vi = int(lay.seg_vm[k])
+            a, b = int(seg_lo[k]), int(seg_hi[k])
+            first_full, end_full = -(-a // 512), b // 512  # blocks wholly inside [a, b)
+            if first_full < end_full:
+                lut[base[vi] + first_full : base[vi] + end_full] = k + 1
+            for blk in {a >> 9, (b - 1) >> 9}:  # blocks the segment only partly covers
+                if not (first_full <= blk < end_full):
+                    lut[base[vi] + blk] = -1
+        self._block_lut = lut
+        self._lut_base = np.zeros(0x10000, dtype=np.int64)
+        self._lut_last = np.zeros(0x10000, dtype=np.int64)
+        self._lut_base[lay.vm_ids] = base
+        self._lut_last[lay.vm_ids] = last + 1
+
     def _locate(self, vm: np.ndarray, gpa: np.ndarray) -> tuple[np.ndarray, ...]:
         """Rule 1 and 3b for many accesses: gfn, segment, inside-a-slot, leaf key.
 
@@ -148,11 +184,24 @@ class VectorEngine:
         first gfn into one number.
         """
         gfn = np.minimum(gpa >> np.uint64(12), np.uint64((1 << VM_SHIFT) - 1))
-        packed = self._vm_packed[vm] | gfn
-        # Segments starting at or before each access: also its index in the tables with the
-        # sentinel row 0 (0 when none does).
-        seg1 = np.searchsorted(self.lay.seg_start, packed, side="right")
-        inside = packed < self._seg_end1[seg1]
+        if self._block_lut is not None:
+            # The 2 MiB block's segment from a table (most blocks lie in one segment); the
+            # blocks a slot edge cuts, and only they, take the binary search below.
+            block = (gfn >> np.uint64(9)).view(np.int64)
+            index = self._lut_base[vm] + np.minimum(block, self._lut_last[vm])
+            seg1 = self._block_lut[index]
+            edge = np.flatnonzero(seg1 < 0)
+            if len(edge):
+                packed = self._vm_packed[vm[edge]] | gfn[edge]
+                seg1[edge] = np.searchsorted(self.lay.seg_start, packed, side="right")
+                seg1[edge] *= packed < self._seg_end1[seg1[edge]]
+            inside = seg1 > 0
+        else:
+            packed = self._vm_packed[vm] | gfn
+            # Segments starting at or before each access: also its index in the tables with
+            # the sentinel row 0 (0 when none does).
+            seg1 = np.searchsorted(self.lay.seg_start, packed, side="right")
+            inside = packed < self._seg_end1[seg1]
         key = ((gfn >> self._seg_shift1[seg1]) + self._seg_off1[seg1]).view(np.int64)
         key = np.where(inside, key, 0)
         return gfn, seg1 - 1, inside, key
