@@ -144,9 +144,12 @@ class VectorEngine:
     """Largest 2 MiB-block table (entries) worth building; beyond, _locate searches."""
 
     def _build_block_lut(self) -> None:
-        """Per VM, the segment (sentinel-shifted index) of every 2 MiB block from gfn 0 to its
-        last slot: 0 for a block outside every slot, -1 for a block a segment edge cuts. One
-        extra entry per VM (0) catches every block beyond the last slot."""
+        """Tabulate, per VM, the segment of every 2 MiB block from gfn 0 to its last slot.
+
+        Entries are sentinel-shifted segment indexes: 0 for a block outside every slot, -1 for
+        a block a segment edge cuts. One extra entry per VM (0) catches every block beyond the
+        last slot.
+        """
         lay = self.lay
         seg_hi = (lay.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
         seg_lo = lay.seg_gfn_lo.astype(np.int64)
