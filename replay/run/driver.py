@@ -17,7 +17,7 @@ import numpy as np
 from replay.errors import TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
 from replay.mmu.results import FaultSink
-from replay.trace.reader import EventBatch, TraceFile, iter_batches, prefetched
+from replay.trace.reader import EventBatch, TraceFile, iter_batches
 from replay.trace.schema import EVENT_CODE, SOURCES
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def run_policies(
     rows = 0
     read_s = 0.0
     t_read = time.perf_counter()
-    for batch in prefetched(iter_batches(trace)):
+    for batch in iter_batches(trace, read_ahead=True):
         read_s += time.perf_counter() - t_read
         n = len(batch)
         if n:

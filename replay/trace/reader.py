@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
 BATCH_ROWS = 1 << 20
+T = TypeVar("T")
 _FIX = "re-create it with replay synth or replay convert"
 
 
@@ -105,7 +106,9 @@ def open_trace(path: str | Path) -> TraceFile:
     )
 
 
-def iter_batches(trace: TraceFile, batch_rows: int = BATCH_ROWS) -> Iterator[EventBatch]:
+def iter_batches(
+    trace: TraceFile, batch_rows: int = BATCH_ROWS, *, read_ahead: bool = False
+) -> Iterator[EventBatch]:
     """Yield the trace's rows in order as validated :class:`EventBatch` es.
 
     Raises :class:`TraceDataError` naming the first bad row: ``t_ns`` going backwards, an event
@@ -115,7 +118,12 @@ def iter_batches(trace: TraceFile, batch_rows: int = BATCH_ROWS) -> Iterator[Eve
     pf = _parquet_file(trace.path)
     checker = _RowChecker(trace)
     start = 0
-    for record_batch in _record_batches(pf, batch_rows):
+    source = _record_batches(pf, batch_rows)
+    if read_ahead:
+        # Decode the next row groups on a background thread (Arrow releases the GIL while it
+        # decodes) while the caller works on this one.
+        source = prefetched(source)
+    for record_batch in source:
         batch = checker.check(record_batch, start)
         start += len(batch)
         yield batch
@@ -137,7 +145,7 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
         yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
 
 
-def prefetched(batches: Iterator[EventBatch], depth: int = 2) -> Iterator[EventBatch]:
+def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
     """Iterate ``batches`` with up to ``depth`` batches read ahead on a background thread.
 
     Decoding Parquet and most numpy work release the GIL, so reading the next batch overlaps
@@ -174,8 +182,7 @@ def prefetched(batches: Iterator[EventBatch], depth: int = 2) -> Iterator[EventB
             if kind == "error":
                 assert isinstance(item, BaseException)
                 raise item
-            assert isinstance(item, EventBatch)
-            yield item
+            yield item  # type: ignore[misc]
     finally:
         stop.set()
         worker.join(timeout=5)
