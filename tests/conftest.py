@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from replay.trace.schema import EVENT_CODE, OP_CODE, SOURCE_CODE, Memslot, TraceMeta, VmSpec
+from replay.trace.schema import (
+    COLUMNS,
+    EVENT_CODE,
+    OP_CODE,
+    SOURCE_CODE,
+    Memslot,
+    TraceMeta,
+    VmSpec,
+)
 from replay.trace.writer import build_table, write_trace
 
 if TYPE_CHECKING:
@@ -50,19 +58,7 @@ def write_rows(path: Path, rows: list[Row], meta: TraceMeta | None = None) -> Pa
     """Write a trace from rows such as ``{"t_ns": 1, "event": "access", "vm": 0, ...}``."""
     meta = meta or two_vm_meta()
     n = len(rows)
-    names = (
-        "t_ns",
-        "event",
-        "vm",
-        "vcpu",
-        "gpa",
-        "len",
-        "op",
-        "source",
-        "priority",
-        "nid",
-        "nr_to_scan",
-    )
+    names = COLUMNS
     dtypes = {
         "t_ns": np.int64,
         "event": np.int8,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from replay.trace import TraceFile, iter_batches, open_trace
+from replay.trace.schema import COLUMNS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -15,19 +16,7 @@ if TYPE_CHECKING:
 def read_all(path: Path) -> tuple[TraceFile, dict[str, np.ndarray]]:
     trace = open_trace(path)
     batches = list(iter_batches(trace))
-    fields = (
-        "t_ns",
-        "event",
-        "vm",
-        "vcpu",
-        "gpa",
-        "len",
-        "op",
-        "source",
-        "priority",
-        "nid",
-        "nr_to_scan",
-    )
+    fields = COLUMNS
     if not batches:
         return trace, {f: np.empty(0) for f in fields}
     cols = {f: np.concatenate([getattr(b, f) for b in batches]) for f in fields}
