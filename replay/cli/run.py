@@ -30,7 +30,9 @@ def run(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Folder for the runs [default: runs/TRACE-STEM]."),
+        typer.Option(
+            "-o", "--output", help="Folder for the runs (default: runs/<trace file stem>)."
+        ),
     ] = None,
     bucket_ms: Annotated[
         float, typer.Option(help="Width of the timeline's time buckets, in ms.")

@@ -18,7 +18,9 @@ def synth(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Trace file to write [default: SCENARIO.parquet]."),
+        typer.Option(
+            "-o", "--output", help="Trace file to write (default: <scenario name>.parquet)."
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Random seed (overrides the scenario's).")

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 1 << 20
 T = TypeVar("T")
-_FIX = "re-create it with replay synth or replay convert"
+_FIX = "re-create it with replay synth"
 
 
 @dataclass(frozen=True)
@@ -224,8 +224,8 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputFileError(
-            f"trace {path} is not a readable Parquet file ({reason}); give a trace written by "
-            "replay synth or replay convert (for a text log, run replay convert LOG -o TRACE)"
+            f"trace {path} is not a readable Parquet file ({reason}); give a kvm-mmu-replay "
+            "trace (.parquet), such as replay synth writes"
         ) from None
 
 
@@ -396,7 +396,7 @@ class _RowChecker:
             raise self._fail(
                 start,
                 f"t_ns goes backwards ({t_ns[0]} after {self.last_t})",
-                "sort the trace by t_ns or re-run replay convert",
+                "sort the trace by t_ns",
             )
         backwards = t_ns[1:] < t_ns[:-1]
         if backwards.any():
@@ -404,7 +404,7 @@ class _RowChecker:
             raise self._fail(
                 start + i,
                 f"t_ns goes backwards ({t_ns[i]} after {t_ns[i - 1]})",
-                "sort the trace by t_ns or re-run replay convert",
+                "sort the trace by t_ns",
             )
         if len(t_ns):
             self.last_t = int(t_ns[-1])

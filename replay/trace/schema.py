@@ -175,7 +175,7 @@ class TraceMeta:
         except (ValueError, UnicodeDecodeError) as exc:
             raise TraceSchemaError(
                 f"trace {where}: the {FOOTER_KEY!r} footer is not valid JSON ({exc}); "
-                "re-create the trace with replay synth or replay convert"
+                "re-create the trace with replay synth"
             ) from None
         return cls.from_dict(doc, where)
 
@@ -188,7 +188,7 @@ class TraceMeta:
         if not isinstance(version, int) or isinstance(version, bool):
             raise TraceSchemaError(
                 f"trace {where}: footer has no integer schema_version; "
-                "re-create the trace with replay synth or replay convert"
+                "re-create the trace with replay synth"
             )
         if version != SCHEMA_VERSION:
             newer = version > SCHEMA_VERSION
