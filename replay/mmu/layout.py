@@ -205,11 +205,15 @@ class Layout:
             lo = int(self.seg_gfn_lo[k])
             hi = int(self.seg_end[k] & np.uint64((1 << VM_SHIFT) - 1))
             n = (hi - lo) >> (9 * (level - 1))
-            first_gfn = lo + (np.arange(n, dtype=np.int64) << (9 * (level - 1)))
-            # The SP holding a key's leaf: the level-G table of its region. Keys of one segment
-            # share an SP per 512 of them, so fill runs rather than computing every key.
-            regions = first_gfn >> (9 * level)
-            self.key_holder[base : base + n] = self.seg_sp_off[k, level] + regions
+            # The SP holding a key's leaf is the level-G table of its region; a segment's keys
+            # share one table per 512 of them, so the table ids repeat in runs.
+            first_key = lo >> (9 * (level - 1))  # the segment's keys, counted from gfn 0
+            r0, r1 = first_key >> 9, (first_key + n - 1) >> 9
+            counts = np.full(r1 - r0 + 1, 512, dtype=np.int64)
+            counts[0] -= first_key & 511
+            counts[-1] -= 511 - ((first_key + n - 1) & 511)
+            tables = np.arange(r0, r1 + 1, dtype=np.int64) + self.seg_sp_off[k, level]
+            self.key_holder[base : base + n] = np.repeat(tables.astype(np.int32), counts)
         # Keys under an SP: the keys whose first gfn lies in the SP's gfn span.
         for i in range(len(meta.vms)):
             lo, hi = int(self.vm_sp_lo[i]), int(self.vm_sp_hi[i])
