@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 ACCESS = EVENT_CODE["access"]
 _RECLAIM, _SHRINK, _UNMAP = EVENT_CODE["reclaim"], EVENT_CODE["shrink"], EVENT_CODE["unmap"]
-_NEVER = np.iinfo(np.int64).max
+_NEVER = np.iinfo(np.int32).max
+"""Larger than any position in an epoch (epochs are at most a batch, far below 2**31)."""
 # Plain ints for the hot paths (an Enum member lookup costs more than the numpy call).
 _MMIO, _ZAPPED = int(Cause.MMIO), int(Cause.ZAPPED)
 _NO_REFILL, _NATURAL, _SHRINKER = int(Refill.NONE), int(Refill.NATURAL), int(Refill.SHRINKER)
@@ -100,8 +101,8 @@ class VectorEngine:
         # held by a reachable SP is a hit (rule 2). Index n_sps, the roots' parent, is reachable.
         self.sp_reach = np.zeros(lay.n_sps + 1, dtype=bool)
         self.sp_reach[lay.n_sps] = True
-        self._sp_scratch = np.full(lay.n_sps + 1, _NEVER, dtype=np.int64)
-        self._key_scratch = np.full(max(lay.n_keys, 1), _NEVER, dtype=np.int64)
+        self._sp_scratch = np.full(lay.n_sps + 1, _NEVER, dtype=np.int32)
+        self._key_scratch = np.full(max(lay.n_keys, 1), _NEVER, dtype=np.int32)
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -273,10 +274,11 @@ class VectorEngine:
         present0 = self.present[c_key] & c_in
 
         # First access under each SP that is not linked at the epoch's start (rules 3d, 20).
-        nl_j, nl_d = np.nonzero(~ok0)
-        nl_sp = paths[nl_j, nl_d]
         first = np.zeros(ok0.shape, dtype=bool)
-        first[nl_j, nl_d] = _first_occurrence(self._sp_scratch, nl_sp, nl_j)
+        for d in range(self._cols):
+            nl_j = np.flatnonzero(~ok0[:, d])
+            if len(nl_j):
+                first[nl_j, d] = _first_occurrence(self._sp_scratch, paths[nl_j, d], nl_j)
         path_fault = first.any(axis=1)
 
         # Leaf faults: the first access to each missing leaf, or to each prefetch group whose
@@ -457,18 +459,15 @@ class VectorEngine:
 
         # Leaves (rule 3e): each leaf fault installs its leaf; a whole-slot group is filled.
         leaf_f = f_in & ~present0[sel]
-        installed = [f_key[leaf_f]]
+        self.present[f_key[leaf_f]] = True
         grp = self.cfg.pte_prefetch
         fg = leaf_f & full_group[sel]
         if fg.any():
-            installed.append((unit[sel][fg][:, None] + np.arange(grp)).ravel())
-        mg = np.flatnonzero(leaf_f & mixed_group[sel])
-        # At most one: the epoch stops after it.
-        installed.extend(
-            self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]])) for j in mg.tolist()
-        )
-        keys = np.concatenate(installed)
-        self.present[keys] = True
+            # The 8 consecutive keys of each group, set in place.
+            self.present[unit[sel][fg][:, None] + np.arange(grp)] = True
+        # At most one slot-edge group: the epoch stops after it.
+        for j in np.flatnonzero(leaf_f & mixed_group[sel]).tolist():
+            self.present[self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]]))] = True
         if len(new_ids) or len(relinked_ids):
             self._refresh_reach(np.concatenate([new_ids, relinked_ids]))
 
@@ -851,8 +850,9 @@ def _first_occurrence(scratch: np.ndarray, ids: np.ndarray, pos: np.ndarray) -> 
     ``scratch`` is an all-``_NEVER`` array indexed by id; it is left as it was found. Cheaper
     than ``np.unique`` (no sort): one scatter-minimum, one gather.
     """
-    np.minimum.at(scratch, ids, pos)
-    out: np.ndarray = scratch[ids] == pos
+    pos32 = pos.astype(np.int32)
+    np.minimum.at(scratch, ids, pos32)
+    out: np.ndarray = scratch[ids] == pos32
     scratch[ids] = _NEVER
     return out
 
