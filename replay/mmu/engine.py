@@ -94,7 +94,7 @@ class VectorEngine:
         shift = (9 * (lay.seg_level - 1)).astype(np.uint64)
         offset = lay.seg_key_base - (lay.seg_gfn_lo >> shift).astype(np.int64)
         self._seg_end1 = np.concatenate([[np.uint64(0)], lay.seg_end]).astype(np.uint64)
-        self._seg_shift1 = np.concatenate([[np.uint64(0)], shift]).astype(np.uint64)
+        self._seg_shift1 = np.concatenate([[np.uint64(63)], shift]).astype(np.uint64)
         self._seg_off1 = np.concatenate([[0], offset]).astype(np.int64).view(np.uint64)
         self._build_block_lut()
         # An SP is reachable when it and every SP above it exist and are linked; a present leaf
@@ -187,7 +187,8 @@ class VectorEngine:
         or before an access indexes them directly; each segment's key offset folds its base and
         first gfn into one number.
         """
-        gfn = np.minimum(gpa >> np.uint64(12), np.uint64((1 << VM_SHIFT) - 1))
+        gfn = gpa >> np.uint64(12)
+        limit = np.uint64((1 << VM_SHIFT) - 1)  # packing needs gfns below 2**40 (none above is RAM)
         if self._block_lut is not None:
             # The 2 MiB block's segment from a table (most blocks lie in one segment); the
             # blocks a slot edge cuts, and only they, take the binary search below.
@@ -196,18 +197,19 @@ class VectorEngine:
             seg1 = self._block_lut[index]
             edge = np.flatnonzero(seg1 < 0)
             if len(edge):
-                packed = self._vm_packed[vm[edge]] | gfn[edge]
+                packed = self._vm_packed[vm[edge]] | np.minimum(gfn[edge], limit)
                 seg1[edge] = np.searchsorted(self.lay.seg_start, packed, side="right")
                 seg1[edge] *= packed < self._seg_end1[seg1[edge]]
             inside = seg1 > 0
         else:
-            packed = self._vm_packed[vm] | gfn
+            packed = self._vm_packed[vm] | np.minimum(gfn, limit)
             # Segments starting at or before each access: also its index in the tables with
             # the sentinel row 0 (0 when none does).
             seg1 = np.searchsorted(self.lay.seg_start, packed, side="right")
             inside = packed < self._seg_end1[seg1]
+        # The sentinel row shifts by 63 with offset 0: an access outside every slot gets key 0,
+        # a valid index, with no extra pass to mask it.
         key = ((gfn >> self._seg_shift1[seg1]) + self._seg_off1[seg1]).view(np.int64)
-        key = np.where(inside, key, 0)
         return gfn, seg1 - 1, inside, key
 
     def _paths(
@@ -247,7 +249,11 @@ class VectorEngine:
         """
         lay = self.lay
         gfn, seg, inside, key = self._locate(vm, gpa)
-        hit = inside & self.present[key] & self.sp_reach[self.lay.key_holder[key]]
+        hit = inside & self.present[key]
+        if (self.exists & ~self.linked).any():
+            # Some SP is cut off (an orphan of a zap): a present leaf under it does not hit.
+            # Without orphans every live SP is reachable, so a present leaf always hits.
+            hit &= self.sp_reach[self.lay.key_holder[key]]
         if override is None and hit.all():
             return len(rows), None  # every access hits: nothing changes
         cand = np.flatnonzero(~hit)
