@@ -575,20 +575,19 @@ class VectorEngine:
                 cur = int(level[v[a]])
                 base = 0
                 pos = a + int(np.searchsorted(before[a:b], cur - minimum, side="right"))
-                nxt = after_refill[a:b].tolist()
-                prior = before[a:b].tolist()
                 while pos < b:
                     # Refill at this fault: top up to capacity from what is left (rule 3a).
-                    have = cur - (prior[pos - a] - base)
+                    prior = int(before[pos])
+                    have = cur - (prior - base)
                     refilled[pos] = True
                     if is_sp:
                         pages[pos] = cap - have
                         if self.emptied[v[a]]:
                             by_shrinker[pos] = True
                             self.emptied[v[a]] = False
-                    cur, base = cap, prior[pos - a]
-                    pos = min(int(nxt[pos - a]), b)
-                level[v[a]] = cur - (prior[-1] + int(use[b - 1]) - base)
+                    cur, base = cap, prior
+                    pos = min(int(after_refill[pos]), b)
+                level[v[a]] = cur - (int(before[b - 1]) + int(use[b - 1]) - base)
         out_refill = np.where(
             by_shrinker, _SHRINKER, np.where(refilled, _NATURAL, _NO_REFILL)
         ).astype(np.int8)
@@ -633,7 +632,7 @@ class VectorEngine:
 
     def _refresh_reach(self, changed: np.ndarray) -> None:
         """Recompute SP reachability in the VMs of the SPs in ``changed``, top-down."""
-        for vi in np.unique(self.lay.sp_vm[changed]).tolist():
+        for vi in set(self.lay.sp_vm[changed].tolist()):
             self._reach_vm(vi)
 
     def _reach_vm(self, vi: int) -> None:
