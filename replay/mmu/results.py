@@ -34,7 +34,7 @@ FAULT_COLUMNS: dict[str, type[np.generic]] = {
 """Fault table columns and dtypes (enumerations as codes of ``replay.mmu.config``)."""
 
 
-SPILL_ROWS = 1 << 20
+SPILL_ROWS = 1 << 18
 """Fault rows per row group of a spilled fault table (fixed, so the file does not depend on
 how an engine chunked its output)."""
 
