@@ -204,11 +204,17 @@ def run_policies(
                 first = int(batch.t_ns[0])
                 access_hist.t0 = reclaim_hist.t0 = first
             last = int(batch.t_ns[-1])
-            acc = batch.event == EVENT_CODE["access"]
-            slots = vcpu_slot[batch.vm[acc]] + batch.vcpu[acc]
-            per_vcpu += np.bincount(slots, minlength=n_slots)
-            access_hist.add(batch.t_ns[acc])
-            rec = batch.event == EVENT_CODE["reclaim"]
+            # Host events are few: find them once, and take accesses whole when there are none.
+            host = np.flatnonzero(batch.event != EVENT_CODE["access"])
+            if len(host):
+                acc = np.ones(n, dtype=bool)
+                acc[host] = False
+                acc_vm, acc_vcpu, t_acc = batch.vm[acc], batch.vcpu[acc], batch.t_ns[acc]
+            else:
+                acc_vm, acc_vcpu, t_acc = batch.vm, batch.vcpu, batch.t_ns
+            per_vcpu += np.bincount(vcpu_slot[acc_vm] + acc_vcpu, minlength=n_slots)
+            access_hist.add(t_acc)
+            rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
             reclaim_hist.add(batch.t_ns[rec])
             by_source += np.bincount(batch.source[rec], minlength=len(SOURCES))
             for i, eng in enumerate(engines):
