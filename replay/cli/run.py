@@ -76,7 +76,7 @@ def run(
             replay = run_policies(
                 tf,
                 policies,
-                engine=engine,  # type: ignore[arg-type]
+                engine="reference" if engine == "reference" else "fast",
                 cfg=MmuConfig(),
                 costs=cost_model,
                 bucket_ns=int(bucket_ms * 1e6),

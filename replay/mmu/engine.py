@@ -570,24 +570,34 @@ class VectorEngine:
             # results are clamped to each vCPU's own faults below.)
             running = csum - use
             after_refill = np.searchsorted(running, running + (cap - minimum), side="right")
-            for gi in np.flatnonzero(need_group).tolist():
-                a, b = int(starts[gi]), int(ends[gi])
-                cur = int(level[v[a]])
-                base = 0
-                pos = a + int(np.searchsorted(before[a:b], cur - minimum, side="right"))
-                while pos < b:
-                    # Refill at this fault: top up to capacity from what is left (rule 3a).
-                    prior = int(before[pos])
-                    have = cur - (prior - base)
-                    refilled[pos] = True
-                    if is_sp:
-                        pages[pos] = cap - have
-                        if self.emptied[v[a]]:
-                            by_shrinker[pos] = True
-                            self.emptied[v[a]] = False
-                    cur, base = cap, prior
-                    pos = min(int(after_refill[pos]), b)
-                level[v[a]] = cur - (int(before[b - 1]) + int(use[b - 1]) - base)
+            # Every vCPU that refills is followed at once, one refill per round: the rounds are
+            # as many as the most refills one vCPU makes, not as many as all refills.
+            groups = np.flatnonzero(need_group)
+            a, b = starts[groups], ends[groups]
+            gv = v[a]
+            cur = level[gv].astype(np.int64)  # level at the last refill (or the start)
+            base = running[a]  # running consumption at that moment
+            # The first refill: the first fault that finds cur - (running - base) < minimum.
+            pos = np.clip(np.searchsorted(running, base + cur - minimum, side="right"), a, b)
+            first_refill = np.ones(len(groups), dtype=bool)
+            active = np.flatnonzero(pos < b)
+            while len(active):
+                p = pos[active]
+                prior = running[p]
+                # Refill at this fault: top up to capacity from what is left (rule 3a).
+                refilled[p] = True
+                if is_sp:
+                    pages[p] = cap - (cur[active] - (prior - base[active]))
+                    firsts = first_refill[active]
+                    flagged = firsts & self.emptied[gv[active]]
+                    by_shrinker[p[flagged]] = True
+                    self.emptied[gv[active][firsts]] = False
+                first_refill[active] = False
+                cur[active] = cap
+                base[active] = prior
+                pos[active] = np.minimum(after_refill[p], b[active])
+                active = active[pos[active] < b[active]]
+            level[gv] = cur - (csum[b - 1] - base)
         out_refill = np.where(
             by_shrinker, _SHRINKER, np.where(refilled, _NATURAL, _NO_REFILL)
         ).astype(np.int8)

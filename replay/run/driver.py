@@ -173,9 +173,11 @@ def run_policies(
     """
     cfg = cfg or MmuConfig()
     costs = costs or CostModel()
-    print_ = fingerprint(trace)
+    trace_fingerprint = fingerprint(trace)
     sinks = [
-        FaultSink(workdir / f"{p}.faults.parquet" if workdir else None, run_stamp(p, print_))
+        FaultSink(
+            workdir / f"{p}.faults.parquet" if workdir else None, run_stamp(p, trace_fingerprint)
+        )
         for p in policies
     ]
     engines = [
@@ -253,4 +255,4 @@ def run_policies(
         reclaim_by_bucket=reclaim_hist.counts,
         rows=rows,
     )
-    return Replay(trace, print_, cfg, costs, counts, results, read_s)
+    return Replay(trace, trace_fingerprint, cfg, costs, counts, results, read_s)

@@ -418,7 +418,7 @@ class _RowChecker:
         if col.type != target:
             try:
                 col = col.cast(target, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            except pa.ArrowException:
                 raise self._fail(
                     start,
                     f"column {name!r} holds values that do not fit {target} in this batch",
