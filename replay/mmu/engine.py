@@ -101,8 +101,9 @@ class VectorEngine:
         # held by a reachable SP is a hit (rule 2). Index n_sps, the roots' parent, is reachable.
         self.sp_reach = np.zeros(lay.n_sps + 1, dtype=bool)
         self.sp_reach[lay.n_sps] = True
-        self._sp_scratch = np.full(lay.n_sps + 1, _NEVER, dtype=np.int32)
-        self._key_scratch = np.full(max(lay.n_keys, 1), _NEVER, dtype=np.int32)
+        # Scratch for _first_occurrence: uninitialised, only the entries in use are ever set.
+        self._sp_scratch = np.empty(lay.n_sps + 1, dtype=np.int32)
+        self._key_scratch = np.empty(max(lay.n_keys, 1), dtype=np.int32)
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -862,13 +863,13 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 def _first_occurrence(scratch: np.ndarray, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Tell, for each (id, pos) pair, whether pos is the smallest position of that id.
 
-    ``scratch`` is an all-``_NEVER`` array indexed by id; it is left as it was found. Cheaper
-    than ``np.unique`` (no sort): one scatter-minimum, one gather.
+    ``scratch`` is any int32 array indexed by id (its contents do not matter: the entries used
+    are set first). Cheaper than ``np.unique`` (no sort): a scatter, a scatter-minimum, a gather.
     """
     pos32 = pos.astype(np.int32)
+    scratch[ids] = _NEVER
     np.minimum.at(scratch, ids, pos32)
     out: np.ndarray = scratch[ids] == pos32
-    scratch[ids] = _NEVER
     return out
 
 
