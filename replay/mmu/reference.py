@@ -197,8 +197,9 @@ class ReferenceEngine:
         self._rows = {k: [] for k in _ROW_FIELDS}
 
     def _emit(self, **row: int) -> None:
+        """Append a fault row; a field not given is 0 (no refill, no SP work, leaf level 0)."""
         for k in _ROW_FIELDS:
-            self._rows[k].append(row[k])
+            self._rows[k].append(row.get(k, 0))
 
     # -- section 3: a guest access --------------------------------------------------------------
 
@@ -217,13 +218,6 @@ class ReferenceEngine:
                 vcpu=vcpu_id,
                 gfn=gfn,
                 cause=Cause.MMIO,
-                refill=Refill.NONE,
-                attribution=Attribution.NONE,
-                leaf_level=0,
-                new_sps=0,
-                relinked_sps=0,
-                recycled_sps=0,
-                pages_refilled=0,
                 est_ns=self.costs.fault_base_ns,
             )
             return

@@ -18,7 +18,7 @@ from replay._schemas import load_schema
 from replay.errors import OutputPathError
 from replay.mmu.results import fault_table
 from replay.run.driver import run_stamp
-from replay.run.summary import TIMELINE_COLUMNS, summarize, timeline
+from replay.run.summary import TIMELINE_COLUMNS, summarize_with_timeline
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -44,7 +44,9 @@ def caveats(replay: Replay) -> list[str]:
     return out
 
 
-def summary_document(replay: Replay, run: PolicyRun) -> dict[str, Any]:
+def summary_document(
+    replay: Replay, run: PolicyRun, blocks: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The full ``summary.json`` of one policy's run."""
     try:
         tool_version = version("kvm-mmu-replay")
@@ -72,7 +74,7 @@ def summary_document(replay: Replay, run: PolicyRun) -> dict[str, Any]:
             "bucket_ns": counts.bucket_ns,
         },
         "caveats": caveats(replay),
-        **summarize(replay, run),
+        **(blocks if blocks is not None else summarize_with_timeline(replay, run)[0]),
     }
 
 
@@ -118,11 +120,11 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
     else:
         _write_parquet(fault_table(sink.arrays()), folder / "faults.parquet", stamp)
     _write_parquet(scans_table(run), folder / "scans.parquet", stamp)
-    tl = timeline(replay, run)
+    blocks, tl = summarize_with_timeline(replay, run)  # one pass over the fault rows
     _write_parquet(
         pa.table({k: tl[k] for k in TIMELINE_COLUMNS}), folder / "timeline.parquet", stamp
     )
-    doc = summary_document(replay, run)
+    doc = summary_document(replay, run, blocks)
     (folder / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 

@@ -173,10 +173,11 @@ class _Groups:
         return vi, vc
 
 
-def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
+def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None) -> dict[str, Any]:
     """The ``totals``, ``per_vm`` and ``per_vcpu`` blocks of ``summary.json``.
 
-    Streams the fault rows a chunk at a time, so memory does not grow with their number.
+    Streams the fault rows a chunk at a time, so memory does not grow with their number; a
+    ``timeline`` accumulator given here is fed the same chunks.
     """
     res: EngineResult = run.result
     costs = replay.costs
@@ -223,6 +224,8 @@ def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
 
     for chunk in res.sink.chunks():
         feed(chunk, int(chunk["row"][-1]))
+        if timeline is not None:
+            timeline.add(chunk)
     feed(_empty_faults(), np.iinfo(np.int64).max)  # removals after the last fault
 
     freed = sum(s.freed for s in scans)
@@ -280,32 +283,33 @@ def _empty_faults() -> dict[str, np.ndarray]:
     return {k: np.empty(0, dtype=dt) for k, dt in FAULT_COLUMNS.items()}
 
 
-def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
-    """Counters per time bucket (``timeline.parquet``); page counts are at each bucket's end.
+class _Timeline:
+    """Counters per time bucket (``timeline.parquet``), fed the fault rows a chunk at a time.
 
     A level at a bucket's end is the sum of every change before that end: the cumulative sum of
-    the per-bucket changes, so the fault rows stream through once.
+    the per-bucket changes, so no ordering is needed across chunks.
     """
-    counts = replay.counts
-    res = run.result
-    t0 = counts.t_first_ns or 0
-    bucket = counts.bucket_ns
-    t_last = counts.t_last_ns if counts.t_last_ns is not None else t0
-    n = int((t_last - t0) // bucket) + 1
 
-    def per_bucket(t: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        idx = (np.asarray(t, dtype=np.int64) - t0) // bucket
+    def __init__(self, replay: Replay, run: PolicyRun) -> None:
+        counts = replay.counts
+        self.counts = counts
+        self.result = run.result
+        self.t0 = counts.t_first_ns or 0
+        self.bucket = counts.bucket_ns
+        t_last = counts.t_last_ns if counts.t_last_ns is not None else self.t0
+        self.n = int((t_last - self.t0) // self.bucket) + 1
+        self.out = {name: np.zeros(self.n, dtype=np.int64) for name in TIMELINE_COLUMNS}
+        self.sp_change = np.zeros(self.n, dtype=np.int64)
+        self.cache_change = np.zeros(self.n, dtype=np.int64)
+
+    def per_bucket(self, t: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        idx = (np.asarray(t, dtype=np.int64) - self.t0) // self.bucket
         w = None if weights is None else np.asarray(weights, dtype=np.float64)
-        got = np.bincount(idx, weights=w, minlength=n)[:n]
+        got = np.bincount(idx, weights=w, minlength=self.n)[: self.n]
         return np.asarray(np.rint(got), dtype=np.int64)
 
-    def pad(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a, np.zeros(n - len(a), dtype=np.int64)]) if len(a) < n else a[:n]
-
-    out = {name: np.zeros(n, dtype=np.int64) for name in TIMELINE_COLUMNS}
-    sp_change = np.zeros(n, dtype=np.int64)
-    cache_change = np.zeros(n, dtype=np.int64)
-    for f in res.sink.chunks():
+    def add(self, f: dict[str, np.ndarray]) -> None:
+        out, per_bucket = self.out, self.per_bucket
         t, attr = f["t_ns"], f["attribution"]
         out["faults"] += per_bucket(t)
         out["faults_zapped_page_tables"] += per_bucket(t[attr == Attribution.ZAPPED_PAGE_TABLES])
@@ -315,18 +319,49 @@ def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
         out["pages_refilled"] += per_bucket(t, f["pages_refilled"])
         out["sps_allocated"] += per_bucket(t, f["new_sps"])
         out["stall_ns"] += per_bucket(t, f["est_ns"])
-        sp_change += per_bucket(t, f["new_sps"])
-        cache_change += per_bucket(t, f["pages_refilled"].astype(np.int64) - f["new_sps"])
-    rem = np.array(res.sp_removals, dtype=np.int64).reshape(-1, 4)
-    frees = np.array(res.cache_frees, dtype=np.int64).reshape(-1, 5)
-    sp_change -= per_bucket(rem[:, 1], rem[:, 3])
-    cache_change -= per_bucket(frees[:, 1], frees[:, 4])
-    scan_t = np.array([s.t_ns for s in res.scans], dtype=np.int64)
-    out["pages_freed"] = per_bucket(scan_t, np.array([s.freed for s in res.scans]))
-    out["scan_calls"] = per_bucket(scan_t)
-    out["t_start_ns"] = t0 + bucket * np.arange(n, dtype=np.int64)
-    out["accesses"] = pad(counts.accesses_by_bucket)
-    out["reclaim_passes"] = pad(counts.reclaim_by_bucket)
-    out["sp_pages"] = np.cumsum(sp_change)
-    out["cache_pages"] = np.cumsum(cache_change)
-    return out
+        self.sp_change += per_bucket(t, f["new_sps"])
+        self.cache_change += per_bucket(t, f["pages_refilled"].astype(np.int64) - f["new_sps"])
+
+    def finish(self) -> dict[str, np.ndarray]:
+        res, counts, out, per_bucket, n = (
+            self.result,
+            self.counts,
+            self.out,
+            self.per_bucket,
+            self.n,
+        )
+
+        def pad(a: np.ndarray) -> np.ndarray:
+            return (
+                np.concatenate([a, np.zeros(n - len(a), dtype=np.int64)]) if len(a) < n else a[:n]
+            )
+
+        rem = np.array(res.sp_removals, dtype=np.int64).reshape(-1, 4)
+        frees = np.array(res.cache_frees, dtype=np.int64).reshape(-1, 5)
+        sp_change = self.sp_change - per_bucket(rem[:, 1], rem[:, 3])
+        cache_change = self.cache_change - per_bucket(frees[:, 1], frees[:, 4])
+        scan_t = np.array([s.t_ns for s in res.scans], dtype=np.int64)
+        out["pages_freed"] = per_bucket(scan_t, np.array([s.freed for s in res.scans]))
+        out["scan_calls"] = per_bucket(scan_t)
+        out["t_start_ns"] = self.t0 + self.bucket * np.arange(n, dtype=np.int64)
+        out["accesses"] = pad(counts.accesses_by_bucket)
+        out["reclaim_passes"] = pad(counts.reclaim_by_bucket)
+        out["sp_pages"] = np.cumsum(sp_change)
+        out["cache_pages"] = np.cumsum(cache_change)
+        return out
+
+
+def summarize_with_timeline(
+    replay: Replay, run: PolicyRun
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The summary blocks and the timeline, from one pass over the fault rows."""
+    tl = _Timeline(replay, run)
+    return summarize(replay, run, tl), tl.finish()
+
+
+def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
+    """Counters per time bucket (``timeline.parquet``); page counts are at each bucket's end."""
+    tl = _Timeline(replay, run)
+    for chunk in run.result.sink.chunks():
+        tl.add(chunk)
+    return tl.finish()

@@ -104,7 +104,7 @@ def test_failure_leaves_no_run_directory(
     def boom(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(outputs, "timeline", boom)
+    monkeypatch.setattr(outputs, "summarize_with_timeline", boom)
     with pytest.raises(KeyboardInterrupt):
         write_runs(replay, tmp_path / "runs")
     assert list(tmp_path.iterdir()) == []
