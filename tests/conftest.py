@@ -138,3 +138,34 @@ def scenario_file(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def legacy_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``DIR/{zap,none,cache}`` of a 150,000-access legacy-mmu-pressure trace."""
+    from replay.run.driver import run_policies
+    from replay.run.outputs import write_runs
+    from replay.synth import generate, load_scenario
+    from replay.trace import open_trace
+
+    root = tmp_path_factory.mktemp("legacy")
+    trace = root / "legacy.parquet"
+    generate(load_scenario("legacy-mmu-pressure", accesses=150_000), trace)
+    replay = run_policies(open_trace(trace), ("zap", "none", "cache"), bucket_ns=50_000_000)
+    write_runs(replay, root / "runs")
+    return root / "runs"
+
+
+@pytest.fixture(scope="session")
+def other_trace_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zap run of the same scenario with another seed: a different trace."""
+    from replay.run.driver import run_policies
+    from replay.run.outputs import write_runs
+    from replay.synth import generate, load_scenario
+    from replay.trace import open_trace
+
+    root = tmp_path_factory.mktemp("other")
+    trace = root / "legacy-seed2.parquet"
+    generate(load_scenario("legacy-mmu-pressure", accesses=150_000, seed=2), trace)
+    write_runs(run_policies(open_trace(trace), ("zap",)), root / "runs")
+    return root / "runs" / "zap"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from replay.cli import diff as diff_cmd
 from replay.cli import inspect as inspect_cmd
 from replay.cli import run as run_cmd
 from replay.cli import synth as synth_cmd
@@ -30,8 +31,9 @@ app = typer.Typer(
 app.command("run")(run_cmd.run)
 app.command("synth")(synth_cmd.synth)
 app.command("inspect")(inspect_cmd.inspect)
+app.command("diff")(diff_cmd.diff)
 
-COMMANDS = {"run", "synth", "inspect"}
+COMMANDS = {"run", "synth", "inspect", "diff"}
 
 
 def main() -> None:

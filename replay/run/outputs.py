@@ -120,10 +120,11 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
     else:
         _write_parquet(fault_table(sink.arrays()), folder / "faults.parquet", stamp)
     _write_parquet(scans_table(run), folder / "scans.parquet", stamp)
-    blocks, tl = summarize_with_timeline(replay, run)  # one pass over the fault rows
+    blocks, tl, vcpu_cache = summarize_with_timeline(replay, run)  # one pass over the faults
     _write_parquet(
         pa.table({k: tl[k] for k in TIMELINE_COLUMNS}), folder / "timeline.parquet", stamp
     )
+    _write_parquet(pa.table(vcpu_cache), folder / "vcpu_cache.parquet", stamp)
     doc = summary_document(replay, run, blocks)
     (folder / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc

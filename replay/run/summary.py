@@ -301,6 +301,8 @@ class _Timeline:
         self.out = {name: np.zeros(self.n, dtype=np.int64) for name in TIMELINE_COLUMNS}
         self.sp_change = np.zeros(self.n, dtype=np.int64)
         self.cache_change = np.zeros(self.n, dtype=np.int64)
+        self.groups = _Groups(replay)
+        self.vcpu_cache = _SparseChanges()
 
     def per_bucket(self, t: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         idx = (np.asarray(t, dtype=np.int64) - self.t0) // self.bucket
@@ -320,7 +322,14 @@ class _Timeline:
         out["sps_allocated"] += per_bucket(t, f["new_sps"])
         out["stall_ns"] += per_bucket(t, f["est_ns"])
         self.sp_change += per_bucket(t, f["new_sps"])
-        self.cache_change += per_bucket(t, f["pages_refilled"].astype(np.int64) - f["new_sps"])
+        cache_delta = f["pages_refilled"].astype(np.int64) - f["new_sps"]
+        self.cache_change += per_bucket(t, cache_delta)
+        _, vc = self.groups.of(f["vm"], f["vcpu"])
+        self.vcpu_cache.add(self.bucket_of(t) * self.groups.n_vcpus + vc, cache_delta)
+
+    def bucket_of(self, t: np.ndarray) -> np.ndarray:
+        idx: np.ndarray = (np.asarray(t, dtype=np.int64) - self.t0) // self.bucket
+        return idx
 
     def finish(self) -> dict[str, np.ndarray]:
         res, counts, out, per_bucket, n = (
@@ -348,15 +357,76 @@ class _Timeline:
         out["reclaim_passes"] = pad(counts.reclaim_by_bucket)
         out["sp_pages"] = np.cumsum(sp_change)
         out["cache_pages"] = np.cumsum(cache_change)
+        _, fr_vc = self.groups.of(frees[:, 2], frees[:, 3])
+        self.vcpu_cache.add(self.bucket_of(frees[:, 1]) * self.groups.n_vcpus + fr_vc, -frees[:, 4])
         return out
+
+    def vcpu_cache_levels(self) -> dict[str, np.ndarray]:
+        """``vcpu_cache.parquet``: each vCPU's cache level at the end of every bucket it changed.
+
+        Rows are sorted by VM, vCPU and time; a level holds until the vCPU's next row.
+        """
+        keys, deltas = self.vcpu_cache.totals()
+        groups = self.groups
+        vcpu_group, bucket = keys % groups.n_vcpus, keys // groups.n_vcpus
+        order = np.lexsort((bucket, vcpu_group))
+        vcpu_group, bucket, deltas = vcpu_group[order], bucket[order], deltas[order]
+        level = np.cumsum(deltas)
+        first = np.ones(len(level), dtype=bool)
+        first[1:] = vcpu_group[1:] != vcpu_group[:-1]
+        starts = np.flatnonzero(first)
+        before = level[starts] - deltas[starts]
+        level -= np.repeat(before, np.diff(np.append(starts, len(level))))
+        vm_of_group = np.repeat(
+            np.array([vm.id for vm in groups.vms], dtype=np.int64),
+            [vm.vcpus for vm in groups.vms],
+        )
+        return {
+            "t_start_ns": self.t0 + self.bucket * bucket,
+            "vm": vm_of_group[vcpu_group].astype(np.uint16),
+            "vcpu": (
+                vcpu_group - groups.vcpu_base[groups.vm_index[vm_of_group[vcpu_group]]]
+            ).astype(np.uint16),
+            "cache_pages": level,
+        }
+
+
+class _SparseChanges:
+    """Sums of deltas per integer key, kept sparse and compacted as they arrive."""
+
+    COMPACT_AT = 1 << 20
+
+    def __init__(self) -> None:
+        self.keys: list[np.ndarray] = []
+        self.deltas: list[np.ndarray] = []
+        self.pending = 0
+
+    def add(self, keys: np.ndarray, deltas: np.ndarray) -> None:
+        if not len(keys):
+            return
+        self.keys.append(np.asarray(keys, dtype=np.int64))
+        self.deltas.append(np.asarray(deltas, dtype=np.int64))
+        self.pending += len(keys)
+        if self.pending >= self.COMPACT_AT:
+            k, d = self.totals()
+            self.keys, self.deltas, self.pending = [k], [d], len(k)
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct keys, sorted, and each one's summed delta."""
+        if not self.keys:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        keys, inverse = np.unique(np.concatenate(self.keys), return_inverse=True)
+        sums = np.bincount(inverse, weights=np.concatenate(self.deltas).astype(np.float64))
+        return keys, np.rint(sums).astype(np.int64)
 
 
 def summarize_with_timeline(
     replay: Replay, run: PolicyRun
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The summary blocks and the timeline, from one pass over the fault rows."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The summary blocks, the timeline and the vCPU cache levels, from one pass over the faults."""
     tl = _Timeline(replay, run)
-    return summarize(replay, run, tl), tl.finish()
+    blocks = summarize(replay, run, tl)
+    return blocks, tl.finish(), tl.vcpu_cache_levels()
 
 
 def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -32,8 +34,9 @@ def test_run_directory_holds_every_output(quick: Path, tmp_path: Path) -> None:
             "scans.parquet",
             "summary.json",
             "timeline.parquet",
+            "vcpu_cache.parquet",
         ]
-        for name in ("faults.parquet", "scans.parquet", "timeline.parquet"):
+        for name in ("faults.parquet", "scans.parquet", "timeline.parquet", "vcpu_cache.parquet"):
             stamp = json.loads(pq.read_metadata(run / name).metadata[RUN_KEY.encode()])
             assert stamp["schema_version"] == 1
             assert stamp["policy"] == policy
@@ -73,6 +76,24 @@ def test_run_directory_holds_every_output(quick: Path, tmp_path: Path) -> None:
         assert sum(timeline.column("faults").to_pylist()) == faults.num_rows
         assert sum(timeline.column("accesses").to_pylist()) == 20_000
         assert summary["config"]["costs_are_estimates"] is True
+        _check_vcpu_cache(run, summary, timeline)
+
+
+def _check_vcpu_cache(run: Path, summary: dict[str, Any], timeline: Any) -> None:
+    """Per-vCPU levels, forward-filled and summed, give the timeline's total at every bucket."""
+    levels = pl.read_parquet(run / "vcpu_cache.parquet")
+    assert levels.columns == ["t_start_ns", "vm", "vcpu", "cache_pages"]
+    assert int(levels["cache_pages"].min()) >= 0  # type: ignore[arg-type]
+    t = pl.DataFrame({"t_start_ns": timeline.column("t_start_ns").to_numpy()})
+    total = None
+    for (vm, vcpu), rows in levels.group_by(["vm", "vcpu"], maintain_order=True):
+        assert rows["t_start_ns"].is_sorted()
+        filled = t.join_asof(rows.select("t_start_ns", "cache_pages"), on="t_start_ns")
+        level = filled["cache_pages"].fill_null(0).to_numpy()
+        assert level.max() <= summary["per_vcpu"][f"{vm}/{vcpu}"]["peak_cache_pages"]
+        total = level if total is None else total + level
+    assert total is not None
+    assert total.tolist() == timeline.column("cache_pages").to_pylist()
 
 
 def test_per_vm_and_per_vcpu_add_up(quick: Path, tmp_path: Path) -> None:

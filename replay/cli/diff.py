@@ -1,0 +1,86 @@
+"""``replay diff``: compare two runs, regressions first; ``--fail-on`` for CI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from replay.cli.console import emit_json, note, user_errors
+
+THRESHOLD_EXIT = 4
+"""Exit code when a ``--fail-on`` threshold is crossed."""
+
+
+@user_errors
+def diff(
+    run_a: Annotated[Path, typer.Argument(help="Baseline run folder, e.g. runs/quick/zap.")],
+    run_b: Annotated[Path, typer.Argument(help="Run to compare with it, e.g. runs/quick/cache.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Compare runs of different traces anyway.")
+    ] = False,
+    fail_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-on",
+            help=(
+                "Exit 4 when B - A crosses a limit: METRIC>N, METRIC>N%, METRIC<-N (repeatable). "
+                "METRIC is a key of summary.json's totals, nested keys joined by dots, e.g. "
+                "faults or faults_by_attribution.zapped_page_tables."
+            ),
+        ),
+    ] = None,
+    faults: Annotated[
+        Path | None,
+        typer.Option(
+            "--faults",
+            help="Write the fault-level difference (only in A, only in B, changed) to this "
+            ".parquet file.",
+        ),
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Show unchanged metrics as well.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option(help="Rows of the metrics table on the terminal (0: no limit).")
+    ] = 40,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print GitHub-flavoured Markdown on stdout.")
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Compare run B with run A: metrics (regressions first), per VM, and fault by fault."""
+    from replay.atomic import check_output_path
+    from replay.diff import diff_runs
+    from replay.diff.faults import write_fault_diff
+    from replay.diff.render import markdown as render_markdown
+    from replay.diff.render import print_terminal, threshold_lines
+    from replay.run.load import load_run
+
+    if json_ and markdown:
+        from replay.cli.console import fail
+
+        fail("choose one of --json and --markdown")
+    if faults is not None:
+        check_output_path(faults, "--faults output")
+    a, b = load_run(run_a), load_run(run_b)
+    result = diff_runs(a, b, force=force, fail_on=tuple(fail_on or ()))
+    if faults is not None and result.faults is not None:
+        write_fault_diff(result.faults, faults, a, b)
+    if json_:
+        emit_json(result.to_json())
+    elif markdown:
+        sys.stdout.write(render_markdown(result, show_all=show_all, limit=limit or None))
+    else:
+        print_terminal(result, show_all=show_all, limit=limit or None)
+    if faults is not None:
+        note(f"wrote {faults}")
+    crossed = result.crossed
+    if crossed:
+        for line in threshold_lines(result):
+            if "CROSSED" in line and (json_ or markdown):
+                note(line)
+        note(f"{len(crossed)} --fail-on threshold(s) crossed; exit {THRESHOLD_EXIT}")
+        raise typer.Exit(THRESHOLD_EXIT)

@@ -1,0 +1,112 @@
+"""``replay diff``: the exact difference between two runs.
+
+:func:`diff_runs` compares two run directories metric by metric (:mod:`.metrics`) and fault by
+fault (:mod:`.faults`); :mod:`.render` prints the result for people (terminal, Markdown) and
+:meth:`Diff.to_json` for programs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from replay.diff.metrics import Row, Threshold, compare, config_changes, flatten, parse_threshold
+from replay.errors import ReplayError
+
+if TYPE_CHECKING:
+    from replay.diff.faults import FaultDiff
+    from replay.run.load import RunDir
+
+__all__ = ["Diff", "DifferentTracesError", "diff_runs"]
+
+
+class DifferentTracesError(ReplayError):
+    """The two runs replayed different traces."""
+
+
+@dataclass
+class Diff:
+    """Two runs compared."""
+
+    a: RunDir
+    b: RunDir
+    rows: list[Row]
+    config: list[tuple[str, Any, Any]]
+    faults: FaultDiff | None
+    thresholds: list[tuple[Threshold, Row]] = field(default_factory=list)
+
+    @property
+    def same_trace(self) -> bool:
+        """Whether both runs replayed the same trace (by fingerprint)."""
+        return self.a.fingerprint == self.b.fingerprint
+
+    def total(self, metric: str) -> Row:
+        """The totals row of a metric."""
+        return next(r for r in self.rows if r.scope == "total" and r.metric == metric)
+
+    @property
+    def crossed(self) -> list[tuple[Threshold, Row]]:
+        """The ``--fail-on`` thresholds the change crossed."""
+        return [(t, r) for t, r in self.thresholds if t.crossed(r)]
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole comparison as one JSON document."""
+
+        def run(r: RunDir) -> dict[str, Any]:
+            return {
+                "path": str(r.path),
+                "policy": r.policy,
+                "engine": r.summary.get("engine"),
+                "trace_fingerprint": r.fingerprint,
+                "kvm_mmu_replay_version": r.summary.get("kvm_mmu_replay_version"),
+            }
+
+        return {
+            "command": "diff",
+            "a": run(self.a),
+            "b": run(self.b),
+            "same_trace": self.same_trace,
+            "config_changes": [{"key": k, "a": va, "b": vb} for k, va, vb in self.config],
+            "rows": [r.to_json() for r in self.rows],
+            "faults": None if self.faults is None else self.faults.to_json(),
+            "fail_on": [
+                {
+                    "threshold": t.text,
+                    "metric": t.metric,
+                    "change": t.value(r),
+                    "crossed": t.crossed(r),
+                }
+                for t, r in self.thresholds
+            ],
+            "caveats": [
+                "stall figures are estimates from the cost model, not measurements",
+            ],
+        }
+
+
+def diff_runs(
+    a: RunDir,
+    b: RunDir,
+    *,
+    force: bool = False,
+    fail_on: tuple[str, ...] = (),
+    faults: bool = True,
+) -> Diff:
+    """Compare run B with run A (the baseline)."""
+    if a.fingerprint != b.fingerprint and not force:
+        raise DifferentTracesError(
+            f"runs {a.path} and {b.path} replayed different traces "
+            f"({a.summary['trace'].get('path')} and {b.summary['trace'].get('path')}); "
+            "pass --force to compare them anyway"
+        )
+    known = set(flatten(a.summary["totals"])) | set(flatten(b.summary["totals"]))
+    thresholds = [parse_threshold(text, known) for text in fail_on]
+    rows = compare(a, b)
+    fault_diff = None
+    if faults:
+        from replay.diff.faults import fault_diff as compute
+
+        fault_diff = compute(a, b)
+    result = Diff(a, b, rows, config_changes(a, b), fault_diff)
+    result.thresholds = [(t, result.total(t.metric)) for t in thresholds]
+    return result

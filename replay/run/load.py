@@ -1,0 +1,112 @@
+"""Read a run directory back: the one place that checks a folder is a run this version reads.
+
+``replay diff`` and ``replay report`` both start here, so a folder that is not a run, a run of
+a newer schema or a damaged ``summary.json`` gets the same one-line error from either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from replay.errors import InputFileError
+from replay.run.outputs import RUN_SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+REQUIRED_KEYS = ("policy", "engine", "trace", "config", "totals", "per_vm", "per_vcpu")
+RUN_FILES = (
+    "faults.parquet",
+    "scans.parquet",
+    "timeline.parquet",
+    "vcpu_cache.parquet",
+    "summary.json",
+)
+
+
+class RunFormatError(InputFileError):
+    """A folder is not a run, or a run this version cannot read."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One policy's run, as ``replay run`` wrote it."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def policy(self) -> str:
+        """The shrinker policy of the run."""
+        return str(self.summary["policy"])
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the trace the run replayed."""
+        return str(self.summary["trace"].get("fingerprint", ""))
+
+    @property
+    def label(self) -> str:
+        """A short name for tables and legends: ``<runs folder>/<policy folder>``."""
+        parent = self.path.resolve().parent.name
+        return f"{parent}/{self.path.name}" if parent else self.path.name
+
+    def file(self, name: str) -> Path:
+        """A file of the run, which must exist."""
+        path = self.path / name
+        if not path.is_file():
+            raise RunFormatError(
+                f"run {self.path} has no {name}; the run is incomplete or damaged, "
+                "write it again with replay run"
+            )
+        return path
+
+
+def load_run(path: Path) -> RunDir:
+    """Check that ``path`` is a run this version reads, and load its ``summary.json``."""
+    if not path.exists():
+        raise RunFormatError(f"run folder {path} does not exist; give a folder replay run wrote")
+    if not path.is_dir():
+        raise RunFormatError(
+            f"{path} is a file, not a run; give a folder replay run wrote, e.g. runs/quick/zap"
+        )
+    summary_path = path / "summary.json"
+    if not summary_path.is_file():
+        inner = sorted(p.name for p in path.iterdir() if (p / "summary.json").is_file())
+        if inner:
+            raise RunFormatError(
+                f"{path} holds runs ({', '.join(inner)}), not one run; give one of them, "
+                f"e.g. {path / inner[0]}"
+            )
+        raise RunFormatError(
+            f"{path} is not a run (no summary.json); give a folder replay run wrote, "
+            "e.g. runs/quick/zap"
+        )
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFormatError(
+            f"{summary_path} cannot be read ({exc}); the run is damaged, write it again with "
+            "replay run"
+        ) from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("schema_version"), int):
+        raise RunFormatError(
+            f"{summary_path} has no schema_version; it was not written by replay run"
+        )
+    version = summary["schema_version"]
+    if version > RUN_SCHEMA_VERSION:
+        raise RunFormatError(
+            f"run {path} has run schema v{version}, newer than this kvm-mmu-replay reads "
+            f"(v{RUN_SCHEMA_VERSION}); upgrade kvm-mmu-replay"
+        )
+    if version < 1:
+        raise RunFormatError(f"run {path} has unknown run schema v{version}")
+    missing = [k for k in REQUIRED_KEYS if k not in summary]
+    if missing:
+        raise RunFormatError(
+            f"{summary_path} lacks {', '.join(missing)}; the run is damaged, write it again "
+            "with replay run"
+        )
+    return RunDir(path, summary)
