@@ -13,6 +13,7 @@ import typer
 
 from replay.cli import diff as diff_cmd
 from replay.cli import inspect as inspect_cmd
+from replay.cli import report as report_cmd
 from replay.cli import run as run_cmd
 from replay.cli import synth as synth_cmd
 
@@ -32,8 +33,9 @@ app.command("run")(run_cmd.run)
 app.command("synth")(synth_cmd.synth)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("diff")(diff_cmd.diff)
+app.command("report")(report_cmd.report)
 
-COMMANDS = {"run", "synth", "inspect", "diff"}
+COMMANDS = {"run", "synth", "inspect", "diff", "report"}
 
 
 def main() -> None:

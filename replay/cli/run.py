@@ -38,6 +38,10 @@ def run(
         float, typer.Option(help="Width of the timeline's time buckets, in ms.")
     ] = 100.0,
     force: Annotated[bool, typer.Option("--force", help="Replace existing runs.")] = False,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Also write report.html (and its PNGs) beside the runs."),
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Replay a trace under the shrinker policies and attribute every fault."""
@@ -84,80 +88,44 @@ def run(
                 workdir=staging,
             )
         docs = write_runs(replay, out_dir, force=force, staging=staging)
+    report_path = None
+    if report:
+        from replay.report import write_report
+        from replay.run.load import load_run
+
+        report_path = out_dir / "report.html"
+        write_report([load_run(out_dir / d["policy"]) for d in docs], report_path, force=True)
     if json_:
         emit_json(
             {
                 "command": "run",
                 "output": str(out_dir),
                 "runs": {d["policy"]: d for d in docs},
+                "report": None if report_path is None else str(report_path),
             }
         )
         return
     _print_table(docs, caveats(replay))
     note(f"wrote {', '.join(str(out_dir / d['policy']) for d in docs)}")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "undefined"
-    if isinstance(value, float):
-        return f"{value:,.0f}"
-    return f"{value:,}"
-
-
-def _ms(ns: int) -> str:
-    if ns and ns < 1_000_000:
-        return f"{ns / 1e3:,.1f} µs"
-    return f"{ns / 1e6:,.1f} ms"
+    if report_path is not None:
+        note(f"wrote {report_path} and its PNGs")
 
 
 def _print_table(docs: list[dict[str, Any]], notes: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from replay.run.table import TITLE, policy_rows
+
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 120)
-    table = Table(title="Policies side by side (stall figures are estimates)", title_justify="left")
+    table = Table(title=TITLE, title_justify="left")
     table.add_column("")
     for d in docs:
         table.add_column(d["policy"], justify="right")
-
-    def row(label: str, get: Any, fmt: Any = _fmt) -> None:
-        table.add_row(label, *(fmt(get(d["totals"])) for d in docs))
-
-    row("accesses", lambda t: t["accesses"])
-    row("faults", lambda t: t["faults"])
-    row("  zapped page tables", lambda t: t["faults_by_attribution"]["zapped_page_tables"])
-    row("  cache eviction", lambda t: t["faults_by_attribution"]["cache_eviction"])
-    row("  neither", lambda t: t["faults_by_attribution"]["none"])
-    for cause in ("cold", "zapped", "notifier", "recycled", "invalidated", "mmio"):
-        row(f"  cause {cause}", lambda t, c=cause: t["faults_by_cause"][c])
-    row("refills natural", lambda t: t["refills_by_kind"]["natural"])
-    row("refills after shrinker", lambda t: t["refills_by_kind"]["shrinker"])
-    row("pages refilled", lambda t: t["pages_refilled"])
-    row(
-        "SPs allocated / relinked",
-        lambda t: (t["sps_allocated"], t["sps_relinked"]),
-        lambda v: f"{v[0]:,} / {v[1]:,}",
-    )
-    row("pages freed by shrinker", lambda t: t["pages_freed"])
-    row("scan calls", lambda t: t["scan_calls"])
-    row("peak SP pages", lambda t: t["peak_sp_pages"])
-    row("peak cache pages", lambda t: t["peak_cache_pages"])
-    row(
-        "est. stall, zapped tables",
-        lambda t: t["stall_ns_by_attribution"]["zapped_page_tables"],
-        _ms,
-    )
-    row("est. stall, cache eviction", lambda t: t["stall_ns_by_attribution"]["cache_eviction"], _ms)
-    row("est. TLB flushes of scans", lambda t: t["scan_flush_ns"], _ms)
-    row(
-        "est. stall per freed page",
-        lambda t: t["stall_per_freed_page"],
-        lambda v: "undefined (nothing freed)" if v is None else f"{v:,.0f} ns",
-    )
-    table.add_row("engine time", *(f"{d['wall_s']:.2f} s ({d['engine']})" for d in docs))
+    for label, cells in policy_rows(docs):
+        table.add_row(label, *cells)
     console.print(table)
     for line in notes:
         console.print(f"note: {line}")

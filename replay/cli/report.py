@@ -1,0 +1,61 @@
+"""``replay report``: an HTML report (plots inline) and the same plots as PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from replay.cli.console import emit_json, note, user_errors
+
+
+def default_output(runs: list[Path]) -> Path:
+    """``report.html`` in the folder that holds the runs, when they share one."""
+    parents = {(p if not (p / "summary.json").exists() else p.parent).resolve() for p in runs}
+    if len(parents) == 1:
+        return Path(parents.pop()) / "report.html"
+    return Path("report.html")
+
+
+@user_errors
+def report(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders (runs/quick/zap), or folders of runs (runs/quick: every policy)."
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="The HTML file (default: report.html beside the runs). PNGs go beside it.",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing report.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Write one self-contained HTML report of runs, with its plots also as PNGs."""
+    from replay.report import write_report
+    from replay.report.data import expand
+
+    loaded = expand(runs)
+    out = output if output is not None else default_output(runs)
+    if out.suffix.lower() not in (".html", ".htm"):
+        from replay.cli.console import fail
+
+        fail(f"report {out} must end in .html (the PNGs are written beside it)")
+    result = write_report(loaded, out, force=force)
+    if json_:
+        emit_json(
+            {
+                "command": "report",
+                "html": str(result.html),
+                "pngs": [str(p) for p in result.pngs],
+                "runs": [str(r.path) for r in loaded],
+            }
+        )
+        return
+    note(f"wrote {result.html} ({len(loaded)} runs) and {len(result.pngs)} PNGs beside it")
