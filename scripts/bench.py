@@ -4,6 +4,7 @@ Usage::
 
     python scripts/bench.py synth [--events 20000000] [--scenario legacy-mmu-pressure]
     python scripts/bench.py replay [--accesses 50000000] [--slice 1000000]
+    python scripts/bench.py compare [--accesses 50000000] [--keep DIR]
 
 ``synth`` generates a trace with ``replay synth``'s code path (Parquet write included), prints
 events per second and the peak resident memory of a child process that does only that, and
@@ -13,6 +14,10 @@ compares with pyarrow alone writing the same table, measured in the same run.
 vectorized engine on the same 1-million-access trace (accesses per second, ratio); the whole
 ``replay run --policy zap`` command on a large trace against pyarrow's ``read_table`` of the
 columns the engine needs; the engine's own throughput; and peak memory at two trace lengths.
+
+``compare`` replays a large trace under the three policies once, then times ``replay diff``
+(with and without the fault-level output) and ``replay report`` of the three runs, each as a
+fresh process, start-up included.
 """
 
 from __future__ import annotations
@@ -258,6 +263,62 @@ def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> None:
         )
 
 
+def _timed(*args: str) -> float:
+    """Wall time of one ``replay`` command in a fresh process (start-up included)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "replay", *args], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def bench_compare(accesses: int, keep: Path | None, repeat: int) -> None:
+    """`replay diff` of two runs and `replay report` of three, of one large trace."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = keep or Path(tmp_name)
+        trace = tmp / f"legacy-{accesses}.parquet"
+        _synth_to("legacy-mmu-pressure", accesses, trace)
+        runs = tmp / f"runs-compare-{accesses}"
+        if not (runs / "cache" / "summary.json").exists():
+            subprocess.run(
+                [sys.executable, "-m", "replay", "run", str(trace), "-o", str(runs), "--force"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        faults = {p: pq_rows(runs / p / "faults.parquet") for p in ("zap", "none", "cache")}
+        print(
+            f"{accesses:,} accesses of legacy-mmu-pressure; fault rows: "
+            + ", ".join(f"{p} {n:,}" for p, n in faults.items())
+        )
+        changed = tmp / "changed.parquet"
+        cases = [
+            ("diff zap none", ["diff", str(runs / "zap"), str(runs / "none")]),
+            (
+                "diff zap none --faults OUT --json",
+                ["diff", str(runs / "zap"), str(runs / "none"), "--faults", str(changed), "--json"],
+            ),
+            (
+                "diff zap cache --markdown",
+                ["diff", str(runs / "zap"), str(runs / "cache"), "--markdown"],
+            ),
+            (
+                "report zap none cache",
+                ["report", str(runs), "-o", str(tmp / "report.html"), "--force"],
+            ),
+        ]
+        for label, args in cases:
+            if changed.exists():
+                changed.unlink()
+            times = [_timed(*args) for _ in range(repeat)]
+            print(
+                f"  replay {label}: " + ", ".join(f"{t:.2f}" for t in times) + " s (target < 10 s)"
+            )
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(path).num_rows)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, *rest = sys.argv[2:]
@@ -284,9 +345,15 @@ def main() -> None:
     r.add_argument("--accesses", type=int, default=50_000_000)
     r.add_argument("--slice", type=int, default=1_000_000)
     r.add_argument("--keep", type=Path, help="folder to keep (and reuse) the generated traces")
+    c = sub.add_parser("compare", help="replay diff and replay report on a large trace's runs")
+    c.add_argument("--accesses", type=int, default=50_000_000)
+    c.add_argument("--repeat", type=int, default=2)
+    c.add_argument("--keep", type=Path, help="folder to keep (and reuse) the trace and runs")
     args = parser.parse_args()
     if args.what == "synth":
         bench_synth(args.scenario, args.events, args.repeat)
+    elif args.what == "compare":
+        bench_compare(args.accesses, args.keep, args.repeat)
     else:
         bench_replay(args.accesses, args.slice, args.keep)
 
