@@ -10,6 +10,12 @@ Examples
 >>> result = generate(load_scenario("quick"), Path("quick.parquet"))  # doctest: +SKIP
 >>> open_trace("quick.parquet").meta.coverage  # doctest: +SKIP
 'all-accesses'
+>>> from replay import diff_runs, load_run, run_policies, write_runs
+>>> docs = write_runs(run_policies(open_trace("quick.parquet"), ("zap", "cache")), Path("runs"))
+... # doctest: +SKIP
+>>> d = diff_runs(load_run(Path("runs/zap")), load_run(Path("runs/cache")))  # doctest: +SKIP
+>>> d.faults.counts["only_a"]  # doctest: +SKIP
+5227
 """
 
 from __future__ import annotations
@@ -20,11 +26,24 @@ from typing import TYPE_CHECKING, Any
 from replay.errors import ReplayError
 
 if TYPE_CHECKING:
+    from replay.diff import diff_runs
+    from replay.mmu.config import CostModel, MmuConfig
+    from replay.report import write_report
+    from replay.run.driver import run_policies
+    from replay.run.load import load_run
+    from replay.run.outputs import write_runs
     from replay.synth import generate, load_scenario
     from replay.trace import Memslot, TraceMeta, VmSpec, iter_batches, open_trace
     from replay.trace.summary import summarize_trace
 
 _LAZY = {
+    "CostModel": "replay.mmu.config",
+    "MmuConfig": "replay.mmu.config",
+    "diff_runs": "replay.diff",
+    "load_run": "replay.run.load",
+    "run_policies": "replay.run.driver",
+    "write_report": "replay.report",
+    "write_runs": "replay.run.outputs",
     "Memslot": "replay.trace",
     "TraceMeta": "replay.trace",
     "VmSpec": "replay.trace",
@@ -36,15 +55,22 @@ _LAZY = {
 }
 
 __all__ = [
+    "CostModel",
     "Memslot",
+    "MmuConfig",
     "ReplayError",
     "TraceMeta",
     "VmSpec",
+    "diff_runs",
     "generate",
     "iter_batches",
+    "load_run",
     "load_scenario",
     "open_trace",
+    "run_policies",
     "summarize_trace",
+    "write_report",
+    "write_runs",
 ]
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay._schemas import load_schema
 from replay.mmu.config import ATTRIBUTIONS, CAUSES, REFILLS
 from replay.run.load import RunFormatError
 
@@ -25,10 +26,11 @@ if TYPE_CHECKING:
 KEY = ("t_ns", "vm", "vcpu", "gfn")
 ENUMS = ("cause", "refill", "attribution")
 DETAIL = ("leaf_level", "new_sps", "relinked_sps", "recycled_sps", "pages_refilled", "est_ns")
-CHANGES = ("only_a", "only_b", "attribution_changed", "detail_changed")
+DIFF_SCHEMA = load_schema("diff.v1")
+CHANGES: tuple[str, ...] = tuple(DIFF_SCHEMA["enums"]["change"])
 """``only_a``/``only_b``: one run faulted, the other hit; ``attribution_changed``: both faulted,
 attributed differently; ``detail_changed``: same attribution, but cause, refill, SPs, refilled
-pages or cost differ."""
+pages or cost differ (``schemas/diff.v1.json``)."""
 ABSENT = "(no fault)"
 ENUM_NAMES: dict[str, tuple[str, ...]] = {
     "cause": CAUSES,
@@ -183,11 +185,12 @@ def write_fault_diff(diff: FaultDiff, path: Path, a: RunDir, b: RunDir) -> None:
 
     table = fault_diff_table(diff)
     stamp = {
-        "schema_version": 1,
+        "schema_version": DIFF_SCHEMA["schema_version"],
         "a": {"path": str(a.path), "policy": a.policy, "trace_fingerprint": a.fingerprint},
         "b": {"path": str(b.path), "policy": b.policy, "trace_fingerprint": b.fingerprint},
         "keyed_on": diff.keyed_on,
     }
-    table = table.replace_schema_metadata({b"replay.diff": json.dumps(stamp).encode()})
+    key = str(DIFF_SCHEMA["metadata_key"]).encode()
+    table = table.replace_schema_metadata({key: json.dumps(stamp).encode()})
     with atomic_output(path, "fault-level diff") as tmp:
         pq.write_table(table, tmp, compression="zstd")

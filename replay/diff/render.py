@@ -36,7 +36,7 @@ def value(metric: str, v: float | None) -> str:
     """A metric's value for people; ns figures in ms; null as 'undefined'."""
     if v is None:
         return "undefined"
-    if metric.endswith("_ns") or "stall_ns" in metric:
+    if metric.endswith("_ns") or "stall_ns" in metric or metric.endswith("stall_per_freed_page"):
         return duration(v)
     if isinstance(v, float) and not v.is_integer():
         return f"{v:,.1f}"

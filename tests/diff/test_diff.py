@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pyarrow.parquet as pq
 import pytest
 
+from replay._schemas import load_schema
 from replay.diff import DifferentTracesError, diff_runs
 from replay.diff.faults import write_fault_diff
 from replay.diff.metrics import Row, direction, parse_threshold
@@ -128,7 +129,13 @@ def test_fault_level_output_file(legacy_runs: Path, tmp_path: Path) -> None:
         ra if ra is not None else rb for ra, rb in zip(rows["row_a"], rows["row_b"], strict=True)
     ]
     assert order == sorted(order)
-    stamp = json.loads(pq.read_metadata(out).metadata[b"replay.diff"])
+    schema = load_schema("diff.v1")
+    assert table.column_names == [c["name"] for c in schema["columns"]]
+    assert (
+        str(table.schema.field("cause_a").type)
+        == "dictionary<values=string, indices=int8, ordered=0>"
+    )
+    stamp = json.loads(pq.read_metadata(out).metadata[schema["metadata_key"].encode()])
     assert stamp["a"]["policy"] == "zap"
     assert stamp["b"]["policy"] == "cache"
     assert [p.name for p in tmp_path.iterdir()] == ["changed.parquet"]
