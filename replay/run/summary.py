@@ -47,6 +47,20 @@ def refill_part_ns(faults: dict[str, np.ndarray], costs: CostModel) -> np.ndarra
     return part
 
 
+def running_within_groups(group: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running totals of ``deltas`` restarting at each group, for rows sorted by group.
+
+    Returns the running totals and the index where each group starts.
+    """
+    running = np.cumsum(deltas)
+    first = np.ones(len(group), dtype=bool)
+    first[1:] = group[1:] != group[:-1]
+    starts = np.flatnonzero(first)
+    before = running[starts] - deltas[starts]
+    running -= np.repeat(before, np.diff(np.append(starts, len(group))))
+    return running, starts
+
+
 class _Peaks:
     """Per group, the largest running total after any event; never below 0.
 
@@ -62,13 +76,9 @@ class _Peaks:
             return
         order = np.lexsort((rows, group))
         g, r, d = group[order], rows[order], deltas[order]
-        running = np.cumsum(d)
-        first = np.ones(len(g), dtype=bool)
-        first[1:] = g[1:] != g[:-1]
-        starts = np.flatnonzero(first)
-        # Running total within each group, carried on from earlier chunks.
-        before = running[starts] - d[starts] - self.level[g[starts]]
-        running = running - np.repeat(before, np.diff(np.append(starts, len(g))))
+        running, starts = running_within_groups(g, d)
+        # Carried on from earlier chunks.
+        running += np.repeat(self.level[g[starts]], np.diff(np.append(starts, len(g))))
         last_of_row = np.ones(len(g), dtype=bool)
         last_of_row[:-1] = (r[1:] != r[:-1]) | (g[1:] != g[:-1])
         masked = np.where(last_of_row, running, np.iinfo(np.int64).min)
@@ -371,12 +381,7 @@ class _Timeline:
         vcpu_group, bucket = keys % groups.n_vcpus, keys // groups.n_vcpus
         order = np.lexsort((bucket, vcpu_group))
         vcpu_group, bucket, deltas = vcpu_group[order], bucket[order], deltas[order]
-        level = np.cumsum(deltas)
-        first = np.ones(len(level), dtype=bool)
-        first[1:] = vcpu_group[1:] != vcpu_group[:-1]
-        starts = np.flatnonzero(first)
-        before = level[starts] - deltas[starts]
-        level -= np.repeat(before, np.diff(np.append(starts, len(level))))
+        level, _ = running_within_groups(vcpu_group, deltas)
         vm_of_group = np.repeat(
             np.array([vm.id for vm in groups.vms], dtype=np.int64),
             [vm.vcpus for vm in groups.vms],

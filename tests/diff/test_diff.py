@@ -17,27 +17,14 @@ from replay.diff.faults import write_fault_diff
 from replay.diff.metrics import Row, direction, parse_threshold
 from replay.diff.render import markdown, verdict
 from replay.errors import ReplayError
+from replay.mmu.results import FAULT_COLUMNS
 from replay.run.load import RunFormatError, load_run
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-COLUMNS = (
-    "t_ns",
-    "vm",
-    "vcpu",
-    "gfn",
-    "cause",
-    "refill",
-    "attribution",
-    "leaf_level",
-    "new_sps",
-    "relinked_sps",
-    "recycled_sps",
-    "pages_refilled",
-    "est_ns",
-)
+COLUMNS = tuple(c for c in FAULT_COLUMNS if c != "row")
 
 
 def _faults(run: Path) -> dict[int, tuple[object, ...]]:
