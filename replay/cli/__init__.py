@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from replay.cli import convert as convert_cmd
 from replay.cli import diff as diff_cmd
 from replay.cli import inspect as inspect_cmd
 from replay.cli import report as report_cmd
@@ -30,12 +31,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("run")(run_cmd.run)
+app.command("convert")(convert_cmd.convert)
 app.command("synth")(synth_cmd.synth)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("diff")(diff_cmd.diff)
 app.command("report")(report_cmd.report)
 
-COMMANDS = {"run", "synth", "inspect", "diff", "report"}
+COMMANDS = {"run", "convert", "synth", "inspect", "diff", "report"}
 
 
 def main() -> None:

@@ -33,6 +33,17 @@ def synth(
         float | None, typer.Option(help="Trace length in seconds (overrides the scenario's).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    as_: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help=(
+                "Write kernel trace text instead of Parquet: ftrace, perf or trace-cmd "
+                "(accesses as kvm_page_fault lines, passes as mm_shrink_slab lines; the VMs "
+                "go to OUTPUT.vms.toml for replay convert --vm-config)."
+            ),
+        ),
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the shipped scenarios.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
@@ -47,10 +58,18 @@ def synth(
             "give a SCENARIO (a name or a .toml path); replay synth --list shows the shipped ones",
             2,
         )
+    from replay.convert.render import LAYOUTS
+
+    if as_ is not None and as_ not in LAYOUTS:
+        fail(f"--as {as_!r}: use one of {', '.join(LAYOUTS)}")
     sc = load_scenario(scenario, seed=seed, accesses=accesses, duration_s=duration)
-    out = output if output is not None else Path(f"{sc.name}.parquet")
+    suffix = ".parquet" if as_ is None else f".{as_}.txt"
+    out = output if output is not None else Path(f"{sc.name}{suffix}")
     if out.exists() and not force:
         fail(f"output {out} exists; pass --force to overwrite it or choose another -o")
+    if as_ is not None:
+        _render(sc, out, as_, json_)
+        return
     with progress(f"synth {sc.name}", 1) as update:
         result = generate(sc, out, progress=update)
     if json_:
@@ -71,6 +90,48 @@ def synth(
             f"wrote {out}: {result.rows:,} events ({result.accesses:,} accesses, "
             f"{result.host_events:,} host events), scenario {sc.name}, seed {sc.seed}"
         )
+
+
+def _render(sc: object, out: Path, layout: str, as_json: bool) -> None:
+    """Generate into a temporary trace beside ``out``, then render it as ``layout`` text."""
+    import os
+    import tempfile
+
+    from replay.atomic import check_output_path
+    from replay.convert.render import render_trace
+    from replay.synth import generate
+    from replay.trace import open_trace
+
+    check_output_path(out, "log")
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".parquet", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        tmp.unlink()
+        generate(sc, tmp)  # type: ignore[arg-type]
+        report = render_trace(open_trace(tmp), layout, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    config = out.with_name(out.name + ".vms.toml")
+    if as_json:
+        emit_json(
+            {
+                "command": "synth",
+                "output": str(out),
+                "vm_config": str(config),
+                "layout": layout,
+                "lines": report.lines,
+                "rows": report.rows,
+                "left_out": report.left_out,
+            }
+        )
+        return
+    left = ", ".join(f"{n:,} {k}" for k, n in report.left_out.items() if n)
+    note(
+        f"wrote {out}: {report.lines:,} {layout} lines ({report.rows.get('access', 0):,} "
+        f"kvm_page_fault, {report.rows.get('reclaim', 0):,} reclaim passes); VMs in {config}"
+        + (f"; left out (no kernel text that converts back): {left}" if left else "")
+    )
 
 
 def _list(names: list[str], as_json: bool) -> None:

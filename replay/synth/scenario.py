@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from replay.errors import ScenarioError, TraceSchemaError
+from replay.errors import ReplayError, ScenarioError, TraceSchemaError
 from replay.trace.schema import (
     BACKINGS,
     MMU_MODES,
@@ -177,23 +177,32 @@ def load_scenario(
         raise ScenarioError(f"scenario {path}: not valid TOML ({exc}); fix the syntax") from None
     except OSError as exc:
         raise ScenarioError(f"scenario {path} cannot be read ({exc.strerror})") from None
-    return _Parser(path).scenario(doc, seed=seed, accesses=accesses, duration_s=duration_s)
+    return _ScenarioParser(path).scenario(doc, seed=seed, accesses=accesses, duration_s=duration_s)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
-class _Parser:
-    """Reads one scenario document; every error names the file and the table."""
+class TableReader:
+    """Strict reading of TOML tables; every error names the file and the table.
+
+    Scenario files use it, and so do the VM configuration files of ``replay convert``
+    (a subclass sets :attr:`what` and :attr:`error`).
+    """
+
+    what = "scenario"
+    error: type[ReplayError] = ScenarioError
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def fail(self, where: str, msg: str) -> ScenarioError:
-        return ScenarioError(f"scenario {self.path}: {where}: {msg}")
+    def fail(self, where: str, msg: str) -> ReplayError:
+        """The error to raise: file, table, message."""
+        return self.error(f"{self.what} {self.path}: {where}: {msg}")
 
     def keys(self, table: Any, where: str, allowed: set[str], required: set[str]) -> None:
+        """Refuse unknown keys (with a "did you mean") and missing required ones."""
         if not isinstance(table, dict):
             raise self.fail(where, "must be a table")
         for key in table:
@@ -217,6 +226,7 @@ class _Parser:
         hi: float | None = None,
         strict_lo: bool = False,
     ) -> float:
+        """A number within [lo, hi] (lo excluded with ``strict_lo``)."""
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(where, f"{key} must be a number, not {value!r}")
         x = float(value)
@@ -229,6 +239,7 @@ class _Parser:
     def integer(
         self, value: Any, where: str, key: str, *, lo: int = 0, hi: int | None = None
     ) -> int:
+        """A whole number within [lo, hi]."""
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(where, f"{key} must be a whole number, not {value!r}")
         if value < lo or (hi is not None and value > hi):
@@ -263,6 +274,33 @@ class _Parser:
                 where, f"{key} = {value!r} must be {'positive' if positive else '>= 0'}"
             )
         return n
+
+    def memslot(self, table: Any, where: str) -> Memslot:
+        """A ``{gpa_start, size, backing, dirty_log}`` table, checked like a trace's memslot."""
+        self.keys(
+            table, where, {"gpa_start", "size", "backing", "dirty_log"}, {"gpa_start", "size"}
+        )
+        backing = table.get("backing", "4k")
+        if backing not in BACKINGS:
+            raise self.fail(where, f"backing {backing!r} must be one of {', '.join(BACKINGS)}")
+        dirty = table.get("dirty_log", False)
+        if not isinstance(dirty, bool):
+            raise self.fail(where, "dirty_log must be true or false")
+        slot = Memslot(
+            self.size(table["gpa_start"], where, "gpa_start", positive=False),
+            self.size(table["size"], where, "size"),
+            backing,
+            dirty,
+        )
+        try:
+            check_memslot(slot, where)
+        except TraceSchemaError as exc:
+            raise self.error(f"{self.what} {self.path}: {exc}") from None
+        return slot
+
+
+class _ScenarioParser(TableReader):
+    """Reads one scenario document."""
 
     def scenario(
         self,
@@ -402,28 +440,6 @@ class _Parser:
             check_vm_table((spec,), where)
         except TraceSchemaError as exc:
             raise ScenarioError(f"scenario {self.path}: {exc}") from None
-
-    def memslot(self, table: Any, where: str) -> Memslot:
-        self.keys(
-            table, where, {"gpa_start", "size", "backing", "dirty_log"}, {"gpa_start", "size"}
-        )
-        backing = table.get("backing", "4k")
-        if backing not in BACKINGS:
-            raise self.fail(where, f"backing {backing!r} must be one of {', '.join(BACKINGS)}")
-        dirty = table.get("dirty_log", False)
-        if not isinstance(dirty, bool):
-            raise self.fail(where, "dirty_log must be true or false")
-        slot = Memslot(
-            self.size(table["gpa_start"], where, "gpa_start", positive=False),
-            self.size(table["size"], where, "size"),
-            backing,
-            dirty,
-        )
-        try:
-            check_memslot(slot, where)
-        except TraceSchemaError as exc:
-            raise ScenarioError(f"scenario {self.path}: {exc}") from None
-        return slot
 
     _PHASE_KEYS: ClassVar[set[str]] = {
         "kind",

@@ -1,0 +1,102 @@
+"""``replay convert``: kernel trace text (ftrace, perf script, trace-cmd report) to a trace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from replay.cli.console import emit_json, fail, note, user_errors
+
+
+@user_errors
+def convert(
+    logs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Log files (plain, .gz or .zst; - for standard input), one host, any layout."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Trace file to write.")],
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", help="Force the layout: ftrace, perf or trace-cmd."),
+    ] = None,
+    fault_codes: Annotated[
+        str,
+        typer.Option(
+            help="How kvm_page_fault error codes are written: vmx (EPT exit qualification), "
+            "svm (NPF / #PF error code) or auto."
+        ),
+    ] = "auto",
+    vm_config: Annotated[
+        Path | None,
+        typer.Option(help="TOML file naming each VM's threads, memslots and MMU mode."),
+    ] = None,
+    mmu: Annotated[
+        str | None,
+        typer.Option(help="MMU mode of VMs the config does not set: tdp_mmu or shadow_direct."),
+    ] = None,
+    access_source: Annotated[
+        str,
+        typer.Option(
+            help="Event that marks a guest fault: kvm_page_fault, kvm_mmu_spte_requested, or "
+            "auto (the first if the logs have it)."
+        ),
+    ] = "auto",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first line that cannot be read.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Convert kernel trace text into a trace that replay run accepts."""
+    from replay.convert import ConvertOptions, convert_logs
+    from replay.trace.schema import MMU_MODES
+
+    if mmu is not None and mmu not in MMU_MODES:
+        fail(f"unknown MMU mode {mmu!r}; use tdp_mmu or shadow_direct")
+    if output.exists() and not force:
+        fail(f"output {output} exists; pass --force to overwrite it or choose another -o")
+    options = ConvertOptions(
+        layout=format_,
+        fault_codes=fault_codes,
+        vm_config=vm_config,
+        mmu=mmu,
+        strict=strict,
+        access_source=access_source,
+    )
+    report = convert_logs(logs, output, options)
+    doc = report.to_json()
+    if json_:
+        emit_json({"command": "convert", "output": str(output), **doc})
+        return
+    _print_summary(output, doc)
+
+
+def _print_summary(output: Path, doc: dict[str, Any]) -> None:
+    rows = doc["rows"]
+    files = doc["files"]
+    layouts = ", ".join(f"{f['path']} ({f['layout']}, {f['lines']:,} lines)" for f in files)
+    note(f"read {layouts}")
+    used = ", ".join(f"{k} {v:,}" for k, v in sorted(doc["events"].items()))
+    note(f"events used: {used or 'none'}")
+    for title, key in (
+        ("unknown events", "unknown_events"),
+        ("events not needed", "unused_events"),
+    ):
+        if doc[key]:
+            note(f"{title}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(doc[key].items())))
+    if doc["skipped"]:
+        note("skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(doc["skipped"].items())))
+    for line in doc["examples"]:
+        note(f"  {line}")
+    for line in doc["warnings"]:
+        note(f"warning: {line}")
+    vms = ", ".join(f"{v['name']} ({v['vcpus']} vCPUs, {v['mmu_mode']})" for v in doc["vms"])
+    note(
+        f"wrote {output}: {rows.get('access', 0):,} faults, {rows.get('reclaim', 0):,} reclaim "
+        f"passes, {rows.get('zap_all', 0):,} zap_all, {rows.get('unmap', 0):,} unmaps; "
+        f"VMs: {vms}; coverage faults-only"
+    )

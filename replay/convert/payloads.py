@@ -1,0 +1,310 @@
+"""The events a converter reads, and how each one's payload is written in each layout.
+
+Every known event has one or more payload patterns: the tracefs ``print fmt`` (ftrace, and
+perf / trace-cmd when libtraceevent decodes it), the kvm plugin's rewritten text (trace-cmd),
+older kernels' formats, and perf's ``[FAILED TO PARSE] field=value`` fallback (values in
+decimal). The two events that come by the million (``kvm_page_fault`` and
+``kvm_mmu_spte_requested``) also have a numpy fast path (:func:`fast_fields`); the rest are few
+and are matched line by line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from replay.convert.lines import LineBlock, _window, parse_digits
+
+USED = (
+    "kvm_page_fault",
+    "kvm_mmu_spte_requested",
+    "mm_shrink_slab_start",
+    "mm_shrink_slab_end",
+    "mm_vmscan_kswapd_wake",
+    "mm_vmscan_kswapd_sleep",
+    "mm_vmscan_direct_reclaim_begin",
+    "mm_vmscan_direct_reclaim_end",
+    "mm_vmscan_memcg_reclaim_begin",
+    "mm_vmscan_memcg_reclaim_end",
+    "mm_vmscan_memcg_softlimit_reclaim_begin",
+    "mm_vmscan_memcg_softlimit_reclaim_end",
+    "kvm_mmu_zap_all_fast",
+    "kvm_unmap_hva_range",
+    "kvm_mmu_get_page",
+    "kvm_mmu_prepare_zap_page",
+)
+"""Events that become trace rows or observed counters."""
+
+KNOWN_UNUSED = (
+    "kvm_exit",
+    "kvm_entry",
+    "kvm_mmu_set_spte",
+    "fast_page_fault",
+    "kvm_tdp_mmu_spte_changed",
+    "kvm_age_hva",
+    "kvm_test_age_hva",
+    "kvm_set_spte_hva",
+    "kvm_mmu_sync_page",
+    "kvm_mmu_unsync_page",
+    "mark_mmio_spte",
+    "handle_mmio_page_fault",
+    "check_mmio_spte",
+    "kvm_mmu_split_huge_page",
+    "kvm_fast_mmio",
+    "kvm_mmu_pagetable_walk",
+    "kvm_mmu_paging_element",
+    "kvm_mmu_walker_error",
+    "mm_vmscan_lru_isolate",
+    "mm_vmscan_lru_shrink_active",
+    "mm_vmscan_lru_shrink_inactive",
+    "mm_vmscan_wakeup_kswapd",
+    "mm_vmscan_write_folio",
+    "mm_vmscan_node_reclaim_begin",
+    "mm_vmscan_node_reclaim_end",
+)
+"""Events of the kvm, kvmmmu and vmscan systems a replay does not need (counted by name)."""
+
+_H = r"(?:0x)?([0-9a-fA-F]+)"
+_D = r"(-?\d+)"
+
+# Each pattern yields the groups named in FIELDS[event], in order; the 'base' says how the
+# numbers are written (16 or 10) for each group.
+PATTERNS: dict[str, list[tuple[re.Pattern[str], tuple[int, ...]]]] = {
+    # vcpu, address, error_code (vcpu may be missing on old kernels)
+    "kvm_page_fault": [
+        (
+            re.compile(rf"^vcpu {_D} rip {_H} address {_H} error_code {_H}\s*$"),
+            (10, 16, 16),
+        ),
+        (re.compile(rf"^()address {_H} error_code {_H}\s*$"), (10, 16, 16)),
+        (
+            re.compile(
+                rf"^\[FAILED TO PARSE\] (?:vcpu_id={_D} )?(?:guest_rip=\d+ )?"
+                rf"fault_address={_D} error_code={_D}\s*$"
+            ),
+            (10, 10, 10),
+        ),
+    ],
+    # gfn, level
+    "kvm_mmu_spte_requested": [
+        (re.compile(rf"^gfn {_H} pfn {_H} level {_D}\s*$"), (16, 16, 10)),
+        (
+            re.compile(rf"^\[FAILED TO PARSE\] gfn={_D} pfn={_D} level={_D}\s*$"),
+            (10, 10, 10),
+        ),
+    ],
+    # name, pointer, nid, nr, cache items, delta, total_scan, priority
+    "mm_shrink_slab_start": [
+        (
+            re.compile(
+                r"^(\S+?)(?:\+0x[0-9a-f]+(?:/0x[0-9a-f]+)?)?(?: \[\w+\])? (?:0x)?([0-9a-f]+): "
+                rf"nid: {_D} objects to shrink {_D} gfp_flags \S+ "
+                rf"(?:pgs_scanned \d+ lru_pgs \d+ )?cache items {_D} delta {_D} "
+                rf"total_scan {_D}(?: priority {_D})?\s*$"
+            ),
+            (0, 16, 10, 10, 10, 10, 10, 10),
+        ),
+        (
+            re.compile(
+                r"^\[FAILED TO PARSE\] shr=(\d+) shrink=(\d+) "
+                rf"nid={_D} nr_objects_to_shrink={_D} gfp_flags=\d+ cache_items={_D} "
+                rf"delta={_D} total_scan={_D} priority={_D}\s*$"
+            ),
+            (10, 10, 10, 10, 10, 10, 10, 10),
+        ),
+    ],
+    # name, pointer, nid, unused, new, total_scan, retval
+    "mm_shrink_slab_end": [
+        (
+            re.compile(
+                r"^(\S+?)(?:\+0x[0-9a-f]+(?:/0x[0-9a-f]+)?)?(?: \[\w+\])? (?:0x)?([0-9a-f]+): "
+                rf"nid: {_D} unused scan count {_D} new scan count {_D} total_scan {_D} "
+                rf"last shrinker return val {_D}\s*$"
+            ),
+            (0, 16, 10, 10, 10, 10, 10),
+        ),
+        (
+            re.compile(
+                r"^\[FAILED TO PARSE\] shr=(\d+) shrink=(\d+) "
+                rf"nid={_D} unused_scan={_D} new_scan={_D} retval={_D} total_scan={_D}\s*$"
+            ),
+            (10, 10, 10, 10, 10, 10, 10),
+        ),
+    ],
+    "mm_vmscan_kswapd_wake": [(re.compile(rf"^nid={_D}(?: zid=\d+)? order={_D}\s*$"), (10, 10))],
+    "mm_vmscan_kswapd_sleep": [(re.compile(rf"^nid={_D}\s*$"), (10,))],
+    # kvm-mmu-valid-gen, used pages (hex in the print fmt)
+    "kvm_mmu_zap_all_fast": [
+        (re.compile(rf"^kvm-mmu-valid-gen {_D} used_pages {_H}\s*$"), (10, 16)),
+        (
+            re.compile(rf"^\[FAILED TO PARSE\] mmu_valid_gen={_D} mmu_used_pages={_D}\s*$"),
+            (10, 10),
+        ),
+    ],
+    # start, end (host virtual addresses)
+    "kvm_unmap_hva_range": [
+        (re.compile(rf"^mmu notifier unmap range: {_H} -- {_H}\s*$"), (16, 16)),
+        (re.compile(rf"^\[FAILED TO PARSE\] start={_D} end={_D}\s*$"), (10, 10)),
+    ],
+}
+FIELDS: dict[str, tuple[str, ...]] = {
+    "kvm_page_fault": ("vcpu", "address", "error_code"),
+    "kvm_mmu_spte_requested": ("gfn", "pfn", "level"),
+    "mm_shrink_slab_start": (
+        "name",
+        "shrinker",
+        "nid",
+        "nr",
+        "cache_items",
+        "delta",
+        "total_scan",
+        "priority",
+    ),
+    "mm_shrink_slab_end": (
+        "name",
+        "shrinker",
+        "nid",
+        "unused",
+        "new",
+        "total_scan",
+        "retval",
+    ),
+    "mm_vmscan_kswapd_wake": ("nid", "order"),
+    "mm_vmscan_kswapd_sleep": ("nid",),
+    "kvm_mmu_zap_all_fast": ("gen", "used_pages"),
+    "kvm_unmap_hva_range": ("start", "end"),
+}
+"""Names of each event's parsed values (events with no values just mark a time and a task)."""
+
+# The shadow page printout of kvm_mmu_get_page / kvm_mmu_prepare_zap_page, three ways.
+_SP_FTRACE = re.compile(
+    r"^sp gen \d+ gfn ([0-9a-f]+) l(\d) \d-byte q\d( direct)? \S+( invalid)? !?nxe !?ad "
+    r"root \d+ \w+(?: (new|existing))?\s*$"
+)
+_SP_PLUGIN = re.compile(
+    r"^(?:(new|existing) )?sp gfn ([0-9a-f]+) (\d) q\d( direct)?.*?root \d+ \w+\s*$"
+)
+_SP_RAW = re.compile(
+    r"^\[FAILED TO PARSE\] mmu_valid_gen=\d+ gfn=(\d+) role=(\d+) root_count=\d+ "
+    r"unsync=\d+(?: created=(\d))?\s*$"
+)
+ROLE_LEVEL_MASK = 0xF
+ROLE_DIRECT_BIT = 1 << 7
+
+
+def shadow_page(payload: str) -> tuple[int, int, bool, bool | None] | None:
+    """(gfn, level, direct, created) of a shadow page printout; created is None for zaps."""
+    m = _SP_FTRACE.match(payload)
+    if m:
+        created = None if m.group(5) is None else m.group(5) == "new"
+        return int(m.group(1), 16), int(m.group(2)), m.group(3) is not None, created
+    m = _SP_PLUGIN.match(payload)
+    if m:
+        created = None if m.group(1) is None else m.group(1) == "new"
+        return int(m.group(2), 16), int(m.group(3)), m.group(4) is not None, created
+    m = _SP_RAW.match(payload)
+    if m:
+        role = int(m.group(2))
+        created = None if m.group(3) is None else m.group(3) == "1"
+        return (
+            int(m.group(1)),
+            role & ROLE_LEVEL_MASK,
+            bool(role & ROLE_DIRECT_BIT),
+            created,
+        )
+    return None
+
+
+_NO_FIELDS = {
+    "mm_vmscan_direct_reclaim_begin",
+    "mm_vmscan_direct_reclaim_end",
+    "mm_vmscan_memcg_reclaim_begin",
+    "mm_vmscan_memcg_reclaim_end",
+    "mm_vmscan_memcg_softlimit_reclaim_begin",
+    "mm_vmscan_memcg_softlimit_reclaim_end",
+}
+
+
+def parse_payload(event: str, payload: str) -> tuple[Any, ...] | None:
+    """The values of one event's payload, or None when it matches none of its patterns."""
+    if event in _NO_FIELDS:
+        return ()
+    if event in ("kvm_mmu_get_page", "kvm_mmu_prepare_zap_page"):
+        return shadow_page(payload)
+    for pattern, bases in PATTERNS.get(event, ()):
+        m = pattern.match(payload)
+        if m is None:
+            continue
+        out: list[Any] = []
+        for text, base in zip(m.groups(), bases, strict=True):
+            if base == 0:
+                out.append(text)
+            elif text in (None, ""):
+                out.append(None)
+            else:
+                out.append(int(text, base))
+        return tuple(out)
+    return None
+
+
+# The fast path: "vcpu %u rip 0x%lx address 0x%016llx error_code 0x%llx" and
+# "gfn %llx pfn %llx level %d", tokens separated by single spaces.
+FAST_FORMATS: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
+    "kvm_page_fault": (
+        ("vcpu", "#", "rip", "#", "address", "#", "error_code", "#"),
+        (10, 16, 16, 16),
+    ),
+    "kvm_mmu_spte_requested": (("gfn", "#", "pfn", "#", "level", "#"), (16, 16, 10)),
+}
+"""Token layout ('#' is a number) and the base of each number, per fast event."""
+FAST_VALUES = {"kvm_page_fault": (0, 2, 3), "kvm_mmu_spte_requested": (0, 1, 2)}
+"""Which numbers of the fast layout are the event's FIELDS."""
+
+
+def fast_fields(
+    block: LineBlock, rows: np.ndarray, event: str
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Parse a fast event's payload on ``rows`` with numpy.
+
+    Returns its FIELDS and a mask of the rows it could parse (the others take the line-by-line
+    path).
+    """
+    tokens, bases = FAST_FORMATS[event]
+    buf = block.buf
+    lo = block.msg_start[rows]
+    hi = block.ends[rows]
+    n = len(rows)
+    spaces = block.spaces()
+    first = np.searchsorted(spaces, lo)
+    ok = np.ones(n, dtype=bool)
+    bounds = []
+    start = lo
+    padded = np.append(spaces, np.iinfo(np.int64).max)
+    for k in range(len(tokens)):
+        if k < len(tokens) - 1:
+            end = padded[np.minimum(first + k, len(spaces))]
+            ok &= end < hi
+        else:
+            end = hi
+            ok &= (first + k >= len(spaces)) | (padded[np.minimum(first + k, len(spaces))] >= hi)
+        bounds.append((start, end))
+        start = end + 1
+    values = []
+    for (a, b), word in zip(bounds, tokens, strict=True):
+        if word == "#":
+            continue
+        w = np.frombuffer(word.encode(), dtype=np.uint8)
+        got = _window(buf, a, len(w))
+        ok &= (b - a == len(w)) & np.all(got == w[None, :], axis=1)
+    numbers = [bnd for bnd, word in zip(bounds, tokens, strict=True) if word == "#"]
+    for (a, b), base in zip(numbers, bases, strict=True):
+        if base == 16:
+            has_prefix = np.all(_window(buf, a, 2) == np.frombuffer(b"0x", dtype=np.uint8), axis=1)
+            a = np.where(has_prefix, a + 2, a)
+        value, valid = parse_digits(buf, a, b, 16 if base == 16 else 20, base)
+        ok &= valid
+        values.append(value)
+    picked = [values[i] for i in FAST_VALUES[event]]
+    return picked, ok
