@@ -106,9 +106,47 @@ def run(
         )
         return
     _print_table(docs, caveats(replay))
+    if tf.meta.observed.get("per_vm"):
+        _print_observed(tf.meta.observed, docs)
     note(f"wrote {', '.join(str(out_dir / d['policy']) for d in docs)}")
     if report_path is not None:
         note(f"wrote {report_path} and its PNGs")
+
+
+def _print_observed(observed: dict[str, Any], docs: list[dict[str, Any]]) -> None:
+    """What the kernel's own events said (a converted trace), beside what each replay did."""
+    from rich.console import Console
+    from rich.table import Table
+
+    per_vm = observed["per_vm"]
+
+    def total(prefix: str) -> int:
+        return sum(
+            v for counts in per_vm.values() for k, v in counts.items() if k.startswith(prefix)
+        )
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    table = Table(title="Observed in the log vs replayed", title_justify="left")
+    table.add_column("")
+    table.add_column("log", justify="right")
+    for d in docs:
+        table.add_column(d["policy"], justify="right")
+    scans = observed.get("kvm_shrinker_scans", {})
+    rows = [
+        ("page-table pages allocated", total("sp_new_"), "sps_allocated"),
+        ("page-table pages zapped", total("sp_zapped_"), "sps_zapped"),
+        ("KVM shrinker scan calls", scans.get("calls", 0), "scan_calls"),
+        ("pages freed by the KVM shrinker", scans.get("freed", 0), "pages_freed"),
+    ]
+    for label, seen, key in rows:
+        table.add_row(label, f"{seen:,}", *(f"{d['totals'][key]:,}" for d in docs))
+    console.print(table)
+    console.print(
+        "note: the log counts what this host's kernel did (its MMU mode, its shrinker, all "
+        "zap causes); a replay of a faults-only trace sees only the faults"
+    )
 
 
 def _print_table(docs: list[dict[str, Any]], notes: list[str]) -> None:

@@ -194,12 +194,16 @@ class _FileConverter:
         )
         self.sha = hashlib.sha256()
         self.layouts_seen: dict[str, int] = {}
+        self.cut_line = -1
+        """Number of the log's last line when it has no newline (the capture stopped in it)."""
 
     # -- per line ---------------------------------------------------------------------
     def _where(self, line: int) -> str:
         return f"{self.name}:{line}"
 
     def _bad(self, line: int, text: str, reason: str) -> None:
+        if line == self.cut_line:
+            reason = "truncated last line"
         if self.options.strict:
             raise StrictError(f"{self._where(line)}: {reason}: {text[:160]} (--strict)")
         self.report.malformed(self._where(line), text, reason)
@@ -237,6 +241,8 @@ class _FileConverter:
                 self.layout = "trace-cmd"
         blk = split_block(data, first_line)
         self.info.lines += len(blk)
+        if unterminated:
+            self.cut_line = int(blk.line_no[-1])
         # Lines the fast split left: headers, notices, odd layouts, damage.
         slow_t: list[int] = []
         slow_line_no: list[int] = []
@@ -252,8 +258,7 @@ class _FileConverter:
                     report.lost_events += lost_count(text)
                     report.skipped["lost-events notice"] += 1
                 elif got == "malformed":
-                    last_line = i == len(blk) - 1 and unterminated
-                    self._bad(line, text, "truncated last line" if last_line else "malformed line")
+                    self._bad(line, text, "malformed line")
                 else:
                     report.skipped[f"{got} line"] += 1
                 continue
@@ -264,7 +269,9 @@ class _FileConverter:
             slow_payload.append(got.payload)
 
         rows = _Rows()
-        # Fast-split lines, grouped by their event column.
+        # Events read line by line, dispatched in line order below: reclaim passes depend on
+        # the order of begin, shrinker and end lines.
+        ordered: list[tuple[int, int, str, str, str]] = []
         ok_idx = np.flatnonzero(blk.ok)
         names = [event_name(e) for e in blk.events]
         for eid, (name, perf_style) in enumerate(names):
@@ -280,18 +287,17 @@ class _FileConverter:
             if name in FAST_FORMATS:
                 values, good = fast_fields(blk, sel, name)
                 self._fast_event(rows, blk, name, sel[good], [v[good] for v in values])
-                rest = sel[~good]
-            else:
-                rest = sel
-            for i in rest.tolist():
-                self._slow_event(
-                    rows,
-                    name,
-                    int(blk.t_ns[i]),
+                sel = sel[~good]
+            ordered += [
+                (
                     int(blk.line_no[i]),
+                    int(blk.t_ns[i]),
+                    name,
                     blk.heads[blk.head_id[i]],
                     blk.payload(i),
                 )
+                for i in sel.tolist()
+            ]
         for t, line, head, ev, payload in zip(
             slow_t, slow_line_no, slow_head, slow_event, slow_payload, strict=True
         ):
@@ -302,6 +308,9 @@ class _FileConverter:
                 bucket[name] += 1
                 continue
             report.events[name] += 1
+            ordered.append((line, t, name, head, payload))
+        ordered.sort(key=lambda e: e[0])
+        for line, t, name, head, payload in ordered:
             self._slow_event(rows, name, t, line, head, payload)
         return self._emit(rows, final=False)
 
@@ -786,6 +795,12 @@ def _write(
             report.files.append(conv.info)
         if rows_written == 0:
             raise LogFormatError(_nothing_usable(report))
+        if not report.rows["access"] and registry.vms:
+            raise LogFormatError(
+                f"no guest fault in {report.lines:,} lines ({_seen(report)}){_wrap_hint(report)}; "
+                "replay run needs "
+                "kvm:kvm_page_fault or kvmmmu:kvm_mmu_spte_requested lines"
+            )
         if not registry.vms:
             raise LogFormatError(
                 f"{report.rows['reclaim']:,} reclaim passes but no KVM event in "
@@ -854,6 +869,22 @@ def _trace_columns(
     return values, valid
 
 
+def _seen(report: ConvertReport) -> str:
+    """What a log held, shortly: rows written, malformed and unknown lines."""
+    parts = [f"{k} {v:,}" for k, v in report.rows.items() if v]
+    parts += [f"{k} {v:,}" for k, v in report.skipped.most_common(2)]
+    parts += [f"unknown {k} {v:,}" for k, v in report.unknown_events.most_common(2)]
+    return ", ".join(parts) or "nothing"
+
+
+def _wrap_hint(report: ConvertReport) -> str:
+    """A hint when event lines look broken in two (a mail client wraps long lines)."""
+    cut = sum(v for k, v in report.skipped.items() if k.startswith("unreadable"))
+    if cut and report.skipped["malformed line"] >= cut // 2:
+        return " (lines broken in two, as a mail client wraps them? join them back)"
+    return ""
+
+
 def _nothing_usable(report: ConvertReport) -> str:
     seen = []
     if report.unknown_events:
@@ -867,7 +898,7 @@ def _nothing_usable(report: ConvertReport) -> str:
         seen.append(f"skipped lines ({top})")
     what = "; ".join(seen) or "no event lines"
     return (
-        f"no event a replay can use in {report.lines:,} lines: {what}; capture "
+        f"no event a replay can use in {report.lines:,} lines: {what}{_wrap_hint(report)}; capture "
         "kvm:kvm_page_fault (or kvmmmu:kvm_mmu_spte_requested) and vmscan:mm_shrink_slab_start/end"
     )
 
@@ -905,11 +936,6 @@ def _warnings(
     guesses = report.observed.get("guesses", {})
     for what, n in guesses.items():
         out.append(f"{n:,} reclaim passes: {what}")
-    if not report.rows["access"]:
-        out.append(
-            "no guest faults: replay run needs kvm:kvm_page_fault or "
-            "kvmmmu:kvm_mmu_spte_requested lines"
-        )
     skipped_spte = sum(
         v for k, v in report.skipped.items() if k.startswith("kvm_mmu_spte_requested")
     )

@@ -80,7 +80,7 @@ def _head(task: Task, cpu: int, layout: str) -> str:
     if layout == "ftrace":
         return f"{task.comm:>16}-{task.pid:<7d} ({task.tgid:7d}) [{cpu:03d}] ..... "
     if layout == "perf":
-        return f"{task.comm:>16} {task.tgid:7d}/{task.pid:<7d} [{cpu:03d}] "
+        return f"{task.comm:>16} {task.tgid:5d}/{task.pid:<5d} [{cpu:03d}] "
     return f"{task.comm:>16}-{task.pid:<5d} [{cpu:03d}] "
 
 

@@ -155,8 +155,11 @@ class VmRegistry:
 
     def vm_of(self, task: Task, t_ns: int) -> int:
         """The (provisional) VM index of a task's event; VMs are made on first sight."""
-        config = self.by_thread.get(task.pid) or (
-            self.by_tgid.get(task.tgid) if task.tgid is not None else None
+        # A configured thread, a configured process, or its main thread (pid == tgid).
+        config = (
+            self.by_thread.get(task.pid)
+            or (self.by_tgid.get(task.tgid) if task.tgid is not None else None)
+            or self.by_tgid.get(task.pid)
         )
         if config is not None:
             key: Any = ("config", config.name)
@@ -232,6 +235,16 @@ class VmRegistry:
             mmu = mmu_override or (cfg.mmu_mode if cfg else self.default_mmu)
             root = cfg.root_level if cfg else 4
             specs.append(VmSpec(new_id, v.name, vcpus, mmu, root, slots))
+        seen = {v.name for v in self.vms}
+        for cfg in self.configs:
+            if cfg.name not in seen:
+                # Declared but silent in the log: listed after the VMs that were seen.
+                slots = tuple(s.slot for s in cfg.slots) or inferred_slots(set())
+                mmu = mmu_override or cfg.mmu_mode
+                specs.append(
+                    VmSpec(len(specs), cfg.name, cfg.vcpus or 1, mmu, cfg.root_level, slots)
+                )
+                notes.append(f"VM {cfg.name} of --vm-config has no event in the log")
         return specs, notes
 
 

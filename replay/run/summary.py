@@ -253,6 +253,7 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
         peak_cache_pages=int(cache_total.peak[0]),
         stall_per_freed_page=_per_freed(totals["stall_ns_by_attribution"], flush_ns, freed),
         nr_deferred_final=res.nr_deferred,
+        sps_zapped=int(rem[:, 3].sum()),
     )
     _, fr_vc = groups.of(frees[:, 2], frees[:, 3])
     vcpu_freed = np.bincount(fr_vc, weights=frees[:, 4], minlength=n_vcpus)
@@ -267,6 +268,7 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
         block.update(
             name=vm.name,
             mmu_mode=vm.mmu_mode,
+            sps_zapped=int(rem[rem[:, 2] == vm.id, 3].sum()),
             accesses=sum(counts.accesses[(vm.id, c)] for c in range(vm.vcpus)),
             pages_freed=vm_freed,
             scan_calls=sum(1 for s in scans if vm.id in s.vms),
