@@ -68,7 +68,7 @@ def test_compressed_logs_and_stdin(tmp_path: Path) -> None:
         proc = replay("convert", str(src), "-o", str(tmp_path / f"{src.suffix}.parquet"), "--json")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["rows"]["access"] == 7
-    proc = subprocess.run(
+    piped = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -83,8 +83,8 @@ def test_compressed_logs_and_stdin(tmp_path: Path) -> None:
         capture_output=True,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    assert piped.returncode == 0, piped.stderr
+    doc = json.loads(piped.stdout)
     assert doc["rows"]["access"] == 7
     assert doc["files"][0]["path"] == "<stdin>"
 
