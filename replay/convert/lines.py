@@ -106,38 +106,44 @@ def _first_in_window(window: np.ndarray, byte: int) -> np.ndarray:
     return out
 
 
+_DIGIT_VALUE = np.full(256, 255, dtype=np.uint8)
+_DIGIT_VALUE[48:58] = np.arange(10)
+_DIGIT_VALUE[97:103] = np.arange(10, 16)
+_DIGIT_VALUE[65:71] = np.arange(10, 16)
+"""Value of each byte as a digit (hex letters in either case); 255 for a non-digit."""
+
+
 def parse_digits(
     buf: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: int, base: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unsigned numbers written in block bytes ``[lo, hi)``, and a validity mask.
 
-    At most ``width`` digits; ``buf`` is the padded buffer.
-
-    The digits are gathered right-aligned in a (lines x width) window and weighted by powers of
-    the base; a span that is empty, too long or holds a non-digit is invalid.
+    At most ``width`` digits; ``buf`` is the padded buffer. The digits are gathered
+    right-aligned in a (lines x width) window and decoded by a table. Hexadecimal numbers are
+    packed two digits a byte and read as one big-endian word; decimal ones (at most 15 digits)
+    are weighted by powers of ten in float64, which is exact there. A span that is empty, too
+    long or holds a non-digit is invalid.
     """
     n = len(lo)
     if n == 0:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
+    if base == 16:
+        width = 16
+    elif width > 15:
+        msg = "decimal fields of more than 15 digits are not supported"
+        raise ValueError(msg)
     length = hi - lo
     valid = (length > 0) & (length <= width)
-    k = np.arange(width, dtype=np.int64)
-    used = k[None, :] < length[:, None]
-    # Column k holds the k-th digit from the right.
-    raw = _window(buf, hi - width, width)[:, ::-1].astype(np.int64)
-    digit = raw - 48
+    digits = _DIGIT_VALUE[_window(buf, hi - width, width)]
+    leading = np.arange(width)[None, :] < (width - length)[:, None]
+    digits[leading] = 0
+    valid &= (digits < base).all(axis=1)
     if base == 16:
-        lower = raw | 0x20
-        hexa = (lower >= 97) & (lower <= 102)
-        digit = np.where(hexa, lower - 87, digit)
-        good = (digit >= 0) & (digit < 16) & ((raw <= 57) | hexa)
+        packed = (digits[:, 0::2] << 4) | digits[:, 1::2]
+        value: np.ndarray = np.ascontiguousarray(packed).view(">u8").ravel().astype(np.uint64)
     else:
-        good = (digit >= 0) & (digit < 10)
-    valid &= np.all(good | ~used, axis=1)
-    weights = (np.uint64(base) ** k.astype(np.uint64)).astype(np.uint64)
-    value = (np.where(used, digit, 0).astype(np.uint64) * weights[None, :]).sum(
-        axis=1, dtype=np.uint64
-    )
+        weights = 10.0 ** np.arange(width - 1, -1, -1)
+        value = (digits @ weights).astype(np.uint64)
     return value, valid
 
 

@@ -303,7 +303,7 @@ def fast_fields(
         if base == 16:
             has_prefix = np.all(_window(buf, a, 2) == np.frombuffer(b"0x", dtype=np.uint8), axis=1)
             a = np.where(has_prefix, a + 2, a)
-        value, valid = parse_digits(buf, a, b, 16 if base == 16 else 20, base)
+        value, valid = parse_digits(buf, a, b, 16 if base == 16 else 10, base)
         ok &= valid
         values.append(value)
     picked = [values[i] for i in FAST_VALUES[event]]
