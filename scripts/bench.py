@@ -5,6 +5,7 @@ Usage::
     python scripts/bench.py synth [--events 20000000] [--scenario legacy-mmu-pressure]
     python scripts/bench.py replay [--accesses 50000000] [--slice 1000000]
     python scripts/bench.py compare [--accesses 50000000] [--keep DIR]
+    python scripts/bench.py convert [--lines 5000000] [--keep DIR]
 
 ``synth`` generates a trace with ``replay synth``'s code path (Parquet write included), prints
 events per second and the peak resident memory of a child process that does only that, and
@@ -14,6 +15,10 @@ compares with pyarrow alone writing the same table, measured in the same run.
 vectorized engine on the same 1-million-access trace (accesses per second, ratio); the whole
 ``replay run --policy zap`` command on a large trace against pyarrow's ``read_table`` of the
 columns the engine needs; the engine's own throughput; and peak memory at two trace lengths.
+
+``convert`` renders legacy-mmu-pressure as a 5-million-line ftrace log (``replay synth --as``)
+and times ``replay convert`` of it in a fresh process (lines per second, peak memory at 1 and 5
+million lines), next to ``wc -l`` of the same file.
 
 ``compare`` replays a large trace under the three policies once, then times ``replay diff``
 (with and without the fault-level output) and ``replay report`` of the three runs, each as a
@@ -313,6 +318,77 @@ def bench_compare(accesses: int, keep: Path | None, repeat: int) -> None:
             )
 
 
+def _child_convert(log: str, out: str) -> None:
+    """``replay convert`` of one log in this process: wall time and peak RSS."""
+    from replay.cli import main as cli_main
+
+    sys.argv = ["replay", "convert", log, "-o", out, "--force", "--json"]
+    t0 = time.perf_counter()
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as buf:
+            cli_main()
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    wall = time.perf_counter() - t0
+    doc = json.loads(buf.getvalue())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "lines": doc["lines"], "peak_mib": peak}))
+
+
+def bench_convert(lines: int, keep: Path | None, repeat: int) -> None:
+    """`replay convert` of a rendered ftrace log, next to `wc -l` of the same file."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = keep or Path(tmp_name)
+        logs = {}
+        for n in (lines // 5, lines):
+            log = tmp / f"legacy-{n}.ftrace.txt"
+            if not log.exists():
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "replay",
+                        "synth",
+                        "legacy-mmu-pressure",
+                        "--accesses",
+                        str(n),
+                        "--as",
+                        "ftrace",
+                        "-o",
+                        str(log),
+                    ],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            logs[n] = log
+        big = logs[lines]
+        size = big.stat().st_size
+        t0 = time.perf_counter()
+        subprocess.run(["wc", "-l", str(big)], check=True, stdout=subprocess.DEVNULL)
+        wc = time.perf_counter() - t0
+        print(
+            f"rendered ftrace log: {lines:,} kvm_page_fault lines + passes, {size / 2**20:,.0f} MiB"
+        )
+        print(f"  wc -l: {wc:.2f} s")
+        for i in range(repeat):
+            r = _run_child("convert", str(big), str(tmp / "big.parquet"))
+            print(
+                f"  replay convert run {i + 1}: {r['wall_s']:.2f} s = "
+                f"{r['lines'] / r['wall_s'] / 1e6:.2f} M lines/s (target >= 1 M lines/s); "
+                f"peak RSS {r['peak_mib']:.0f} MiB"
+            )
+        small = _run_child("convert", str(logs[lines // 5]), str(tmp / "small.parquet"))
+        print(
+            f"  peak RSS at {small['lines']:,} lines: {small['peak_mib']:.0f} MiB "
+            "(memory must not grow with the log)"
+        )
+
+
 def pq_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -334,6 +410,8 @@ def main() -> None:
             _child_engine_after_read(rest[0])
         elif kind == "run":
             _child_run(rest[0], rest[1])
+        elif kind == "convert":
+            _child_convert(rest[0], rest[1])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -349,7 +427,14 @@ def main() -> None:
     c.add_argument("--accesses", type=int, default=50_000_000)
     c.add_argument("--repeat", type=int, default=2)
     c.add_argument("--keep", type=Path, help="folder to keep (and reuse) the trace and runs")
+    v = sub.add_parser("convert", help="replay convert of a rendered ftrace log vs wc -l")
+    v.add_argument("--lines", type=int, default=5_000_000)
+    v.add_argument("--repeat", type=int, default=2)
+    v.add_argument("--keep", type=Path, help="folder to keep (and reuse) the rendered logs")
     args = parser.parse_args()
+    if args.what == "convert":
+        bench_convert(args.lines, args.keep, args.repeat)
+        return
     if args.what == "synth":
         bench_synth(args.scenario, args.events, args.repeat)
     elif args.what == "compare":

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.convert.layout import LAYOUTS, Task, event_name, lost_count, parse_task, slow_line
-from replay.convert.lines import split_block
+from replay.convert.lines import few_distinct, split_block
 from replay.convert.passes import Pass, PassBuilder
 from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, fast_fields, parse_payload
 from replay.convert.source import LogFormatError, read_blocks
@@ -163,6 +163,77 @@ class _Rows:
         return out
 
 
+@dataclass
+class _Prepared:
+    """A block split into lines, with the payloads of the fast events already parsed.
+
+    Made on the reading thread (numpy releases the GIL), so that it overlaps with the
+    converter's own work on the previous block.
+    """
+
+    blk: Any
+    unterminated: bool
+    selections: dict[int, np.ndarray]
+    """Fast-split line indices of each event column."""
+    fast: dict[int, tuple[list[np.ndarray], np.ndarray]]
+    """Parsed values and validity of each fast event column."""
+
+
+def _prepare(data: bytes, first_line: int, unterminated: bool) -> _Prepared:
+    blk = split_block(data, first_line)
+    ok_idx = np.flatnonzero(blk.ok)
+    selections: dict[int, np.ndarray] = {}
+    fast: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}
+    ids = blk.event_id[ok_idx]
+    for eid, column in enumerate(blk.events):
+        sel = ok_idx[ids == eid] if len(blk.events) > 1 else ok_idx
+        selections[eid] = sel
+        name = event_name(column)[0]
+        if name in FAST_FORMATS and len(sel):
+            fast[eid] = fast_fields(blk, sel, name)
+    return _Prepared(blk, unterminated, selections, fast)
+
+
+PREPARE_THREADS = 2
+"""Blocks split at once (numpy releases the GIL, so they run on both cores)."""
+PREPARE_AHEAD = 4
+"""Blocks read and being split ahead of the converter (bounds memory: 16 MiB each)."""
+
+
+def _prepared_blocks(path: str, sha: Any) -> Iterator[_Prepared]:
+    """Blocks of a log, split on worker threads a few blocks ahead, handed out in order."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    next_line = 1
+
+    def numbered(prepared: _Prepared) -> _Prepared:
+        # Blocks are split apart from each other; their lines are numbered here, in order.
+        nonlocal next_line
+        prepared.blk.line_no += next_line
+        next_line += len(prepared.blk)
+        return prepared
+
+    with (
+        ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="convert") as pool,
+        ThreadPoolExecutor(1, thread_name_prefix="convert-sha") as hasher,  # in file order
+    ):
+        pending: deque[Any] = deque()
+        try:
+            for block in read_blocks(path):
+                pending.append(hasher.submit(sha.update, block.data))
+                pending.append(pool.submit(_prepare, block.data, 0, block.unterminated))
+                if len(pending) >= 2 * PREPARE_AHEAD:
+                    pending.popleft().result()
+                    yield numbered(pending.popleft().result())
+            while pending:
+                pending.popleft().result()
+                yield numbered(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 class _FileConverter:
     """Reads one log file and produces its trace rows in time order."""
 
@@ -233,13 +304,14 @@ class _FileConverter:
             self.layout = "perf" if perf_style else (self.layout or "ftrace")
 
     # -- per block --------------------------------------------------------------------
-    def block_rows(self, data: bytes, first_line: int, unterminated: bool) -> dict[str, np.ndarray]:
+    def block_rows(self, prepared: _Prepared) -> dict[str, np.ndarray]:
         report = self.report
-        if first_line == 1 and self.layout is None:
-            opening = data[:64].lstrip()
+        blk = prepared.blk
+        unterminated = prepared.unterminated
+        if int(blk.line_no[0]) == 1 and self.layout is None:
+            opening = blk.data[:64].lstrip()
             if opening.startswith(b"cpus="):
                 self.layout = "trace-cmd"
-        blk = split_block(data, first_line)
         self.info.lines += len(blk)
         if unterminated:
             self.cut_line = int(blk.line_no[-1])
@@ -272,10 +344,9 @@ class _FileConverter:
         # Events read line by line, dispatched in line order below: reclaim passes depend on
         # the order of begin, shrinker and end lines.
         ordered: list[tuple[int, int, str, str, str]] = []
-        ok_idx = np.flatnonzero(blk.ok)
         names = [event_name(e) for e in blk.events]
         for eid, (name, perf_style) in enumerate(names):
-            sel = ok_idx[blk.event_id[ok_idx] == eid]
+            sel = prepared.selections[eid]
             if not len(sel):
                 continue
             self._note_layout(perf_style, int(blk.line_no[sel[0]]), "")
@@ -284,8 +355,8 @@ class _FileConverter:
                 bucket[name] += len(sel)
                 continue
             report.events[name] += len(sel)
-            if name in FAST_FORMATS:
-                values, good = fast_fields(blk, sel, name)
+            if eid in prepared.fast:
+                values, good = prepared.fast[eid]
                 self._fast_event(rows, blk, name, sel[good], [v[good] for v in values])
                 sel = sel[~good]
             ordered += [
@@ -332,40 +403,50 @@ class _FileConverter:
         heads = blk.head_id[sel]
         t = blk.t_ns[sel]
         lines = blk.line_no[sel]
-        # Resolve the few distinct tasks in Python, the rest as arrays.
-        vm = np.empty(len(sel), dtype=np.int64)
-        vcpu = np.empty(len(sel), dtype=np.int64)
-        keep = np.ones(len(sel), dtype=bool)
-        field_vcpu = values[0].astype(np.int64) if name == "kvm_page_fault" else None
-        distinct, first_row = np.unique(heads, return_index=True)
-        for h in distinct[np.argsort(first_row)].tolist():  # in order of first appearance
-            mask = heads == h
-            head = blk.heads[h]
-            task = self._task(head, int(lines[mask][0]))
+        # Resolve the block's few distinct tasks in Python (head ids number them in order of
+        # first appearance), then map every line through small tables.
+        n_heads = len(blk.heads)
+        first_row = np.full(n_heads, len(sel), dtype=np.int64)
+        first_row[heads[::-1]] = np.arange(len(sel) - 1, -1, -1)
+        vm_of_head = np.full(n_heads, -1, dtype=np.int64)
+        vcpu_of_head = np.full(n_heads, -1, dtype=np.int64)
+        tasks: dict[int, Task] = {}
+        for h in np.argsort(first_row, kind="stable").tolist():
+            j = int(first_row[h])
+            if j >= len(sel):
+                continue  # a task with no line of this event
+            task = self._task(blk.heads[h], int(lines[j]))
             if task is None:
-                for j in np.flatnonzero(mask)[:EXAMPLES].tolist():
-                    self._bad(int(lines[j]), head, "unreadable task column")
-                self.report.skipped["unreadable task column"] += int(mask.sum()) - min(
-                    int(mask.sum()), EXAMPLES
-                )
-                keep &= ~mask
+                bad = np.flatnonzero(heads == h)
+                for k in bad[:EXAMPLES].tolist():
+                    self._bad(int(lines[k]), blk.heads[h], "unreadable task column")
+                self.report.skipped["unreadable task column"] += max(0, len(bad) - EXAMPLES)
                 continue
-            v = self.registry.vm_of(task, int(t[mask][0]))
-            vm[mask] = v
-            if field_vcpu is not None:
-                fv = field_vcpu[mask]
-                for c in np.unique(fv).tolist():
-                    self.registry.vcpu_of(v, task, int(c))
-                vcpu[mask] = fv
-            else:
-                vcpu[mask] = self.registry.vcpu_of(v, task, None)
+            tasks[h] = task
+            vm_of_head[h] = self.registry.vm_of(task, int(t[j]))
+        vm = vm_of_head[heads]
+        keep = vm >= 0
+        if name == "kvm_page_fault":
+            vcpu = values[0].astype(np.int64)
+            # Every (task, vcpu field) pair once, for the registry's vCPU table.
+            top = int(vcpu.max(initial=0)) + 1
+            pairs = np.flatnonzero(np.bincount(heads[keep] * top + vcpu[keep]))
+            for h, c in zip((pairs // top).tolist(), (pairs % top).tolist(), strict=True):
+                self.registry.vcpu_of(int(vm_of_head[h]), tasks[h], c)
+        else:
+            for h, task in tasks.items():
+                vcpu_of_head[h] = self.registry.vcpu_of(int(vm_of_head[h]), task, None)
+            vcpu = vcpu_of_head[heads]
         if name == "kvm_page_fault":
             gpa = values[1]
             op = self._ops(values[2])
         else:
             gpa = values[0] << np.uint64(12)
             op = np.full(len(sel), OP_CODE["read"], dtype=np.int64)
-        self._accesses(rows, t[keep], lines[keep], vm[keep], vcpu[keep], gpa[keep], op[keep])
+        if keep.all():
+            self._accesses(rows, t, lines, vm, vcpu, gpa, op)
+        else:
+            self._accesses(rows, t[keep], lines[keep], vm[keep], vcpu[keep], gpa[keep], op[keep])
 
     def _ops(self, error_code: np.ndarray) -> np.ndarray:
         """Access types (read / write / exec) from fault error codes (KERNEL-NOTES.md §6)."""
@@ -514,8 +595,14 @@ class _FileConverter:
         if self.pending is not None:
             cols = {k: np.concatenate([self.pending[k], cols[k]]) for k in cols}
             self.pending = None
-        order = np.lexsort((cols["line"], cols["t_ns"]))
-        cols = {k: v[order] for k, v in cols.items()}
+        t, line = cols["t_ns"], cols["line"]
+        # Rows come nearly in order (the fast path's in line order, a few others after):
+        # sort only when they are not.
+        if len(t) > 1 and not (
+            np.all((t[1:] > t[:-1]) | ((t[1:] == t[:-1]) & (line[1:] >= line[:-1])))
+        ):
+            order = np.lexsort((line, t))
+            cols = {k: v[order] for k, v in cols.items()}
         hold = None if final else self.passes.earliest_open()
         if hold is not None:
             cut = int(np.searchsorted(cols["t_ns"], hold, side="left"))
@@ -554,9 +641,8 @@ class _FileConverter:
 
     def rows(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield the file's trace rows, block by block, in time order."""
-        for block in read_blocks(self.path):
-            self.sha.update(block.data)
-            yield self.block_rows(block.data, block.first_line, block.unterminated)
+        for prepared in _prepared_blocks(self.path, self.sha):
+            yield self.block_rows(prepared)
         yield self._emit(_Rows(), final=True)
         self.info.sha256 = self.sha.hexdigest()
         self.info.layout = self.layout or "unknown"

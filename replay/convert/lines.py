@@ -68,7 +68,7 @@ class LineBlock:
         return self.data[self.msg_start[i] : self.ends[i]].decode("utf-8", "replace")
 
 
-PAD = 64
+PAD = 256
 """Zero bytes on each side of a block's buffer, so that every window stays inside it."""
 
 
@@ -86,7 +86,8 @@ def _window(padded: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
     bytes per row, no index matrix.
     """
     view = np.lib.stride_tricks.sliding_window_view(padded, width)
-    out: np.ndarray = view[np.clip(at + PAD, 0, len(padded) - width)]
+    # Callers stay within PAD bytes of the block, so no clipping is needed.
+    out: np.ndarray = view[at + PAD]
     return out
 
 
@@ -128,7 +129,7 @@ def parse_digits(
     if n == 0:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
     if base == 16:
-        width = 16
+        width = 8 if width <= 8 else 16
     elif width > 15:
         msg = "decimal fields of more than 15 digits are not supported"
         raise ValueError(msg)
@@ -140,7 +141,8 @@ def parse_digits(
     valid &= (digits < base).all(axis=1)
     if base == 16:
         packed = (digits[:, 0::2] << 4) | digits[:, 1::2]
-        value: np.ndarray = np.ascontiguousarray(packed).view(">u8").ravel().astype(np.uint64)
+        word = ">u8" if width == 16 else ">u4"
+        value: np.ndarray = np.ascontiguousarray(packed).view(word).ravel().astype(np.uint64)
     else:
         weights = 10.0 ** np.arange(width - 1, -1, -1)
         value = (digits @ weights).astype(np.uint64)
@@ -155,8 +157,10 @@ the length; a collision there is checked when the text is decoded)."""
 def _segment_keys(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """A hash of each ``buf[lo:hi]``, the same wherever the segment sits in the block."""
     length = hi - lo
-    window = _window(buf, lo, SEGMENT_WIDTH)
-    window = np.where(np.arange(SEGMENT_WIDTH)[None, :] < length[:, None], window, 0)
+    longest = int(length.max()) if len(length) else 0
+    width = min(SEGMENT_WIDTH, max(8, -(-longest // 8) * 8))
+    window = _window(buf, lo, width)
+    window = np.where(np.arange(width)[None, :] < length[:, None], window, 0)
     words = np.ascontiguousarray(window.astype(np.uint8)).view(np.uint64)
     mix = np.uint64(0x9E3779B97F4A7C15)
     key = length.astype(np.uint64)
@@ -168,19 +172,312 @@ def _segment_keys(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     return out
 
 
+def _word(buf: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The 8 bytes at each ``at`` as one little-endian word."""
+    out: np.ndarray = _window(buf, at, 8).view("<u8").ravel()
+    return out
+
+
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
+"""Masks keeping the low k bytes of a word."""
+
+
+def _mix(*words: np.ndarray) -> np.ndarray:
+    key = np.zeros(len(words[0]), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for w in words:
+            key = (key ^ w) * np.uint64(0x9E3779B97F4A7C15)
+            key ^= key >> np.uint64(29)
+    return key
+
+
+def _quick_keys(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A hash of each segment from a few of its words, and a check hash from others.
+
+    The key reads the first, middle and last 8 bytes (all of a segment up to 24 bytes); the
+    check reads the words at 8 and 16 bytes from each end. Segments with equal keys but
+    different checks are told apart by :func:`_distinct` with a full hash.
+    """
+    length = hi - lo
+    short = np.minimum(length, 8)
+    first = _word(buf, lo) & _LOW_BYTES[np.maximum(short, 0)]
+    last = np.where(length >= 8, _word(buf, hi - 8), 0)
+    middle = np.where(length >= 16, _word(buf, lo + length // 2 - 4), 0)
+    key = _mix(length.astype(np.uint64), first, last, middle)
+    check = _mix(
+        np.where(length >= 16, _word(buf, lo + 8), 0),
+        np.where(length >= 24, _word(buf, hi - 16), 0),
+    )
+    return key, check
+
+
+FEW = 64
+"""Distinct values counted by repeated comparison before falling back to a sort."""
+
+
+_BUCKETS = 8191
+"""Hash buckets for counting distinct values (a prime; values are few)."""
+
+
+def few_distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of ``keys`` numbered in order of first appearance, and each id's first index.
+
+    Task and event columns take a few distinct values over many lines. Each key goes to a
+    bucket; when every key equals its bucket's first key (no two values share a bucket), the
+    buckets are the values: a few passes, no sort. Otherwise ``np.unique`` decides.
+    """
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    bucket = (keys % np.uint64(_BUCKETS)).astype(np.int64)
+    first_in_bucket = np.full(_BUCKETS, n, dtype=np.int64)
+    # Assigned in reverse, so the first line of each bucket is written last and stays.
+    first_in_bucket[bucket[::-1]] = np.arange(n - 1, -1, -1)
+    if np.array_equal(keys[first_in_bucket[bucket]], keys):
+        used = np.flatnonzero(first_in_bucket < n)
+        firsts = first_in_bucket[used]
+        order = np.argsort(firsts, kind="stable")
+        rank = np.full(_BUCKETS, -1, dtype=np.int64)
+        rank[used[order]] = np.arange(len(used))
+        return rank[bucket], firsts[order]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse].astype(np.int64), first[order].astype(np.int64)
+
+
 def _distinct(
-    data: bytes, keys: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    data: bytes, buf: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, list[str]]:
     """Ids of distinct segments, and each one's text (stripped)."""
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    keys, check = _quick_keys(buf, lo, hi)
+    ids, first = few_distinct(keys)
+    if np.any(check != check[first][ids]) or (hi - lo).max(initial=0) > 3 * 8 + 16:
+        ids, first = few_distinct(_segment_keys(buf, lo, hi))
     texts = [data[lo[i] : hi[i]].decode("utf-8", "replace").strip() for i in first.tolist()]
-    return inverse.astype(np.int64), texts
+    return ids, texts
 
 
 TS_WINDOW = 24
 """Bytes before a time stamp's ": " searched for its start (seconds and up to 9 decimals)."""
 BRACKET_WINDOW = 24
 """Bytes before a time stamp searched for ``[CPU]`` (flags and padding lie between)."""
+HEAD_WINDOW = 160
+"""Bytes from a line's start searched for its first two ": " on the general path."""
+EVENT_WINDOW = 48
+"""Bytes after the time stamp searched for the end of the event column."""
+SAMPLE_LINES = 512
+"""Lines read on the general path to learn a block's column geometry."""
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """What the splitter finds on each line of a subset (``ok`` marks success)."""
+
+    ok: np.ndarray
+    t_ns: np.ndarray
+    cpu: np.ndarray
+    head_end: np.ndarray
+    event_lo: np.ndarray
+    event_hi: np.ndarray
+    msg_start: np.ndarray
+
+
+def _first_pair(
+    window: np.ndarray, first: int, second: int, skip: np.ndarray | None = None
+) -> np.ndarray:
+    """Column of the first ``first`` byte followed by ``second`` in each row (-1 when none)."""
+    hit = (window[:, :-1] == first) & (window[:, 1:] == second)
+    if skip is not None:
+        hit &= np.arange(hit.shape[1])[None, :] >= skip[:, None]
+    out: np.ndarray = np.where(hit.any(axis=1), np.argmax(hit, axis=1), -1)
+    return out
+
+
+def _timestamp(buf: np.ndarray, p1: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Time stamps ending at ``p1``: ns, validity, and where each starts."""
+    before = _window(buf, p1 - TS_WINDOW, TS_WINDOW)
+    space = _last_in_window(before, SPACE)
+    ts_start = p1 - TS_WINDOW + space + 1
+    dot_col = _last_in_window(before, DOT)
+    dot = p1 - TS_WINDOW + dot_col
+    ok = (space >= 0) & (dot_col > space) & (ts_start > starts)
+    seconds, ok_s = parse_digits(buf, ts_start, np.where(ok, dot, ts_start), MAX_INT_DIGITS)
+    frac, ok_f = parse_digits(buf, dot + 1, np.where(ok, p1, dot + 1), MAX_FRACTION_DIGITS)
+    digits = p1 - dot - 1
+    scale = 10 ** np.clip(MAX_FRACTION_DIGITS - digits, 0, MAX_FRACTION_DIGITS)
+    t = seconds.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64) * scale
+    return t, ok & ok_s & ok_f, ts_start
+
+
+def _msg_start(buf: np.ndarray, p2: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Where a payload starts: after the event's ": " and any padding (trace-cmd's)."""
+    out: np.ndarray = np.minimum(p2 + 2, ends)
+    padded = np.flatnonzero(buf[out + PAD] == SPACE)
+    if len(padded):
+        at = out[padded]
+        first_char = np.argmax(_window(buf, at, MSG_PAD) != SPACE, axis=1)
+        out[padded] = np.minimum(at + first_char, ends[padded])
+    return out
+
+
+def _general(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _Fields:
+    """Split any line: search for the first two ": " and read back from the first."""
+    head = _window(buf, starts, HEAD_WINDOW)
+    limit = np.minimum(ends - starts, HEAD_WINDOW)
+    head = np.where(np.arange(HEAD_WINDOW)[None, :] < limit[:, None], head, 0)
+    c1 = _first_pair(head, COLON, SPACE)
+    p1 = starts + c1
+    t_ns, ok, ts_start = _timestamp(buf, p1, starts)
+    ok &= c1 >= 0
+    # A trace-cmd instance prefix ("name: ") comes before the time stamp: try the next ": ".
+    retry = ~ok & (c1 >= 0)
+    if retry.any():
+        c1b = _first_pair(head, COLON, SPACE, skip=c1 + 2)
+        p1b = starts + c1b
+        t_b, ok_b, ts_b = _timestamp(buf, p1b, starts)
+        ok_b &= c1b >= 0
+        c1 = np.where(retry, c1b, c1)
+        p1 = np.where(retry, p1b, p1)
+        t_ns = np.where(retry, t_b, t_ns)
+        ts_start = np.where(retry, ts_b, ts_start)
+        ok = np.where(retry, ok_b, ok)
+    c2 = _first_pair(head, COLON, SPACE, skip=c1 + 2)
+    ok &= (c2 > c1) & (c1 >= 0)
+    p2 = starts + c2
+    # [CPU] is the last "[...]" before the time stamp.
+    before_ts = _window(buf, ts_start - BRACKET_WINDOW, BRACKET_WINDOW)
+    open_col = _last_in_window(before_ts, OPEN)
+    close_col = _last_in_window(before_ts, CLOSE)
+    bracket = ts_start - BRACKET_WINDOW + open_col
+    close = ts_start - BRACKET_WINDOW + close_col
+    ok &= (open_col >= 0) & (close_col > open_col) & (bracket >= starts)
+    cpu, ok_cpu = parse_digits(buf, bracket + 1, close, 5)
+    ok &= ok_cpu
+    return _Fields(ok, t_ns, cpu.astype(np.int64), bracket, p1 + 2, p2, _msg_start(buf, p2, ends))
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Columns most lines of a block share: the tools pad their fields to fixed widths."""
+
+    colon: int
+    """Column of the ": " after the time stamp."""
+    dot: int
+    """Column of the time stamp's decimal point."""
+    bracket: int
+    """Column of the "[" that opens the CPU."""
+    close: int
+    """Column of the "]" that closes it."""
+    event_width: int
+    """Bytes searched for the end of the event column (its longest in the sample, and some)."""
+
+
+SECONDS_COLUMNS = 5
+"""Columns before the decimal point read as seconds on the fixed path (`%5lu`, space-padded)."""
+
+
+def _learn(fields: _Fields, starts: np.ndarray, buf: np.ndarray) -> _Geometry | None:
+    """The most common column layout among lines the general path split."""
+    ok = fields.ok
+    if not ok.any():
+        return None
+    s = starts[ok]
+    colon = fields.event_lo[ok] - 2 - s
+    bracket = fields.head_end[ok] - s
+    values, counts = np.unique(np.stack([colon, bracket]), axis=1, return_counts=True)
+    c, b = values[:, int(np.argmax(counts))].tolist()
+    row = int(np.flatnonzero((colon == c) & (bracket == b))[0])
+    line = buf[s[row] + PAD : s[row] + PAD + c + 1].tobytes()
+    dot = line.rfind(b".", 0, c)
+    close = line.find(b"]", b)
+    if dot < 0 or close < 0 or c - dot - 1 not in (6, 9) or dot - SECONDS_COLUMNS <= close:
+        return None
+    longest = int((fields.event_hi[ok] - fields.event_lo[ok]).max())
+    return _Geometry(c, dot, b, close, min(EVENT_WINDOW, longest + 8))
+
+
+def _fixed_number(
+    buf: np.ndarray, at: np.ndarray, width: int, pad_ok: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decimal numbers in ``width`` columns from ``at`` (left-padded with spaces if allowed)."""
+    table = _DIGIT_OR_SPACE if pad_ok else _DIGIT_VALUE
+    digits = table[_window(buf, at, width)]
+    valid = (digits < 10).all(axis=1)
+    value = np.where(digits < 10, digits, 0) @ (10.0 ** np.arange(width - 1, -1, -1))
+    return value, valid
+
+
+_DIGIT_OR_SPACE = _DIGIT_VALUE.copy()
+_DIGIT_OR_SPACE[SPACE] = 0
+
+
+def _words_key(window: np.ndarray, length: np.ndarray | int) -> np.ndarray:
+    """Exact hash of each row's first ``length`` bytes (rows of a window)."""
+    width = -(-window.shape[1] // 8) * 8
+    rows = np.zeros((window.shape[0], width), dtype=np.uint8)
+    rows[:, : window.shape[1]] = window
+    if np.ndim(length) == 0:
+        rows[:, int(length) :] = 0
+    else:
+        rows[np.arange(width)[None, :] >= np.asarray(length)[:, None]] = 0
+    words = rows.view("<u8")
+    return _mix(np.broadcast_to(np.asarray(length, dtype=np.uint64), (len(rows),)), *words.T)
+
+
+@dataclass(frozen=True)
+class _FixedFields(_Fields):
+    head_key: np.ndarray
+    event_key: np.ndarray
+
+
+def _fixed(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, geo: _Geometry) -> _FixedFields:
+    """Split lines that follow the block's geometry: every field at a known column.
+
+    One window of each line's first columns holds the task, the CPU and the time stamp; a
+    second, after the time stamp, the event name.
+    """
+    c, d, b, e = geo.colon, geo.dot, geo.bracket, geo.close
+    prefix = _window(buf, starts, c + 2)
+    ok = (ends - starts > c + 2) & (prefix[:, c] == COLON) & (prefix[:, c + 1] == SPACE)
+    ok &= (prefix[:, d] == DOT) & (prefix[:, b] == OPEN) & (prefix[:, e] == CLOSE)
+    ok &= prefix[:, d - SECONDS_COLUMNS - 1] == SPACE  # seconds of more digits shift the colon
+    # Seconds (space-padded), the point, the decimals, weighted in float64 (exact: at most
+    # 5 + 9 digits).
+    decimals = c - d - 1
+    width = SECONDS_COLUMNS + 1 + decimals
+    stamp = _DIGIT_OR_SPACE[prefix[:, d - SECONDS_COLUMNS : c]]
+    stamp[:, SECONDS_COLUMNS] = 0
+    ok &= (stamp < 10).all(axis=1) & (prefix[:, d - 1] != SPACE)
+    place = np.concatenate(
+        [np.arange(SECONDS_COLUMNS - 1, -1, -1) + 9, [0], 8 - np.arange(decimals)]
+    )
+    weights = np.where(np.arange(width) == SECONDS_COLUMNS, 0.0, 10.0**place)
+    t_ns = (np.where(stamp < 10, stamp, 0) @ weights).astype(np.int64)
+    cpu_digits = _DIGIT_VALUE[prefix[:, b + 1 : e]]
+    ok &= (cpu_digits < 10).all(axis=1)
+    cpu = np.where(cpu_digits < 10, cpu_digits, 0) @ (10.0 ** np.arange(e - b - 2, -1, -1))
+    head_key = _words_key(prefix[:, :b], b)
+    # The event column ends at the next ": ".
+    ev = _window(buf, starts + c + 2, geo.event_width)
+    ev_len = _first_pair(ev, COLON, SPACE)
+    ok &= ev_len > 0
+    event_key = _words_key(ev, np.maximum(ev_len, 0))
+    event_lo = starts + c + 2
+    event_hi = event_lo + np.maximum(ev_len, 0)
+    ok &= event_hi + 2 <= ends
+    return _FixedFields(
+        ok,
+        t_ns,
+        cpu.astype(np.int64),
+        starts + b,
+        event_lo,
+        event_hi,
+        _msg_start(buf, event_hi, ends),
+        head_key,
+        event_key,
+    )
 
 
 def split_block(data: bytes, first_line: int) -> LineBlock:
@@ -195,65 +492,50 @@ def split_block(data: bytes, first_line: int) -> LineBlock:
     # A carriage return before the newline is not part of the line.
     ends = ends - ((ends > starts) & (buf[ends - 1 + PAD] == CR))
     line_no = first_line + np.arange(n, dtype=np.int64)
-    colon_space = np.flatnonzero((raw[:-1] == COLON) & (raw[1:] == SPACE)).astype(np.int64)
-    padded_cs = np.append(colon_space, np.iinfo(np.int64).max)
 
-    def timestamp(p1: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Time stamps ending at ``p1``: ns, validity, and where each starts."""
-        before = _window(buf, p1 - TS_WINDOW, TS_WINDOW)
-        space = _last_in_window(before, SPACE)
-        ts_start = p1 - TS_WINDOW + space + 1
-        dot_col = _last_in_window(before, DOT)
-        dot = p1 - TS_WINDOW + dot_col
-        ok = (space >= 0) & (dot_col > space) & (ts_start > starts) & (p1 < ends)
-        seconds, ok_s = parse_digits(buf, ts_start, np.where(ok, dot, ts_start), MAX_INT_DIGITS)
-        frac, ok_f = parse_digits(buf, dot + 1, np.where(ok, p1, dot + 1), MAX_FRACTION_DIGITS)
-        digits = p1 - dot - 1
-        scale = 10 ** np.clip(MAX_FRACTION_DIGITS - digits, 0, MAX_FRACTION_DIGITS)
-        t = seconds.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64) * scale
-        return t, ok & ok_s & ok_f, ts_start
-
-    # The first ": " ends the time stamp; a trace-cmd instance prefix ("name: ") may come first.
-    i_cs = np.searchsorted(colon_space, starts)
-    p1 = padded_cs[np.minimum(i_cs, len(colon_space))]
-    t_ns, ok, ts_start = timestamp(p1)
-    retry = ~ok & (p1 < ends)
-    if retry.any():
-        i_cs = np.where(retry, i_cs + 1, i_cs)
-        p1b = padded_cs[np.minimum(i_cs, len(colon_space))]
-        t_b, ok_b, ts_b = timestamp(p1b)
-        p1 = np.where(retry, p1b, p1)
-        t_ns = np.where(retry, t_b, t_ns)
-        ts_start = np.where(retry, ts_b, ts_start)
-        ok = np.where(retry, ok_b, ok)
-    p2 = padded_cs[np.minimum(i_cs + 1, len(colon_space))]
-    ok &= p2 < ends
-    # [CPU] is the last "[...]" before the time stamp.
-    before_ts = _window(buf, ts_start - BRACKET_WINDOW, BRACKET_WINDOW)
-    open_col = _last_in_window(before_ts, OPEN)
-    close_col = _last_in_window(before_ts, CLOSE)
-    bracket = ts_start - BRACKET_WINDOW + open_col
-    close = ts_start - BRACKET_WINDOW + close_col
-    ok &= (open_col >= 0) & (close_col > open_col) & (bracket >= starts)
-    cpu, ok_cpu = parse_digits(buf, bracket + 1, close, 5)
-    ok &= ok_cpu
-
-    # Payload start: after the second ": " and any padding.
-    first_char = np.argmax(_window(buf, p2 + 2, MSG_PAD) != SPACE, axis=1)
-    msg_start = np.minimum(p2 + 2 + first_char, ends)
-
-    sel = np.flatnonzero(ok)
+    # Learn the block's columns from a sample, split the lines that follow them at fixed
+    # columns, and the rest (headers, other tasks' widths, odd lines) by searching.
+    sample = min(n, SAMPLE_LINES)
+    geo = _learn(_general(buf, starts[:sample], ends[:sample]), starts[:sample], buf)
     head_id = np.full(n, -1, dtype=np.int64)
     event_id = np.full(n, -1, dtype=np.int64)
+    if geo is not None:
+        fields = _fixed(buf, starts, ends, geo)
+        ok = fields.ok
+        t_ns, cpu, msg_start = fields.t_ns, fields.cpu, fields.msg_start
+        head_end, event_lo, event_hi = fields.head_end, fields.event_lo, fields.event_hi
+        head_key = np.where(ok, fields.head_key, 0)
+        event_key = np.where(ok, fields.event_key, 0)
+    else:
+        ok = np.zeros(n, dtype=bool)
+        t_ns, cpu, msg_start, head_end, event_lo, event_hi, head_key, event_key = (
+            np.zeros(n, dtype=np.int64) for _ in range(8)
+        )
+        head_key = head_key.astype(np.uint64)
+        event_key = event_key.astype(np.uint64)
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        g = _general(buf, starts[rest], ends[rest])
+        ok[rest] = g.ok
+        t_ns[rest], cpu[rest] = g.t_ns, g.cpu
+        head_end[rest], event_lo[rest], event_hi[rest] = g.head_end, g.event_lo, g.event_hi
+        msg_start[rest] = g.msg_start
+        # Lines of other geometries: exact hashes of their (variable) columns.
+        head_key[rest] = _segment_keys(buf, starts[rest], g.head_end)
+        event_key[rest] = _segment_keys(buf, g.event_lo, g.event_hi)
+
+    sel = np.flatnonzero(ok)
     heads: list[str] = []
     events: list[str] = []
     if len(sel):
-        h_lo, h_hi = starts[sel], bracket[sel]
-        ids, heads = _distinct(data, _segment_keys(buf, h_lo, h_hi), h_lo, h_hi)
-        head_id[sel] = ids
-        e_lo, e_hi = p1[sel] + 2, p2[sel]
-        ids, events = _distinct(data, _segment_keys(buf, e_lo, e_hi), e_lo, e_hi)
-        event_id[sel] = ids
+        for keys, lo, hi, ids, texts in (
+            (head_key, starts, head_end, head_id, heads),
+            (event_key, event_lo, event_hi, event_id, events),
+        ):
+            found, first = few_distinct(keys[sel])
+            ids[sel] = found
+            rows = sel[first]
+            texts += [data[lo[i] : hi[i]].decode("utf-8", "replace").strip() for i in rows.tolist()]
     return LineBlock(
         data=data,
         buf=buf,
@@ -262,7 +544,7 @@ def split_block(data: bytes, first_line: int) -> LineBlock:
         line_no=line_no,
         ok=ok,
         t_ns=t_ns,
-        cpu=cpu.astype(np.int64),
+        cpu=cpu,
         head_id=head_id,
         heads=heads,
         event_id=event_id,

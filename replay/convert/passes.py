@@ -50,6 +50,8 @@ class _Open:
     episode: str | None
     kswapd: bool
     root_seen: set[tuple[str, int]] = field(default_factory=set)
+    emitted: bool = False
+    """Handed out at its start: only a memcg episode's pass waits (it may prove proactive)."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,11 @@ class PassBuilder:
 
     def _close(self, task: int) -> None:
         p = self.open.pop(task, None)
-        if p is None:
-            return
+        if p is not None and not p.emitted:
+            self._emit(p)
+
+    def _emit(self, p: _Open) -> None:
+        p.emitted = True
         guessed_source = False
         if p.episode == "memcg":
             source = "proactive" if p.root_seen else "memcg"
@@ -143,6 +148,8 @@ class PassBuilder:
             self.open[task] = p
         if root_only:
             p.root_seen.add((name, shrinker))
+            if not p.emitted:
+                self._emit(p)  # a memcg episode that reaches the root call: proactive
         if name == KVM_SHRINKER:
             scan = KvmScan(t_ns, nr, total_scan)
             self.kvm_scans.append(scan)
@@ -154,8 +161,8 @@ class PassBuilder:
             self._kvm_open.pop(task).freed = retval
 
     def earliest_open(self) -> int | None:
-        """Time of the earliest pass still open (rows after it must wait for it)."""
-        return min((p.t_ns for p in self.open.values()), default=None)
+        """Time of the earliest pass not yet handed out (rows after it must wait for it)."""
+        return min((p.t_ns for p in self.open.values() if not p.emitted), default=None)
 
     def take(self, *, final: bool = False) -> list[Pass]:
         """Passes closed so far (all of them when ``final``)."""

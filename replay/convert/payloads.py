@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from replay.convert.lines import LineBlock, _window, parse_digits
+from replay.convert.lines import (
+    _LOW_BYTES,
+    LineBlock,
+    _first_in_window,
+    _last_in_window,
+    _window,
+    _word,
+    parse_digits,
+)
 
 USED = (
     "kvm_page_fault",
@@ -249,18 +257,37 @@ def parse_payload(event: str, payload: str) -> tuple[Any, ...] | None:
     return None
 
 
-# The fast path: "vcpu %u rip 0x%lx address 0x%016llx error_code 0x%llx" and
-# "gfn %llx pfn %llx level %d", tokens separated by single spaces.
-FAST_FORMATS: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
-    "kvm_page_fault": (
-        ("vcpu", "#", "rip", "#", "address", "#", "error_code", "#"),
-        (10, 16, 16, 16),
-    ),
-    "kvm_mmu_spte_requested": (("gfn", "#", "pfn", "#", "level", "#"), (16, 16, 10)),
-}
-"""Token layout ('#' is a number) and the base of each number, per fast event."""
-FAST_VALUES = {"kvm_page_fault": (0, 2, 3), "kvm_mmu_spte_requested": (0, 1, 2)}
-"""Which numbers of the fast layout are the event's FIELDS."""
+# The fast path. kvm_page_fault: "vcpu %u rip 0x%lx address 0x%016llx error_code 0x%llx",
+# read from both ends (the rip, of varying length, is not needed). kvm_mmu_spte_requested:
+# "gfn %llx pfn %llx level %d", read from the start and the end.
+FAST_FORMATS = ("kvm_page_fault", "kvm_mmu_spte_requested")
+_ERROR_CODE = np.frombuffer(b" error_code 0x", dtype=np.uint8)
+_ADDRESS = np.frombuffer(b"address 0x", dtype=np.uint8)
+_VCPU = np.frombuffer(b"vcpu ", dtype=np.uint8)
+_GFN = np.frombuffer(b"gfn ", dtype=np.uint8)
+_LEVEL = np.frombuffer(b" level ", dtype=np.uint8)
+TAIL = 40
+"""Bytes at a payload's end searched for its last space."""
+
+
+def _literal(buf: np.ndarray, at: np.ndarray, word: np.ndarray) -> np.ndarray:
+    """Whether ``word`` (at most 16 bytes) is written at each ``at``: compared as words."""
+    text = word.tobytes()
+    head = np.frombuffer(text[:8].ljust(8, b"\0"), dtype="<u8")[0]
+    mask = _LOW_BYTES[min(len(text), 8)]
+    ok: np.ndarray = (_word(buf, at) & mask) == head
+    if len(text) > 8:
+        tail = np.frombuffer(text[-8:], dtype="<u8")[0]
+        ok &= _word(buf, at + len(text) - 8) == tail
+    return ok
+
+
+def _last_space(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Position of the last space in ``[lo, hi)`` within :data:`TAIL` bytes of ``hi``."""
+    tail = _window(buf, hi - TAIL, TAIL)
+    col = _last_in_window(tail, 32)
+    out: np.ndarray = np.where((col >= 0) & (hi - TAIL + col >= lo), hi - TAIL + col, -1)
+    return out
 
 
 def fast_fields(
@@ -268,43 +295,39 @@ def fast_fields(
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Parse a fast event's payload on ``rows`` with numpy.
 
-    Returns its FIELDS and a mask of the rows it could parse (the others take the line-by-line
-    path).
+    Returns its FIELDS (vcpu, address, error code; or gfn, pfn, level, with pfn not read) and
+    a mask of the rows it could parse; the others take the line-by-line path.
     """
-    tokens, bases = FAST_FORMATS[event]
     buf = block.buf
     lo = block.msg_start[rows]
     hi = block.ends[rows]
-    n = len(rows)
-    spaces = block.spaces()
-    first = np.searchsorted(spaces, lo)
-    ok = np.ones(n, dtype=bool)
-    bounds = []
-    start = lo
-    padded = np.append(spaces, np.iinfo(np.int64).max)
-    for k in range(len(tokens)):
-        if k < len(tokens) - 1:
-            end = padded[np.minimum(first + k, len(spaces))]
-            ok &= end < hi
-        else:
-            end = hi
-            ok &= (first + k >= len(spaces)) | (padded[np.minimum(first + k, len(spaces))] >= hi)
-        bounds.append((start, end))
-        start = end + 1
-    values = []
-    for (a, b), word in zip(bounds, tokens, strict=True):
-        if word == "#":
-            continue
-        w = np.frombuffer(word.encode(), dtype=np.uint8)
-        got = _window(buf, a, len(w))
-        ok &= (b - a == len(w)) & np.all(got == w[None, :], axis=1)
-    numbers = [bnd for bnd, word in zip(bounds, tokens, strict=True) if word == "#"]
-    for (a, b), base in zip(numbers, bases, strict=True):
-        if base == 16:
-            has_prefix = np.all(_window(buf, a, 2) == np.frombuffer(b"0x", dtype=np.uint8), axis=1)
-            a = np.where(has_prefix, a + 2, a)
-        value, valid = parse_digits(buf, a, b, 16 if base == 16 else 10, base)
-        ok &= valid
-        values.append(value)
-    picked = [values[i] for i in FAST_VALUES[event]]
-    return picked, ok
+    last = _last_space(buf, lo, hi)
+    ok = last > lo
+    if event == "kvm_page_fault":
+        # ... address 0x<16 digits> error_code 0x<code>
+        code, ok_c = parse_digits(
+            buf, last + 3, hi, 16 if (hi - last - 3).max(initial=0) > 8 else 8, 16
+        )
+        ec_at = last - len(_ERROR_CODE) + 3
+        addr_hi = ec_at
+        addr_lo = addr_hi - 16
+        ok &= (
+            ok_c
+            & _literal(buf, ec_at, _ERROR_CODE)
+            & _literal(buf, addr_lo - len(_ADDRESS), _ADDRESS)
+        )
+        address, ok_a = parse_digits(buf, addr_lo, addr_hi, 16, 16)
+        ok &= ok_a & _literal(buf, lo, _VCPU)
+        head = _window(buf, lo + len(_VCPU), 8)
+        digits = _first_in_window(head, 32)
+        vcpu, ok_v = parse_digits(buf, lo + len(_VCPU), lo + len(_VCPU) + digits, 6, 10)
+        ok &= ok_v & (digits > 0)
+        return [vcpu, address, code], ok
+    # gfn <hex> pfn <hex> level <n>
+    level, ok_l = parse_digits(buf, last + 1, hi, 2, 10)
+    ok &= ok_l & _literal(buf, last - len(_LEVEL) + 1, _LEVEL) & _literal(buf, lo, _GFN)
+    head = _window(buf, lo + len(_GFN), 20)
+    digits = _first_in_window(head, 32)
+    gfn, ok_g = parse_digits(buf, lo + len(_GFN), lo + len(_GFN) + digits, 16, 16)
+    ok &= ok_g & (digits > 0)
+    return [gfn, np.zeros(len(rows), dtype=np.uint64), level], ok

@@ -34,7 +34,8 @@ class Block:
 
     data: bytes
     first_line: int
-    """1-based number of the block's first line in its file."""
+    """1-based number of the block's first line in its file; -1 after the first block (the
+    consumer counts lines as it splits them, so the reader need not)."""
     unterminated: bool
     """The block's last line has no newline: the log ends in the middle of a line."""
 
@@ -101,7 +102,7 @@ def read_blocks(path: Path | str, block_bytes: int = BLOCK_BYTES) -> Iterator[Bl
             carry = data[cut:]
             block = data[:cut]
             yield Block(block, line, unterminated=False)
-            line += block.count(b"\n")
+            line = -1  # numbered by the reader of the blocks, which counts their lines
     finally:
         if raw is not sys.stdin.buffer:
             raw.close()

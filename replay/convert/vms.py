@@ -203,9 +203,17 @@ class VmRegistry:
         """Remember which 1 GiB regions each VM's accesses fall in (for inferred memslots)."""
         if not len(vm):
             return
-        pairs = np.unique(np.stack([vm.astype(np.int64), (gpa >> 30).astype(np.int64)]), axis=1)
-        for v, region in pairs.T.tolist():
-            self.vms[v].gfn_ranges.add(region)
+        region = (np.asarray(gpa, dtype=np.uint64) >> np.uint64(30)).astype(np.int64)
+        top = int(region.max()) + 1
+        if top <= 1 << 16:
+            # Few VMs and regions: count (vm, region) pairs instead of sorting them.
+            seen = np.flatnonzero(np.bincount(vm.astype(np.int64) * top + region))
+            pairs = zip((seen // top).tolist(), (seen % top).tolist(), strict=True)
+        else:
+            both = np.unique(np.stack([vm.astype(np.int64), region]), axis=1)
+            pairs = zip(both[0].tolist(), both[1].tolist(), strict=True)
+        for v, r in pairs:
+            self.vms[v].gfn_ranges.add(r)
 
     def final_order(self) -> list[int]:
         """Provisional VM indices in order of first appearance in time."""
