@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.convert.layout import LAYOUTS, Task, event_name, lost_count, parse_task, slow_line
-from replay.convert.lines import few_distinct, split_block
+from replay.convert.lines import split_block
 from replay.convert.passes import Pass, PassBuilder
 from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, fast_fields, parse_payload
 from replay.convert.source import LogFormatError, read_blocks
