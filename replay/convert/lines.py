@@ -116,6 +116,10 @@ def _first_in_window(window: np.ndarray, byte: int) -> np.ndarray:
     return out
 
 
+_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
+_HEX_VALUE[48:58] = np.arange(10)
+_HEX_VALUE[97:103] = np.arange(10, 16)
+_HEX_VALUE[65:71] = np.arange(10, 16)
 _DIGIT_VALUE = np.full(256, 255, dtype=np.uint8)
 _DIGIT_VALUE[48:58] = np.arange(10)
 _DIGIT_VALUE[97:103] = np.arange(10, 16)
@@ -179,6 +183,50 @@ def _segment_keys(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
             key ^= key >> np.uint64(29)
     out: np.ndarray = key
     return out
+
+
+_ZEROS = np.uint64(0x3030303030303030)
+_LOW8 = np.uint64(0x00FF00FF00FF00FF)
+_LOW16 = np.uint64(0x0000FFFF0000FFFF)
+_LOW32 = np.uint64(0x00000000FFFFFFFF)
+
+
+def swar_decimal(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of rows of exactly 8 ASCII decimal digit bytes, and their validity.
+
+    Each row is read as one little-endian word and reduced in three multiply-add steps
+    (pairs, quads, the whole): a handful of operations per row instead of one per digit.
+    """
+    w = np.ascontiguousarray(digits).view("<u8").ravel() - _ZEROS
+    ok = ((w + np.uint64(0x7676767676767676)) | w) & np.uint64(0x8080808080808080) == 0
+    with np.errstate(over="ignore"):
+        w = (w * np.uint64(10) + (w >> np.uint64(8))) & _LOW8
+        w = (w * np.uint64(100) + (w >> np.uint64(16))) & _LOW16
+        w = (w * np.uint64(10000) + (w >> np.uint64(32))) & _LOW32
+    return w, ok
+
+
+_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
+_LETTERS = np.uint64(0x0101010101010101)
+
+
+def swar_hex(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of rows of 8 or 16 ASCII hex digit bytes, and their validity (SWAR)."""
+    ok = (_HEX_VALUE[digits] < 16).all(axis=1)
+    words = np.ascontiguousarray(digits).view("<u8")
+    out = np.zeros(len(digits), dtype=np.uint64)
+    for j in range(words.shape[1]):
+        w = words[:, j]
+        v = (w & _NIBBLES) + np.uint64(9) * ((w >> np.uint64(6)) & _LETTERS)
+        v = ((v & np.uint64(0x000F000F000F000F)) << np.uint64(4)) | (
+            (v >> np.uint64(8)) & np.uint64(0x000F000F000F000F)
+        )
+        v = ((v & np.uint64(0x000000FF000000FF)) << np.uint64(8)) | (
+            (v >> np.uint64(16)) & np.uint64(0x000000FF000000FF)
+        )
+        v = ((v & np.uint64(0xFFFF)) << np.uint64(16)) | ((v >> np.uint64(32)) & np.uint64(0xFFFF))
+        out = (out << np.uint64(32)) | v
+    return out, ok
 
 
 def _word(buf: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -409,21 +457,29 @@ def _fixed(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, geo: _Geometry
     ok = (ends - starts > c + 2) & (prefix[:, c] == COLON) & (prefix[:, c + 1] == SPACE)
     ok &= (prefix[:, d] == DOT) & (prefix[:, b] == OPEN) & (prefix[:, e] == CLOSE)
     ok &= prefix[:, d - SECONDS_COLUMNS - 1] == SPACE  # seconds of more digits shift the colon
-    # Seconds (space-padded), the point, the decimals, weighted in float64 (exact: at most
-    # 5 + 9 digits).
+    # Seconds (space-padded to 5), the point, 6 or 9 decimals; the CPU: each read as 8
+    # decimal digits, left-filled with zeros.
+    n = len(starts)
     decimals = c - d - 1
-    width = SECONDS_COLUMNS + 1 + decimals
-    stamp = _DIGIT_OR_SPACE[prefix[:, d - SECONDS_COLUMNS : c]]
-    stamp[:, SECONDS_COLUMNS] = 0
-    ok &= (stamp < 10).all(axis=1) & (prefix[:, d - 1] != SPACE)
-    place = np.concatenate(
-        [np.arange(SECONDS_COLUMNS - 1, -1, -1) + 9, [0], 8 - np.arange(decimals)]
-    )
-    weights = np.where(np.arange(width) == SECONDS_COLUMNS, 0.0, 10.0**place)
-    t_ns = (np.where(stamp < 10, stamp, 0) @ weights).astype(np.int64)
-    cpu_digits = _DIGIT_VALUE[prefix[:, b + 1 : e]]
-    ok &= (cpu_digits < 10).all(axis=1)
-    cpu = np.where(cpu_digits < 10, cpu_digits, 0) @ (10.0 ** np.arange(e - b - 2, -1, -1))
+    ok &= prefix[:, d - 1] != SPACE
+    digits = np.full((n, 8), 48, dtype=np.uint8)
+    sec_cols = prefix[:, d - SECONDS_COLUMNS : d]
+    digits[:, 8 - SECONDS_COLUMNS :] = np.where(sec_cols == SPACE, 48, sec_cols)
+    seconds, ok_s = swar_decimal(digits)
+    digits[:] = 48
+    digits[:, 8 - min(decimals, 8) :] = prefix[:, d + 1 : d + 1 + min(decimals, 8)]
+    frac, ok_f = swar_decimal(digits)
+    frac_ns = frac * np.uint64(10 ** (9 - min(decimals, 8)))
+    if decimals == 9:
+        last = _DIGIT_VALUE[prefix[:, c - 1]]
+        frac_ns = frac * np.uint64(10) + last
+        ok_f &= last < 10
+    ok &= ok_s & ok_f
+    t_ns = (seconds * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
+    digits[:] = 48
+    digits[:, 8 - (e - b - 1) :] = prefix[:, b + 1 : e]
+    cpu, ok_c = swar_decimal(digits)
+    ok &= ok_c
     head_key = _words_key(prefix[:, :b], b)
     # The event column ends at the next ": ".
     ev = _window(buf, starts + c + 2, geo.event_width)

@@ -23,6 +23,7 @@ from replay.convert.lines import (
     _window,
     _word,
     parse_digits,
+    swar_hex,
 )
 
 USED = (
@@ -290,6 +291,32 @@ def _last_space(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return out
 
 
+_PF_TAIL = np.frombuffer(b"address 0x" + b"0" * 16 + b" error_code 0x" + b"000", dtype=np.uint8)
+"""The last 43 bytes of a kvm_page_fault payload whose error code has 3 hex digits (as every
+VMX EPT violation's does): "address 0x", 16 digits, " error_code 0x", 3 digits."""
+
+
+def _page_faults_vmx(block: LineBlock, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """kvm_page_fault lines whose error code has 3 digits: every field at a fixed distance
+    from the end of the line (one window), the vCPU from the start (another)."""
+    buf = block.buf
+    lo = block.msg_start[rows]
+    hi = block.ends[rows]
+    tail = _window(buf, hi - len(_PF_TAIL), len(_PF_TAIL))
+    ok = (hi - lo > len(_PF_TAIL)) & (tail[:, :10] == _PF_TAIL[:10]).all(axis=1)
+    ok &= (tail[:, 26:40] == _PF_TAIL[26:40]).all(axis=1)
+    address, ok_a = swar_hex(tail[:, 10:26])
+    code_digits = np.full((len(rows), 8), 48, dtype=np.uint8)
+    code_digits[:, 5:] = tail[:, 40:43]
+    code, ok_c = swar_hex(code_digits)
+    head = _window(buf, lo, 8)
+    ok &= (head[:, :5] == _VCPU).all(axis=1) & ok_a & ok_c
+    digits = _first_in_window(head[:, 5:], 32)
+    vcpu, ok_v = parse_digits(buf, lo + len(_VCPU), lo + len(_VCPU) + digits, 6, 10)
+    ok &= ok_v & (digits > 0)
+    return [vcpu, address, code], ok
+
+
 def fast_fields(
     block: LineBlock, rows: np.ndarray, event: str
 ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -298,6 +325,22 @@ def fast_fields(
     Returns its FIELDS (vcpu, address, error code; or gfn, pfn, level, with pfn not read) and
     a mask of the rows it could parse; the others take the line-by-line path.
     """
+    if event == "kvm_page_fault":
+        values, ok = _page_faults_vmx(block, rows)
+        rest = np.flatnonzero(~ok)
+        if len(rest):
+            more, ok_more = _fields_searched(block, rows[rest], event)
+            for v, m in zip(values, more, strict=True):
+                v[rest] = m
+            ok[rest] = ok_more
+        return values, ok
+    return _fields_searched(block, rows, event)
+
+
+def _fields_searched(
+    block: LineBlock, rows: np.ndarray, event: str
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The fast events' fields, found by searching each payload's last space."""
     buf = block.buf
     lo = block.msg_start[rows]
     hi = block.ends[rows]

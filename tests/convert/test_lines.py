@@ -51,6 +51,17 @@ def test_fixed_and_searched_lines_agree_within_a_block() -> None:
     assert blk.events[blk.event_id[-1]] == blk.events[blk.event_id[0]]
 
 
+def test_nanosecond_stamps() -> None:
+    """trace-cmd report -t prints 9 decimals: both paths read them to the nanosecond."""
+    lines = [x for x in (LOGS / "trace-cmd-kvm-head.txt").read_text().splitlines()[1:] if x]
+    stamped = [x.replace(": ", "123: ", 1) for x in lines]
+    blk = split_block(("\n".join([*stamped, " " + stamped[0]]) + "\n").encode(), 1)
+    plain = split_block(("\n".join(lines) + "\n").encode(), 1)
+    assert blk.ok.all()
+    assert (blk.t_ns[:-1] == plain.t_ns + 123).all()
+    assert blk.t_ns[-1] == blk.t_ns[0]
+
+
 def test_parse_digits() -> None:
     data = b" 0x000000010a3f5008 181 12 ab 99999999999 ffffffffffffffff zz\n"
     buf = _padded(data)
