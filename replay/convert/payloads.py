@@ -297,8 +297,11 @@ VMX EPT violation's does): "address 0x", 16 digits, " error_code 0x", 3 digits."
 
 
 def _page_faults_vmx(block: LineBlock, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """kvm_page_fault lines whose error code has 3 digits: every field at a fixed distance
-    from the end of the line (one window), the vCPU from the start (another)."""
+    """Read kvm_page_fault lines whose error code has 3 digits.
+
+    Every field sits at a fixed distance from the end of the line (one window); the vCPU is
+    read from the start (another).
+    """
     buf = block.buf
     lo = block.msg_start[rows]
     hi = block.ends[rows]
