@@ -183,25 +183,31 @@ def _child_read(trace_path: str) -> None:
     print(json.dumps({"read_s": time.perf_counter() - t0, "rows": table.num_rows}))
 
 
-def _child_run(trace_path: str, out_dir: str) -> None:
-    """The whole `replay run` command in this process, then its peak RSS."""
+def _in_process(*args: str) -> tuple[dict[str, Any], float, float]:
+    """Run one ``replay ... --json`` command in this process: its JSON, wall time, peak RSS."""
+    import contextlib
+    import io
+
     from replay.cli import main as cli_main
 
-    sys.argv = ["replay", "run", trace_path, "--policy", "zap", "-o", out_dir, "--force", "--json"]
+    sys.argv = ["replay", *args, "--json"]
     t0 = time.perf_counter()
     try:
-        import contextlib
-        import io
-
         with contextlib.redirect_stdout(io.StringIO()) as buf:
             cli_main()
     except SystemExit as exc:
         if exc.code:
             raise
     wall = time.perf_counter() - t0
-    doc = json.loads(buf.getvalue())
-    engine_s = doc["runs"]["zap"]["wall_s"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    doc: dict[str, Any] = json.loads(buf.getvalue())
+    return doc, wall, peak
+
+
+def _child_run(trace_path: str, out_dir: str) -> None:
+    """The whole `replay run` command in this process, then its peak RSS."""
+    doc, wall, peak = _in_process("run", trace_path, "--policy", "zap", "-o", out_dir, "--force")
+    engine_s = doc["runs"]["zap"]["wall_s"]
     print(json.dumps({"wall_s": wall, "engine_s": engine_s, "peak_mib": peak}))
 
 
@@ -320,22 +326,7 @@ def bench_compare(accesses: int, keep: Path | None, repeat: int) -> None:
 
 def _child_convert(log: str, out: str) -> None:
     """``replay convert`` of one log in this process: wall time and peak RSS."""
-    from replay.cli import main as cli_main
-
-    sys.argv = ["replay", "convert", log, "-o", out, "--force", "--json"]
-    t0 = time.perf_counter()
-    import contextlib
-    import io
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()) as buf:
-            cli_main()
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    wall = time.perf_counter() - t0
-    doc = json.loads(buf.getvalue())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    doc, wall, peak = _in_process("convert", log, "-o", out, "--force")
     print(json.dumps({"wall_s": wall, "lines": doc["lines"], "peak_mib": peak}))
 
 

@@ -119,6 +119,22 @@ class ConvertReport:
         }
 
 
+SPOOL_COLUMNS = (
+    "t_ns",
+    "line",
+    "event",
+    "vm",
+    "vcpu",
+    "gpa",
+    "len",
+    "op",
+    "source",
+    "priority",
+    "nid",
+)
+"""Columns of a converter's rows (the trace's, with the line for ordering)."""
+
+
 class _Rows:
     """Trace rows of a block, as columns (provisional VM indices)."""
 
@@ -132,21 +148,8 @@ class _Rows:
             )
 
     def take(self) -> dict[str, np.ndarray]:
-        names = (
-            "t_ns",
-            "line",
-            "event",
-            "vm",
-            "vcpu",
-            "gpa",
-            "len",
-            "op",
-            "source",
-            "priority",
-            "nid",
-        )
         out = {}
-        for name in names:
+        for name in SPOOL_COLUMNS:
             arrays = [p.get(name) for p in self.parts]
             n = [len(p["t_ns"]) for p in self.parts]
             out[name] = (
@@ -777,21 +780,6 @@ def _counted(
         if progress is not None:
             progress(report.lines)
         yield cols
-
-
-SPOOL_COLUMNS = (
-    "t_ns",
-    "line",
-    "event",
-    "vm",
-    "vcpu",
-    "gpa",
-    "len",
-    "op",
-    "source",
-    "priority",
-    "nid",
-)
 
 
 def _spool(

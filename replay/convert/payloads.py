@@ -226,14 +226,8 @@ def shadow_page(payload: str) -> tuple[int, int, bool, bool | None] | None:
     return None
 
 
-_NO_FIELDS = {
-    "mm_vmscan_direct_reclaim_begin",
-    "mm_vmscan_direct_reclaim_end",
-    "mm_vmscan_memcg_reclaim_begin",
-    "mm_vmscan_memcg_reclaim_end",
-    "mm_vmscan_memcg_softlimit_reclaim_begin",
-    "mm_vmscan_memcg_softlimit_reclaim_end",
-}
+_NO_FIELDS = {name for name in USED if name.endswith(("_reclaim_begin", "_reclaim_end"))}
+"""Reclaim episode boundaries: their time and task are all a replay needs."""
 
 
 def parse_payload(event: str, payload: str) -> tuple[Any, ...] | None:
