@@ -192,12 +192,17 @@ _LOW32 = np.uint64(0x00000000FFFFFFFF)
 
 
 def swar_decimal(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Values of rows of exactly 8 ASCII decimal digit bytes, and their validity.
+    """Values of rows of exactly 8 ASCII decimal digit bytes, and their validity."""
+    return swar_decimal_words(np.ascontiguousarray(digits).view("<u8").ravel())
 
-    Each row is read as one little-endian word and reduced in three multiply-add steps
-    (pairs, quads, the whole): a handful of operations per row instead of one per digit.
+
+def swar_decimal_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of words holding 8 ASCII decimal digits (first digit in the lowest byte).
+
+    Each word is reduced in three multiply-add steps (pairs, quads, the whole): a handful of
+    operations per line instead of one per digit.
     """
-    w = np.ascontiguousarray(digits).view("<u8").ravel() - _ZEROS
+    w = words - _ZEROS
     ok = ((w + np.uint64(0x7676767676767676)) | w) & np.uint64(0x8080808080808080) == 0
     with np.errstate(over="ignore"):
         w = (w * np.uint64(10) + (w >> np.uint64(8))) & _LOW8
@@ -216,23 +221,91 @@ def swar_hex(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     words = np.ascontiguousarray(digits).view("<u8")
     out = np.zeros(len(digits), dtype=np.uint64)
     for j in range(words.shape[1]):
-        w = words[:, j]
-        v = (w & _NIBBLES) + np.uint64(9) * ((w >> np.uint64(6)) & _LETTERS)
-        v = ((v & np.uint64(0x000F000F000F000F)) << np.uint64(4)) | (
-            (v >> np.uint64(8)) & np.uint64(0x000F000F000F000F)
-        )
-        v = ((v & np.uint64(0x000000FF000000FF)) << np.uint64(8)) | (
-            (v >> np.uint64(16)) & np.uint64(0x000000FF000000FF)
-        )
-        v = ((v & np.uint64(0xFFFF)) << np.uint64(16)) | ((v >> np.uint64(32)) & np.uint64(0xFFFF))
-        out = (out << np.uint64(32)) | v
+        out = (out << np.uint64(32)) | _hex_word(words[:, j])
     return out, ok
 
 
-def _word(buf: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The 8 bytes at each ``at`` as one little-endian word."""
-    out: np.ndarray = _window(buf, at, 8).view("<u8").ravel()
+def swar_hex_words(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of words holding 8 ASCII hex digits (first in the lowest byte), and validity."""
+    lower = w | np.uint64(0x2020202020202020)
+    ones = np.uint64(0x0101010101010101)
+    with np.errstate(over="ignore"):
+        # A byte is a digit when in '0'-'9' or (lower-cased) 'a'-'f'.
+        is_digit = _in_range(w, 0x30, 0x39, ones)
+        is_letter = _in_range(lower, 0x61, 0x66, ones)
+    ok = (is_digit | is_letter) == np.uint64(0x8080808080808080)
+    return _hex_word(w), ok
+
+
+def _in_range(w: np.ndarray, lo: int, hi: int, ones: np.uint64) -> np.ndarray:
+    """Bit 7 of each byte set when that byte is within [lo, hi] (bytes below 0x80)."""
+    top = np.uint64(0x8080808080808080)
+    low7 = w & np.uint64(0x7F7F7F7F7F7F7F7F)
+    above_lo = (low7 + ones * np.uint64(0x80 - lo)) & top
+    below_hi = ~(low7 + ones * np.uint64(0x7F - hi)) & top
+    out: np.ndarray = above_lo & below_hi & ~(w & top)
     return out
+
+
+def _hex_digits_word(w: np.ndarray, keep: int) -> np.ndarray:
+    """A word whose top ``keep`` bytes are kept and the others set to '0'."""
+    drop = 8 - keep
+    out: np.ndarray = (w & ~_LOW_BYTES[drop]) | _ZERO_FILL[drop]
+    return out
+
+
+def _hex_word(w: np.ndarray) -> np.ndarray:
+    """The 32-bit value of a word of 8 ASCII hex digits (not checked)."""
+    v = (w & _NIBBLES) + np.uint64(9) * ((w >> np.uint64(6)) & _LETTERS)
+    v = ((v & np.uint64(0x000F000F000F000F)) << np.uint64(4)) | (
+        (v >> np.uint64(8)) & np.uint64(0x000F000F000F000F)
+    )
+    v = ((v & np.uint64(0x000000FF000000FF)) << np.uint64(8)) | (
+        (v >> np.uint64(16)) & np.uint64(0x000000FF000000FF)
+    )
+    v = ((v & np.uint64(0xFFFF)) << np.uint64(16)) | ((v >> np.uint64(32)) & np.uint64(0xFFFF))
+    out: np.ndarray = v
+    return out
+
+
+def _words(buf: np.ndarray) -> np.ndarray:
+    """The padded buffer as overlapping little-endian words: element i is bytes [i, i+8)."""
+    out: np.ndarray = np.ndarray(
+        shape=(len(buf) - 7,), dtype="<u8", buffer=buf, offset=0, strides=(1,)
+    )
+    return out
+
+
+def _word(buf: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The 8 bytes at each ``at`` (block offsets) as one little-endian word."""
+    out: np.ndarray = _words(buf)[at + PAD]
+    return out
+
+
+def text_word(text: bytes) -> np.uint64:
+    """``text`` (at most 8 bytes) as the low bytes of a little-endian word."""
+    return np.uint64(int.from_bytes(text.ljust(8, b"\0"), "little"))
+
+
+def has_pair(w: np.ndarray, first: int, second: int) -> np.ndarray:
+    """Per word, bit 7 of byte i set when bytes i and i+1 are ``first`` and ``second``.
+
+    For i < 7; exact for the lowest such i, which is all callers use.
+    """
+    ones = np.uint64(0x0101010101010101)
+    x = (w ^ (ones * np.uint64(first))) | ((w >> np.uint64(8)) ^ (ones * np.uint64(second)))
+    x |= np.uint64(0xFF) << np.uint64(56)  # byte 7 has no follower inside the word
+    with np.errstate(over="ignore"):
+        found: np.ndarray = (x - ones) & ~x & np.uint64(0x8080808080808080)
+    return found
+
+
+def lowest_byte(mask: np.ndarray) -> np.ndarray:
+    """Index of the lowest byte flagged in each nonzero mask (8 where none)."""
+    with np.errstate(over="ignore"):
+        low = mask & (~mask + np.uint64(1))
+    out: np.ndarray = np.where(mask != 0, np.bitwise_count(low - np.uint64(1)) // 8, 8)
+    return out.astype(np.int64)
 
 
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
@@ -446,48 +519,75 @@ class _FixedFields(_Fields):
     event_key: np.ndarray
 
 
+_ZERO_FILL = [np.uint64(0x3030303030303030 & ((1 << (8 * k)) - 1)) for k in range(9)]
+"""'0' bytes for the low k bytes of a word."""
+
+
+def _digits_word(w: np.ndarray, keep: int) -> np.ndarray:
+    """A word whose top ``keep`` bytes are kept and the others set to '0' (and spaces to '0')."""
+    drop = 8 - keep
+    high = ~_LOW_BYTES[drop]
+    out: np.ndarray = ((w & high) | _ZERO_FILL[drop]) | _ZEROS
+    return out
+
+
 def _fixed(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, geo: _Geometry) -> _FixedFields:
     """Split lines that follow the block's geometry: every field at a known column.
 
-    One window of each line's first columns holds the task, the CPU and the time stamp; a
-    second, after the time stamp, the event name.
+    Everything is read as 8-byte words at known offsets: the separators compared as words,
+    the digits decoded by SWAR arithmetic, the task column hashed from the words covering it,
+    the end of the event column found by a word-wise search for ": ".
     """
     c, d, b, e = geo.colon, geo.dot, geo.bracket, geo.close
-    prefix = _window(buf, starts, c + 2)
-    ok = (ends - starts > c + 2) & (prefix[:, c] == COLON) & (prefix[:, c + 1] == SPACE)
-    ok &= (prefix[:, d] == DOT) & (prefix[:, b] == OPEN) & (prefix[:, e] == CLOSE)
-    ok &= prefix[:, d - SECONDS_COLUMNS - 1] == SPACE  # seconds of more digits shift the colon
-    # Seconds (space-padded to 5), the point, 6 or 9 decimals; the CPU: each read as 8
-    # decimal digits, left-filled with zeros.
+    words = _words(buf)
+    at = starts + PAD
     n = len(starts)
+    colon = words[at + c]
+    ok = (ends - starts > c + 2) & ((colon & np.uint64(0xFFFF)) == np.uint64(0x203A))
+    # Seconds: the 5 columns before the point (spaces before the digits, a space before them).
+    sec = words[at + d - 8]
+    ok &= ((sec >> np.uint64(16)) & np.uint64(0xFF)) == np.uint64(SPACE)
+    ok &= ((sec >> np.uint64(56)) & np.uint64(0xFF)) != np.uint64(SPACE)
+    seconds, ok_s = swar_decimal_words(_digits_word(sec, SECONDS_COLUMNS))
+    # The point and the decimals.
     decimals = c - d - 1
-    ok &= prefix[:, d - 1] != SPACE
-    digits = np.full((n, 8), 48, dtype=np.uint8)
-    sec_cols = prefix[:, d - SECONDS_COLUMNS : d]
-    digits[:, 8 - SECONDS_COLUMNS :] = np.where(sec_cols == SPACE, 48, sec_cols)
-    seconds, ok_s = swar_decimal(digits)
-    digits[:] = 48
-    digits[:, 8 - min(decimals, 8) :] = prefix[:, d + 1 : d + 1 + min(decimals, 8)]
-    frac, ok_f = swar_decimal(digits)
-    frac_ns = frac * np.uint64(10 ** (9 - min(decimals, 8)))
-    if decimals == 9:
-        last = _DIGIT_VALUE[prefix[:, c - 1]]
+    point = words[at + d]
+    ok &= (point & np.uint64(0xFF)) == np.uint64(DOT)
+    if decimals == 6:
+        frac, ok_f = swar_decimal_words(_digits_word(words[at + d - 1], 6))
+        frac_ns = frac * np.uint64(1000)
+    else:
+        frac, ok_f = swar_decimal_words(words[at + d + 1])
+        last = _DIGIT_VALUE[buf[at + c - 1]]
         frac_ns = frac * np.uint64(10) + last
         ok_f &= last < 10
     ok &= ok_s & ok_f
     t_ns = (seconds * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
-    digits[:] = 48
-    digits[:, 8 - (e - b - 1) :] = prefix[:, b + 1 : e]
-    cpu, ok_c = swar_decimal(digits)
+    # [CPU]
+    cpu_word = words[at + e - 7]  # its last byte is the "]"
+    ok &= (cpu_word >> np.uint64(56)) == np.uint64(CLOSE)
+    ok &= buf[at + b] == OPEN
+    cpu, ok_c = swar_decimal_words(_digits_word(cpu_word << np.uint64(8), e - b - 1))
     ok &= ok_c
-    head_key = _words_key(prefix[:, :b], b)
-    # The event column ends at the next ": ".
-    ev = _window(buf, starts + c + 2, geo.event_width)
-    ev_len = _first_pair(ev, COLON, SPACE)
-    ok &= ev_len > 0
-    event_key = _words_key(ev, np.maximum(ev_len, 0))
+    # The task column [0, b): the words covering it, the last one overlapping.
+    parts = [words[at + k] for k in range(0, max(b - 8, 0), 8)]
+    parts.append(words[at + max(b - 8, 0)] & _LOW_BYTES[min(b, 8)])
+    head_key = _mix(np.full(n, b, dtype=np.uint64), *parts)
+    # The event column ends at the next ": ", searched in overlapping words 7 bytes apart.
     event_lo = starts + c + 2
-    event_hi = event_lo + np.maximum(ev_len, 0)
+    ev_len = np.full(n, -1, dtype=np.int64)
+    for k in range(0, geo.event_width, 7):
+        found = lowest_byte(has_pair(words[at + c + 2 + k], COLON, SPACE))
+        hit = (ev_len < 0) & (found < 7)
+        ev_len[hit] = k + found[hit]
+    ok &= ev_len > 0
+    length = np.maximum(ev_len, 0)
+    event_parts = []
+    for k in range(0, geo.event_width, 8):
+        keep = np.clip(length - k, 0, 8)
+        event_parts.append(words[at + c + 2 + k] & _LOW_BYTES[keep])
+    event_key = _mix(length.astype(np.uint64), *event_parts)
+    event_hi = event_lo + length
     ok &= event_hi + 2 <= ends
     return _FixedFields(
         ok,

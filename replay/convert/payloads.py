@@ -17,13 +17,18 @@ import numpy as np
 
 from replay.convert.lines import (
     _LOW_BYTES,
+    PAD,
+    SPACE,
     LineBlock,
     _first_in_window,
+    _hex_digits_word,
     _last_in_window,
     _window,
     _word,
+    _words,
     parse_digits,
-    swar_hex,
+    swar_hex_words,
+    text_word,
 )
 
 USED = (
@@ -285,33 +290,42 @@ def _last_space(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return out
 
 
-_PF_TAIL = np.frombuffer(b"address 0x" + b"0" * 16 + b" error_code 0x" + b"000", dtype=np.uint8)
-"""The last 43 bytes of a kvm_page_fault payload whose error code has 3 hex digits (as every
-VMX EPT violation's does): "address 0x", 16 digits, " error_code 0x", 3 digits."""
+_ADDRESS_W = text_word(b"address ")
+_ERROR_W = text_word(b" error_c")
+_ODE_W = text_word(b"ode 0x")
+_VCPU_W = text_word(b"vcpu ")
+_HEX_MASK6 = _LOW_BYTES[6]
+_HEX_MASK5 = _LOW_BYTES[5]
 
 
 def _page_faults_vmx(block: LineBlock, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Read kvm_page_fault lines whose error code has 3 digits.
+    """Read kvm_page_fault lines whose error code has 3 digits, from 8-byte words.
 
-    Every field sits at a fixed distance from the end of the line (one window); the vCPU is
-    read from the start (another).
+    The last 43 bytes are "address 0x", 16 digits, " error_code 0x" and 3 digits, each at a
+    fixed distance from the end of the line; "vcpu N " starts the payload.
     """
     buf = block.buf
-    lo = block.msg_start[rows]
-    hi = block.ends[rows]
-    tail = _window(buf, hi - len(_PF_TAIL), len(_PF_TAIL))
-    ok = (hi - lo > len(_PF_TAIL)) & (tail[:, :10] == _PF_TAIL[:10]).all(axis=1)
-    ok &= (tail[:, 26:40] == _PF_TAIL[26:40]).all(axis=1)
-    address, ok_a = swar_hex(tail[:, 10:26])
-    code_digits = np.full((len(rows), 8), 48, dtype=np.uint8)
-    code_digits[:, 5:] = tail[:, 40:43]
-    code, ok_c = swar_hex(code_digits)
-    head = _window(buf, lo, 8)
-    ok &= (head[:, :5] == _VCPU).all(axis=1) & ok_a & ok_c
-    digits = _first_in_window(head[:, 5:], 32)
-    vcpu, ok_v = parse_digits(buf, lo + len(_VCPU), lo + len(_VCPU) + digits, 6, 10)
-    ok &= ok_v & (digits > 0)
-    return [vcpu, address, code], ok
+    words = _words(buf)
+    lo = block.msg_start[rows] + PAD
+    hi = block.ends[rows] + PAD
+    ok = (hi - lo > 43) & (words[hi - 43] == _ADDRESS_W)
+    ok &= (words[hi - 35] & np.uint64(0xFFFF)) == np.uint64(0x7830)  # "0x"
+    ok &= (words[hi - 17] == _ERROR_W) & ((words[hi - 9] & _HEX_MASK6) == _ODE_W)
+    high, ok_h = swar_hex_words(words[hi - 33])
+    low, ok_l = swar_hex_words(words[hi - 25])
+    address = (high << np.uint64(32)) | low
+    code, ok_c = swar_hex_words(_hex_digits_word(words[hi - 8], 3))
+    head = words[lo]
+    ok &= ok_h & ok_l & ok_c & ((head & _HEX_MASK5) == _VCPU_W)
+    # vcpu: up to 3 digits in bytes 5-7, then a space.
+    b5, b6, b7 = ((head >> np.uint64(8 * k)) & np.uint64(0xFF) for k in (5, 6, 7))
+    digit = [(x >= 48) & (x <= 57) for x in (b5, b6, b7)]
+    one = digit[0] & (b6 == SPACE)
+    two = digit[0] & digit[1] & (b7 == SPACE)
+    v5, v6 = (x.astype(np.int64) - 48 for x in (b5, b6))
+    vcpu = np.where(one, v5, v5 * 10 + v6)
+    ok &= one | two
+    return [vcpu.astype(np.uint64), address, code], ok
 
 
 def fast_fields(
