@@ -470,6 +470,8 @@ class _Geometry:
     """Column of the "]" that closes it."""
     event_width: int
     """Bytes searched for the end of the event column (its longest in the sample, and some)."""
+    event_len: int
+    """The most common length of the event column in the sample."""
 
 
 SECONDS_COLUMNS = 5
@@ -492,8 +494,10 @@ def _learn(fields: _Fields, starts: np.ndarray, buf: np.ndarray) -> _Geometry | 
     close = line.find(b"]", b)
     if dot < 0 or close < 0 or c - dot - 1 not in (6, 9) or dot - SECONDS_COLUMNS <= close:
         return None
-    longest = int((fields.event_hi[ok] - fields.event_lo[ok]).max())
-    return _Geometry(c, dot, b, close, min(EVENT_WINDOW, longest + 8))
+    lengths = fields.event_hi[ok] - fields.event_lo[ok]
+    values, counts = np.unique(lengths, return_counts=True)
+    usual = int(values[int(np.argmax(counts))])
+    return _Geometry(c, dot, b, close, min(EVENT_WINDOW, int(lengths.max()) + 8), usual)
 
 
 _DIGIT_OR_SPACE = _DIGIT_VALUE.copy()
@@ -539,53 +543,81 @@ def _fixed(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, geo: _Geometry
     the end of the event column found by a word-wise search for ": ".
     """
     c, d, b, e = geo.colon, geo.dot, geo.bracket, geo.close
-    words = _words(buf)
-    at = starts + PAD
     n = len(starts)
-    colon = words[at + c]
+    # One window of each line's first bytes, seen as words at every byte offset: word(k) is
+    # bytes [k, k+8) of every line, a strided view, no gather.
+    width = -(-(c + 2 + geo.event_width + 8) // 8) * 8
+    window = np.ascontiguousarray(_window(buf, starts, width))
+    as_words = np.ndarray(
+        shape=(n, width - 7), dtype="<u8", buffer=window, offset=0, strides=(width, 1)
+    )
+
+    def word(k: int) -> np.ndarray:
+        column: np.ndarray = as_words[:, k]
+        return column
+
+    colon = word(c)
     ok = (ends - starts > c + 2) & ((colon & np.uint64(0xFFFF)) == np.uint64(0x203A))
     # Seconds: the 5 columns before the point (spaces before the digits, a space before them).
-    sec = words[at + d - 8]
+    sec = word(d - 8)
     ok &= ((sec >> np.uint64(16)) & np.uint64(0xFF)) == np.uint64(SPACE)
     ok &= ((sec >> np.uint64(56)) & np.uint64(0xFF)) != np.uint64(SPACE)
     seconds, ok_s = swar_decimal_words(_digits_word(sec, SECONDS_COLUMNS))
     # The point and the decimals.
     decimals = c - d - 1
-    point = words[at + d]
-    ok &= (point & np.uint64(0xFF)) == np.uint64(DOT)
+    ok &= (word(d) & np.uint64(0xFF)) == np.uint64(DOT)
     if decimals == 6:
-        frac, ok_f = swar_decimal_words(_digits_word(words[at + d - 1], 6))
+        frac, ok_f = swar_decimal_words(_digits_word(word(d - 1), 6))
         frac_ns = frac * np.uint64(1000)
     else:
-        frac, ok_f = swar_decimal_words(words[at + d + 1])
-        last = _DIGIT_VALUE[buf[at + c - 1]]
+        frac, ok_f = swar_decimal_words(word(d + 1))
+        last = _DIGIT_VALUE[window[:, c - 1]]
         frac_ns = frac * np.uint64(10) + last
         ok_f &= last < 10
     ok &= ok_s & ok_f
     t_ns = (seconds * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
     # [CPU]
-    cpu_word = words[at + e - 7]  # its last byte is the "]"
+    cpu_word = word(e - 7)  # its last byte is the "]"
     ok &= (cpu_word >> np.uint64(56)) == np.uint64(CLOSE)
-    ok &= buf[at + b] == OPEN
+    ok &= window[:, b] == OPEN
     cpu, ok_c = swar_decimal_words(_digits_word(cpu_word << np.uint64(8), e - b - 1))
     ok &= ok_c
     # The task column [0, b): the words covering it, the last one overlapping.
-    parts = [words[at + k] for k in range(0, max(b - 8, 0), 8)]
-    parts.append(words[at + max(b - 8, 0)] & _LOW_BYTES[min(b, 8)])
+    parts = [word(k) for k in range(0, max(b - 8, 0), 8)]
+    parts.append(word(max(b - 8, 0)) & _LOW_BYTES[min(b, 8)])
     head_key = _mix(np.full(n, b, dtype=np.uint64), *parts)
-    # The event column ends at the next ": ", searched in overlapping words 7 bytes apart.
+    # The event column ends at the next ": ": at the sample's most common length on most
+    # lines; searched in overlapping words 7 bytes apart on the others.
     event_lo = starts + c + 2
+    usual = geo.event_len
     ev_len = np.full(n, -1, dtype=np.int64)
+    if usual > 0:
+        at_usual = (word(c + 2 + usual) & np.uint64(0xFFFF)) == np.uint64(0x203A)
+        ev_len[at_usual] = usual
+        # A shorter name may also end earlier; those lines are searched too.
+        suspects = np.flatnonzero(at_usual)
+    todo = np.flatnonzero(ev_len < 0) if usual > 0 else np.arange(n)
     for k in range(0, geo.event_width, 7):
-        found = lowest_byte(has_pair(words[at + c + 2 + k], COLON, SPACE))
-        hit = (ev_len < 0) & (found < 7)
-        ev_len[hit] = k + found[hit]
+        if not len(todo):
+            break
+        found = lowest_byte(has_pair(as_words[todo, c + 2 + k], COLON, SPACE))
+        hit = found < 7
+        ev_len[todo[hit]] = k + found[hit]
+        todo = todo[~hit]
+    if usual > 0 and len(suspects):
+        # A ": " before the usual end means another, shorter event name.
+        for k in range(0, usual, 7):
+            found = lowest_byte(has_pair(as_words[suspects, c + 2 + k], COLON, SPACE))
+            earlier = (k + found < usual) & (found < 7)
+            if earlier.any():
+                ev_len[suspects[earlier]] = k + found[earlier]
+                suspects = suspects[~earlier]
     ok &= ev_len > 0
     length = np.maximum(ev_len, 0)
     event_parts = []
     for k in range(0, geo.event_width, 8):
         keep = np.clip(length - k, 0, 8)
-        event_parts.append(words[at + c + 2 + k] & _LOW_BYTES[keep])
+        event_parts.append(word(c + 2 + k) & _LOW_BYTES[keep])
     event_key = _mix(length.astype(np.uint64), *event_parts)
     event_hi = event_lo + length
     ok &= event_hi + 2 <= ends
