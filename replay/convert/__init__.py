@@ -197,10 +197,10 @@ def _prepare(data: bytes, first_line: int, unterminated: bool) -> _Prepared:
     return _Prepared(blk, unterminated, selections, fast)
 
 
-PREPARE_THREADS = 3
-"""Blocks split at once. numpy releases the GIL in its loops but not between them, so one
-more thread than this machine's 2 cores keeps both busy (measured: 1 thread 8.6 s, 2 threads
-6.5 s, 3 threads 5.9 s, 4 threads 6.2 s on a 5-million-line log)."""
+PREPARE_THREADS = 2
+"""Blocks split at once, on the machine's 2 cores (numpy releases the GIL in its loops).
+Measured on a 5-million-line log: 1 thread 4.7 s, 2 threads 4.3 s, 3 threads 4.3 s (more
+memory), 4 threads 4.5 s."""
 PREPARE_AHEAD = 4
 """Blocks read and being split ahead of the converter (bounds memory: 16 MiB each)."""
 
