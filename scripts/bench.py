@@ -277,7 +277,12 @@ def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> None:
 def _timed(*args: str) -> float:
     """Wall time of one ``replay`` command in a fresh process (start-up included)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "replay", *args], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "replay", *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
