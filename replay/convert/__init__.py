@@ -902,6 +902,13 @@ def _write(
                 ],
                 "access_source": report.access_source,
                 "vm_identity": sorted(registry.identity),
+                "inferred": notes,
+                "options": {
+                    "format": options.layout,
+                    "fault_codes": options.fault_codes,
+                    "vm_config": None if options.vm_config is None else str(options.vm_config),
+                    "mmu": options.mmu,
+                },
             },
             observed=_observed(report, registry),
         )

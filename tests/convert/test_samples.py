@@ -145,6 +145,11 @@ def test_fast_page_fault_excerpt(tmp_path: Path) -> None:
 
 
 def test_shadow_paging_is_flagged(tmp_path: Path) -> None:
+    from replay.trace import open_trace
+
     report, _ = convert(tmp_path, "ftrace-kvm-head.txt")
     assert any("shadow paging" in w for w in report.warnings)
     assert any("does not tell VMs apart" in w for w in report.warnings)
+    provenance = open_trace(tmp_path / "t.parquet").meta.provenance
+    assert provenance["vm_identity"] == ["single"]
+    assert any("memslots inferred" in x for x in provenance["inferred"])
