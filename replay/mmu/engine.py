@@ -565,12 +565,10 @@ class VectorEngine:
                 continue
             need_group = np.logical_or.reduceat(needs, starts)
             level[vcpus[~need_group]] -= totals[~need_group]
-            # Where the next refill falls after a refill at each fault: the level is back at
-            # capacity there, so the next one is the first fault that finds fewer than minimum.
-            # (Searched on the running total over all faults, which never decreases; the
-            # results are clamped to each vCPU's own faults below.)
+            # After a refill the level is back at capacity, so the next refill is the first
+            # fault that finds fewer than minimum: searched, for the refills only, on the
+            # running total over all faults (it never decreases), clamped to the vCPU's faults.
             running = csum - use
-            after_refill = np.searchsorted(running, running + (cap - minimum), side="right")
             # Every vCPU that refills is followed at once, one refill per round: the rounds are
             # as many as the most refills one vCPU makes, not as many as all refills.
             groups = np.flatnonzero(need_group)
@@ -596,7 +594,8 @@ class VectorEngine:
                 first_refill[active] = False
                 cur[active] = cap
                 base[active] = prior
-                pos[active] = np.minimum(after_refill[p], b[active])
+                after_refill = np.searchsorted(running, prior + (cap - minimum), side="right")
+                pos[active] = np.minimum(after_refill, b[active])
                 active = active[pos[active] < b[active]]
             level[gv] = cur - (csum[b - 1] - base)
         out_refill = np.where(
