@@ -12,7 +12,9 @@ from replay.cli.console import emit_json, note, user_errors
 
 def default_output(runs: list[Path]) -> Path:
     """``report.html`` in the folder that holds the runs, when they share one."""
-    parents = {(p if not (p / "summary.json").exists() else p.parent).resolve() for p in runs}
+    from replay.run.load import is_run
+
+    parents = {(p.parent if is_run(p) else p).resolve() for p in runs}
     if len(parents) == 1:
         return Path(parents.pop()) / "report.html"
     return Path("report.html")

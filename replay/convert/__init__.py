@@ -24,7 +24,7 @@ from replay.convert.layout import LAYOUTS, Task, event_name, lost_count, parse_t
 from replay.convert.lines import split_block
 from replay.convert.passes import Pass, PassBuilder
 from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, fast_fields, parse_payload
-from replay.convert.source import LogFormatError, read_blocks
+from replay.convert.source import LogFormatError, codec_of, read_blocks
 from replay.convert.vms import VmRegistry, load_vm_config
 from replay.errors import ReplayError
 from replay.trace.schema import EVENT_CODE, OP_CODE, SOURCE_CODE, TraceMeta
@@ -679,9 +679,7 @@ def _scan_for_page_faults(path: str) -> bool:
     import mmap
 
     with Path(path).open("rb") as fh:
-        head = fh.read(4)
-        compressed = head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd"
-        if not compressed:
+        if not codec_of(fh.read(4)):
             if os.fstat(fh.fileno()).st_size == 0:
                 return False
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
@@ -850,9 +848,8 @@ def _write(
 
     from replay.trace.writer import build_table, write_trace
 
-    placeholder = TraceMeta(vms=(), coverage="faults-only", provenance={}, observed={})
     rows_written = 0
-    with write_trace(output, placeholder) as sink:
+    with write_trace(output) as sink:  # the footer is known at the end: set before closing
         remap: np.ndarray | None = None
         for cols in chunks:
             n = len(cols["t_ns"])

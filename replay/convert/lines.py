@@ -116,10 +116,6 @@ def _first_in_window(window: np.ndarray, byte: int) -> np.ndarray:
     return out
 
 
-_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
-_HEX_VALUE[48:58] = np.arange(10)
-_HEX_VALUE[97:103] = np.arange(10, 16)
-_HEX_VALUE[65:71] = np.arange(10, 16)
 _DIGIT_VALUE = np.full(256, 255, dtype=np.uint8)
 _DIGIT_VALUE[48:58] = np.arange(10)
 _DIGIT_VALUE[97:103] = np.arange(10, 16)
@@ -163,8 +159,7 @@ def parse_digits(
 
 
 SEGMENT_WIDTH = 64
-"""Bytes of a task or event column that take part in its hash (longer ones: the first 64 and
-the length; a collision there is checked when the text is decoded)."""
+"""Bytes of a task or event column that take part in its hash on the searching path."""
 
 
 def _segment_keys(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -172,28 +167,15 @@ def _segment_keys(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     length = hi - lo
     longest = int(length.max()) if len(length) else 0
     width = min(SEGMENT_WIDTH, max(8, -(-longest // 8) * 8))
-    window = _window(buf, lo, width)
-    window = np.where(np.arange(width)[None, :] < length[:, None], window, 0)
-    words = np.ascontiguousarray(window.astype(np.uint8)).view(np.uint64)
-    mix = np.uint64(0x9E3779B97F4A7C15)
-    key = length.astype(np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(words.shape[1]):
-            key = (key ^ words[:, j]) * mix
-            key ^= key >> np.uint64(29)
-    out: np.ndarray = key
-    return out
+    return _mix(
+        length.astype(np.uint64), _words_key(_window(buf, lo, width), np.minimum(length, width))
+    )
 
 
 _ZEROS = np.uint64(0x3030303030303030)
 _LOW8 = np.uint64(0x00FF00FF00FF00FF)
 _LOW16 = np.uint64(0x0000FFFF0000FFFF)
 _LOW32 = np.uint64(0x00000000FFFFFFFF)
-
-
-def swar_decimal(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Values of rows of exactly 8 ASCII decimal digit bytes, and their validity."""
-    return swar_decimal_words(np.ascontiguousarray(digits).view("<u8").ravel())
 
 
 def swar_decimal_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,16 +195,6 @@ def swar_decimal_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 _NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
 _LETTERS = np.uint64(0x0101010101010101)
-
-
-def swar_hex(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Values of rows of 8 or 16 ASCII hex digit bytes, and their validity (SWAR)."""
-    ok = (_HEX_VALUE[digits] < 16).all(axis=1)
-    words = np.ascontiguousarray(digits).view("<u8")
-    out = np.zeros(len(digits), dtype=np.uint64)
-    for j in range(words.shape[1]):
-        out = (out << np.uint64(32)) | _hex_word(words[:, j])
-    return out, ok
 
 
 def swar_hex_words(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -319,10 +291,6 @@ def _mix(*words: np.ndarray) -> np.ndarray:
             key = (key ^ w) * np.uint64(0x9E3779B97F4A7C15)
             key ^= key >> np.uint64(29)
     return key
-
-
-FEW = 64
-"""Distinct values counted by repeated comparison before falling back to a sort."""
 
 
 _BUCKETS = 8191

@@ -273,12 +273,9 @@ TAIL = 40
 def _literal(buf: np.ndarray, at: np.ndarray, word: np.ndarray) -> np.ndarray:
     """Whether ``word`` (at most 16 bytes) is written at each ``at``: compared as words."""
     text = word.tobytes()
-    head = np.frombuffer(text[:8].ljust(8, b"\0"), dtype="<u8")[0]
-    mask = _LOW_BYTES[min(len(text), 8)]
-    ok: np.ndarray = (_word(buf, at) & mask) == head
+    ok: np.ndarray = (_word(buf, at) & _LOW_BYTES[min(len(text), 8)]) == text_word(text[:8])
     if len(text) > 8:
-        tail = np.frombuffer(text[-8:], dtype="<u8")[0]
-        ok &= _word(buf, at + len(text) - 8) == tail
+        ok &= _word(buf, at + len(text) - 8) == text_word(text[-8:])
     return ok
 
 

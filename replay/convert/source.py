@@ -53,12 +53,16 @@ def _open(path: Path | str) -> tuple[BinaryIO, str]:
         raise LogFormatError(f"log {path} cannot be read ({exc.strerror})") from None
 
 
+def codec_of(head: bytes) -> str:
+    """The compression a file's first 4 bytes show: 'gzip', 'zstd' or '' (plain text)."""
+    return "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head[:4] == ZSTD_MAGIC else ""
+
+
 def _decompressing(raw: BinaryIO, name: str) -> tuple[Any, str]:
     """A readable stream of the log's text, and its compression ('' when none)."""
     import pyarrow as pa
 
-    head = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
-    codec = "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head == ZSTD_MAGIC else ""
+    codec = codec_of(raw.peek(4)[:4] if hasattr(raw, "peek") else b"")
     if not codec:
         return raw, ""
     return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec), codec

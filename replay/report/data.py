@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.run.load import RunDir, RunFormatError, load_run
+from replay.run.load import RunDir, RunFormatError, load_run, runs_in
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -66,11 +66,7 @@ def expand(paths: list[Path]) -> list[RunDir]:
     """Run folders; a folder holding runs (``runs/quick``) stands for all of them."""
     runs: list[RunDir] = []
     for path in paths:
-        inner = (
-            []
-            if (path / "summary.json").exists() or not path.is_dir()
-            else [p for p in sorted(path.iterdir()) if (p / "summary.json").is_file()]
-        )
+        inner = runs_in(path)
         if inner:
             inner.sort(
                 key=lambda p: (

@@ -17,13 +17,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 REQUIRED_KEYS = ("policy", "engine", "trace", "config", "totals", "per_vm", "per_vcpu")
-RUN_FILES = (
-    "faults.parquet",
-    "scans.parquet",
-    "timeline.parquet",
-    "vcpu_cache.parquet",
-    "summary.json",
-)
 
 
 class RunFormatError(InputFileError):
@@ -64,6 +57,18 @@ class RunDir:
         return path
 
 
+def is_run(path: Path) -> bool:
+    """Whether ``path`` looks like a run directory (it has a ``summary.json``)."""
+    return (path / "summary.json").is_file()
+
+
+def runs_in(path: Path) -> list[Path]:
+    """The run directories directly inside ``path`` (a folder of runs), by name."""
+    if is_run(path) or not path.is_dir():
+        return []
+    return [p for p in sorted(path.iterdir()) if is_run(p)]
+
+
 def load_run(path: Path) -> RunDir:
     """Check that ``path`` is a run this version reads, and load its ``summary.json``."""
     if not path.exists():
@@ -74,7 +79,7 @@ def load_run(path: Path) -> RunDir:
         )
     summary_path = path / "summary.json"
     if not summary_path.is_file():
-        inner = sorted(p.name for p in path.iterdir() if (p / "summary.json").is_file())
+        inner = [p.name for p in runs_in(path)]
         if inner:
             raise RunFormatError(
                 f"{path} holds runs ({', '.join(inner)}), not one run; give one of them, "

@@ -317,27 +317,32 @@ class _Timeline:
         self.vcpu_cache = _SparseChanges()
 
     def per_bucket(self, t: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        idx = (np.asarray(t, dtype=np.int64) - self.t0) // self.bucket
+        return self._count(self.bucket_of(t), weights)
+
+    def _count(self, idx: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Sums of ``weights`` (or counts) per bucket, for rows already put in buckets."""
         w = None if weights is None else np.asarray(weights, dtype=np.float64)
         got = np.bincount(idx, weights=w, minlength=self.n)[: self.n]
         return np.asarray(np.rint(got), dtype=np.int64)
 
     def add(self, f: dict[str, np.ndarray]) -> None:
-        out, per_bucket = self.out, self.per_bucket
-        t, attr = f["t_ns"], f["attribution"]
-        out["faults"] += per_bucket(t)
-        out["faults_zapped_page_tables"] += per_bucket(t[attr == Attribution.ZAPPED_PAGE_TABLES])
-        out["faults_cache_eviction"] += per_bucket(t[attr == Attribution.CACHE_EVICTION])
-        out["faults_none"] += per_bucket(t[attr == Attribution.NONE])
-        out["mmio"] += per_bucket(t[f["cause"] == Cause.MMIO])
-        out["pages_refilled"] += per_bucket(t, f["pages_refilled"])
-        out["sps_allocated"] += per_bucket(t, f["new_sps"])
-        out["stall_ns"] += per_bucket(t, f["est_ns"])
-        self.sp_change += per_bucket(t, f["new_sps"])
+        out, count = self.out, self._count
+        idx = self.bucket_of(f["t_ns"])  # once per chunk; every counter below reuses it
+        attr = f["attribution"]
+        out["faults"] += count(idx)
+        out["faults_zapped_page_tables"] += count(idx[attr == Attribution.ZAPPED_PAGE_TABLES])
+        out["faults_cache_eviction"] += count(idx[attr == Attribution.CACHE_EVICTION])
+        out["faults_none"] += count(idx[attr == Attribution.NONE])
+        out["mmio"] += count(idx[f["cause"] == Cause.MMIO])
+        out["pages_refilled"] += count(idx, f["pages_refilled"])
+        new_sps = count(idx, f["new_sps"])
+        out["sps_allocated"] += new_sps
+        out["stall_ns"] += count(idx, f["est_ns"])
+        self.sp_change += new_sps
         cache_delta = f["pages_refilled"].astype(np.int64) - f["new_sps"]
-        self.cache_change += per_bucket(t, cache_delta)
+        self.cache_change += count(idx, cache_delta)
         _, vc = self.groups.of(f["vm"], f["vcpu"])
-        self.vcpu_cache.add(self.bucket_of(t) * self.groups.n_vcpus + vc, cache_delta)
+        self.vcpu_cache.add(idx * self.groups.n_vcpus + vc, cache_delta)
 
     def bucket_of(self, t: np.ndarray) -> np.ndarray:
         idx: np.ndarray = (np.asarray(t, dtype=np.int64) - self.t0) // self.bucket

@@ -71,7 +71,9 @@ class TraceSink:
     At most one table waits, so memory stays bounded by two row groups.
     """
 
-    def __init__(self, writer: pq.ParquetWriter, meta: TraceMeta, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, writer: pq.ParquetWriter, meta: TraceMeta | None, pool: ThreadPoolExecutor
+    ) -> None:
         self._writer = writer
         self._pool = pool
         self._pending: Future[None] | None = None
@@ -94,11 +96,12 @@ class TraceSink:
 
 
 @contextmanager
-def write_trace(path: Path, meta: TraceMeta) -> Iterator[TraceSink]:
+def write_trace(path: Path, meta: TraceMeta | None = None) -> Iterator[TraceSink]:
     """Open ``path`` for writing a trace; it appears only when the block ends without error.
 
-    The footer is written last, from ``sink.meta`` as it stands then, so a converter may fill in
-    what it learnt while reading (the ``observed`` counters).
+    The footer is written last, from ``sink.meta`` as it stands then: a converter opens the
+    trace without one (``meta=None``) and sets it once it has read what the footer holds (the
+    VM table, the ``observed`` counters).
     """
     import pyarrow.parquet as pq
 
@@ -116,4 +119,7 @@ def write_trace(path: Path, meta: TraceMeta) -> Iterator[TraceSink]:
         sink = TraceSink(writer, meta, pool)
         yield sink
         sink.flush()
+        if sink.meta is None:
+            msg = "write_trace: sink.meta was never set, so the trace has no footer"
+            raise RuntimeError(msg)
         writer.add_key_value_metadata({FOOTER_KEY: sink.meta.to_json()})
