@@ -122,3 +122,29 @@ def test_engines_agree_on_every_shipped_scenario(name: str, tmp_path: Path) -> N
             assert np.array_equal(ref.faults[k], vec.faults[k]), (name, policy, k)
         assert ref.scans == vec.scans, (name, policy)
         assert len(ref.faults["row"]) > 0
+
+
+@settings(max_examples=25)
+@given(traces(), st.sampled_from(POLICIES))
+def test_engines_agree_without_the_block_tables(
+    drawn: tuple[TraceMeta, list[dict[str, Any]], MmuConfig, CostModel], policy: str
+) -> None:
+    """Guests too large for the 2 MiB-block tables: every access is placed by binary search."""
+    meta, rows, cfg, costs = drawn
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VectorEngine, "_LUT_MAX", 0)
+        assert VectorEngine(meta, "zap", cfg, costs)._fast_key is None
+        both(rows, meta, policy, cfg, costs)  # type: ignore[arg-type]
+
+
+def test_hit_test_steps_agree_with_one_pass(tmp_path: Path) -> None:
+    """The hit test, a step of _CHUNK accesses at a time, gives the same rows as in one step."""
+    path = tmp_path / "t.parquet"
+    generate(load_scenario("legacy-mmu-pressure", seed=7, accesses=20_000), path)
+    whole = _run(VectorEngine, path, "zap")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VectorEngine, "_CHUNK", 97)
+        stepped = _run(VectorEngine, path, "zap")
+    for k in whole.faults:
+        assert np.array_equal(whole.faults[k], stepped.faults[k]), k
+    assert len(whole.faults["row"]) > 1000
