@@ -300,22 +300,23 @@ class VectorEngine:
     def _paths(
         self, vi: np.ndarray, gfn: np.ndarray, seg: np.ndarray, level: np.ndarray
     ) -> np.ndarray:
-        """SP ids on each access's path: [root, level R-1, ..., 1], -1 where not on the path.
+        """SP ids on each access's path, a row per column: root, level R-1, ..., level 1.
 
-        R is the highest root level of any VM, so a VM with a lower root has -1 columns.
+        R is the highest root level of any VM. Where a column is not on an access's path (a
+        VM with a lower root, a leaf above level 1) it holds ``n_sps``, the sentinel SP that is
+        never live.
         """
         lay = self.lay
-        n = len(vi)
         cols = self._cols
-        paths = np.full((n, cols), -1, dtype=np.int64)
-        paths[:, 0] = lay.root_sp[vi]
+        paths = np.empty((cols, len(vi)), dtype=np.int64)
+        paths[0] = lay.root_sp[vi]
         root = lay.root_level[vi]
         g = gfn.astype(np.int64)
         for d in range(1, cols):
             lv = cols - d
             on_path = (lv < root) & (lv >= level)
             ids = lay.seg_sp_off[seg, lv] + (g >> (9 * lv))
-            paths[:, d] = np.where(on_path, ids, -1)
+            paths[d] = np.where(on_path, ids, lay.n_sps)
         return paths
 
     def _epoch(
@@ -498,24 +499,24 @@ class VectorEngine:
         f_key = c_key[sel]
         # The faults whose path had a missing or unlinked SP, and their rows in ``x``.
         xs, xr = x.rows_of(sel)
-        x_first, x_paths, x_exists = x.first[xr], x.paths[xr], x.exists0[xr]
+        x_first, x_paths, x_exists = x.first[:, xr], x.paths[:, xr], x.exists0[:, xr]
         cut = x_first & x_exists
         f_relinked = np.zeros(len(sel), dtype=np.int64)
-        f_relinked[xs] = cut.sum(axis=1)
+        f_relinked[xs] = cut.sum(axis=0)
         # Causes (rule 5): a missing leaf takes its last-removal cause; a present leaf cut off
         # (only a fault with a path can have one) the lowest unlinked SP's cause.
         cause = self.cause[f_key]
         cut_off = np.flatnonzero(present0[sel][xs])
         if len(cut_off):
-            lowest = self._cols - 1 - np.argmax(cut[cut_off, ::-1], axis=1)
-            cause[xs[cut_off]] = self.ucause[x_paths[cut_off, lowest]]
+            lowest = self._cols - 1 - np.argmax(cut[::-1, cut_off], axis=0)
+            cause[xs[cut_off]] = self.ucause[x_paths[lowest, cut_off]]
         cause = np.where(f_in, cause, _MMIO).astype(np.int8)
         if override is not None and sel[0] == 0:
             cause[0] = override
 
         # SPs: allocate (creation order = trace order, then top-down) and relink (rule 3d).
-        alloc_j, alloc_d = np.nonzero(x_first & ~x_exists)
-        new_ids = x_paths[alloc_j, alloc_d]
+        alloc_j, alloc_d = np.nonzero((x_first & ~x_exists).T)  # by fault, then top-down
+        new_ids = x_paths[alloc_d, alloc_j]
         self.exists[new_ids] = True
         self.linked[new_ids] = True
         self.ucause[new_ids] = 0
@@ -605,23 +606,25 @@ class VectorEngine:
         refilled = np.zeros(n, dtype=bool)
         by_shrinker = np.zeros(n, dtype=bool)
         pages = np.zeros(n, dtype=np.int64)
+        # Running consumption, over all faults and within each vCPU's (the same for the
+        # shadow_page and page_header caches; the pte_list_desc cache consumes nothing in v1).
+        csum = np.cumsum(c)
+        running = csum - c
+        group_base = np.repeat(running[starts], ends - starts)
+        used = (csum, running, running - group_base, csum[ends - 1] - group_base[ends - 1])
+        nothing = (np.zeros(n, np.int64),) * 3 + (np.zeros(len(starts), np.int64),)
+        vcpus = v[starts]
         caches = [
-            (self.sp_cache, self.cfg.min_shadow_page, c, True),
-            (self.ph_cache, self.cfg.min_page_header, c, False),
+            (self.sp_cache, self.cfg.min_shadow_page, True, used),
+            (self.ph_cache, self.cfg.min_page_header, False, used),
         ]
         shadow = self.vcpu_shadow[v]
         if shadow.any():
-            caches.append((self.pl_cache, self.cfg.min_pte_list_desc, np.zeros(n, np.int64), False))
-        for level, minimum, use, is_sp in caches:
-            csum = np.cumsum(use)
-            group_base = np.repeat(csum[starts] - use[starts], ends - starts)
-            before = csum - use - group_base  # consumption of earlier faults of the same vCPU
-            start_level = level[v]
-            needs = (start_level - before) < minimum
+            caches.append((self.pl_cache, self.cfg.min_pte_list_desc, False, nothing))
+        for level, minimum, is_sp, (csum, running, before, totals) in caches:
+            needs = (level[v] - before) < minimum
             if level is self.pl_cache:
                 needs &= shadow
-            totals = csum[ends - 1] - group_base[ends - 1]
-            vcpus = v[starts]
             if not needs.any():
                 level[vcpus] -= totals
                 continue
@@ -630,7 +633,6 @@ class VectorEngine:
             # After a refill the level is back at capacity, so the next refill is the first
             # fault that finds fewer than minimum: searched, for the refills only, on the
             # running total over all faults (it never decreases), clamped to the vCPU's faults.
-            running = csum - use
             # Every vCPU that refills is followed at once, one refill per round: the rounds are
             # as many as the most refills one vCPU makes, not as many as all refills.
             groups = np.flatnonzero(need_group)
@@ -954,10 +956,11 @@ def _starts_of_runs(sorted_ids: np.ndarray) -> np.ndarray:
 class _Paths:
     """The page-table paths of the candidates whose leaf's SP is not reachable (rules 3d, 20).
 
-    ``paths[i]`` lists the SP ids from the root down to the SP holding candidate ``cx[i]``'s
-    leaf (-1 in columns below a lower root or leaf level); ``first`` marks, per column, the
-    first access under an SP that is missing or unlinked at the epoch's start; such an access
-    allocates (``exists0`` False) or relinks (``exists0`` True) it.
+    Column ``i`` of ``paths`` lists the SP ids from the root down to the SP holding candidate
+    ``cx[i]``'s leaf (see ``VectorEngine._paths``); ``first`` marks, per row, the first access
+    under an SP that is missing or unlinked at the epoch's start; such an access allocates
+    (``exists0`` False) or relinks (``exists0`` True) it. Rows are levels, so that each level's
+    work runs over contiguous memory.
     """
 
     def __init__(
@@ -969,8 +972,8 @@ class _Paths:
         self.paths = paths
         self.first = first
         self.exists0 = exists0
-        self.fault = first.any(axis=1)
-        self.new_sps = (first & ~exists0).sum(axis=1)
+        self.fault = first.any(axis=0)
+        self.new_sps = (first & ~exists0).sum(axis=0)
 
     @classmethod
     def of(
@@ -983,15 +986,14 @@ class _Paths:
         c_lv: np.ndarray,
     ) -> _Paths:
         paths = engine._paths(c_vi[cx], c_gfn[cx], c_seg[cx], c_lv[cx])
-        valid = paths >= 0
-        safe = np.where(valid, paths, engine.lay.n_sps)
-        ok0 = engine.linked[safe] | ~valid
-        exists0 = engine.exists[safe] & valid
-        first = np.zeros(ok0.shape, dtype=bool)
-        for d in range(paths.shape[1]):
-            nl_j = np.flatnonzero(~ok0[:, d])
+        # Not linked, on the path (the sentinel is never linked, nor on any path).
+        unlinked = ~engine.linked[paths] & (paths != engine.lay.n_sps)
+        exists0 = engine.exists[paths]
+        first = np.zeros(paths.shape, dtype=bool)
+        for d in range(len(paths)):
+            nl_j = np.flatnonzero(unlinked[d])
             if len(nl_j):
-                first[nl_j, d] = _first_occurrence(engine._sp_scratch, paths[nl_j, d], nl_j)
+                first[d, nl_j] = _first_occurrence(engine._sp_scratch, paths[d, nl_j], nl_j)
         return cls(len(c_vi), cx, paths, first, exists0)
 
     def rows_of(self, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1004,6 +1006,6 @@ class _Paths:
         """Rule 5 / 20 for one candidate (used to carry a cause across a page-limit zap)."""
         if present0[j]:
             i = self.row[j]
-            ds = np.flatnonzero(self.first[i] & self.exists0[i])
-            return int(engine.ucause[self.paths[i, ds[-1]]])
+            ds = np.flatnonzero(self.first[:, i] & self.exists0[:, i])
+            return int(engine.ucause[self.paths[ds[-1], i]])
         return int(engine.cause[key[j]])
