@@ -58,6 +58,8 @@ class FaultSink:
         self._pending_rows = 0
         self._spilled_rows = 0
         self._writer: Any = None
+        self._pool: Any = None
+        self._writing: Any = None
         self._closed = False
 
     def add(self, columns: FaultChunk) -> None:
@@ -94,8 +96,31 @@ class FaultSink:
             if self._writer is None:
                 assert self.spill_path is not None
                 self._writer = pq.ParquetWriter(self.spill_path, table.schema, compression="zstd")
-            self._writer.write_table(table, row_group_size=SPILL_ROWS)
+            self._write(table)
             self._spilled_rows += len(chunk["row"])
+
+    def _write(self, table: Any) -> None:
+        """Hand a row group to the writer thread, one at a time, in order.
+
+        Encoding and compressing it (in Arrow, outside the GIL) overlaps the engine's next
+        batches.
+        """
+        if self._writing is not None:
+            self._writing.result()  # raises what the last write raised
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fault-writer")
+        self._writing = self._pool.submit(self._writer.write_table, table, SPILL_ROWS)
+
+    def _drain(self) -> None:
+        """Wait for the writer thread; re-raise what it raised."""
+        if self._pool is not None:
+            writing, self._writing = self._writing, None
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            if writing is not None:
+                writing.result()
 
     def close(self) -> None:
         """Flush everything to the spill file (if any); no more rows may be added."""
@@ -103,7 +128,10 @@ class FaultSink:
             return
         self._closed = True
         if self.spill_path is not None:
-            self._spill(final=True)
+            try:
+                self._spill(final=True)
+            finally:
+                self._drain()
             if self._writer is None:
                 import pyarrow.parquet as pq
 

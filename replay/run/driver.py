@@ -89,13 +89,37 @@ class _Histogram:
             return
         if self.t0 is None:
             self.t0 = int(t_ns[0])
-        idx = (t_ns - self.t0) // self.bucket_ns
-        add = np.bincount(idx)
-        if len(add) > len(self.counts):
-            self.counts = np.concatenate(
-                [self.counts, np.zeros(len(add) - len(self.counts), dtype=np.int64)]
+        self._grow(np.bincount((t_ns - self.t0) // self.bucket_ns))
+
+    def add_sorted(self, t_ns: np.ndarray, less: np.ndarray) -> None:
+        """Count ``t_ns`` (sorted) except the times in ``less`` (a subset of them).
+
+        A sorted batch spans few buckets: their edges are found by binary search, not by
+        bucketing every row.
+        """
+        if not len(t_ns):
+            return
+        if self.t0 is None:
+            self.t0 = int(t_ns[0])
+        first = (int(t_ns[0]) - self.t0) // self.bucket_ns
+        last = (int(t_ns[-1]) - self.t0) // self.bucket_ns
+        edges = self.t0 + self.bucket_ns * np.arange(first + 1, last + 1, dtype=np.int64)
+        ends = np.append(np.searchsorted(t_ns, edges, side="left"), len(t_ns))
+        counts = np.diff(ends, prepend=0)
+        if len(less):
+            counts -= np.bincount(
+                (less - self.t0) // self.bucket_ns - first, minlength=len(counts)
             )
-        self.counts[: len(add)] += add
+        self._grow(counts, at=first)
+
+    def _grow(self, add: np.ndarray, at: int = 0) -> None:
+        """Add ``add`` to the counts of buckets ``at`` onwards."""
+        end = at + len(add)
+        if end > len(self.counts):
+            self.counts = np.concatenate(
+                [self.counts, np.zeros(end - len(self.counts), dtype=np.int64)]
+            )
+        self.counts[at:end] += add
 
 
 @dataclass
@@ -135,6 +159,12 @@ class Replay:
     counts: TraceCounts
     runs: list[PolicyRun]
     read_s: float
+
+
+def _counts(slots: np.ndarray, n: int) -> np.ndarray:
+    """Occurrences of each slot below ``n`` (slots at or past ``n`` are dropped)."""
+    counts: np.ndarray = np.bincount(slots, minlength=n)[:n]
+    return counts
 
 
 def fingerprint(trace: TraceFile) -> str:
@@ -206,16 +236,12 @@ def run_policies(
                 first = int(batch.t_ns[0])
                 access_hist.t0 = reclaim_hist.t0 = first
             last = int(batch.t_ns[-1])
-            # Host events are few: find them once, and take accesses whole when there are none.
+            # Host events are few: count every row, then take the host rows back out (their
+            # vm and vcpu slots may hold anything; they cancel exactly).
             host = np.flatnonzero(batch.event != EVENT_CODE["access"])
-            if len(host):
-                acc = np.ones(n, dtype=bool)
-                acc[host] = False
-                acc_vm, acc_vcpu, t_acc = batch.vm[acc], batch.vcpu[acc], batch.t_ns[acc]
-            else:
-                acc_vm, acc_vcpu, t_acc = batch.vm, batch.vcpu, batch.t_ns
-            per_vcpu += np.bincount(vcpu_slot[acc_vm] + acc_vcpu, minlength=n_slots)
-            access_hist.add(t_acc)
+            slots = vcpu_slot[batch.vm] + batch.vcpu
+            per_vcpu += _counts(slots, n_slots) - _counts(slots[host], n_slots)
+            access_hist.add_sorted(batch.t_ns, batch.t_ns[host])
             rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
             reclaim_hist.add(batch.t_ns[rec])
             by_source += np.bincount(batch.source[rec], minlength=len(SOURCES))

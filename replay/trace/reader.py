@@ -117,16 +117,20 @@ def iter_batches(
     """
     pf = _parquet_file(trace.path)
     checker = _RowChecker(trace)
-    start = 0
-    source = _record_batches(pf, batch_rows)
+
+    def checked() -> Iterator[EventBatch]:
+        start = 0
+        for record_batch in _record_batches(pf, batch_rows):
+            batch = checker.check(record_batch, start)
+            start += len(batch)
+            yield batch
+
     if read_ahead:
-        # Decode the next row groups on a background thread (Arrow releases the GIL while it
-        # decodes) while the caller works on this one.
-        source = prefetched(source)
-    for record_batch in source:
-        batch = checker.check(record_batch, start)
-        start += len(batch)
-        yield batch
+        # Decode and check the next row groups on a background thread (Arrow releases the GIL
+        # while it decodes, numpy while it checks) while the caller works on this one.
+        yield from prefetched(checked())
+    else:
+        yield from checked()
 
 
 def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
