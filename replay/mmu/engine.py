@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from replay._arrays import stable_order, starts_of_runs
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
 from replay.mmu.layout import VM_SHIFT, Layout
 from replay.mmu.results import EngineResult, FaultSink, ScanRow
@@ -455,10 +456,10 @@ class VectorEngine:
         if (most <= lay.n_max - self.cfg.min_free_mmu_pages).all():
             return None
         vms = c_vi[f]
-        order = _stable_order(vms)
+        order = stable_order(vms)
         vs, adds = vms[order], new_sps[f][order]
         csum = np.cumsum(adds)
-        group_start = _starts_of_runs(vs)
+        group_start = starts_of_runs(vs)
         base = np.maximum.accumulate(np.where(group_start, csum - adds, 0))
         before = self.live[vs] + (csum - adds - base)
         short = lay.n_max[vs] - before < self.cfg.min_free_mmu_pages
@@ -598,10 +599,10 @@ class VectorEngine:
         """Rule 3a for a run of faults: each vCPU's caches, refilled below their minimum."""
         cap = self.cfg.cache_capacity
         n = len(g_vcpu)
-        order = _stable_order(g_vcpu)
+        order = stable_order(g_vcpu)
         v = g_vcpu[order]
         c = consume[order].astype(np.int64)
-        starts = np.flatnonzero(_starts_of_runs(v))
+        starts = np.flatnonzero(starts_of_runs(v))
         ends = np.append(starts[1:], n)
         refilled = np.zeros(n, dtype=bool)
         by_shrinker = np.zeros(n, dtype=bool)
@@ -935,21 +936,6 @@ def _first_occurrence(scratch: np.ndarray, ids: np.ndarray, pos: np.ndarray) -> 
     scratch[ids] = _NEVER
     np.minimum.at(scratch, ids, pos32)
     out: np.ndarray = scratch[ids] == pos32
-    return out
-
-
-def _stable_order(ids: np.ndarray) -> np.ndarray:
-    """Stable argsort of small non-negative ids (radix sort when they fit 16 bits)."""
-    if len(ids) and int(ids.max()) < 1 << 16:
-        ids = ids.astype(np.uint16)
-    order: np.ndarray = np.argsort(ids, kind="stable")
-    return order
-
-
-def _starts_of_runs(sorted_ids: np.ndarray) -> np.ndarray:
-    """True where a run of equal ids begins."""
-    out = np.ones(len(sorted_ids), dtype=bool)
-    out[1:] = sorted_ids[1:] != sorted_ids[:-1]
     return out
 
 

@@ -107,9 +107,7 @@ class _Histogram:
         ends = np.append(np.searchsorted(t_ns, edges, side="left"), len(t_ns))
         counts = np.diff(ends, prepend=0)
         if len(less):
-            counts -= np.bincount(
-                (less - self.t0) // self.bucket_ns - first, minlength=len(counts)
-            )
+            counts -= np.bincount((less - self.t0) // self.bucket_ns - first, minlength=len(counts))
         self._grow(counts, at=first)
 
     def _grow(self, add: np.ndarray, at: int = 0) -> None:

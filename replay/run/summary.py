@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay._arrays import stable_order
 from replay.mmu.config import ATTRIBUTIONS, CAUSES, REFILLS, Attribution, Cause, CostModel
 
 if TYPE_CHECKING:
@@ -71,10 +72,21 @@ class _Peaks:
         self.level = np.zeros(n_groups, dtype=np.int64)
         self.peak = np.zeros(n_groups, dtype=np.int64)
 
-    def feed(self, group: np.ndarray, rows: np.ndarray, deltas: np.ndarray) -> None:
+    def feed(
+        self,
+        group: np.ndarray,
+        rows: np.ndarray,
+        deltas: np.ndarray,
+        by_row: np.ndarray | None = None,
+    ) -> None:
+        """Add a chunk's changes; ``by_row``, if given, is the stable order of ``rows``."""
         if not len(rows):
             return
-        order = np.lexsort((rows, group))
+        if by_row is None:
+            by_row = np.argsort(rows, kind="stable")
+        # By group, then row: a stable sort by group of the rows already in order.
+        g_by_row = group[by_row]
+        order = by_row[stable_order(g_by_row)]
         g, r, d = group[order], rows[order], deltas[order]
         running, starts = running_within_groups(g, d)
         # Carried on from earlier chunks.
@@ -222,11 +234,14 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
             [f["pages_refilled"].astype(np.int64) - f["new_sps"].astype(np.int64), -fr[:, 4]]
         )
         zeros_sp, zeros_c = np.zeros(len(sp_rows), np.int64), np.zeros(len(c_rows), np.int64)
-        sp_total.feed(zeros_sp, sp_rows, sp_delta)
-        sp_vm.feed(sp_group, sp_rows, sp_delta)
-        cache_total.feed(zeros_c, c_rows, c_delta)
-        cache_vm.feed(np.concatenate([f_vi, fr_vi]), c_rows, c_delta)
-        cache_vcpu.feed(np.concatenate([f_vc, fr_vc]), c_rows, c_delta)
+        # Both halves are in row order: a stable sort merges two runs in linear time.
+        sp_by_row = np.argsort(sp_rows, kind="stable")
+        c_by_row = np.argsort(c_rows, kind="stable")
+        sp_total.feed(zeros_sp, sp_rows, sp_delta, sp_by_row)
+        sp_vm.feed(sp_group, sp_rows, sp_delta, sp_by_row)
+        cache_total.feed(zeros_c, c_rows, c_delta, c_by_row)
+        cache_vm.feed(np.concatenate([f_vi, fr_vi]), c_rows, c_delta, c_by_row)
+        cache_vcpu.feed(np.concatenate([f_vc, fr_vc]), c_rows, c_delta, c_by_row)
         if len(f["row"]):
             whole.add(f, np.zeros(len(f["row"]), np.int64))
             by_vm.add(f, f_vi)
