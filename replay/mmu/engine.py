@@ -240,6 +240,10 @@ class VectorEngine:
     """Accesses per step of the hit test: its temporaries stay in the CPU's caches (and out of
     fresh pages from the kernel), about 2.5x faster than whole batches at once."""
 
+    _PACK_FROM = 16
+    """An epoch of n accesses tests hits on a bit-packed copy of ``present`` when n times this
+    reaches the number of leaves (packing costs a pass over them)."""
+
     def _hits(self, vm: np.ndarray, gpa: np.ndarray) -> np.ndarray:
         """Rule 2 for every access of an epoch: its leaf is present and reachable.
 
@@ -252,6 +256,10 @@ class VectorEngine:
         step = self._CHUNK
         gfn = np.empty(min(n, step), dtype=np.int64)
         index = np.empty_like(gfn)
+        # A long epoch reads ``present`` packed 8 leaves to a byte: 8x less memory for its
+        # random reads to miss in, for one pass to pack it.
+        packed = n * self._PACK_FROM >= len(self.present)
+        bits = np.packbits(self.present, bitorder="little") if packed else None
         for a in range(0, n, step):
             b = min(a + step, n)
             g, i = gfn[: b - a], index[: b - a]
@@ -261,7 +269,12 @@ class VectorEngine:
             i |= vm[a:b].astype(np.int64) << self._fast_shift
             key = table[i]
             key += g & self._fast_mask[i]
-            np.take(self.present, key, out=hit[a:b])
+            if bits is None:
+                np.take(self.present, key, out=hit[a:b])
+            else:
+                byte = bits[key >> 3]
+                byte >>= (key & 7).astype(np.uint8)
+                np.bitwise_and(byte, 1, out=hit[a:b], casting="unsafe")
         return hit
 
     def _locate(self, vm: np.ndarray, gpa: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -137,14 +137,16 @@ def test_engines_agree_without_the_block_tables(
         both(rows, meta, policy, cfg, costs)  # type: ignore[arg-type]
 
 
-def test_hit_test_steps_agree_with_one_pass(tmp_path: Path) -> None:
-    """The hit test, a step of _CHUNK accesses at a time, gives the same rows as in one step."""
+@pytest.mark.parametrize(("chunk", "pack_from"), [(97, 10**12), (97, 0), (1 << 16, 10**12)])
+def test_hit_test_variants_agree(tmp_path: Path, chunk: int, pack_from: int) -> None:
+    """The hit test in steps of any size, on packed bits or on the flags, gives the same rows."""
     path = tmp_path / "t.parquet"
     generate(load_scenario("legacy-mmu-pressure", seed=7, accesses=20_000), path)
-    whole = _run(VectorEngine, path, "zap")
+    default = _run(VectorEngine, path, "zap")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(VectorEngine, "_CHUNK", 97)
-        stepped = _run(VectorEngine, path, "zap")
-    for k in whole.faults:
-        assert np.array_equal(whole.faults[k], stepped.faults[k]), k
-    assert len(whole.faults["row"]) > 1000
+        mp.setattr(VectorEngine, "_CHUNK", chunk)
+        mp.setattr(VectorEngine, "_PACK_FROM", pack_from)  # always packed, or never
+        variant = _run(VectorEngine, path, "zap")
+    for k in default.faults:
+        assert np.array_equal(default.faults[k], variant.faults[k]), k
+    assert len(default.faults["row"]) > 1000
