@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from replay._schemas import load_schema
 from replay.errors import OutputPathError
-from replay.mmu.results import fault_table
+from replay.mmu.results import FAULT_PARQUET, fault_table
 from replay.run.driver import run_stamp
 from replay.run.summary import TIMELINE_COLUMNS, summarize_with_timeline
 
@@ -99,12 +99,16 @@ def scans_table(run: PolicyRun) -> Any:
     )
 
 
-def _write_parquet(table: Any, path: Path, stamp: dict[bytes, bytes]) -> None:
+def _write_parquet(
+    table: Any, path: Path, stamp: dict[bytes, bytes], options: dict[str, Any] | None = None
+) -> None:
     import pyarrow.parquet as pq
 
     meta = dict(table.schema.metadata or {})
     meta.update(stamp)
-    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
+    pq.write_table(
+        table.replace_schema_metadata(meta), path, **(options or {"compression": "zstd"})
+    )
 
 
 def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
@@ -118,7 +122,7 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
         sink.spill_path.replace(folder / "faults.parquet")  # written and stamped as it ran
         sink.spill_path = folder / "faults.parquet"
     else:
-        _write_parquet(fault_table(sink.arrays()), folder / "faults.parquet", stamp)
+        _write_parquet(fault_table(sink.arrays()), folder / "faults.parquet", stamp, FAULT_PARQUET)
     _write_parquet(scans_table(run), folder / "scans.parquet", stamp)
     blocks, tl, vcpu_cache = summarize_with_timeline(replay, run)  # one pass over the faults
     _write_parquet(

@@ -120,7 +120,8 @@ def iter_batches(
 
     def checked() -> Iterator[EventBatch]:
         start = 0
-        for record_batch in _record_batches(pf, batch_rows):
+        # Read ahead, one thread decodes: the caller's work has the other core.
+        for record_batch in _record_batches(pf, batch_rows, use_threads=not read_ahead):
             batch = checker.check(record_batch, start)
             start += len(batch)
             yield batch
@@ -133,7 +134,9 @@ def iter_batches(
         yield from checked()
 
 
-def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _record_batches(
+    pf: pq.ParquetFile, batch_rows: int, use_threads: bool = True
+) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches of at most ``batch_rows``, a row group at a time.
 
     Reading whole row groups (with Arrow's threads) keeps memory flat; ``iter_batches`` over a
@@ -145,7 +148,7 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
         if pf.metadata.row_group(i).num_rows > 4 * batch_rows:
             yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
             continue
-        table = pf.read_row_group(i, columns=columns)
+        table = pf.read_row_group(i, columns=columns, use_threads=use_threads)
         yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
 
 
