@@ -120,8 +120,9 @@ def iter_batches(
 
     def checked() -> Iterator[EventBatch]:
         start = 0
-        # Read ahead, one thread decodes: the caller's work has the other core.
-        for record_batch in _record_batches(pf, batch_rows, use_threads=not read_ahead):
+        # Arrow decodes with its own threads even when reading ahead: decoding is the larger
+        # part of a replay's work, and one thread alone was seen to hold the engine back.
+        for record_batch in _record_batches(pf, batch_rows):
             batch = checker.check(record_batch, start)
             start += len(batch)
             yield batch
@@ -134,9 +135,7 @@ def iter_batches(
         yield from checked()
 
 
-def _record_batches(
-    pf: pq.ParquetFile, batch_rows: int, use_threads: bool = True
-) -> Iterator[pa.RecordBatch]:
+def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches of at most ``batch_rows``, a row group at a time.
 
     Reading whole row groups (with Arrow's threads) keeps memory flat; ``iter_batches`` over a
@@ -148,7 +147,7 @@ def _record_batches(
         if pf.metadata.row_group(i).num_rows > 4 * batch_rows:
             yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
             continue
-        table = pf.read_row_group(i, columns=columns, use_threads=use_threads)
+        table = pf.read_row_group(i, columns=columns)
         yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
 
 
