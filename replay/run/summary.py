@@ -135,6 +135,21 @@ class _Blocks:
         )
         self.stall["none"] += _sum(group, np.where(attr == Attribution.NONE, est, 0), n)
 
+    def rollup(self, starts: np.ndarray) -> _Blocks:
+        """The blocks of runs of consecutive groups, each beginning at one of ``starts``.
+
+        Every count and sum here adds up: a VM's is the sum of its vCPUs', the whole trace's the
+        sum of every VM's.
+        """
+        out = _Blocks(len(starts), self.costs)
+        out.faults = np.add.reduceat(self.faults, starts)
+        out.by_attr = np.add.reduceat(self.by_attr, starts, axis=0)
+        out.by_cause = np.add.reduceat(self.by_cause, starts, axis=0)
+        out.by_refill = np.add.reduceat(self.by_refill, starts, axis=0)
+        out.sums = {k: np.add.reduceat(v, starts) for k, v in self.sums.items()}
+        out.stall = {k: np.add.reduceat(v, starts) for k, v in self.stall.items()}
+        return out
+
     def block(self, i: int) -> dict[str, Any]:
         return {
             "faults": int(self.faults[i]),
@@ -212,7 +227,7 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
     rem = rem[np.argsort(rem[:, 0], kind="stable")]
     frees = np.array(res.cache_frees, dtype=np.int64).reshape(-1, 5)
     frees = frees[np.argsort(frees[:, 0], kind="stable")]
-    whole, by_vm, by_vcpu = _Blocks(1, costs), _Blocks(n_vms, costs), _Blocks(n_vcpus, costs)
+    by_vcpu = _Blocks(n_vcpus, costs)  # the VMs' and the whole trace's are summed from it
     sp_total, sp_vm = _Peaks(1), _Peaks(n_vms)
     cache_total, cache_vm, cache_vcpu = _Peaks(1), _Peaks(n_vms), _Peaks(n_vcpus)
     r_at = f_at = 0
@@ -243,8 +258,6 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
         cache_vm.feed(np.concatenate([f_vi, fr_vi]), c_rows, c_delta, c_by_row)
         cache_vcpu.feed(np.concatenate([f_vc, fr_vc]), c_rows, c_delta, c_by_row)
         if len(f["row"]):
-            whole.add(f, np.zeros(len(f["row"]), np.int64))
-            by_vm.add(f, f_vi)
             by_vcpu.add(f, f_vc)
 
     for chunk in res.sink.chunks():
@@ -253,6 +266,8 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
             timeline.add(chunk)
     feed(_empty_faults(), np.iinfo(np.int64).max)  # removals after the last fault
 
+    by_vm = by_vcpu.rollup(groups.vcpu_base)
+    whole = by_vm.rollup(np.zeros(1, dtype=np.int64))
     freed = sum(s.freed for s in scans)
     flush_ns = sum(s.flush_ns for s in scans)
     totals = whole.block(0)
