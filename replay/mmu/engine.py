@@ -114,9 +114,8 @@ class VectorEngine:
 
     def feed(self, batch: EventBatch) -> None:
         """Apply a batch: epochs of accesses, and the host events between them (rule 17)."""
-        host = np.flatnonzero(batch.event != ACCESS)
         start = 0
-        for h in [*host.tolist(), len(batch)]:
+        for h in [*batch.host.tolist(), len(batch)]:
             if h > start:
                 sl = slice(start, h)
                 rows = np.arange(batch.start_row + start, batch.start_row + h, dtype=np.int64)

@@ -236,7 +236,7 @@ def run_policies(
             last = int(batch.t_ns[-1])
             # Host events are few: count every row, then take the host rows back out (their
             # vm and vcpu slots may hold anything; they cancel exactly).
-            host = np.flatnonzero(batch.event != EVENT_CODE["access"])
+            host = batch.host
             slots = vcpu_slot[batch.vm] + batch.vcpu
             per_vcpu += _counts(slots, n_slots) - _counts(slots[host], n_slots)
             access_hist.add_sorted(batch.t_ns, batch.t_ns[host])

@@ -8,6 +8,7 @@ number across.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -74,6 +75,11 @@ class EventBatch:
 
     def __len__(self) -> int:
         return len(self.t_ns)
+
+    @cached_property
+    def host(self) -> np.ndarray:
+        """The rows that are not accesses (host events, few), found once for every consumer."""
+        return np.flatnonzero(self.event != EVENT_CODE["access"])
 
 
 def open_trace(path: str | Path) -> TraceFile:
@@ -385,7 +391,9 @@ class _RowChecker:
             if bad_prio.any():
                 i = _first(bad_prio)
                 raise self._fail(start + i, f"priority {prio[i]} is out of range", "use 0..12")
-        return EventBatch(start_row=start, t_ns=t_ns, event=event, op=op, source=source, **out)
+        batch = EventBatch(start_row=start, t_ns=t_ns, event=event, op=op, source=source, **out)
+        batch.__dict__["host"] = host_rows  # found above; saves its consumers a pass
+        return batch
 
     def _plainly_valid(self, out: dict[str, np.ndarray]) -> bool:
         """Tell whether every vm and vcpu value is plainly in range.
@@ -431,7 +439,8 @@ class _RowChecker:
                     f"write {name} as {target}",
                 ) from None
         if col.null_count == len(col):
-            return np.zeros(len(col), dtype=dtype)
+            # Read only on rows that need the column, and none does: no memory behind it.
+            return np.broadcast_to(np.zeros(1, dtype=dtype), (len(col),))
         data = col.buffers()[1]
         view = np.frombuffer(data, dtype=dtype, count=col.offset + len(col))[col.offset :]
         return view
