@@ -740,7 +740,7 @@ class VectorEngine:
         # holds the huge leaves among the keys under it (few tables, so scanned).
         level = lay.sp_level[zap_ids]
         pts = zap_ids[level == 1]
-        held = [_ranges(lay.sp_key_lo[pts], lay.sp_key_hi[pts])]
+        held = [_ranges(lay.sp_key_lo[pts], lay.sp_key_hi[pts])]  # distinct PTs: disjoint
         for sp in zap_ids[level > 1].tolist():
             lo, hi = int(lay.sp_key_lo[sp]), int(lay.sp_key_hi[sp])
             held.append(np.flatnonzero(lay.key_holder[lo:hi] == sp) + lo)
@@ -911,29 +911,14 @@ class VectorEngine:
         self.live[vi] = 0
 
 
-def _runs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge ranges [lo, hi) into disjoint sorted runs."""
-    order = np.argsort(lo, kind="stable")
-    lo, hi = lo[order].astype(np.int64), hi[order].astype(np.int64)
-    # A range starts a new run when it begins at or past every earlier range's end.
-    reach_end = np.maximum.accumulate(hi)
-    new_run = np.ones(len(lo), dtype=bool)
-    new_run[1:] = lo[1:] >= reach_end[:-1]
-    starts = np.flatnonzero(new_run)
-    return lo[new_run], np.maximum.reduceat(hi, starts)
-
-
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The integers of the union of ranges [lo, hi), sorted, each once."""
-    if not len(lo):
-        return np.empty(0, dtype=np.int64)
-    run_lo, run_hi = _runs(lo, hi)
-    lengths = np.maximum(run_hi - run_lo, 0)
+    """The integers of disjoint ranges [lo, hi), range after range."""
+    lengths = np.maximum(hi - lo, 0).astype(np.int64)
     total = int(lengths.sum())
-    # Concatenated aranges: each run's start, less the output offset where the run begins.
+    # Concatenated aranges: each range's start, less the output offset where the range begins.
     offsets = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
-    starts = np.repeat(run_lo - offsets, lengths)
+    starts = np.repeat(lo.astype(np.int64) - offsets, lengths)
     out: np.ndarray = starts + np.arange(total, dtype=np.int64)
     return out
 
