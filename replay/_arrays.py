@@ -18,3 +18,15 @@ def starts_of_runs(sorted_ids: np.ndarray) -> np.ndarray:
     out = np.ones(len(sorted_ids), dtype=bool)
     out[1:] = sorted_ids[1:] != sorted_ids[:-1]
     return out
+
+
+def concat_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The integers of ranges [lo, hi), range after range (empty ranges add nothing)."""
+    lengths = np.maximum(hi - lo, 0).astype(np.int64)
+    total = int(lengths.sum())
+    # Concatenated aranges: each range's start, less the output offset where the range begins.
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    starts = np.repeat(lo.astype(np.int64) - offsets, lengths)
+    out: np.ndarray = starts + np.arange(total, dtype=np.int64)
+    return out

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replay._arrays import stable_order, starts_of_runs
+from replay._arrays import concat_ranges, stable_order, starts_of_runs
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
 from replay.mmu.layout import VM_SHIFT, Layout
 from replay.mmu.results import EngineResult, FaultSink, ScanRow
@@ -217,7 +217,8 @@ class VectorEngine:
             k = ((first_gfn >> self._seg_shift1[seg]) + self._seg_off1[seg]).view(np.int64)
             key[row + blocks] = k
             mask[row + blocks] = np.where(lay.seg_level[seg - 1] == 1, 511, 0)
-            holder[row + blocks] = lay.key_holder[k]
+            level = lay.seg_level[seg - 1]
+            holder[row + blocks] = lay.holder(seg - 1, level, first_gfn)
         self._fast_static = key
         self._fast_key = key.copy()
         self._fast_mask = mask
@@ -350,8 +351,10 @@ class VectorEngine:
         if self._fast_key is not None:
             hit = self._hits(vm, gpa)
         else:
-            gfn, _, inside, key = self._locate(vm, gpa)
-            hit = inside & self.present[key] & self.sp_reach[self.lay.key_holder[key]]
+            gfn, seg, inside, key = self._locate(vm, gpa)
+            seg = np.maximum(seg, 0)
+            held_by = self.lay.holder(seg, self.lay.seg_level[seg], gfn)
+            hit = inside & self.present[key] & self.sp_reach[np.where(inside, held_by, -1)]
         if override is None and hit.all():
             return len(rows), None  # every access hits: nothing changes
         cand = np.flatnonzero(~hit)
@@ -375,7 +378,8 @@ class VectorEngine:
         # The path matters only where some SP on it is missing or unlinked: there the leaf's
         # SP is not reachable. Elsewhere the whole path is linked, nothing is allocated or
         # relinked, and only the leaf can fault.
-        cx = np.flatnonzero(c_in & ~self.sp_reach[lay.key_holder[c_key]])
+        held_by = np.where(c_in, lay.holder(c_seg, c_lv, c_gfn), lay.n_sps)
+        cx = np.flatnonzero(c_in & ~self.sp_reach[held_by])
         x = _Paths.of(self, cx, c_vi, c_gfn, c_seg, c_lv)
         path_fault = np.zeros(len(cand), dtype=bool)
         path_fault[cx] = x.fault
@@ -740,10 +744,8 @@ class VectorEngine:
         # holds the huge leaves among the keys under it (few tables, so scanned).
         level = lay.sp_level[zap_ids]
         pts = zap_ids[level == 1]
-        held = [_ranges(lay.sp_key_lo[pts], lay.sp_key_hi[pts])]  # distinct PTs: disjoint
-        for sp in zap_ids[level > 1].tolist():
-            lo, hi = int(lay.sp_key_lo[sp]), int(lay.sp_key_hi[sp])
-            held.append(np.flatnonzero(lay.key_holder[lo:hi] == sp) + lo)
+        held = [concat_ranges(lay.sp_key_lo[pts], lay.sp_key_hi[pts])]  # distinct PTs: disjoint
+        held.extend(lay.held_keys(sp) for sp in zap_ids[level > 1].tolist())
         keys = np.concatenate(held)
         dropped = keys[self.present[keys]]
         self.present[dropped] = False
@@ -909,18 +911,6 @@ class VectorEngine:
         self.sp_reach[s_lo:s_hi] = False
         self._refresh_fast(vi)
         self.live[vi] = 0
-
-
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The integers of disjoint ranges [lo, hi), range after range."""
-    lengths = np.maximum(hi - lo, 0).astype(np.int64)
-    total = int(lengths.sum())
-    # Concatenated aranges: each range's start, less the output offset where the range begins.
-    offsets = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    starts = np.repeat(lo.astype(np.int64) - offsets, lengths)
-    out: np.ndarray = starts + np.arange(total, dtype=np.int64)
-    return out
 
 
 def _first_occurrence(scratch: np.ndarray, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:

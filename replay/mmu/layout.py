@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
 
+from replay._arrays import concat_ranges
 from replay.trace.schema import BACKING_LEVEL, TraceMeta
 
 VM_SHIFT = 40
@@ -65,8 +67,6 @@ class Layout:
     seg_sp_off: np.ndarray
     """[segment, level] -> SP id minus region, for levels 1..4 (0 where the level is unused)."""
     n_keys: int
-    key_holder: np.ndarray
-    """SP id holding each leaf key's leaf (the level-G SP above it)."""
     vm_key_lo: np.ndarray
     vm_key_hi: np.ndarray
     # SPs.
@@ -177,7 +177,6 @@ class Layout:
             seg_vm=seg_vm,
             seg_sp_off=seg_sp_off,
             n_keys=key_count,
-            key_holder=np.zeros(key_count, dtype=np.int32),
             vm_key_lo=np.array(vm_key_lo, dtype=np.int64),
             vm_key_hi=np.array(vm_key_hi, dtype=np.int64),
             n_sps=n_sps,
@@ -198,7 +197,21 @@ class Layout:
         layout._fill_key_tables(sp_arr, meta)
         return layout
 
-    def _fill_key_tables(self, sp_arr: np.ndarray, meta: TraceMeta) -> None:
+    def holder(self, seg: np.ndarray, level: np.ndarray, gfn: np.ndarray) -> np.ndarray:
+        """SP id holding the leaf of each gfn (the level-G SP above it).
+
+        ``seg`` is each gfn's segment and ``level`` that segment's leaf level.
+        """
+        out: np.ndarray = self.seg_sp_off[seg, level] + (gfn.astype(np.int64) >> (9 * level))
+        return out
+
+    @cached_property
+    def key_holder(self) -> np.ndarray:
+        """SP id holding each leaf key's leaf, for every key.
+
+        Built on first use: 4 bytes a key, which the engine does without (see :meth:`holder`).
+        """
+        key_holder = np.zeros(self.n_keys, dtype=np.int32)
         for k in range(len(self.seg_level)):
             level = int(self.seg_level[k])
             base = int(self.seg_key_base[k])
@@ -213,7 +226,22 @@ class Layout:
             counts[0] -= first_key & 511
             counts[-1] -= 511 - ((first_key + n - 1) & 511)
             tables = np.arange(r0, r1 + 1, dtype=np.int64) + self.seg_sp_off[k, level]
-            self.key_holder[base : base + n] = np.repeat(tables.astype(np.int32), counts)
+            key_holder[base : base + n] = np.repeat(tables.astype(np.int32), counts)
+        return key_holder
+
+    def held_keys(self, sp: int) -> np.ndarray:
+        """The leaf keys an SP holds itself: those under it whose leaf level is its level."""
+        level = int(self.sp_level[sp])
+        lo, hi = int(self.sp_key_lo[sp]), int(self.sp_key_hi[sp])
+        seg_lo = self.seg_gfn_lo.astype(np.int64)
+        seg_hi = (self.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        seg_key_hi = self.seg_key_base + ((seg_hi - seg_lo) >> (9 * (self.seg_level - 1)))
+        a = np.maximum(self.seg_key_base, lo)
+        b = np.minimum(seg_key_hi, hi)
+        mine = (self.seg_vm == self.sp_vm[sp]) & (self.seg_level == level)
+        return concat_ranges(a[mine], b[mine])
+
+    def _fill_key_tables(self, sp_arr: np.ndarray, meta: TraceMeta) -> None:
         # Keys under an SP: the keys whose first gfn lies in the SP's gfn span.
         for i in range(len(meta.vms)):
             lo, hi = int(self.vm_sp_lo[i]), int(self.vm_sp_hi[i])
