@@ -148,13 +148,30 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
     whole file was seen to grow the process by a few MiB per row group. A row group much larger
     than a batch is streamed on its own instead.
     """
+    import pyarrow as pa
+
     columns = list(COLUMNS)
+    leaf = {pf.metadata.schema.column(j).path: j for j in range(pf.metadata.num_columns)}
     for i in range(pf.metadata.num_row_groups):
-        if pf.metadata.row_group(i).num_rows > 4 * batch_rows:
+        group = pf.metadata.row_group(i)
+        if group.num_rows > 4 * batch_rows:
             yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
             continue
-        table = pf.read_row_group(i, columns=columns)
+        # A column whose statistics say every value is null (the host-event columns of a
+        # stretch of accesses) is made, not decoded: decoding it costs as much as a column of
+        # values, for nothing.
+        empty = [c for c in columns if c in leaf and _all_null(group, leaf[c])]
+        table = pf.read_row_group(i, columns=[c for c in columns if c not in empty])
+        for name in empty:
+            field = pf.schema_arrow.field(name)
+            table = table.append_column(field, pa.nulls(group.num_rows, type=field.type))
         yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
+
+
+def _all_null(group: pq.RowGroupMetaData, column: int) -> bool:
+    """Whether a row group's column holds nothing but nulls, by its statistics (if written)."""
+    stats = group.column(column).statistics
+    return bool(stats is not None and stats.has_null_count and stats.null_count == group.num_rows)
 
 
 def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
