@@ -744,7 +744,23 @@ class VectorEngine:
         # holds the huge leaves among the keys under it (few tables, so scanned).
         level = lay.sp_level[zap_ids]
         pts = zap_ids[level == 1]
-        held = [concat_ranges(lay.sp_key_lo[pts], lay.sp_key_hi[pts])]  # distinct PTs: disjoint
+        lo, hi = lay.sp_key_lo[pts], lay.sp_key_hi[pts]
+        # A PT whose keys lie in one aligned row of 512 (all but a PT that a slot edge cuts, see
+        # the layout) is worked on as that row, whole.
+        one_row = (lo >> 9) == ((hi - 1) >> 9)
+        rows = lo[one_row] >> 9
+        if len(rows):
+            present = self.present[: lay.n_keys].reshape(-1, 512)
+            causes = self.cause.reshape(-1, 512)
+            dropping = present[rows]
+            if dropping.any():
+                row_causes = causes[rows]
+                row_causes[dropping] = cause
+                causes[rows] = row_causes
+                present[rows] = False
+        # The other PTs (distinct, so their ranges are disjoint), and the leaves of higher
+        # tables.
+        held = [concat_ranges(lo[~one_row], hi[~one_row])]
         held.extend(lay.held_keys(sp) for sp in zap_ids[level > 1].tolist())
         keys = np.concatenate(held)
         dropped = keys[self.present[keys]]

@@ -1,13 +1,17 @@
-"""Dense ids for the vectorized engine: leaf keys and page-table pages (SPs) as array indices.
+"""Ids for the vectorized engine: leaf keys and page-table pages (SPs) as array indices.
 
 Every gfn of every memslot has one *leaf key* (rule 3b fixes its leaf level, which never
-changes in v1), and every page-table page that can exist has one *SP id*. Both are dense
+changes in v1), and every page-table page that can exist has one *SP id*. Both are near-dense
 integers across all VMs, so the engine's state is a handful of flat numpy arrays whose size is
 bounded by the guests' memory, not by the trace.
 
 A leaf *segment* is a gfn range of one memslot where every gfn has the same leaf level; a slot
 splits into at most five (4 KiB head, 2 MiB head, 1 GiB middle, 2 MiB tail, 4 KiB tail). Leaf
 keys are numbered in gfn order inside each VM, so the keys under any SP form one id range.
+Each segment starts in a fresh block of 512 keys, and a 4 KiB segment's keys are congruent to
+their gfns modulo 512: the keys of one page table (PT) within one segment are then one aligned
+row of 512, and a prefetch group's 8 keys one aligned word. The padding keys this leaves (at
+most 1023 a segment) never hold a leaf.
 """
 
 from __future__ import annotations
@@ -102,11 +106,13 @@ class Layout:
         vm_key_lo, vm_key_hi, vm_sp_lo, vm_sp_hi, root_sp = [], [], [], [], []
         key_count = 0
         for i, vm in enumerate(meta.vms):
+            key_count = -(-key_count // 512) * 512
             vm_key_lo.append(key_count)
             for slot in sorted(vm.memslots, key=lambda s: s.gpa_start):
                 top = 1 if slot.dirty_log else BACKING_LEVEL[slot.backing]
                 lo, hi = slot.gfn_start, slot.gfn_start + slot.npages
                 for a, b, level in _leaf_segments(lo, hi, top):
+                    key_count = -(-key_count // 512) * 512 + (a % 512 if level == 1 else 0)
                     segs.append((i, a, b, level, key_count, slot.dirty_log))
                     key_count += (b - a) >> (9 * (level - 1))
             vm_key_hi.append(key_count)
@@ -176,7 +182,7 @@ class Layout:
             seg_dirty=np.array([s[5] for s in segs], dtype=bool),
             seg_vm=seg_vm,
             seg_sp_off=seg_sp_off,
-            n_keys=key_count,
+            n_keys=-(-key_count // 512) * 512,
             vm_key_lo=np.array(vm_key_lo, dtype=np.int64),
             vm_key_hi=np.array(vm_key_hi, dtype=np.int64),
             n_sps=n_sps,

@@ -19,15 +19,30 @@ def test_a_slot_splits_into_runs_of_one_leaf_level() -> None:
     ]
 
 
-def test_keys_and_sps_are_dense_and_ordered() -> None:
+def test_keys_are_ordered_and_aligned_and_sps_dense() -> None:
     m = meta(vm(0, slots=(Memslot(0, 4 * MiB, "2m"), Memslot(GiB, 8192))), vm(1, root=5))
     lay = Layout.build(m, [64, 64])
-    # VM 0: two 2 MiB keys, then two 4 KiB keys; VM 1: 1 GiB of 4 KiB keys.
-    assert (lay.vm_key_lo.tolist(), lay.vm_key_hi.tolist()) == ([0, 4], [4, 4 + (1 << 18)])
-    # Every key is held by an SP of its VM, at its own level.
-    for vi in range(2):
-        keys = np.arange(lay.vm_key_lo[vi], lay.vm_key_hi[vi])
-        assert set(lay.sp_vm[lay.key_holder[keys]].tolist()) == {vi}
+    # VM 0: two 2 MiB keys (0, 1); its two 4 KiB keys start a fresh block of 512 at their gfns'
+    # offset in their 2 MiB region (gfn 262144 % 512 = 0): keys 512, 513. VM 1 starts at the
+    # next block, 1024, with 1 GiB of 4 KiB keys; the key count rounds up to whole blocks.
+    assert (lay.vm_key_lo.tolist(), lay.vm_key_hi.tolist()) == (
+        [0, 1024],
+        [514, 1024 + (1 << 18)],
+    )
+    assert lay.seg_key_base.tolist() == [0, 512, 1024]
+    assert lay.n_keys == 1024 + (1 << 18)
+    # Every leaf key is held by an SP of its VM, at its own level; 4 KiB keys are congruent to
+    # their gfns modulo 512.
+    for k in range(len(lay.seg_level)):
+        lo = int(lay.seg_gfn_lo[k])
+        hi = int(lay.seg_end[k]) & ((1 << 40) - 1)
+        level = int(lay.seg_level[k])
+        keys = lay.seg_key_base[k] + np.arange((hi - lo) >> (9 * (level - 1)))
+        held_by = lay.key_holder[keys]
+        assert set(lay.sp_vm[held_by].tolist()) == {int(lay.seg_vm[k])}
+        assert set(lay.sp_level[held_by].tolist()) == {level}
+        if level == 1:
+            assert np.array_equal(keys % 512, np.arange(lo, hi) % 512)
     # VM 1 (root level 5): root, then one SP each at levels 4 and 3, one PD, 512 PTs.
     lo, hi = lay.vm_sp_lo[1], lay.vm_sp_hi[1]
     assert np.bincount(lay.sp_level[lo:hi]).tolist() == [0, 512, 1, 1, 1, 1]
@@ -42,5 +57,8 @@ def test_key_lower_bound_scalar_and_vector_agree() -> None:
     gfns = [0, 1, 511, 512, 1023, 1024, 5000, GiB >> 12, (GiB >> 12) + 1, (GiB >> 12) + 2, 10**9]
     vec = lay.key_lower_bound(0, np.array(gfns)).tolist()
     assert vec == [lay.key_lower_bound_one(0, g) for g in gfns]
-    assert vec == [0, 1, 1, 1, 2, 2, 2, 2, 3, 4, 4]
+    # Keys 0, 1: the 2 MiB leaves; 512, 513: the 4 KiB pages at 1 GiB (a fresh block of keys);
+    # a gfn in the gap between the slots gets the first key past the 2 MiB segment, 2 (a
+    # padding key, which holds nothing, so as a range bound it is the same as 512).
+    assert vec == [0, 1, 1, 1, 2, 2, 2, 512, 513, 514, 514]
     assert lay.key_floor(0, 511) == 0
