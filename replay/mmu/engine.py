@@ -556,7 +556,7 @@ class VectorEngine:
         for j in np.flatnonzero(leaf_f & mixed_group[sel]).tolist():
             self.present[self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]]))] = True
         if len(new_ids) or len(relinked_ids):
-            self._refresh_reach(np.concatenate([new_ids, relinked_ids]))
+            self._refresh_reach(new_ids, relinked_ids)
 
         # Caches (rule 3a), costs (rule 18), busy windows (rule 16), attribution (rule 7).
         g_vcpu = lay.vcpu_base[c_vi[sel]] + vcpu[sel].astype(np.int64)
@@ -721,10 +721,21 @@ class VectorEngine:
             run(start, grp)
         return np.array(out, dtype=np.int64)
 
-    def _refresh_reach(self, changed: np.ndarray) -> None:
-        """Recompute SP reachability in the VMs of the SPs in ``changed``, top-down."""
-        for vi in set(self.lay.sp_vm[changed].tolist()):
+    def _refresh_reach(self, new_ids: np.ndarray, relinked_ids: np.ndarray) -> None:
+        """Update SP reachability after faults allocated ``new_ids`` and relinked the others.
+
+        A VM where a table was relinked is recomputed top-down (the relinked table's linked
+        descendants become reachable again). Where tables were only allocated, each is on a
+        faulting path whose tables above it were linked or allocated by the same faults, so
+        the new tables, and nothing else, become reachable.
+        """
+        vm_of = self.lay.sp_vm
+        relinked_vms = set(vm_of[relinked_ids].tolist())
+        for vi in relinked_vms:
             self._reach_vm(vi)
+        self.sp_reach[new_ids] = True
+        for vi in set(vm_of[new_ids].tolist()) - relinked_vms:
+            self._refresh_fast(vi)
 
     def _reach_vm(self, vi: int) -> None:
         lay = self.lay
@@ -760,12 +771,14 @@ class VectorEngine:
                 present[rows] = False
         # The other PTs (distinct, so their ranges are disjoint), and the leaves of higher
         # tables.
-        held = [concat_ranges(lo[~one_row], hi[~one_row])]
-        held.extend(lay.held_keys(sp) for sp in zap_ids[level > 1].tolist())
-        keys = np.concatenate(held)
-        dropped = keys[self.present[keys]]
-        self.present[dropped] = False
-        self.cause[dropped] = cause
+        held = [lay.held_keys(sp) for sp in zap_ids[level > 1].tolist()]
+        if not one_row.all():
+            held.append(concat_ranges(lo[~one_row], hi[~one_row]))
+        if held:
+            keys = np.concatenate(held)
+            dropped = keys[self.present[keys]]
+            self.present[dropped] = False
+            self.cause[dropped] = cause
         # Children linked to a zapped SP are unlinked; they and their leaves stay (rule 11).
         s_lo, s_hi = int(lay.vm_sp_lo[vi]), int(lay.vm_sp_hi[vi])
         ids = np.arange(s_lo, s_hi)

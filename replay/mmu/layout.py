@@ -235,15 +235,20 @@ class Layout:
             key_holder[base : base + n] = np.repeat(tables.astype(np.int32), counts)
         return key_holder
 
+    @cached_property
+    def _seg_key_end(self) -> np.ndarray:
+        """One past each segment's last key."""
+        seg_lo = self.seg_gfn_lo.astype(np.int64)
+        seg_hi = (self.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        end: np.ndarray = self.seg_key_base + ((seg_hi - seg_lo) >> (9 * (self.seg_level - 1)))
+        return end
+
     def held_keys(self, sp: int) -> np.ndarray:
         """The leaf keys an SP holds itself: those under it whose leaf level is its level."""
         level = int(self.sp_level[sp])
         lo, hi = int(self.sp_key_lo[sp]), int(self.sp_key_hi[sp])
-        seg_lo = self.seg_gfn_lo.astype(np.int64)
-        seg_hi = (self.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
-        seg_key_hi = self.seg_key_base + ((seg_hi - seg_lo) >> (9 * (self.seg_level - 1)))
         a = np.maximum(self.seg_key_base, lo)
-        b = np.minimum(seg_key_hi, hi)
+        b = np.minimum(self._seg_key_end, hi)
         mine = (self.seg_vm == self.sp_vm[sp]) & (self.seg_level == level)
         return concat_ranges(a[mine], b[mine])
 
