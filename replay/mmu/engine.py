@@ -43,6 +43,8 @@ _MMIO, _ZAPPED = int(Cause.MMIO), int(Cause.ZAPPED)
 _NO_REFILL, _NATURAL, _SHRINKER = int(Refill.NONE), int(Refill.NATURAL), int(Refill.SHRINKER)
 _ATTR_NONE, _ATTR_CACHE = int(Attribution.NONE), int(Attribution.CACHE_EVICTION)
 _ATTR_ZAPPED = int(Attribution.ZAPPED_PAGE_TABLES)
+_EIGHT_TRUE = np.frombuffer(np.ones(8, dtype=bool).tobytes(), dtype=np.uint64)[0]
+"""Eight bools of True as one 64-bit word."""
 
 
 class VectorEngine:
@@ -550,8 +552,12 @@ class VectorEngine:
         fg = leaf_f & full_group[sel]
         if fg.any():
             starts = unit[sel][fg]
-            for i in range(self.cfg.pte_prefetch):  # the group's consecutive keys
-                self.present[starts + i] = True
+            if self.cfg.pte_prefetch == 8:
+                # The group's 8 keys are one aligned word (see the layout): set it whole.
+                self.present.view(np.uint64)[starts >> 3] = _EIGHT_TRUE
+            else:
+                for i in range(self.cfg.pte_prefetch):  # the group's consecutive keys
+                    self.present[starts + i] = True
         # At most one slot-edge group: the epoch stops after it.
         for j in np.flatnonzero(leaf_f & mixed_group[sel]).tolist():
             self.present[self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]]))] = True

@@ -88,6 +88,7 @@ def traces(draw: st.DrawFn) -> tuple[TraceMeta, list[dict[str, Any]], MmuConfig,
     cfg = MmuConfig(
         n_max_min=draw(st.sampled_from([6, 9, 20, 64])),
         refill_pages=draw(st.sampled_from([5, 12, 25])),
+        pte_prefetch=draw(st.sampled_from([8, 8, 8, 4])),  # 8 is the kernel's; any power of 2
     )
     costs = CostModel(pressure_window_ns=draw(st.sampled_from([0, 10_000, 10**9])))
     return meta, rows, cfg, costs
