@@ -429,10 +429,11 @@ class VectorEngine:
             recycled = self._pending_recycled
         self._commit(
             sel,
-            rows[cand],
-            t[cand],
-            vm[cand],
-            vcpu[cand],
+            cand,
+            rows,
+            t,
+            vm,
+            vcpu,
             c_vi,
             c_gfn,
             c_lv,
@@ -492,6 +493,7 @@ class VectorEngine:
     def _commit(
         self,
         sel: np.ndarray,
+        cand: np.ndarray,
         rows: np.ndarray,
         t: np.ndarray,
         vm: np.ndarray,
@@ -513,6 +515,8 @@ class VectorEngine:
         if not len(sel):
             return
         lay = self.lay
+        # ``sel`` indexes the candidates; ``at`` the epoch's accesses (rows, t, vm, vcpu).
+        at = cand[sel]
         f_in = c_in[sel]
         f_new = np.where(f_in, new_sps[sel], 0)
         f_key = c_key[sel]
@@ -565,7 +569,8 @@ class VectorEngine:
             self._refresh_reach(new_ids, relinked_ids)
 
         # Caches (rule 3a), costs (rule 18), busy windows (rule 16), attribution (rule 7).
-        g_vcpu = lay.vcpu_base[c_vi[sel]] + vcpu[sel].astype(np.int64)
+        f_vcpu = vcpu[at]
+        g_vcpu = lay.vcpu_base[c_vi[sel]] + f_vcpu.astype(np.int64)
         refill = np.zeros(len(sel), dtype=np.int8)
         pages = np.zeros(len(sel), dtype=np.int64)
         real = np.flatnonzero(f_in)
@@ -573,7 +578,7 @@ class VectorEngine:
             r_refill, r_pages = self._topups(g_vcpu[real], f_new[real])
             refill[real] = r_refill
             pages[real] = r_pages
-        f_t = t[sel]
+        f_t = t[at]
         rate: int | np.ndarray = self.costs.refill_page_ns
         if self.last_reclaim_t is not None:
             rate = np.where(
@@ -600,10 +605,10 @@ class VectorEngine:
         )
         self.faults.add(
             {
-                "row": rows[sel],
+                "row": rows[at],
                 "t_ns": f_t,
-                "vm": vm[sel],
-                "vcpu": vcpu[sel],
+                "vm": vm[at],
+                "vcpu": f_vcpu,
                 "gfn": c_gfn[sel],
                 "cause": cause,
                 "refill": refill,
