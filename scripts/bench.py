@@ -207,9 +207,16 @@ def _in_process(*args: str) -> tuple[dict[str, Any], float, float]:
 
 
 def _child_run(trace_path: str, out_dir: str) -> None:
-    """The whole `replay run` command in this process, then its peak RSS."""
-    doc, wall, peak = _in_process("run", trace_path, "--policy", "zap", "-o", out_dir, "--force")
-    engine_s = doc["runs"]["zap"]["wall_s"]
+    """The whole `replay run` command as a fresh process (interpreter start-up, imports and
+    outputs included), timed from here; its peak RSS is this child's only child's."""
+    cmd = [sys.executable, "-m", "replay", "run", trace_path, "--policy", "zap"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [*cmd, "-o", out_dir, "--force", "--json"], check=True, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    engine_s = json.loads(proc.stdout)["runs"]["zap"]["wall_s"]
     print(json.dumps({"wall_s": wall, "engine_s": engine_s, "peak_mib": peak}))
 
 
