@@ -545,7 +545,8 @@ class VectorEngine:
         self.ucause[new_ids] = 0
         self.seq[new_ids] = self.next_seq + np.arange(len(new_ids))
         self.next_seq += len(new_ids)
-        np.add.at(self.live, lay.sp_vm[new_ids], 1)
+        if len(new_ids):
+            self.live += np.bincount(lay.sp_vm[new_ids], minlength=lay.n_vms)
         relinked_ids = x_paths[cut]
         self.linked[relinked_ids] = True
         self.ucause[relinked_ids] = 0
