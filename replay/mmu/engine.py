@@ -522,24 +522,27 @@ class VectorEngine:
         f_key = c_key[sel]
         # The faults whose path had a missing or unlinked SP, and their rows in ``x``.
         xs, xr = x.rows_of(sel)
-        x_first, x_paths, x_exists = x.first[:, xr], x.paths[:, xr], x.exists0[:, xr]
-        cut = x_first & x_exists
         f_relinked = np.zeros(len(sel), dtype=np.int64)
-        f_relinked[xs] = cut.sum(axis=0)
+        f_relinked[xs] = x.relinks[xr]
         # Causes (rule 5): a missing leaf takes its last-removal cause; a present leaf cut off
         # (only a fault with a path can have one) the lowest unlinked SP's cause.
         cause = self.cause[f_key]
         cut_off = np.flatnonzero(present0[sel][xs])
         if len(cut_off):
-            lowest = self._cols - 1 - np.argmax(cut[::-1, cut_off], axis=0)
-            cause[xs[cut_off]] = self.ucause[x_paths[lowest, cut_off]]
+            cut_rows = xr[cut_off]
+            cut = x.relink[:, cut_rows]
+            lowest = self._cols - 1 - np.argmax(cut[::-1], axis=0)
+            cause[xs[cut_off]] = self.ucause[x.paths[lowest, cut_rows]]
         cause = np.where(f_in, cause, _MMIO).astype(np.int8)
         if override is not None and sel[0] == 0:
             cause[0] = override
 
-        # SPs: allocate (creation order = trace order, then top-down) and relink (rule 3d).
-        alloc_j, alloc_d = np.nonzero((x_first & ~x_exists).T)  # by fault, then top-down
-        new_ids = x_paths[alloc_d, alloc_j]
+        # SPs: allocate (creation order = trace order, then top-down) and relink (rule 3d), for
+        # the rows of ``x`` that fault here (not those past where the epoch stops).
+        chosen = np.zeros(len(x.row_cand), dtype=bool)
+        chosen[xr] = True
+        alloc_j, alloc_d = np.nonzero((x.alloc & chosen).T)  # by fault, then top-down
+        new_ids = x.paths[alloc_d, alloc_j]
         self.exists[new_ids] = True
         self.linked[new_ids] = True
         self.ucause[new_ids] = 0
@@ -547,7 +550,7 @@ class VectorEngine:
         self.next_seq += len(new_ids)
         if len(new_ids):
             self.live += np.bincount(lay.sp_vm[new_ids], minlength=lay.n_vms)
-        relinked_ids = x_paths[cut]
+        relinked_ids = x.paths[x.relink & chosen]
         self.linked[relinked_ids] = True
         self.ucause[relinked_ids] = 0
 
@@ -983,11 +986,17 @@ class _Paths:
         self.row = np.full(n, -1, dtype=np.int64)
         """Each of the ``n`` candidates' row here, -1 for those without one."""
         self.row[cx] = np.arange(len(cx))
+        self.row_cand = cx
         self.paths = paths
         self.first = first
         self.exists0 = exists0
+        self.alloc = first & ~exists0
+        """The SPs each row's access allocates ..."""
+        self.relink = first & exists0
+        """... and those it relinks."""
         self.fault = first.any(axis=0)
-        self.new_sps = (first & ~exists0).sum(axis=0)
+        self.new_sps = self.alloc.sum(axis=0)
+        self.relinks = self.relink.sum(axis=0)
 
     @classmethod
     def of(
@@ -1020,6 +1029,6 @@ class _Paths:
         """Rule 5 / 20 for one candidate (used to carry a cause across a page-limit zap)."""
         if present0[j]:
             i = self.row[j]
-            ds = np.flatnonzero(self.first[:, i] & self.exists0[:, i])
+            ds = np.flatnonzero(self.relink[:, i])
             return int(engine.ucause[self.paths[ds[-1], i]])
         return int(engine.cause[key[j]])
