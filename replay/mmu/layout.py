@@ -101,7 +101,8 @@ class Layout:
             total_vcpus += vm.vcpus
 
         segs: list[tuple[int, int, int, int, int, bool]] = []  # vm, lo, hi, level, key_base, dirty
-        sp_rows: list[tuple[int, int, int]] = []  # vm, level, region  (roots first per VM)
+        sp_rows: list[np.ndarray] = []  # blocks of (vm, level, region) rows, roots first per VM
+        n_sps = 0
         sp_ranges: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
         vm_key_lo, vm_key_hi, vm_sp_lo, vm_sp_hi, root_sp = [], [], [], [], []
         key_count = 0
@@ -117,9 +118,10 @@ class Layout:
                     key_count += (b - a) >> (9 * (level - 1))
             vm_key_hi.append(key_count)
             # SP regions of every level below the root: the union of the slots' regions.
-            vm_sp_lo.append(len(sp_rows))
-            root_sp.append(len(sp_rows))
-            sp_rows.append((i, vm.root_level, 0))
+            vm_sp_lo.append(n_sps)
+            root_sp.append(n_sps)
+            sp_rows.append(np.array([[i, vm.root_level, 0]], dtype=np.int64))
+            n_sps += 1
             for level in range(vm.root_level - 1, 0, -1):
                 spans = sorted(
                     (s.gfn_start >> (9 * level), (s.gfn_start + s.npages - 1) >> (9 * level))
@@ -133,13 +135,16 @@ class Layout:
                         merged.append([a, b])
                 ranges = []
                 for a, b in merged:
-                    ranges.append((a, b, len(sp_rows)))
-                    sp_rows.extend((i, level, r) for r in range(a, b + 1))
+                    ranges.append((a, b, n_sps))
+                    block = np.empty((b - a + 1, 3), dtype=np.int64)
+                    block[:, 0], block[:, 1] = i, level
+                    block[:, 2] = np.arange(a, b + 1)
+                    sp_rows.append(block)
+                    n_sps += b - a + 1
                 sp_ranges[(i, level)] = ranges
-            vm_sp_hi.append(len(sp_rows))
+            vm_sp_hi.append(n_sps)
 
-        n_sps = len(sp_rows)
-        sp_arr = np.array(sp_rows, dtype=np.int64).reshape(-1, 3)
+        sp_arr = np.concatenate(sp_rows) if sp_rows else np.zeros((0, 3), dtype=np.int64)
         seg_arr = np.array([s[:5] for s in segs], dtype=np.int64).reshape(-1, 5)
         seg_vm, seg_lo, seg_hi, seg_lvl, seg_base = seg_arr.T
         seg_sp_off = np.zeros((len(segs), MAX_LEVEL), dtype=np.int64)
