@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
 ACCESS = EVENT_CODE["access"]
 _RECLAIM, _SHRINK, _UNMAP = EVENT_CODE["reclaim"], EVENT_CODE["shrink"], EVENT_CODE["unmap"]
-_NEVER = np.iinfo(np.int32).max
-"""Larger than any position in an epoch (epochs are at most a batch, far below 2**31)."""
 # Plain ints for the hot paths (an Enum member lookup costs more than the numpy call).
 _MMIO, _ZAPPED = int(Cause.MMIO), int(Cause.ZAPPED)
 _NO_REFILL, _NATURAL, _SHRINKER = int(Refill.NONE), int(Refill.NATURAL), int(Refill.SHRINKER)
@@ -108,9 +106,9 @@ class VectorEngine:
         self.sp_reach = np.zeros(lay.n_sps + 1, dtype=bool)
         self.sp_reach[lay.n_sps] = True
         self._build_fast_table()
-        # Scratch for _first_occurrence: uninitialised, only the entries in use are ever set.
-        self._sp_scratch = np.empty(lay.n_sps + 1, dtype=np.int32)
-        self._key_scratch = np.empty(max(lay.n_keys, 1), dtype=np.int32)
+        # First-occurrence tests over SP ids and over leaf keys.
+        self._first_sp = _FirstSeen(lay.n_sps + 1)
+        self._first_key = _FirstSeen(lay.n_keys)
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -367,7 +365,7 @@ class VectorEngine:
         # installed and its path linked by the first); every MMIO access faults (rule 1).
         in_slot = np.flatnonzero(inside)
         keep = np.ones(len(cand), dtype=bool)
-        keep[in_slot] = _first_occurrence(self._key_scratch, key[in_slot], in_slot)
+        keep[in_slot] = self._first_key(key[in_slot], in_slot)
         cand = cand[keep]
         # Per candidate.
         c_in = inside[keep]
@@ -402,7 +400,7 @@ class VectorEngine:
         absent = c_in & ~present0
         abs_j = np.flatnonzero(absent)
         leaf_fault = np.zeros(len(cand), dtype=bool)
-        leaf_fault[abs_j] = _first_occurrence(self._key_scratch, unit[abs_j], abs_j)
+        leaf_fault[abs_j] = self._first_key(unit[abs_j], abs_j)
         fault = leaf_fault | path_fault | ~c_in
         if override is not None:
             fault[0] = True
@@ -957,17 +955,32 @@ class VectorEngine:
         self.live[vi] = 0
 
 
-def _first_occurrence(scratch: np.ndarray, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Tell, for each (id, pos) pair, whether pos is the smallest position of that id.
+class _FirstSeen:
+    """Tells, for (id, position) pairs, which position is the first of its id.
 
-    ``scratch`` is any int32 array indexed by id (its contents do not matter: the entries used
-    are set first). Cheaper than ``np.unique`` (no sort): a scatter, a scatter-minimum, a gather.
+    A scatter-maximum into a table indexed by id, then a gather: cheaper than ``np.unique``
+    (no sort). Each call marks with values above every earlier call's (a rising base, less the
+    position), so marks left by earlier calls lose to the new ones and the table is never
+    cleared between calls, only when the base would overflow.
     """
-    pos32 = pos.astype(np.int32)
-    scratch[ids] = _NEVER
-    np.minimum.at(scratch, ids, pos32)
-    out: np.ndarray = scratch[ids] == pos32
-    return out
+
+    def __init__(self, size: int) -> None:
+        self.marks = np.zeros(max(size, 1), dtype=np.int32)
+        self.base = 0
+
+    def __call__(self, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """``pos`` ascending and distinct; True where ``pos`` is the first of its id."""
+        if not len(pos):
+            return np.zeros(0, dtype=bool)
+        span = int(pos[-1]) + 1
+        if self.base + span >= np.iinfo(np.int32).max:
+            self.marks[:] = 0
+            self.base = 0
+        value = (self.base + span - pos).astype(np.int32)  # above base, larger for earlier
+        np.maximum.at(self.marks, ids, value)
+        self.base += span
+        out: np.ndarray = self.marks[ids] == value
+        return out
 
 
 class _Paths:
@@ -1016,7 +1029,7 @@ class _Paths:
         for d in range(len(paths)):
             nl_j = np.flatnonzero(unlinked[d])
             if len(nl_j):
-                first[d, nl_j] = _first_occurrence(engine._sp_scratch, paths[d, nl_j], nl_j)
+                first[d, nl_j] = engine._first_sp(paths[d, nl_j], nl_j)
         return cls(len(c_vi), cx, paths, first, exists0)
 
     def rows_of(self, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
