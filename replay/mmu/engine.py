@@ -215,9 +215,9 @@ class VectorEngine:
             seg = seg1[blocks]  # sentinel-shifted: the tables' row for the segment
             first_gfn = (blocks << 9).astype(np.uint64)
             k = ((first_gfn >> self._seg_shift1[seg]) + self._seg_off1[seg]).view(np.int64)
-            key[row + blocks] = k
-            mask[row + blocks] = np.where(lay.seg_level[seg - 1] == 1, 511, 0)
             level = lay.seg_level[seg - 1]
+            key[row + blocks] = k
+            mask[row + blocks] = np.where(level == 1, 511, 0)
             holder[row + blocks] = lay.holder(seg - 1, level, first_gfn)
         self._fast_static = key
         self._fast_key = key.copy()
@@ -280,10 +280,10 @@ class VectorEngine:
     def _locate(self, vm: np.ndarray, gpa: np.ndarray) -> tuple[np.ndarray, ...]:
         """Rule 1 and 3b for many accesses: gfn, segment, inside-a-slot, leaf key.
 
-        The hot path of every access, hit or not, so it is lean: the segment tables carry a
-        sentinel row 0 (an empty range before everything), so the number of segments starting at
-        or before an access indexes them directly; each segment's key offset folds its base and
-        first gfn into one number.
+        The path of every access the hit test could not settle, so it is lean: the segment
+        tables carry a sentinel row 0 (an empty range before everything), so the number of
+        segments starting at or before an access indexes them directly; each segment's key
+        offset folds its base and first gfn into one number.
         """
         gfn = gpa >> np.uint64(12)
         limit = np.uint64((1 << VM_SHIFT) - 1)  # packing needs gfns below 2**40 (none above is RAM)
