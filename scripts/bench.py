@@ -220,7 +220,8 @@ def _child_run(trace_path: str, out_dir: str) -> None:
     print(json.dumps({"wall_s": wall, "engine_s": engine_s, "peak_mib": peak}))
 
 
-def _synth_to(scenario: str, accesses: int, path: Path) -> None:
+def _synth_to(scenario: str, accesses: int, path: Path, *extra: str) -> None:
+    """``replay synth`` into ``path`` unless it exists (``extra``: e.g. ``--as ftrace``)."""
     if not path.exists():
         subprocess.run(
             [
@@ -231,10 +232,13 @@ def _synth_to(scenario: str, accesses: int, path: Path) -> None:
                 scenario,
                 "--accesses",
                 str(accesses),
+                *extra,
                 "-o",
                 str(path),
             ],
             check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
 
@@ -355,25 +359,7 @@ def bench_convert(lines: int, keep: Path | None, repeat: int) -> None:
         logs = {}
         for n in (lines // 5, lines):
             log = tmp / f"legacy-{n}.ftrace.txt"
-            if not log.exists():
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "replay",
-                        "synth",
-                        "legacy-mmu-pressure",
-                        "--accesses",
-                        str(n),
-                        "--as",
-                        "ftrace",
-                        "-o",
-                        str(log),
-                    ],
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            _synth_to("legacy-mmu-pressure", n, log, "--as", "ftrace")
             logs[n] = log
         big = logs[lines]
         size = big.stat().st_size

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
-from replay.mmu.results import EngineResult, FaultSink, ScanRow
+from replay.mmu.results import FAULT_COLUMNS, EngineResult, FaultSink, ScanRow
 from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import BACKING_LEVEL, EVENT_KINDS, OPS, SOURCES, TraceMeta, VmSpec
 
@@ -537,19 +537,4 @@ class ReferenceEngine:
         vm.sps.clear()
 
 
-_ROW_FIELDS = (
-    "row",
-    "t_ns",
-    "vm",
-    "vcpu",
-    "gfn",
-    "cause",
-    "refill",
-    "attribution",
-    "leaf_level",
-    "new_sps",
-    "relinked_sps",
-    "recycled_sps",
-    "pages_refilled",
-    "est_ns",
-)
+_ROW_FIELDS = tuple(FAULT_COLUMNS)
