@@ -164,7 +164,12 @@ def run_staging(out_dir: Path, policies: tuple[str, ...], *, force: bool = False
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"folder {parent} is not writable; choose another -o")
     staging = parent / f".{out_dir.name}.{os.getpid()}.partial"
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError as exc:  # e.g. a folder the permission bits allow but the kernel does not
+        raise OutputPathError(
+            f"cannot write in {parent} ({exc.strerror}); choose another -o"
+        ) from None
     try:
         yield staging
     finally:

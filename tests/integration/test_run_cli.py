@@ -132,6 +132,14 @@ def test_unwritable_output(tmp_path: Path) -> None:
     assert_user_error(replay("run", str(SAMPLE), "-o", str(blocker / "runs")), "choose another -o")
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+def test_output_in_a_folder_no_file_can_be_made_in() -> None:
+    """/proc refuses new folders even to root, whose permission bits say it may write there."""
+    assert_user_error(
+        replay("run", str(SAMPLE), "-o", "/proc/kvm-mmu-replay-runs"), "choose another -o"
+    )
+
+
 def test_existing_run_is_kept_without_force(tmp_path: Path) -> None:
     out = tmp_path / "r"
     assert replay("run", str(SAMPLE), "--policy", "none", "-o", str(out)).returncode == 0
