@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from replay.errors import OutputPathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 def check_output_path(path: Path, what: str = "output") -> None:
@@ -28,10 +29,26 @@ def check_output_path(path: Path, what: str = "output") -> None:
         )
     if path.is_dir():
         raise OutputPathError(f"{what} {path} is a folder; give a file name")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    refused = refusal_to_write_in(parent)
+    if refused:
         raise OutputPathError(
-            f"{what} {path}: folder {parent} is not writable; choose another path"
+            f"{what} {path}: folder {parent} is not writable ({refused}); choose another path"
         )
+
+
+def refusal_to_write_in(folder: Path) -> str | None:
+    """Why a new file cannot be made in ``folder``, or None if one can.
+
+    Tried, not guessed from the permission bits: root passes every permission check, yet
+    some folders (``/proc``, a read-only mount) still refuse.
+    """
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".replay-probe.", dir=folder)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    Path(probe).unlink()
+    return None
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from replay._schemas import load_schema
+from replay.atomic import refusal_to_write_in
 from replay.errors import OutputPathError
 from replay.mmu.results import FAULT_PARQUET, fault_table
 from replay.run.driver import run_stamp
@@ -161,15 +162,11 @@ def run_staging(out_dir: Path, policies: tuple[str, ...], *, force: bool = False
         raise OutputPathError(
             f"cannot create {parent} ({exc.strerror}); choose another -o"
         ) from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"folder {parent} is not writable; choose another -o")
+    refused = refusal_to_write_in(parent)
+    if refused:
+        raise OutputPathError(f"folder {parent} is not writable ({refused}); choose another -o")
     staging = parent / f".{out_dir.name}.{os.getpid()}.partial"
-    try:
-        staging.mkdir()
-    except OSError as exc:  # e.g. a folder the permission bits allow but the kernel does not
-        raise OutputPathError(
-            f"cannot write in {parent} ({exc.strerror}); choose another -o"
-        ) from None
+    staging.mkdir()
     try:
         yield staging
     finally:

@@ -208,3 +208,11 @@ def test_plain_strings_from_another_writer_inspect(tmp_path: Path) -> None:
     proc = replay("inspect", str(dst), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["events_by_kind"]["access"] == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("extra", [[], ["--as", "ftrace"]])
+def test_output_where_no_file_can_be_made(extra: list[str]) -> None:
+    """/proc refuses new files even to root, whose permission bits say it may write there."""
+    proc = replay("synth", "quick", *extra, "-o", "/proc/kvm-mmu-replay-out")
+    assert_user_error(proc, "/proc is not writable", "choose another path")
