@@ -177,12 +177,25 @@ def _child_engine_after_read(trace_path: str) -> None:
 
 
 def _child_read(trace_path: str) -> None:
+    """pyarrow's ``read_table`` of the engine's columns in this fresh process: the first call
+    (what a script that only reads pays) and a second one (Arrow's memory pool then holds the
+    pages the first call faulted in, so it measures decoding alone).
+
+    The file is read into the page cache first as plain bytes, so neither call touches the disk
+    and Arrow starts with an empty pool, as ``replay run`` does.
+    """
     import pyarrow.parquet as pq
 
-    pq.read_table(trace_path, columns=ENGINE_COLUMNS)  # warm the page cache
-    t0 = time.perf_counter()
-    table = pq.read_table(trace_path, columns=ENGINE_COLUMNS)
-    print(json.dumps({"read_s": time.perf_counter() - t0, "rows": table.num_rows}))
+    with Path(trace_path).open("rb") as fh:
+        while fh.read(1 << 24):
+            pass
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        table = pq.read_table(trace_path, columns=ENGINE_COLUMNS)
+        times.append(time.perf_counter() - t0)
+        del table
+    print(json.dumps({"first_s": times[0], "second_s": times[1]}))
 
 
 def _in_process(*args: str) -> tuple[dict[str, Any], float, float]:
@@ -242,6 +255,10 @@ def _synth_to(scenario: str, accesses: int, path: Path, *extra: str) -> None:
         )
 
 
+def _listed(results: list[dict[str, Any]], key: str) -> str:
+    return "[" + ", ".join(f"{r[key]:.2f}" for r in results) + "]"
+
+
 def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = keep or Path(tmp_name)
@@ -266,12 +283,24 @@ def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> None:
             f"  in CPU time: reference {e['reference_cpu']:.2f} s, vector {e['vector_cpu']:.2f} s,"
             f" ratio {e['reference_cpu'] / e['vector_cpu']:.1f}x"
         )
-        r = _run_child("read", str(big))
-        run = _run_child("run", str(big), str(tmp / "runs-big"))
+        # Fresh processes, alternating, best of three each: this machine is shared and noisy.
+        reads, runs = [], []
+        for _ in range(3):
+            reads.append(_run_child("read", str(big)))
+            runs.append(_run_child("run", str(big), str(tmp / "runs-big")))
+        first = min(r["first_s"] for r in reads)
+        second = min(r["second_s"] for r in reads)
+        run = min(runs, key=lambda r: r["wall_s"])
+        print(f"{accesses:,} accesses, fresh processes, best of 3 (every run in brackets):")
+        print(f"  whole `replay run --policy zap` {run['wall_s']:.2f} s {_listed(runs, 'wall_s')}")
         print(
-            f"{accesses:,} accesses: pyarrow read_table of the engine's columns "
-            f"{r['read_s']:.2f} s; whole `replay run --policy zap` {run['wall_s']:.2f} s = "
-            f"{run['wall_s'] / r['read_s']:.2f}x (target <= 2x)"
+            f"  pyarrow read_table of the engine's columns, first call in a process "
+            f"{first:.2f} s {_listed(reads, 'first_s')}: ratio {run['wall_s'] / first:.2f}x "
+            "(target <= 2x)"
+        )
+        print(
+            f"  the same, second call (Arrow's pool already holding its memory) {second:.2f} s "
+            f"{_listed(reads, 'second_s')}: ratio {run['wall_s'] / second:.2f}x"
         )
         print(
             f"  engine inside that command (reading on the other core) {run['engine_s']:.2f} s = "
