@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 FAULT_COLUMNS: dict[str, type[np.generic]] = {
@@ -60,10 +60,16 @@ class FaultSink:
     """
 
     def __init__(
-        self, spill_path: Path | None = None, metadata: dict[bytes, bytes] | None = None
+        self,
+        spill_path: Path | None = None,
+        metadata: dict[bytes, bytes] | None = None,
+        observer: Callable[[FaultChunk], None] | None = None,
     ) -> None:
         self.spill_path = spill_path
         self.metadata = metadata or {}
+        self.observer = observer
+        """Called with every chunk of rows, in order, once: each spilled row group on the
+        writer thread after it is written, or (in memory) all the rows when the sink closes."""
         self._pending: list[FaultChunk] = []
         self._pending_rows = 0
         self._spilled_rows = 0
@@ -106,14 +112,14 @@ class FaultSink:
             if self._writer is None:
                 assert self.spill_path is not None
                 self._writer = pq.ParquetWriter(self.spill_path, table.schema, **FAULT_PARQUET)
-            self._write(table)
+            self._write(table, chunk)
             self._spilled_rows += len(chunk["row"])
 
-    def _write(self, table: Any) -> None:
+    def _write(self, table: Any, chunk: FaultChunk) -> None:
         """Hand a row group to the writer thread, one at a time, in order.
 
-        Encoding and compressing it (in Arrow, outside the GIL) overlaps the engine's next
-        batches.
+        Encoding and compressing it (in Arrow, outside the GIL), and the observer's work on
+        it, overlap the engine's next batches.
         """
         if self._writing is not None:
             self._writing.result()  # raises what the last write raised
@@ -121,7 +127,12 @@ class FaultSink:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fault-writer")
-        self._writing = self._pool.submit(self._writer.write_table, table, SPILL_ROWS)
+        self._writing = self._pool.submit(self._write_and_observe, table, chunk)
+
+    def _write_and_observe(self, table: Any, chunk: FaultChunk) -> None:
+        self._writer.write_table(table, SPILL_ROWS)
+        if self.observer is not None:
+            self.observer(chunk)
 
     def _drain(self) -> None:
         """Wait for the writer thread; re-raise what it raised."""
@@ -137,22 +148,28 @@ class FaultSink:
         if self._closed:
             return
         self._closed = True
-        if self.spill_path is not None:
-            try:
-                self._spill(final=True)
-            finally:
-                self._drain()
-            if self._writer is None:
-                import pyarrow.parquet as pq
+        if self.spill_path is None:
+            if self._pending_rows:
+                merged = {k: np.concatenate([c[k] for c in self._pending]) for k in FAULT_COLUMNS}
+                self._pending = [merged]
+                if self.observer is not None:
+                    self.observer(merged)
+            return
+        try:
+            self._spill(final=True)
+        finally:
+            self._drain()
+        if self._writer is None:
+            import pyarrow.parquet as pq
 
-                table = fault_table(_empty_chunk())
-                pq.write_table(
-                    table.replace_schema_metadata(self.metadata), self.spill_path, **FAULT_PARQUET
-                )
-            else:
-                if self.metadata:
-                    self._writer.add_key_value_metadata(self.metadata)
-                self._writer.close()
+            table = fault_table(_empty_chunk())
+            pq.write_table(
+                table.replace_schema_metadata(self.metadata), self.spill_path, **FAULT_PARQUET
+            )
+        else:
+            if self.metadata:
+                self._writer.add_key_value_metadata(self.metadata)
+            self._writer.close()
 
     def chunks(self, columns: tuple[str, ...] | None = None) -> Iterator[FaultChunk]:
         """The rows in trace order, a chunk at a time (reading back a spilled file)."""

@@ -17,6 +17,7 @@ import numpy as np
 from replay.errors import TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
 from replay.mmu.results import FaultSink
+from replay.run.summary import FaultStats
 from replay.trace.reader import EventBatch, TraceFile, iter_batches
 from replay.trace.schema import EVENT_CODE, SOURCES
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from replay.mmu.results import EngineResult
+    from replay.trace.schema import VmSpec
 
 EngineName = Literal["fast", "reference"]
 DEFAULT_BUCKET_NS = 100_000_000
@@ -38,6 +40,14 @@ class Engine(Protocol):
 
     def finish(self) -> EngineResult:
         """Return everything the replay produced."""
+
+    @property
+    def sp_removals(self) -> list[tuple[int, int, int, int]]:
+        """The log of SP removals, appended to as the replay goes."""
+
+    @property
+    def cache_frees(self) -> list[tuple[int, int, int, int, int]]:
+        """The log of emptied caches, appended to as the replay goes."""
 
 
 def make_engine(
@@ -144,6 +154,8 @@ class PolicyRun:
     result: EngineResult
     wall_s: float
     """Time spent inside the engine (reading and validating the trace excluded)."""
+    stats: FaultStats | None = None
+    """Its fault statistics, fed as the fault rows were produced."""
 
 
 @dataclass
@@ -159,10 +171,48 @@ class Replay:
     read_s: float
 
 
-def _counts(slots: np.ndarray, n: int) -> np.ndarray:
-    """Occurrences of each slot below ``n`` (slots at or past ``n`` are dropped)."""
-    counts: np.ndarray = np.bincount(slots, minlength=n)[:n]
-    return counts
+class _PerVcpu:
+    """Accesses per (vm, vcpu): a bincount over both packed into one small integer."""
+
+    def __init__(self, vms: tuple[VmSpec, ...]) -> None:
+        self.vms = vms
+        self.stride = max(v.vcpus for v in vms)
+        self.n = len(vms) * self.stride
+        # Small integers (uint16 when they fit) make the packing and the count cheaper.
+        self.dtype = np.uint16 if self.n < 0xFFFF else np.uint32
+        # VM ids 0..n-1 in footer order pack by arithmetic; others through a table.
+        self.slot_of: np.ndarray | None = None
+        if [vm.id for vm in vms] != list(range(len(vms))):
+            self.slot_of = np.zeros(0x10000, dtype=self.dtype)
+            for i, vm in enumerate(vms):
+                self.slot_of[vm.id] = i * self.stride
+        self.counts = np.zeros(self.n + 1, dtype=np.int64)
+
+    def add(self, vm: np.ndarray, vcpu: np.ndarray, host: np.ndarray) -> None:
+        """Count a batch's accesses; ``host`` lists its other rows.
+
+        Host events are few: every row is counted, then the host rows are taken back out.
+        Their vm and vcpu slots may hold anything, so slots are capped at ``n`` (the bin no
+        access reaches) and wrap as they will; the same slots come back out exactly.
+        """
+        slots: np.ndarray
+        if self.slot_of is None:
+            slots = vm.astype(self.dtype)
+            np.multiply(slots, self.stride, out=slots)
+        else:
+            slots = self.slot_of[vm]
+        np.add(slots, vcpu.astype(self.dtype, copy=False), out=slots)
+        np.minimum(slots, self.n, out=slots)
+        self.counts += np.bincount(slots, minlength=self.n + 1)
+        if len(host):
+            self.counts -= np.bincount(slots[host], minlength=self.n + 1)
+
+    def by_vcpu(self) -> dict[tuple[int, int], int]:
+        return {
+            (vm.id, c): int(self.counts[i * self.stride + c])
+            for i, vm in enumerate(self.vms)
+            for c in range(vm.vcpus)
+        }
 
 
 def fingerprint(trace: TraceFile) -> str:
@@ -202,25 +252,26 @@ def run_policies(
     cfg = cfg or MmuConfig()
     costs = costs or CostModel()
     trace_fingerprint = fingerprint(trace)
+    # Each policy's summary statistics are fed its fault rows as the sink hands them on (on
+    # the writer thread when spilling), not read back from the fault file afterwards.
+    stats = [FaultStats(trace.meta.vms, costs, bucket_ns) for _ in policies]
     sinks = [
         FaultSink(
-            workdir / f"{p}.faults.parquet" if workdir else None, run_stamp(p, trace_fingerprint)
+            workdir / f"{p}.faults.parquet" if workdir else None,
+            run_stamp(p, trace_fingerprint),
+            st.feed,
         )
-        for p in policies
+        for p, st in zip(policies, stats, strict=True)
     ]
     engines = [
         make_engine(engine, trace, p, cfg, costs, s) for p, s in zip(policies, sinks, strict=True)
     ]
+    for st, eng in zip(stats, engines, strict=True):
+        st.attach(eng.sp_removals, eng.cache_frees)
     walls = [0.0] * len(engines)
     access_hist = _Histogram(bucket_ns)
     reclaim_hist = _Histogram(bucket_ns)
-    # Accesses per vCPU: a bincount over (vm, vcpu) packed into one small integer.
-    max_vcpus = max(v.vcpus for v in trace.meta.vms)
-    vcpu_slot = np.zeros(0x10000, dtype=np.int64)
-    for i, vm in enumerate(trace.meta.vms):
-        vcpu_slot[vm.id] = i * max_vcpus
-    n_slots = len(trace.meta.vms) * max_vcpus
-    per_vcpu = np.zeros(n_slots, dtype=np.int64)
+    per_vcpu = _PerVcpu(trace.meta.vms)
     by_source = np.zeros(len(SOURCES), dtype=np.int64)
     first = last = None
     rows = 0
@@ -233,12 +284,11 @@ def run_policies(
             if first is None:
                 first = int(batch.t_ns[0])
                 access_hist.t0 = reclaim_hist.t0 = first
+                for st in stats:
+                    st.t0 = first
             last = int(batch.t_ns[-1])
-            # Host events are few: count every row, then take the host rows back out (their
-            # vm and vcpu slots may hold anything; they cancel exactly).
             host = batch.host
-            slots = vcpu_slot[batch.vm] + batch.vcpu
-            per_vcpu += _counts(slots, n_slots) - _counts(slots[host], n_slots)
+            per_vcpu.add(batch.vm, batch.vcpu, host)
             access_hist.add_sorted(batch.t_ns, batch.t_ns[host])
             rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
             reclaim_hist.add(batch.t_ns[rec])
@@ -255,22 +305,18 @@ def run_policies(
         raise TraceDataError(
             f"trace {trace.path} has no events; nothing to replay (generate one with replay synth)"
         )
-    if not per_vcpu.any():
+    if not per_vcpu.counts.any():
         raise TraceDataError(
             f"trace {trace.path} has no access events (only host pressure); a replay needs guest "
             "accesses or faults"
         )
     results = []
-    for policy, eng, wall in zip(policies, engines, walls, strict=True):
+    for policy, eng, wall, st in zip(policies, engines, walls, stats, strict=True):
         t0 = time.perf_counter()
         result = eng.finish()
-        results.append(PolicyRun(policy, engine, result, wall + time.perf_counter() - t0))
+        results.append(PolicyRun(policy, engine, result, wall + time.perf_counter() - t0, st))
     counts = TraceCounts(
-        accesses={
-            (vm.id, c): int(per_vcpu[i * max_vcpus + c])
-            for i, vm in enumerate(trace.meta.vms)
-            for c in range(vm.vcpus)
-        },
+        accesses=per_vcpu.by_vcpu(),
         reclaim_by_source={s: int(by_source[i]) for i, s in enumerate(SOURCES)},
         t_first_ns=first,
         t_last_ns=last,

@@ -16,6 +16,7 @@ from replay.mmu.config import ATTRIBUTIONS, CAUSES, REFILLS, Attribution, Cause,
 if TYPE_CHECKING:
     from replay.mmu.results import EngineResult
     from replay.run.driver import PolicyRun, Replay
+    from replay.trace.schema import VmSpec
 
 TIMELINE_COLUMNS = (
     "t_start_ns",
@@ -192,13 +193,13 @@ def _per_freed(stall: dict[str, int], flush_ns: int, freed: int) -> float | None
 class _Groups:
     """Dense VM and vCPU group ids of a trace's VM table."""
 
-    def __init__(self, replay: Replay) -> None:
-        self.vms = replay.trace.meta.vms
-        self.n_vms = len(self.vms)
+    def __init__(self, vms: tuple[VmSpec, ...]) -> None:
+        self.vms = vms
+        self.n_vms = len(vms)
         self.vm_index = np.zeros(0x10000, dtype=np.int64)
         self.vcpu_base = np.zeros(self.n_vms, dtype=np.int64)
         total = 0
-        for i, vm in enumerate(self.vms):
+        for i, vm in enumerate(vms):
             self.vm_index[vm.id] = i
             self.vcpu_base[i] = total
             total += vm.vcpus
@@ -210,34 +211,99 @@ class _Groups:
         return vi, vc
 
 
-def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None) -> dict[str, Any]:
-    """The ``totals``, ``per_vm`` and ``per_vcpu`` blocks of ``summary.json``.
+_BUCKETED = (
+    "faults",
+    "faults_zapped_page_tables",
+    "faults_cache_eviction",
+    "faults_none",
+    "mmio",
+    "pages_refilled",
+    "sps_allocated",
+    "stall_ns",
+    "sp_change",
+    "cache_change",
+)
+"""What the timeline counts per time bucket from the fault rows (the page-count columns are
+running sums of the two changes, less the removals)."""
 
-    Streams the fault rows a chunk at a time, so memory does not grow with their number; a
-    ``timeline`` accumulator given here is fed the same chunks.
+
+class _Log:
+    """An engine's removal log, taken in row order while the engine may still append to it.
+
+    Entries are ``width`` integers, the first a trace row.
     """
-    res: EngineResult = run.result
-    costs = replay.costs
-    counts = replay.counts
-    scans = res.scans
-    groups = _Groups(replay)
-    n_vms, n_vcpus = groups.n_vms, groups.n_vcpus
 
-    rem = np.array(res.sp_removals, dtype=np.int64).reshape(-1, 4)
-    rem = rem[np.argsort(rem[:, 0], kind="stable")]
-    frees = np.array(res.cache_frees, dtype=np.int64).reshape(-1, 5)
-    frees = frees[np.argsort(frees[:, 0], kind="stable")]
-    by_vcpu = _Blocks(n_vcpus, costs)  # the VMs' and the whole trace's are summed from it
-    sp_total, sp_vm = _Peaks(1), _Peaks(n_vms)
-    cache_total, cache_vm, cache_vcpu = _Peaks(1), _Peaks(n_vms), _Peaks(n_vcpus)
-    r_at = f_at = 0
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.entries: list[tuple[int, ...]] = []
+        self.taken = 0
+        self.carry = np.zeros((0, width), dtype=np.int64)
 
-    def feed(f: dict[str, np.ndarray], last_row: int) -> None:
-        nonlocal r_at, f_at
-        r_to = int(np.searchsorted(rem[:, 0], last_row, side="right"))
-        f_to = int(np.searchsorted(frees[:, 0], last_row, side="right"))
-        r, fr = rem[r_at:r_to], frees[f_at:f_to]
-        r_at, f_at = r_to, f_to
+    def upto(self, row: int) -> np.ndarray:
+        """The entries at rows up to ``row`` not taken before, in row order (stable)."""
+        n = len(self.entries)  # appends after this point wait for a later call
+        new = np.array(self.entries[self.taken : n], dtype=np.int64).reshape(-1, self.width)
+        self.taken = n
+        both = np.concatenate([self.carry, new]) if len(self.carry) else new
+        both = both[np.argsort(both[:, 0], kind="stable")]
+        k = int(np.searchsorted(both[:, 0], row, side="right"))
+        self.carry = both[k:]
+        return both[:k]
+
+    def all(self) -> np.ndarray:
+        """Every entry, in row order (stable)."""
+        rows = np.array(self.entries, dtype=np.int64).reshape(-1, self.width)
+        return rows[np.argsort(rows[:, 0], kind="stable")]
+
+
+class FaultStats:
+    """What a run's summary, timeline and cache levels take from its faults and removals.
+
+    It is accumulated a chunk of fault rows at a time, in trace order.
+    A fault sink feeds it every row group as it hands the group to its writer thread, so this
+    work overlaps the replay instead of reading the fault file back after it. A chunk ending at
+    trace row R takes every removal logged at rows up to R: an engine logs a removal before it
+    adds any fault at that row or after it (a page-limit zap comes before its fault), so they
+    are all logged by the time the chunk is handed on. Feeding only adds up, so the result does
+    not depend on how the rows were chunked.
+    """
+
+    def __init__(self, vms: tuple[VmSpec, ...], costs: CostModel, bucket_ns: int) -> None:
+        self.groups = groups = _Groups(vms)
+        self.costs = costs
+        self.bucket_ns = bucket_ns
+        self.t0 = 0
+        """The trace's first time (timeline buckets count from it); set before any fault."""
+        self.sp_log = _Log(4)
+        """``(row, t_ns, vm, sps)`` per removal of SPs: the engine's ``sp_removals``."""
+        self.cache_log = _Log(5)
+        """``(row, t_ns, vm, vcpu, pages)`` per emptied cache: the engine's ``cache_frees``."""
+        self.by_vcpu = _Blocks(groups.n_vcpus, costs)  # VMs' and totals are summed from it
+        self.sp_total, self.sp_vm = _Peaks(1), _Peaks(groups.n_vms)
+        self.cache_total = _Peaks(1)
+        self.cache_vm, self.cache_vcpu = _Peaks(groups.n_vms), _Peaks(groups.n_vcpus)
+        self.bucketed = {name: np.zeros(0, dtype=np.int64) for name in _BUCKETED}
+        self.vcpu_cache = _SparseChanges()
+        self._ended = False
+
+    def attach(self, sp_removals: list[Any], cache_frees: list[Any]) -> None:
+        """Follow an engine's two removal logs (lists it appends to)."""
+        self.sp_log.entries, self.cache_log.entries = sp_removals, cache_frees
+
+    def feed(self, f: dict[str, np.ndarray]) -> None:
+        """Add the next chunk of fault rows (and the removals logged up to its last row)."""
+        if len(f["row"]):
+            self._feed(f, int(f["row"][-1]))
+
+    def end(self) -> None:
+        """Take the removals after the last fault (once the engine has finished)."""
+        if not self._ended:
+            self._ended = True
+            self._feed(_empty_faults(), np.iinfo(np.int64).max)
+
+    def _feed(self, f: dict[str, np.ndarray], last_row: int) -> None:
+        groups = self.groups
+        r, fr = self.sp_log.upto(last_row), self.cache_log.upto(last_row)
         f_vi, f_vc = groups.of(f["vm"], f["vcpu"])
         r_vi, _ = groups.of(r[:, 2])
         fr_vi, fr_vc = groups.of(fr[:, 2], fr[:, 3])
@@ -252,21 +318,77 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
         # Both halves are in row order: a stable sort merges two runs in linear time.
         sp_by_row = np.argsort(sp_rows, kind="stable")
         c_by_row = np.argsort(c_rows, kind="stable")
-        sp_total.feed(zeros_sp, sp_rows, sp_delta, sp_by_row)
-        sp_vm.feed(sp_group, sp_rows, sp_delta, sp_by_row)
-        cache_total.feed(zeros_c, c_rows, c_delta, c_by_row)
-        cache_vm.feed(np.concatenate([f_vi, fr_vi]), c_rows, c_delta, c_by_row)
-        cache_vcpu.feed(np.concatenate([f_vc, fr_vc]), c_rows, c_delta, c_by_row)
+        self.sp_total.feed(zeros_sp, sp_rows, sp_delta, sp_by_row)
+        self.sp_vm.feed(sp_group, sp_rows, sp_delta, sp_by_row)
+        self.cache_total.feed(zeros_c, c_rows, c_delta, c_by_row)
+        self.cache_vm.feed(np.concatenate([f_vi, fr_vi]), c_rows, c_delta, c_by_row)
+        self.cache_vcpu.feed(np.concatenate([f_vc, fr_vc]), c_rows, c_delta, c_by_row)
         if len(f["row"]):
-            by_vcpu.add(f, f_vc)
+            self.by_vcpu.add(f, f_vc)
+            self._bucket(f, f_vc)
 
-    for chunk in res.sink.chunks():
-        feed(chunk, int(chunk["row"][-1]))
-        if timeline is not None:
-            timeline.add(chunk)
-    feed(_empty_faults(), np.iinfo(np.int64).max)  # removals after the last fault
+    def _bucket(self, f: dict[str, np.ndarray], f_vc: np.ndarray) -> None:
+        """The timeline's per-bucket counts of a chunk of faults."""
+        idx = (f["t_ns"].astype(np.int64) - self.t0) // self.bucket_ns
+        n = int(idx[-1]) + 1  # faults come in time order
+        attr = f["attribution"]
+        cache_delta = f["pages_refilled"].astype(np.int64) - f["new_sps"]
+        new_sps = _per_bucket(idx, n, f["new_sps"])
+        got = {
+            "faults": _per_bucket(idx, n),
+            "faults_zapped_page_tables": _per_bucket(
+                idx[attr == Attribution.ZAPPED_PAGE_TABLES], n
+            ),
+            "faults_cache_eviction": _per_bucket(idx[attr == Attribution.CACHE_EVICTION], n),
+            "faults_none": _per_bucket(idx[attr == Attribution.NONE], n),
+            "mmio": _per_bucket(idx[f["cause"] == Cause.MMIO], n),
+            "pages_refilled": _per_bucket(idx, n, f["pages_refilled"]),
+            "sps_allocated": new_sps,
+            "stall_ns": _per_bucket(idx, n, f["est_ns"]),
+            "sp_change": new_sps,
+            "cache_change": _per_bucket(idx, n, cache_delta),
+        }
+        for name, add in got.items():
+            self.bucketed[name] = _pad(self.bucketed[name], n)
+            self.bucketed[name][:n] += add
+        self.vcpu_cache.add(idx * self.groups.n_vcpus + f_vc, cache_delta)
 
-    by_vm = by_vcpu.rollup(groups.vcpu_base)
+
+def _per_bucket(idx: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Sums of ``weights`` (or counts) over ``n`` buckets, for rows already put in buckets."""
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    got = np.bincount(idx, weights=w, minlength=n)[:n]
+    return np.asarray(np.rint(got), dtype=np.int64)
+
+
+def _pad(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` with zeros appended up to length ``n`` (as it is when long enough)."""
+    return np.concatenate([a, np.zeros(n - len(a), dtype=np.int64)]) if len(a) < n else a
+
+
+def stats_of(replay: Replay, run: PolicyRun) -> FaultStats:
+    """The run's fault statistics, fed during the replay or (if not) now from its fault rows."""
+    stats = run.stats
+    if stats is None:
+        stats = FaultStats(replay.trace.meta.vms, replay.costs, replay.counts.bucket_ns)
+        stats.t0 = replay.counts.t_first_ns or 0
+        stats.attach(run.result.sp_removals, run.result.cache_frees)
+        for chunk in run.result.sink.chunks():
+            stats.feed(chunk)
+        run.stats = stats
+    stats.end()
+    return stats
+
+
+def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
+    """The ``totals``, ``per_vm`` and ``per_vcpu`` blocks of ``summary.json``."""
+    stats = stats_of(replay, run)
+    res: EngineResult = run.result
+    counts = replay.counts
+    scans = res.scans
+    groups = stats.groups
+    rem, frees = stats.sp_log.all(), stats.cache_log.all()
+    by_vm = stats.by_vcpu.rollup(groups.vcpu_base)
     whole = by_vm.rollup(np.zeros(1, dtype=np.int64))
     freed = sum(s.freed for s in scans)
     flush_ns = sum(s.flush_ns for s in scans)
@@ -279,14 +401,14 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
         scan_calls=len(scans),
         scan_flush_ns=flush_ns,
         reclaim_passes_by_source=counts.reclaim_by_source,
-        peak_sp_pages=int(sp_total.peak[0]),
-        peak_cache_pages=int(cache_total.peak[0]),
+        peak_sp_pages=int(stats.sp_total.peak[0]),
+        peak_cache_pages=int(stats.cache_total.peak[0]),
         stall_per_freed_page=_per_freed(totals["stall_ns_by_attribution"], flush_ns, freed),
         nr_deferred_final=res.nr_deferred,
         sps_zapped=int(rem[:, 3].sum()),
     )
     _, fr_vc = groups.of(frees[:, 2], frees[:, 3])
-    vcpu_freed = np.bincount(fr_vc, weights=frees[:, 4], minlength=n_vcpus)
+    vcpu_freed = np.bincount(fr_vc, weights=frees[:, 4], minlength=groups.n_vcpus)
     per_vm: dict[str, Any] = {}
     per_vcpu: dict[str, Any] = {}
     for i, vm in enumerate(groups.vms):
@@ -302,18 +424,18 @@ def summarize(replay: Replay, run: PolicyRun, timeline: _Timeline | None = None)
             accesses=sum(counts.accesses[(vm.id, c)] for c in range(vm.vcpus)),
             pages_freed=vm_freed,
             scan_calls=sum(1 for s in scans if vm.id in s.vms),
-            peak_sp_pages=int(sp_vm.peak[i]),
-            peak_cache_pages=int(cache_vm.peak[i]),
+            peak_sp_pages=int(stats.sp_vm.peak[i]),
+            peak_cache_pages=int(stats.cache_vm.peak[i]),
             stall_per_freed_page=_per_freed(block["stall_ns_by_attribution"], vm_flush, vm_freed),
         )
         per_vm[str(vm.id)] = block
         for c in range(vm.vcpus):
             g = int(groups.vcpu_base[i]) + c
-            vblock = by_vcpu.block(g)
+            vblock = stats.by_vcpu.block(g)
             vblock.update(
                 accesses=counts.accesses[(vm.id, c)],
                 pages_freed=int(vcpu_freed[g]),
-                peak_cache_pages=int(cache_vcpu.peak[g]),
+                peak_cache_pages=int(stats.cache_vcpu.peak[g]),
             )
             per_vcpu[f"{vm.id}/{c}"] = vblock
     return {"totals": totals, "per_vm": per_vm, "per_vcpu": per_vcpu}
@@ -325,112 +447,59 @@ def _empty_faults() -> dict[str, np.ndarray]:
     return {k: np.empty(0, dtype=dt) for k, dt in FAULT_COLUMNS.items()}
 
 
-class _Timeline:
-    """Counters per time bucket (``timeline.parquet``), fed the fault rows a chunk at a time.
+def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
+    """Counters per time bucket (``timeline.parquet``); page counts are at each bucket's end."""
+    stats = stats_of(replay, run)
+    res, counts = run.result, replay.counts
+    t0, bucket = stats.t0, counts.bucket_ns
+    t_last = counts.t_last_ns if counts.t_last_ns is not None else t0
+    n = int((t_last - t0) // bucket) + 1
 
-    A level at a bucket's end is the sum of every change before that end: the cumulative sum of
-    the per-bucket changes, so no ordering is needed across chunks.
+    def per_bucket(t: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return _per_bucket((np.asarray(t, dtype=np.int64) - t0) // bucket, n, weights)
+
+    out = {name: _pad(stats.bucketed[name], n)[:n].copy() for name in _BUCKETED}
+    rem, frees = stats.sp_log.all(), stats.cache_log.all()
+    sp_change = out.pop("sp_change") - per_bucket(rem[:, 1], rem[:, 3])
+    cache_change = out.pop("cache_change") - per_bucket(frees[:, 1], frees[:, 4])
+    scan_t = np.array([s.t_ns for s in res.scans], dtype=np.int64)
+    out["pages_freed"] = per_bucket(scan_t, np.array([s.freed for s in res.scans]))
+    out["scan_calls"] = per_bucket(scan_t)
+    out["t_start_ns"] = t0 + bucket * np.arange(n, dtype=np.int64)
+    out["accesses"] = _pad(counts.accesses_by_bucket, n)[:n]
+    out["reclaim_passes"] = _pad(counts.reclaim_by_bucket, n)[:n]
+    out["sp_pages"] = np.cumsum(sp_change)
+    out["cache_pages"] = np.cumsum(cache_change)
+    return {name: out[name] for name in TIMELINE_COLUMNS}
+
+
+def vcpu_cache_levels(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
+    """``vcpu_cache.parquet``: each vCPU's cache level at the end of every bucket it changed.
+
+    Rows are sorted by VM, vCPU and time; a level holds until the vCPU's next row.
     """
-
-    def __init__(self, replay: Replay, run: PolicyRun) -> None:
-        counts = replay.counts
-        self.counts = counts
-        self.result = run.result
-        self.t0 = counts.t_first_ns or 0
-        self.bucket = counts.bucket_ns
-        t_last = counts.t_last_ns if counts.t_last_ns is not None else self.t0
-        self.n = int((t_last - self.t0) // self.bucket) + 1
-        self.out = {name: np.zeros(self.n, dtype=np.int64) for name in TIMELINE_COLUMNS}
-        self.sp_change = np.zeros(self.n, dtype=np.int64)
-        self.cache_change = np.zeros(self.n, dtype=np.int64)
-        self.groups = _Groups(replay)
-        self.vcpu_cache = _SparseChanges()
-
-    def per_bucket(self, t: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        return self._count(self.bucket_of(t), weights)
-
-    def _count(self, idx: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        """Sums of ``weights`` (or counts) per bucket, for rows already put in buckets."""
-        w = None if weights is None else np.asarray(weights, dtype=np.float64)
-        got = np.bincount(idx, weights=w, minlength=self.n)[: self.n]
-        return np.asarray(np.rint(got), dtype=np.int64)
-
-    def add(self, f: dict[str, np.ndarray]) -> None:
-        out, count = self.out, self._count
-        idx = self.bucket_of(f["t_ns"])  # once per chunk; every counter below reuses it
-        attr = f["attribution"]
-        out["faults"] += count(idx)
-        out["faults_zapped_page_tables"] += count(idx[attr == Attribution.ZAPPED_PAGE_TABLES])
-        out["faults_cache_eviction"] += count(idx[attr == Attribution.CACHE_EVICTION])
-        out["faults_none"] += count(idx[attr == Attribution.NONE])
-        out["mmio"] += count(idx[f["cause"] == Cause.MMIO])
-        out["pages_refilled"] += count(idx, f["pages_refilled"])
-        new_sps = count(idx, f["new_sps"])
-        out["sps_allocated"] += new_sps
-        out["stall_ns"] += count(idx, f["est_ns"])
-        self.sp_change += new_sps
-        cache_delta = f["pages_refilled"].astype(np.int64) - f["new_sps"]
-        self.cache_change += count(idx, cache_delta)
-        _, vc = self.groups.of(f["vm"], f["vcpu"])
-        self.vcpu_cache.add(idx * self.groups.n_vcpus + vc, cache_delta)
-
-    def bucket_of(self, t: np.ndarray) -> np.ndarray:
-        idx: np.ndarray = (np.asarray(t, dtype=np.int64) - self.t0) // self.bucket
-        return idx
-
-    def finish(self) -> dict[str, np.ndarray]:
-        res, counts, out, per_bucket, n = (
-            self.result,
-            self.counts,
-            self.out,
-            self.per_bucket,
-            self.n,
-        )
-
-        def pad(a: np.ndarray) -> np.ndarray:
-            return (
-                np.concatenate([a, np.zeros(n - len(a), dtype=np.int64)]) if len(a) < n else a[:n]
-            )
-
-        rem = np.array(res.sp_removals, dtype=np.int64).reshape(-1, 4)
-        frees = np.array(res.cache_frees, dtype=np.int64).reshape(-1, 5)
-        sp_change = self.sp_change - per_bucket(rem[:, 1], rem[:, 3])
-        cache_change = self.cache_change - per_bucket(frees[:, 1], frees[:, 4])
-        scan_t = np.array([s.t_ns for s in res.scans], dtype=np.int64)
-        out["pages_freed"] = per_bucket(scan_t, np.array([s.freed for s in res.scans]))
-        out["scan_calls"] = per_bucket(scan_t)
-        out["t_start_ns"] = self.t0 + self.bucket * np.arange(n, dtype=np.int64)
-        out["accesses"] = pad(counts.accesses_by_bucket)
-        out["reclaim_passes"] = pad(counts.reclaim_by_bucket)
-        out["sp_pages"] = np.cumsum(sp_change)
-        out["cache_pages"] = np.cumsum(cache_change)
-        _, fr_vc = self.groups.of(frees[:, 2], frees[:, 3])
-        self.vcpu_cache.add(self.bucket_of(frees[:, 1]) * self.groups.n_vcpus + fr_vc, -frees[:, 4])
-        return out
-
-    def vcpu_cache_levels(self) -> dict[str, np.ndarray]:
-        """``vcpu_cache.parquet``: each vCPU's cache level at the end of every bucket it changed.
-
-        Rows are sorted by VM, vCPU and time; a level holds until the vCPU's next row.
-        """
-        keys, deltas = self.vcpu_cache.totals()
-        groups = self.groups
-        vcpu_group, bucket = keys % groups.n_vcpus, keys // groups.n_vcpus
-        order = np.lexsort((bucket, vcpu_group))
-        vcpu_group, bucket, deltas = vcpu_group[order], bucket[order], deltas[order]
-        level, _ = running_within_groups(vcpu_group, deltas)
-        vm_of_group = np.repeat(
-            np.array([vm.id for vm in groups.vms], dtype=np.int64),
-            [vm.vcpus for vm in groups.vms],
-        )
-        return {
-            "t_start_ns": self.t0 + self.bucket * bucket,
-            "vm": vm_of_group[vcpu_group].astype(np.uint16),
-            "vcpu": (
-                vcpu_group - groups.vcpu_base[groups.vm_index[vm_of_group[vcpu_group]]]
-            ).astype(np.uint16),
-            "cache_pages": level,
-        }
+    stats = stats_of(replay, run)
+    groups = stats.groups
+    frees = stats.cache_log.all()
+    _, fr_vc = groups.of(frees[:, 2], frees[:, 3])
+    freed_at = (frees[:, 1] - stats.t0) // stats.bucket_ns * groups.n_vcpus + fr_vc
+    keys, deltas = stats.vcpu_cache.totals(extra=(freed_at, -frees[:, 4]))
+    vcpu_group, bucket = keys % groups.n_vcpus, keys // groups.n_vcpus
+    order = np.lexsort((bucket, vcpu_group))
+    vcpu_group, bucket, deltas = vcpu_group[order], bucket[order], deltas[order]
+    level, _ = running_within_groups(vcpu_group, deltas)
+    vm_of_group = np.repeat(
+        np.array([vm.id for vm in groups.vms], dtype=np.int64),
+        [vm.vcpus for vm in groups.vms],
+    )
+    return {
+        "t_start_ns": stats.t0 + stats.bucket_ns * bucket,
+        "vm": vm_of_group[vcpu_group].astype(np.uint16),
+        "vcpu": (vcpu_group - groups.vcpu_base[groups.vm_index[vm_of_group[vcpu_group]]]).astype(
+            np.uint16
+        ),
+        "cache_pages": level,
+    }
 
 
 class _SparseChanges:
@@ -453,27 +522,26 @@ class _SparseChanges:
             k, d = self.totals()
             self.keys, self.deltas, self.pending = [k], [d], len(k)
 
-    def totals(self) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct keys, sorted, and each one's summed delta."""
-        if not self.keys:
+    def totals(
+        self, extra: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct keys, sorted, and each one's summed delta.
+
+        ``extra`` (keys, deltas) are added in for this answer only, not kept.
+        """
+        keys, deltas = list(self.keys), list(self.deltas)
+        if extra is not None and len(extra[0]):
+            keys.append(np.asarray(extra[0], dtype=np.int64))
+            deltas.append(np.asarray(extra[1], dtype=np.int64))
+        if not keys:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        keys, inverse = np.unique(np.concatenate(self.keys), return_inverse=True)
-        sums = np.bincount(inverse, weights=np.concatenate(self.deltas).astype(np.float64))
-        return keys, np.rint(sums).astype(np.int64)
+        uniq, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+        sums = np.bincount(inverse, weights=np.concatenate(deltas).astype(np.float64))
+        return uniq, np.rint(sums).astype(np.int64)
 
 
 def summarize_with_timeline(
     replay: Replay, run: PolicyRun
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The summary blocks, the timeline and the vCPU cache levels, from one pass over the faults."""
-    tl = _Timeline(replay, run)
-    blocks = summarize(replay, run, tl)
-    return blocks, tl.finish(), tl.vcpu_cache_levels()
-
-
-def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
-    """Counters per time bucket (``timeline.parquet``); page counts are at each bucket's end."""
-    tl = _Timeline(replay, run)
-    for chunk in run.result.sink.chunks():
-        tl.add(chunk)
-    return tl.finish()
+    """The summary blocks, the timeline and the vCPU cache levels of one run."""
+    return summarize(replay, run), timeline(replay, run), vcpu_cache_levels(replay, run)
