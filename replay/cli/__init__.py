@@ -6,8 +6,13 @@ stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# Nothing here does linear algebra worth threads, and OpenBLAS's threads, started when numpy is
+# imported, spin on the cores a replay needs (~0.1 CPU-s per command). A user's setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer
 
