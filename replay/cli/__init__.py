@@ -6,16 +6,12 @@ stays fast.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-# Nothing here does linear algebra worth threads, and OpenBLAS's threads, started when numpy is
-# imported, spin on the cores a replay needs (~0.1 CPU-s per command). A user's setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import typer
 
+import replay.cli._process  # noqa: F401  (tunes this process before numpy and pyarrow load)
 from replay.cli import convert as convert_cmd
 from replay.cli import diff as diff_cmd
 from replay.cli import inspect as inspect_cmd
