@@ -152,6 +152,7 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
 
     columns = list(COLUMNS)
     leaf = {pf.metadata.schema.column(j).path: j for j in range(pf.metadata.num_columns)}
+    nulls: dict[tuple[str, int], pa.Array] = {}  # read-only, so shared by every row group
     for i in range(pf.metadata.num_row_groups):
         group = pf.metadata.row_group(i)
         if group.num_rows > 4 * batch_rows:
@@ -164,7 +165,10 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
         table = pf.read_row_group(i, columns=[c for c in columns if c not in empty])
         for name in empty:
             field = pf.schema_arrow.field(name)
-            table = table.append_column(field, pa.nulls(group.num_rows, type=field.type))
+            key = (name, group.num_rows)
+            if key not in nulls:
+                nulls[key] = pa.nulls(group.num_rows, type=field.type)
+            table = table.append_column(field, nulls[key])
         yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
 
 
