@@ -211,20 +211,14 @@ class _Groups:
         return vi, vc
 
 
+_NOT_FROM_FAULTS = ("t_start_ns", "accesses", "pages_freed", "scan_calls", "reclaim_passes")
 _BUCKETED = (
-    "faults",
-    "faults_zapped_page_tables",
-    "faults_cache_eviction",
-    "faults_none",
-    "mmio",
-    "pages_refilled",
-    "sps_allocated",
-    "stall_ns",
+    *(c for c in TIMELINE_COLUMNS[:-2] if c not in _NOT_FROM_FAULTS),
     "sp_change",
     "cache_change",
 )
-"""What the timeline counts per time bucket from the fault rows (the page-count columns are
-running sums of the two changes, less the removals)."""
+"""What the timeline counts per time bucket from the fault rows; its two page-count columns
+(the last two) are running sums of the two changes, less the removals."""
 
 
 class _Log:
