@@ -183,7 +183,12 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
 
     Decoding Parquet and most numpy work release the GIL, so reading the next batch overlaps
     with replaying this one on a second core. Errors are re-raised here, in order.
+
+    The worker is stopped when the iteration ends, and at the latest when the interpreter
+    exits: an iterator still referenced then (a caller that stopped early and kept it) would
+    otherwise leave the worker decoding while Python tears down, which crashed the process.
     """
+    import atexit
     import queue
     import threading
 
@@ -206,7 +211,13 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
             slots.put(("error", exc))
 
     worker = threading.Thread(target=produce, name="trace-reader", daemon=True)
+
+    def halt() -> None:
+        stop.set()
+        worker.join(timeout=5)
+
     worker.start()
+    atexit.register(halt)
     try:
         while True:
             kind, item = slots.get()
@@ -217,8 +228,8 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
                 raise item
             yield item  # type: ignore[misc]
     finally:
-        stop.set()
-        worker.join(timeout=5)
+        halt()
+        atexit.unregister(halt)
 
 
 def count_mmio(meta: TraceMeta, batch: EventBatch) -> int:
