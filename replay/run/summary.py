@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay._arrays import stable_order
+from replay._arrays import stable_order, starts_of_runs
 from replay.mmu.config import ATTRIBUTIONS, CAUSES, REFILLS, Attribution, Cause, CostModel
 
 if TYPE_CHECKING:
@@ -79,15 +79,25 @@ class _Peaks:
         rows: np.ndarray,
         deltas: np.ndarray,
         by_row: np.ndarray | None = None,
+        *,
+        ordered: bool = False,
     ) -> None:
-        """Add a chunk's changes; ``by_row``, if given, is the stable order of ``rows``."""
+        """Add a chunk's changes.
+
+        ``by_row``, if given, is the stable order of ``rows``; ``ordered`` says the rows are in
+        order already.
+        """
         if not len(rows):
             return
-        if by_row is None:
+        if ordered:
+            by_row = None
+        elif by_row is None:
             by_row = np.argsort(rows, kind="stable")
+        if len(self.level) == 1:
+            self._feed_one(rows, deltas, by_row)
+            return
         # By group, then row: a stable sort by group of the rows already in order.
-        g_by_row = group[by_row]
-        order = by_row[stable_order(g_by_row)]
+        order = stable_order(group) if by_row is None else by_row[stable_order(group[by_row])]
         g, r, d = group[order], rows[order], deltas[order]
         running, starts = running_within_groups(g, d)
         # Carried on from earlier chunks.
@@ -98,6 +108,17 @@ class _Peaks:
         top = np.maximum.reduceat(masked, starts)
         self.peak[g[starts]] = np.maximum(self.peak[g[starts]], top)
         np.add.at(self.level, g[starts], np.add.reduceat(d, starts))
+
+    def _feed_one(self, rows: np.ndarray, deltas: np.ndarray, by_row: np.ndarray | None) -> None:
+        """``feed`` for a single group: no sorting by group (``by_row`` None: in order)."""
+        if by_row is not None:
+            rows, deltas = rows[by_row], deltas[by_row]
+        running = np.cumsum(deltas)
+        running += self.level[0]
+        last_of_row = np.ones(len(rows), dtype=bool)
+        last_of_row[:-1] = rows[1:] != rows[:-1]
+        self.peak[0] = max(int(self.peak[0]), int(running[last_of_row].max()))
+        self.level[0] = running[-1]
 
 
 class _Blocks:
@@ -308,44 +329,67 @@ class FaultStats:
         c_delta = np.concatenate(
             [f["pages_refilled"].astype(np.int64) - f["new_sps"].astype(np.int64), -fr[:, 4]]
         )
-        zeros_sp, zeros_c = np.zeros(len(sp_rows), np.int64), np.zeros(len(c_rows), np.int64)
-        # Both halves are in row order: a stable sort merges two runs in linear time.
-        sp_by_row = np.argsort(sp_rows, kind="stable")
-        c_by_row = np.argsort(c_rows, kind="stable")
-        self.sp_total.feed(zeros_sp, sp_rows, sp_delta, sp_by_row)
-        self.sp_vm.feed(sp_group, sp_rows, sp_delta, sp_by_row)
-        self.cache_total.feed(zeros_c, c_rows, c_delta, c_by_row)
-        self.cache_vm.feed(np.concatenate([f_vi, fr_vi]), c_rows, c_delta, c_by_row)
-        self.cache_vcpu.feed(np.concatenate([f_vc, fr_vc]), c_rows, c_delta, c_by_row)
+        # Both halves are in row order: a stable sort merges two runs in linear time, and
+        # without removals (most chunks) there is nothing to merge.
+        sp_by_row = np.argsort(sp_rows, kind="stable") if len(r) else None
+        c_by_row = np.argsort(c_rows, kind="stable") if len(fr) else None
+        for peaks, group in ((self.sp_total, sp_group), (self.sp_vm, sp_group)):
+            peaks.feed(group, sp_rows, sp_delta, sp_by_row, ordered=not len(r))
+        c_vi, c_vc = np.concatenate([f_vi, fr_vi]), np.concatenate([f_vc, fr_vc])
+        for peaks, group in (
+            (self.cache_total, c_vi),
+            (self.cache_vm, c_vi),
+            (self.cache_vcpu, c_vc),
+        ):
+            peaks.feed(group, c_rows, c_delta, c_by_row, ordered=not len(fr))
         if len(f["row"]):
             self.by_vcpu.add(f, f_vc)
             self._bucket(f, f_vc)
 
     def _bucket(self, f: dict[str, np.ndarray], f_vc: np.ndarray) -> None:
         """The timeline's per-bucket counts of a chunk of faults."""
+        # Faults come in time order, so their buckets are runs: sums are taken per run.
         idx = (f["t_ns"].astype(np.int64) - self.t0) // self.bucket_ns
-        n = int(idx[-1]) + 1  # faults come in time order
+        first, last = int(idx[0]), int(idx[-1])
+        n = last + 1
+        runs = np.flatnonzero(starts_of_runs(idx))
+        at = idx[runs]
         attr = f["attribution"]
         cache_delta = f["pages_refilled"].astype(np.int64) - f["new_sps"]
-        new_sps = _per_bucket(idx, n, f["new_sps"])
+        new_sps = np.add.reduceat(f["new_sps"].astype(np.int64), runs)
+
+        def count(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            sub = idx[mask]
+            starts = np.flatnonzero(starts_of_runs(sub))
+            return sub[starts], np.diff(np.append(starts, len(sub)))
+
         got = {
-            "faults": _per_bucket(idx, n),
-            "faults_zapped_page_tables": _per_bucket(
-                idx[attr == Attribution.ZAPPED_PAGE_TABLES], n
-            ),
-            "faults_cache_eviction": _per_bucket(idx[attr == Attribution.CACHE_EVICTION], n),
-            "faults_none": _per_bucket(idx[attr == Attribution.NONE], n),
-            "mmio": _per_bucket(idx[f["cause"] == Cause.MMIO], n),
-            "pages_refilled": _per_bucket(idx, n, f["pages_refilled"]),
-            "sps_allocated": new_sps,
-            "stall_ns": _per_bucket(idx, n, f["est_ns"]),
-            "sp_change": new_sps,
-            "cache_change": _per_bucket(idx, n, cache_delta),
+            "faults": (at, np.diff(np.append(runs, len(idx)))),
+            "faults_zapped_page_tables": count(attr == Attribution.ZAPPED_PAGE_TABLES),
+            "faults_cache_eviction": count(attr == Attribution.CACHE_EVICTION),
+            "faults_none": count(attr == Attribution.NONE),
+            "mmio": count(f["cause"] == Cause.MMIO),
+            "pages_refilled": (at, np.add.reduceat(f["pages_refilled"].astype(np.int64), runs)),
+            "sps_allocated": (at, new_sps),
+            "stall_ns": (at, np.add.reduceat(f["est_ns"].astype(np.int64), runs)),
+            "sp_change": (at, new_sps),
+            "cache_change": (at, np.add.reduceat(cache_delta, runs)),
         }
-        for name, add in got.items():
+        for name, (where, add) in got.items():
             self.bucketed[name] = _pad(self.bucketed[name], n)
-            self.bucketed[name][:n] += add
-        self.vcpu_cache.add(idx * self.groups.n_vcpus + f_vc, cache_delta)
+            self.bucketed[name][where] += add
+        # Each vCPU's changes per bucket, summed over the chunk's few buckets first (a key that
+        # occurs is kept even when its changes sum to 0: the levels list every bucket with one).
+        nv = self.groups.n_vcpus
+        keys = (idx - first) * nv + f_vc
+        width = (last - first + 1) * nv
+        if width <= 4 * len(keys):
+            occurs = np.bincount(keys, minlength=width) > 0
+            sums = np.bincount(keys, weights=cache_delta.astype(np.float64), minlength=width)
+            local = np.flatnonzero(occurs)
+            self.vcpu_cache.add(local + first * nv, np.rint(sums[local]).astype(np.int64))
+        else:
+            self.vcpu_cache.add(keys + first * nv, cache_delta)
 
 
 def _per_bucket(idx: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:

@@ -20,6 +20,27 @@ def test_peaks_follow_trace_rows_across_chunks() -> None:
     assert p.level.tolist() == [7, -1]
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_peaks_of_rows_out_of_order_and_in_order_agree(groups: int) -> None:
+    """Rows 9, 3, 3, 6 with +5, +2, -4, +1 in trace order are 3 (+2 -4 = -2), 6 (+1 -> -1),
+    9 (+5 -> 4): peak 4. The same rows given in order (``ordered``) give the same. With two
+    groups, group 1 gets the same changes on rows 2, 4, 5, 7 and peaks the same."""
+    rows = np.array([9, 3, 3, 6])
+    deltas = np.array([5, 2, -4, 1])
+    order = np.argsort(rows, kind="stable")
+    for feed in ("unsorted", "ordered"):
+        p = _Peaks(groups)
+        g = np.zeros(4, dtype=np.int64)
+        if feed == "unsorted":
+            p.feed(g, rows, deltas)
+        else:
+            p.feed(g, rows[order], deltas[order], ordered=True)
+        if groups == 2:
+            p.feed(np.ones(4, dtype=np.int64), np.array([2, 4, 5, 7]), np.array([2, -4, 1, 5]))
+        assert p.peak.tolist() == [4] * groups, feed
+        assert p.level.tolist() == [4] * groups, feed
+
+
 def test_a_row_that_nets_to_less_does_not_peak_inside() -> None:
     """A page-limit fault zaps 21 then allocates 1 in the same row: no transient peak."""
     p = _Peaks(1)
