@@ -15,8 +15,8 @@ def tune() -> None:
     * Freed memory is kept for reuse, not handed back to the kernel: a replay allocates and
       frees buffers of the same sizes over and over (numpy's temporaries, Arrow's decoded row
       groups), and each one handed back comes back as fresh pages the kernel must fault in and
-      zero. On this project's 2-core VM that was 0.6-0.9 of the ~1.4 system CPU-s of a
-      50 M-access replay. Memory stays bounded by the largest working set (the benchmark checks
+      zero. On this project's 2-core VM a 50 M-access replay spent 0.8-1.9 s of system time
+      before, about 0.6 after. Memory stays bounded by the largest working set (the benchmark checks
       peak RSS at two trace lengths). glibc's malloc (numpy's) keeps blocks up to 1 GiB in its
       heap and never trims it; Arrow's mimalloc never purges.
     """

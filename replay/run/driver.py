@@ -154,7 +154,7 @@ class PolicyRun:
     result: EngineResult
     wall_s: float
     """Time spent inside the engine (reading and validating the trace excluded)."""
-    stats: FaultStats | None = None
+    stats: FaultStats
     """Its fault statistics, fed as the fault rows were produced."""
 
 

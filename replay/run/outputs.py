@@ -125,7 +125,7 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
     else:
         _write_parquet(fault_table(sink.arrays()), folder / "faults.parquet", stamp, FAULT_PARQUET)
     _write_parquet(scans_table(run), folder / "scans.parquet", stamp)
-    blocks, tl, vcpu_cache = summarize_with_timeline(replay, run)  # one pass over the faults
+    blocks, tl, vcpu_cache = summarize_with_timeline(replay, run)
     _write_parquet(
         pa.table({k: tl[k] for k in TIMELINE_COLUMNS}), folder / "timeline.parquet", stamp
     )

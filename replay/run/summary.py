@@ -274,13 +274,13 @@ class _Log:
 class FaultStats:
     """What a run's summary, timeline and cache levels take from its faults and removals.
 
-    It is accumulated a chunk of fault rows at a time, in trace order.
-    A fault sink feeds it every row group as it hands the group to its writer thread, so this
-    work overlaps the replay instead of reading the fault file back after it. A chunk ending at
-    trace row R takes every removal logged at rows up to R: an engine logs a removal before it
-    adds any fault at that row or after it (a page-limit zap comes before its fault), so they
-    are all logged by the time the chunk is handed on. Feeding only adds up, so the result does
-    not depend on how the rows were chunked.
+    It is accumulated a chunk of fault rows at a time, in trace order. A fault sink feeds it
+    every row group as it hands the group to its writer thread, so this work overlaps the
+    replay instead of reading the fault file back after it. A chunk ending at trace row R takes
+    every removal logged at rows up to R: an engine logs a removal before it adds any fault at
+    that row or after it (a page-limit zap comes before its fault), so they are all logged by
+    the time the chunk is handed on. Feeding only adds up, so the result does not depend on how
+    the rows were chunked.
     """
 
     def __init__(self, vms: tuple[VmSpec, ...], costs: CostModel, bucket_ns: int) -> None:
@@ -356,28 +356,26 @@ class FaultStats:
         at = idx[runs]
         attr = f["attribution"]
         cache_delta = f["pages_refilled"].astype(np.int64) - f["new_sps"]
-        new_sps = np.add.reduceat(f["new_sps"].astype(np.int64), runs)
 
-        def count(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            sub = idx[mask]
-            starts = np.flatnonzero(starts_of_runs(sub))
-            return sub[starts], np.diff(np.append(starts, len(sub)))
+        def per_run(values: np.ndarray) -> np.ndarray:
+            return np.add.reduceat(values.astype(np.int64), runs)
 
+        new_sps = per_run(f["new_sps"])
         got = {
-            "faults": (at, np.diff(np.append(runs, len(idx)))),
-            "faults_zapped_page_tables": count(attr == Attribution.ZAPPED_PAGE_TABLES),
-            "faults_cache_eviction": count(attr == Attribution.CACHE_EVICTION),
-            "faults_none": count(attr == Attribution.NONE),
-            "mmio": count(f["cause"] == Cause.MMIO),
-            "pages_refilled": (at, np.add.reduceat(f["pages_refilled"].astype(np.int64), runs)),
-            "sps_allocated": (at, new_sps),
-            "stall_ns": (at, np.add.reduceat(f["est_ns"].astype(np.int64), runs)),
-            "sp_change": (at, new_sps),
-            "cache_change": (at, np.add.reduceat(cache_delta, runs)),
+            "faults": np.diff(np.append(runs, len(idx))),
+            "faults_zapped_page_tables": per_run(attr == Attribution.ZAPPED_PAGE_TABLES),
+            "faults_cache_eviction": per_run(attr == Attribution.CACHE_EVICTION),
+            "faults_none": per_run(attr == Attribution.NONE),
+            "mmio": per_run(f["cause"] == Cause.MMIO),
+            "pages_refilled": per_run(f["pages_refilled"]),
+            "sps_allocated": new_sps,
+            "stall_ns": per_run(f["est_ns"]),
+            "sp_change": new_sps,
+            "cache_change": per_run(cache_delta),
         }
-        for name, (where, add) in got.items():
+        for name, add in got.items():
             self.bucketed[name] = _pad(self.bucketed[name], n)
-            self.bucketed[name][where] += add
+            self.bucketed[name][at] += add
         # Each vCPU's changes per bucket, summed over the chunk's few buckets first (a key that
         # occurs is kept even when its changes sum to 0: the levels list every bucket with one).
         nv = self.groups.n_vcpus
@@ -404,23 +402,15 @@ def _pad(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.zeros(n - len(a), dtype=np.int64)]) if len(a) < n else a
 
 
-def stats_of(replay: Replay, run: PolicyRun) -> FaultStats:
-    """The run's fault statistics, fed during the replay or (if not) now from its fault rows."""
-    stats = run.stats
-    if stats is None:
-        stats = FaultStats(replay.trace.meta.vms, replay.costs, replay.counts.bucket_ns)
-        stats.t0 = replay.counts.t_first_ns or 0
-        stats.attach(run.result.sp_removals, run.result.cache_frees)
-        for chunk in run.result.sink.chunks():
-            stats.feed(chunk)
-        run.stats = stats
-    stats.end()
-    return stats
+def stats_of(run: PolicyRun) -> FaultStats:
+    """The run's fault statistics (fed as its rows were produced), complete."""
+    run.stats.end()
+    return run.stats
 
 
 def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
     """The ``totals``, ``per_vm`` and ``per_vcpu`` blocks of ``summary.json``."""
-    stats = stats_of(replay, run)
+    stats = stats_of(run)
     res: EngineResult = run.result
     counts = replay.counts
     scans = res.scans
@@ -487,7 +477,7 @@ def _empty_faults() -> dict[str, np.ndarray]:
 
 def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
     """Counters per time bucket (``timeline.parquet``); page counts are at each bucket's end."""
-    stats = stats_of(replay, run)
+    stats = stats_of(run)
     res, counts = run.result, replay.counts
     t0, bucket = stats.t0, counts.bucket_ns
     t_last = counts.t_last_ns if counts.t_last_ns is not None else t0
@@ -516,7 +506,7 @@ def vcpu_cache_levels(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
 
     Rows are sorted by VM, vCPU and time; a level holds until the vCPU's next row.
     """
-    stats = stats_of(replay, run)
+    stats = stats_of(run)
     groups = stats.groups
     frees = stats.cache_log.all()
     _, fr_vc = groups.of(frees[:, 2], frees[:, 3])
