@@ -71,6 +71,7 @@ class VectorEngine:
         # SP state; index n_sps is a sentinel (the roots' parent), never live.
         self.exists = np.zeros(lay.n_sps + 1, dtype=bool)
         self.linked = np.zeros(lay.n_sps + 1, dtype=bool)
+        self.linked[lay.n_sps] = True  # the sentinel reads as linked: never unlinked on a path
         self.ucause = np.zeros(lay.n_sps + 1, dtype=np.int8)
         self.seq = np.zeros(lay.n_sps + 1, dtype=np.int64)
         self.live = np.zeros(lay.n_vms, dtype=np.int64)
@@ -100,6 +101,8 @@ class VectorEngine:
         self._seg_end1 = np.concatenate([[np.uint64(0)], lay.seg_end]).astype(np.uint64)
         self._seg_shift1 = np.concatenate([[np.uint64(63)], shift]).astype(np.uint64)
         self._seg_off1 = np.concatenate([[0], offset]).astype(np.int64).view(np.uint64)
+        self._build_path_tables()
+        self._build_group_tables()
         self._build_block_lut()
         # An SP is reachable when it and every SP above it exist and are linked; a present leaf
         # held by a reachable SP is a hit (rule 2). Index n_sps, the roots' parent, is reachable.
@@ -323,26 +326,58 @@ class VectorEngine:
         key = ((gfn >> self._seg_shift1[seg1]) + self._seg_off1[seg1]).view(np.int64)
         return gfn, seg1 - 1, inside, key
 
-    def _paths(
-        self, vi: np.ndarray, gfn: np.ndarray, seg: np.ndarray, level: np.ndarray
-    ) -> np.ndarray:
+    def _build_group_tables(self) -> None:
+        """Per segment, what rule 3e needs of a candidate's prefetch group.
+
+        ``_groups``: shadow_direct 4 KiB leaves, whose faults look at their group;
+        ``_prefetches``: those of them outside dirty logging, whose whole groups are filled.
+        A group (its gfns ``g & ~(grp - 1)`` to ``g | (grp - 1)``) lies in its segment exactly
+        when ``_group_lo <= g < _group_hi``: the segment's ends rounded inwards to groups.
+        """
+        lay = self.lay
+        grp = self.cfg.pte_prefetch
+        lo = lay.seg_gfn_lo.astype(np.int64)
+        hi = (lay.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        self._group_lo = -(-lo // grp) * grp
+        self._group_hi = hi // grp * grp
+        self._groups = lay.shadow_direct[lay.seg_vm] & (lay.seg_level == 1)
+        self._prefetches = self._groups & ~lay.seg_dirty
+
+    def _build_path_tables(self) -> None:
+        """Per segment and path row, the SP id offset and the gfn shift of _paths.
+
+        The same, per segment, for the SP holding the segment's leaves (Layout.holder). Row d
+        is level R - d (R the highest root level of any VM). Where that level is not on a
+        segment's paths (its VM's root is lower, or its leaf is higher) the offset is
+        ``n_sps``, the sentinel SP, and the shift 63, which leaves nothing of a gfn (< 2**40).
+        """
+        lay = self.lay
+        cols = self._cols
+        root = lay.root_level[lay.seg_vm]
+        self._path_off = np.empty((cols, len(lay.seg_level)), dtype=np.int64)
+        self._path_shift = np.empty((cols, len(lay.seg_level)), dtype=np.int64)
+        # The SP holding a segment's leaves: Layout.holder, as one offset and one shift.
+        self._hold_off = lay.seg_sp_off[np.arange(len(lay.seg_level)), lay.seg_level]
+        self._hold_shift = 9 * lay.seg_level
+        for d in range(1, cols):
+            lv = cols - d
+            on_path = (lv < root) & (lv >= lay.seg_level)
+            self._path_off[d] = np.where(on_path, lay.seg_sp_off[:, lv], lay.n_sps)
+            self._path_shift[d] = np.where(on_path, 9 * lv, 63)
+
+    def _paths(self, vi: np.ndarray, gfn: np.ndarray, seg: np.ndarray) -> np.ndarray:
         """SP ids on each access's path, a row per column: root, level R-1, ..., level 1.
 
         R is the highest root level of any VM. Where a column is not on an access's path (a
         VM with a lower root, a leaf above level 1) it holds ``n_sps``, the sentinel SP that is
         never live.
         """
-        lay = self.lay
-        cols = self._cols
-        paths = np.empty((cols, len(vi)), dtype=np.int64)
-        paths[0] = lay.root_sp[vi]
-        root = lay.root_level[vi]
-        g = gfn.astype(np.int64)
-        for d in range(1, cols):
-            lv = cols - d
-            on_path = (lv < root) & (lv >= level)
-            ids = lay.seg_sp_off[seg, lv] + (g >> (9 * lv))
-            paths[d] = np.where(on_path, ids, lay.n_sps)
+        paths = np.empty((self._cols, len(vi)), dtype=np.int64)
+        paths[0] = self.lay.root_sp[vi]
+        g = gfn.view(np.int64)
+        for d in range(1, self._cols):
+            np.right_shift(g, self._path_shift[d][seg], out=paths[d])
+            paths[d] += self._path_off[d][seg]
         return paths
 
     def _epoch(
@@ -378,11 +413,13 @@ class VectorEngine:
         in_slot = np.flatnonzero(inside)
         keep = np.ones(len(cand), dtype=bool)
         keep[in_slot] = self._first_key(key[in_slot], in_slot)
-        cand = cand[keep]
+        # Gathers at the kept positions, not boolean masks: a mask this irregular costs ~4x.
+        kept = np.flatnonzero(keep)
+        cand = cand[kept]
         # Per candidate.
-        c_in = inside[keep]
-        c_gfn, c_key = gfn[keep], key[keep]
-        c_seg = np.maximum(seg[keep], 0)
+        c_in = inside[kept]
+        c_gfn, c_key = gfn[kept], key[kept]
+        c_seg = np.maximum(seg[kept], 0)
         c_vi = lay.vm_index[vm[cand]]
         c_lv = lay.seg_level[c_seg]
         present0 = self.present[c_key] & c_in
@@ -390,9 +427,11 @@ class VectorEngine:
         # The path matters only where some SP on it is missing or unlinked: there the leaf's
         # SP is not reachable. Elsewhere the whole path is linked, nothing is allocated or
         # relinked, and only the leaf can fault.
-        held_by = np.where(c_in, lay.holder(c_seg, c_lv, c_gfn), lay.n_sps)
+        gfn_i = c_gfn.view(np.int64)
+        held_by = self._hold_off[c_seg] + (gfn_i >> self._hold_shift[c_seg])
+        held_by = np.where(c_in, held_by, lay.n_sps)
         cx = np.flatnonzero(c_in & ~self.sp_reach[held_by])
-        x = _Paths.of(self, cx, c_vi, c_gfn, c_seg, c_lv)
+        x = _Paths.of(self, cx, c_vi, c_gfn, c_seg)
         path_fault = np.zeros(len(cand), dtype=bool)
         path_fault[cx] = x.fault
         new_sps = np.zeros(len(cand), dtype=np.int64)
@@ -400,15 +439,10 @@ class VectorEngine:
 
         # Leaf faults: the first access to each missing leaf, or to each prefetch group whose
         # whole group lies in one slot (rule 3e: its first fault fills every empty entry).
-        c_shadow = lay.shadow_direct[c_vi]
-        gfn_i = c_gfn.astype(np.int64)
-        seg_lo = lay.seg_gfn_lo[c_seg].astype(np.int64)
-        seg_hi = (lay.seg_end[c_seg] & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
-        grp = self.cfg.pte_prefetch
-        in_seg = ((gfn_i & ~(grp - 1)) >= seg_lo) & ((gfn_i | (grp - 1)) < seg_hi)
-        full_group = c_in & c_shadow & (c_lv == 1) & ~lay.seg_dirty[c_seg] & in_seg
-        mixed_group = c_in & c_shadow & (c_lv == 1) & ~in_seg
-        unit = np.where(full_group, c_key - (gfn_i & (grp - 1)), c_key)
+        in_seg = (gfn_i >= self._group_lo[c_seg]) & (gfn_i < self._group_hi[c_seg])
+        full_group = c_in & self._prefetches[c_seg] & in_seg
+        mixed_group = c_in & self._groups[c_seg] & ~in_seg
+        unit = c_key - (gfn_i & (self.cfg.pte_prefetch - 1)) * full_group
         absent = c_in & ~present0
         abs_j = np.flatnonzero(absent)
         leaf_fault = np.zeros(len(cand), dtype=bool)
@@ -528,7 +562,7 @@ class VectorEngine:
         # ``sel`` indexes the candidates; ``at`` the epoch's accesses (rows, t, vm, vcpu).
         at = cand[sel]
         f_in = c_in[sel]
-        f_new = np.where(f_in, new_sps[sel], 0)
+        f_new = new_sps[sel] * f_in
         f_key = c_key[sel]
         # The faults whose path had a missing or unlinked SP, and their rows in ``x``.
         xs, xr = x.rows_of(sel)
@@ -566,10 +600,10 @@ class VectorEngine:
 
         # Leaves (rule 3e): each leaf fault installs its leaf; a whole-slot group is filled.
         leaf_f = f_in & ~present0[sel]
-        self.present[f_key[leaf_f]] = True
-        fg = leaf_f & full_group[sel]
-        if fg.any():
-            starts = unit[sel][fg]
+        self.present[f_key[np.flatnonzero(leaf_f)]] = True
+        fg = np.flatnonzero(leaf_f & full_group[sel])
+        if len(fg):
+            starts = unit[sel[fg]]
             if self.cfg.pte_prefetch == 8:
                 # The group's 8 keys are one aligned word (see the layout): set it whole.
                 self.present.view(np.uint64)[starts >> 3] = _EIGHT_TRUE
@@ -612,10 +646,14 @@ class VectorEngine:
         est = np.where(f_in, est, self.costs.fault_base_ns).astype(np.int64)
         if len(real):
             np.maximum.at(self.busy_until, g_vcpu[real], f_t[real] + est[real])
-        attribution = np.where(
-            cause == _ZAPPED,
-            _ATTR_ZAPPED,
-            np.where(refill == _SHRINKER, _ATTR_CACHE, _ATTR_NONE),
+        # Rule 7 in arithmetic (np.where costs ~8x on masks this irregular): zapped page
+        # tables first, then a refill the shrinker caused.
+        zapped = cause == _ZAPPED
+        by_cache = (refill == _SHRINKER) & ~zapped
+        attribution = (
+            _ATTR_NONE
+            + (_ATTR_ZAPPED - _ATTR_NONE) * zapped.view(np.int8)
+            + (_ATTR_CACHE - _ATTR_NONE) * by_cache.view(np.int8)
         )
         self.faults.add(
             {
@@ -627,7 +665,7 @@ class VectorEngine:
                 "cause": cause,
                 "refill": refill,
                 "attribution": attribution,
-                "leaf_level": np.where(f_in, c_lv[sel], 0),
+                "leaf_level": c_lv[sel] * f_in,
                 "new_sps": f_new,
                 "relinked_sps": f_relinked,
                 "recycled_sps": f_recycled,
@@ -790,13 +828,15 @@ class VectorEngine:
             causes = self.cause.reshape(-1, 512)
             dropping = present[rows]
             if dropping.any():
+                # The dropped leaves' causes become ``cause`` (rule 20), in arithmetic: a masked
+                # store is ~6x slower on masks this irregular.
                 row_causes = causes[rows]
-                row_causes[dropping] = cause
+                row_causes -= (row_causes - np.int8(cause)) * dropping.view(np.int8)
                 causes[rows] = row_causes
                 present[rows] = False
         # The other PTs (distinct, so their ranges are disjoint), and the leaves of higher
         # tables.
-        held = [lay.held_keys(sp) for sp in zap_ids[level > 1].tolist()]
+        held = [lay.held_keys(sp) for sp in zap_ids[lay.holds_huge[zap_ids]].tolist()]
         if not one_row.all():
             held.append(concat_ranges(lo[~one_row], hi[~one_row]))
         if held:
@@ -1031,11 +1071,10 @@ class _Paths:
         c_vi: np.ndarray,
         c_gfn: np.ndarray,
         c_seg: np.ndarray,
-        c_lv: np.ndarray,
     ) -> _Paths:
-        paths = engine._paths(c_vi[cx], c_gfn[cx], c_seg[cx], c_lv[cx])
-        # Not linked, on the path (the sentinel is never linked, nor on any path).
-        unlinked = ~engine.linked[paths] & (paths != engine.lay.n_sps)
+        paths = engine._paths(c_vi[cx], c_gfn[cx], c_seg[cx])
+        # Not linked (the sentinel, off every path, reads as linked).
+        unlinked = ~engine.linked[paths]
         exists0 = engine.exists[paths]
         first = np.zeros(paths.shape, dtype=bool)
         for d in range(len(paths)):

@@ -248,6 +248,19 @@ class Layout:
         end: np.ndarray = self.seg_key_base + ((seg_hi - seg_lo) >> (9 * (self.seg_level - 1)))
         return end
 
+    @cached_property
+    def holds_huge(self) -> np.ndarray:
+        """True for each SP above level 1 that holds leaves itself (huge ones): few, if any."""
+        out = np.zeros(self.n_sps + 1, dtype=bool)
+        seg_hi = (self.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        for k in np.flatnonzero(self.seg_level > 1).tolist():
+            level = int(self.seg_level[k])
+            base = int(self.seg_sp_off[k, level])
+            first = base + (int(self.seg_gfn_lo[k]) >> (9 * level))
+            last = base + ((int(seg_hi[k]) - 1) >> (9 * level))
+            out[first : last + 1] = True
+        return out
+
     def held_keys(self, sp: int) -> np.ndarray:
         """The leaf keys an SP holds itself: those under it whose leaf level is its level."""
         level = int(self.sp_level[sp])

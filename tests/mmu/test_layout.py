@@ -62,3 +62,23 @@ def test_key_lower_bound_scalar_and_vector_agree() -> None:
     # padding key, which holds nothing, so as a range bound it is the same as 512).
     assert vec == [0, 1, 1, 1, 2, 2, 2, 512, 513, 514, 514]
     assert lay.key_floor(0, 511) == 0
+
+
+def test_the_sps_holding_huge_leaves_are_those_with_keys_of_their_own() -> None:
+    """VM 0: a 2m-backed slot of 4 MiB + 4 KiB at 0 (two 2 MiB leaves, held by the PD, then a 4
+    KiB page in a PT) and a 1g-backed slot from 1 GiB to 3 GiB (two 1 GiB leaves, held by the
+    PDPT); VM 1: 4 KiB pages only. The PD and the PDPT hold huge leaves; no PT is counted, nor
+    any table of VM 1."""
+    m = meta(
+        vm(0, slots=(Memslot(0, 4 * MiB + 4096, "2m"), Memslot(GiB, 2 * GiB, "1g"))),
+        vm(1, slots=(Memslot(0, 8 * MiB),)),
+    )
+    lay = Layout.build(m, [64, 64])
+    expected = [
+        sp
+        for sp in range(lay.n_sps)
+        if lay.sp_level[sp] > 1 and sp != lay.root_sp[lay.sp_vm[sp]] and len(lay.held_keys(sp))
+    ]
+    assert np.flatnonzero(lay.holds_huge).tolist() == expected
+    assert lay.sp_level[expected].tolist() == [3, 2]
+    assert set(lay.sp_vm[expected].tolist()) == {0}
