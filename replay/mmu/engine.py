@@ -1007,6 +1007,18 @@ class VectorEngine:
         self.live[vi] = 0
 
 
+def _count_down(mask: np.ndarray) -> np.ndarray:
+    """The True entries of each column of a boolean (levels, n) array (at most 5 levels).
+
+    Row by row as bytes: ``sum(axis=0)`` casts every bool to int64 and was 15x slower.
+    """
+    rows = mask.view(np.uint8)
+    out: np.ndarray = rows[0].copy()
+    for row in rows[1:]:
+        out += row
+    return out
+
+
 class _FirstSeen:
     """Tells, for (id, position) pairs, which position is the first of its id.
 
@@ -1060,8 +1072,8 @@ class _Paths:
         self.relink = first & exists0
         """... and those it relinks."""
         self.fault = first.any(axis=0)
-        self.new_sps = self.alloc.sum(axis=0)
-        self.relinks = self.relink.sum(axis=0)
+        self.new_sps = _count_down(self.alloc)
+        self.relinks = _count_down(self.relink)
 
     @classmethod
     def of(
