@@ -76,6 +76,12 @@ class MmuConfig:
     n_max_min: int = 64
     n_max_divisor: int = 50
 
+    def __post_init__(self) -> None:
+        grp = self.pte_prefetch
+        if grp < 1 or grp & (grp - 1) or grp > 512:
+            # A group must be an aligned part of a page table (rule 3e).
+            raise ValueError(f"pte_prefetch must be a power of 2 from 1 to 512, not {grp}")
+
     def n_max_mmu_pages(self, guest_pages: int) -> int:
         """The shadow_direct page limit of a VM (rule 26)."""
         return max(self.n_max_min, guest_pages // self.n_max_divisor)

@@ -112,6 +112,7 @@ class VectorEngine:
         # First-occurrence tests over SP ids and over leaf keys.
         self._first_sp = _FirstSeen(lay.n_sps + 1)
         self._first_key = _FirstSeen(lay.n_keys)
+        self._first_group = _FirstSeen(lay.n_keys >> self._group_shift)
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -336,6 +337,9 @@ class VectorEngine:
         """
         lay = self.lay
         grp = self.cfg.pte_prefetch
+        # A power of 2 that divides 512 (MmuConfig checks): a group's keys are then aligned
+        # like its gfns (see the layout), and its first key shifted right is its number.
+        self._group_shift = grp.bit_length() - 1
         lo = lay.seg_gfn_lo.astype(np.int64)
         hi = (lay.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
         self._group_lo = -(-lo // grp) * grp
@@ -444,9 +448,14 @@ class VectorEngine:
         mixed_group = c_in & self._groups[c_seg] & ~in_seg
         unit = c_key - (gfn_i & (self.cfg.pte_prefetch - 1)) * full_group
         absent = c_in & ~present0
-        abs_j = np.flatnonzero(absent)
-        leaf_fault = np.zeros(len(cand), dtype=bool)
-        leaf_fault[abs_j] = self._first_key(unit[abs_j], abs_j)
+        # Candidates are one per leaf key (above), so a missing leaf outside a whole-slot
+        # group is already the first of its unit. The groups' first faults are found over
+        # group numbers: a table grp times smaller than one over keys, whose scattered
+        # writes then mostly stay in the CPU's caches.
+        leaf_fault = absent.copy()
+        grp_j = np.flatnonzero(absent & full_group)
+        if len(grp_j):
+            leaf_fault[grp_j] = self._first_group(unit[grp_j] >> self._group_shift, grp_j)
         fault = leaf_fault | path_fault | ~c_in
         if override is not None:
             fault[0] = True

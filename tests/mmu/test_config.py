@@ -24,6 +24,15 @@ def test_defaults_are_the_spec() -> None:
     ) == (2000, 300, 250, 2500, 10**9, 10_000)
 
 
+@pytest.mark.parametrize("grp", [0, 6, 1024])
+def test_a_prefetch_group_is_an_aligned_part_of_a_page_table(grp: int) -> None:
+    """Rule 3e's group must be a power of 2 no larger than a PT's 512 entries."""
+    with pytest.raises(ValueError, match="power of 2"):
+        MmuConfig(pte_prefetch=grp)
+    assert MmuConfig(pte_prefetch=1).pte_prefetch == 1
+    assert MmuConfig(pte_prefetch=512).pte_prefetch == 512
+
+
 def test_costs_from_toml(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("fault_base_ns = 5000\nzap_flush_ns = 1\n")
