@@ -122,8 +122,8 @@ class VectorEngine:
         for h in [*batch.host.tolist(), len(batch)]:
             if h > start:
                 sl = slice(start, h)
-                rows = np.arange(batch.start_row + start, batch.start_row + h, dtype=np.int64)
-                self._accesses(rows, batch.t_ns[sl], batch.vm[sl], batch.vcpu[sl], batch.gpa[sl])
+                row0 = batch.start_row + start
+                self._accesses(row0, batch.t_ns[sl], batch.vm[sl], batch.vcpu[sl], batch.gpa[sl])
             if h < len(batch):
                 self._host_event(batch, h)
             start = h + 1
@@ -142,7 +142,7 @@ class VectorEngine:
     # -- accesses -------------------------------------------------------------------------------
 
     def _accesses(
-        self, rows: np.ndarray, t: np.ndarray, vm: np.ndarray, vcpu: np.ndarray, gpa: np.ndarray
+        self, row0: int, t: np.ndarray, vm: np.ndarray, vcpu: np.ndarray, gpa: np.ndarray
     ) -> None:
         """One epoch, in steps of at most ``_EPOCH_MAX`` accesses.
 
@@ -150,11 +150,12 @@ class VectorEngine:
         """
         override: int | None = None
         at_most = self._EPOCH_MAX
-        while len(rows):
+        while len(t):
             done, override = self._epoch(
-                rows[:at_most], t[:at_most], vm[:at_most], vcpu[:at_most], gpa[:at_most], override
+                row0, t[:at_most], vm[:at_most], vcpu[:at_most], gpa[:at_most], override
             )
-            rows, t, vm, vcpu, gpa = rows[done:], t[done:], vm[done:], vcpu[done:], gpa[done:]
+            row0 += done
+            t, vm, vcpu, gpa = t[done:], vm[done:], vcpu[done:], gpa[done:]
 
     _EPOCH_MAX = 1 << 18
     """Accesses per step of an epoch. The state only grows within an epoch, so any prefix is an
@@ -386,7 +387,7 @@ class VectorEngine:
 
     def _epoch(
         self,
-        rows: np.ndarray,
+        row0: int,
         t: np.ndarray,
         vm: np.ndarray,
         vcpu: np.ndarray,
@@ -395,8 +396,8 @@ class VectorEngine:
     ) -> tuple[int, int | None]:
         """Process a prefix of the accesses; return how many were consumed and an override.
 
-        The override is the cause (read before a page-limit zap, rule 5) of the first access of
-        the next call.
+        The accesses are trace rows ``row0`` on. The override is the cause (read before a
+        page-limit zap, rule 5) of the first access of the next call.
         """
         lay = self.lay
         if self._fast_key is not None:
@@ -407,7 +408,7 @@ class VectorEngine:
             held_by = self.lay.holder(seg, self.lay.seg_level[seg], gfn)
             hit = inside & self.present[key] & self.sp_reach[np.where(inside, held_by, -1)]
         if override is None and hit.all():
-            return len(rows), None  # every access hits: nothing changes
+            return len(t), None  # every access hits: nothing changes
         cand = np.flatnonzero(~hit)
         if override is not None and (len(cand) == 0 or cand[0] != 0):
             cand = np.concatenate([[0], cand])  # defensive: the overridden access faults
@@ -473,7 +474,7 @@ class VectorEngine:
             stop = limit_at
             keep_last = False
         sel = np.flatnonzero(fault[:stop])
-        consumed = int(cand[stop]) if stop < len(cand) else len(rows)
+        consumed = int(cand[stop]) if stop < len(cand) else len(t)
         if keep_last:
             consumed = int(cand[stop - 1]) + 1
 
@@ -483,7 +484,7 @@ class VectorEngine:
         self._commit(
             sel,
             cand,
-            rows,
+            row0,
             t,
             vm,
             vcpu,
@@ -506,7 +507,7 @@ class VectorEngine:
             j = int(limit_at)
             vmi = int(c_vi[j])
             next_override = x.cause_of(self, j, present0, c_key)
-            self._pending_recycled = self._zap_page_limit(vmi, int(rows[cand[j]]), int(t[cand[j]]))
+            self._pending_recycled = self._zap_page_limit(vmi, row0 + int(cand[j]), int(t[cand[j]]))
         return consumed, next_override
 
     def _page_limit_trigger(
@@ -547,7 +548,7 @@ class VectorEngine:
         self,
         sel: np.ndarray,
         cand: np.ndarray,
-        rows: np.ndarray,
+        row0: int,
         t: np.ndarray,
         vm: np.ndarray,
         vcpu: np.ndarray,
@@ -568,7 +569,8 @@ class VectorEngine:
         if not len(sel):
             return
         lay = self.lay
-        # ``sel`` indexes the candidates; ``at`` the epoch's accesses (rows, t, vm, vcpu).
+        # ``sel`` indexes the candidates; ``at`` the epoch's accesses (t, vm, vcpu; trace row
+        # row0 + at).
         at = cand[sel]
         f_in = c_in[sel]
         f_new = new_sps[sel] * f_in
@@ -666,7 +668,7 @@ class VectorEngine:
         )
         self.faults.add(
             {
-                "row": rows[at],
+                "row": row0 + at,
                 "t_ns": f_t,
                 "vm": vm[at],
                 "vcpu": f_vcpu,
