@@ -413,21 +413,41 @@ class VectorEngine:
         if override is not None and (len(cand) == 0 or cand[0] != 0):
             cand = np.concatenate([[0], cand])  # defensive: the overridden access faults
         gfn, seg, inside, key = self._locate(vm[cand], gpa[cand])
-        # Only the first access to a leaf key in the epoch can fault (a later one finds the leaf
-        # installed and its path linked by the first); every MMIO access faults (rule 1).
-        in_slot = np.flatnonzero(inside)
+        seg = np.maximum(seg, 0)
+        g = gfn.view(np.int64)
+        # Whole-slot prefetch groups (rule 3e: a group's first leaf fault fills every empty
+        # entry of it); a group at a slot edge is prefetched entry by entry (_prefetch_mixed).
+        in_seg = (g >= self._group_lo[seg]) & (g < self._group_hi[seg])
+        full = inside & self._prefetches[seg] & in_seg
+        absent = inside & ~self.present[key]  # (an MMIO access's key is 0, a valid index)
+        # Which candidates can fault: every MMIO access (rule 1); of the others, the first
+        # access to each leaf key (a later one finds the leaf installed and its path linked by
+        # the first). In a whole-slot group, only the group's first access (the accesses share
+        # their path, so only the first can be the first under a missing or unlinked SP) and
+        # its first access to a missing leaf (whose fault fills the group). Groups are counted
+        # by number (a group's keys are aligned like its gfns), in a table pte_prefetch times
+        # smaller than one over keys, whose scattered writes then mostly stay in the caches.
         keep = np.ones(len(cand), dtype=bool)
-        keep[in_slot] = self._first_key(key[in_slot], in_slot)
+        other = np.flatnonzero(inside & ~full)
+        if len(other):
+            keep[other] = self._first_key(key[other], other)
+        grouped = np.flatnonzero(full)
+        if len(grouped):
+            keep[grouped] = self._first_group(key[grouped] >> self._group_shift, grouped)
+            missing = np.flatnonzero(full & absent)
+            keep[missing] |= self._first_group(key[missing] >> self._group_shift, missing)
         # Gathers at the kept positions, not boolean masks: a mask this irregular costs ~4x.
         kept = np.flatnonzero(keep)
         cand = cand[kept]
         # Per candidate.
         c_in = inside[kept]
-        c_gfn, c_key = gfn[kept], key[kept]
-        c_seg = np.maximum(seg[kept], 0)
+        c_gfn, c_key, c_seg = gfn[kept], key[kept], seg[kept]
         c_vi = lay.vm_index[vm[cand]]
         c_lv = lay.seg_level[c_seg]
-        present0 = self.present[c_key] & c_in
+        c_absent = absent[kept]
+        present0 = c_in & ~c_absent
+        full_group = full[kept]
+        mixed_group = c_in & self._groups[c_seg] & ~in_seg[kept]
 
         # The path matters only where some SP on it is missing or unlinked: there the leaf's
         # SP is not reachable. Elsewhere the whole path is linked, nothing is allocated or
@@ -442,21 +462,11 @@ class VectorEngine:
         new_sps = np.zeros(len(cand), dtype=np.int64)
         new_sps[cx] = x.new_sps
 
-        # Leaf faults: the first access to each missing leaf, or to each prefetch group whose
-        # whole group lies in one slot (rule 3e: its first fault fills every empty entry).
-        in_seg = (gfn_i >= self._group_lo[c_seg]) & (gfn_i < self._group_hi[c_seg])
-        full_group = c_in & self._prefetches[c_seg] & in_seg
-        mixed_group = c_in & self._groups[c_seg] & ~in_seg
+        # Leaf faults: every kept access to a missing leaf. Outside whole-slot groups the kept
+        # candidates are one per key; in a group, a kept one that is missing its leaf is the
+        # group's first such (the group's first access, if missing, is that one too).
         unit = c_key - (gfn_i & (self.cfg.pte_prefetch - 1)) * full_group
-        absent = c_in & ~present0
-        # Candidates are one per leaf key (above), so a missing leaf outside a whole-slot
-        # group is already the first of its unit. The groups' first faults are found over
-        # group numbers: a table grp times smaller than one over keys, whose scattered
-        # writes then mostly stay in the CPU's caches.
-        leaf_fault = absent.copy()
-        grp_j = np.flatnonzero(absent & full_group)
-        if len(grp_j):
-            leaf_fault[grp_j] = self._first_group(unit[grp_j] >> self._group_shift, grp_j)
+        leaf_fault = c_absent
         fault = leaf_fault | path_fault | ~c_in
         if override is not None:
             fault[0] = True

@@ -111,6 +111,19 @@ def test_rule_3e_prefetch_runs_split_at_present_entries() -> None:
     assert [r["gfn"] for r in rows] == [4, 5]
 
 
+def test_rule_3e_a_group_cut_off_faults_on_its_path_then_on_its_missing_leaf() -> None:
+    """gfn 0's fault maps the group 0..7 (root, PDPT, PD, PT: 4 SPs); unmap takes gfn 1 alone;
+    shrink(1) zaps the PDPT, so the PD is unlinked. In one epoch, gfn 0 (present, cut off)
+    faults on its path: a new PDPT, the PD relinked, cause zapped. gfn 1, same group, same path
+    (now linked), faults on its missing leaf alone: cause notifier, no SP. gfn 2 hits."""
+    rows = fault_rows(both([A(0, 0), U(10, 4096, 4096), S(20, 1), A(30, 0), A(40, 1), A(50, 2)]))
+    assert [(r["gfn"], r["cause"], r["new_sps"], r["relinked_sps"]) for r in rows] == [
+        (0, Cause.COLD, 4, 0),
+        (0, Cause.ZAPPED, 1, 1),
+        (1, Cause.NOTIFIER, 0, 0),
+    ]
+
+
 def test_rule_3d_and_11_zap_unlinks_children_and_refault_relinks() -> None:
     """shrink(1) zaps the oldest non-root SP, the PDPT: the PD is unlinked (cause zapped). gfn 3
     (prefetched, present but cut off) faults: a new PDPT (1 SP), the PD relinked; no leaf
