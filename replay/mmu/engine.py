@@ -91,6 +91,8 @@ class VectorEngine:
         self.sp_removals: list[tuple[int, int, int, int]] = []
         self.cache_frees: list[tuple[int, int, int, int, int]] = []
         self._zmark = np.zeros(lay.n_sps + 1, dtype=bool)
+        self._bits: np.ndarray | None = None
+        """``present`` packed 8 leaves to a byte, during a long epoch (see _accesses)."""
         self._pending_recycled = 0
         self._cols = int(lay.root_level.max())
         # _locate's tables: VM id -> packed high bits; segments with a sentinel row 0.
@@ -150,12 +152,30 @@ class VectorEngine:
         """
         override: int | None = None
         at_most = self._EPOCH_MAX
+        # A long epoch tests hits on ``present`` packed 8 leaves to a byte: 8x less memory for
+        # the random reads to miss in, for one pass to pack it, kept in step by the commits.
+        long = self._fast_key is not None and len(t) * self._PACK_FROM >= len(self.present)
+        self._bits = self._packed() if long else None
         while len(t):
             done, override = self._epoch(
                 row0, t[:at_most], vm[:at_most], vcpu[:at_most], gpa[:at_most], override
             )
+            if override is not None and self._bits is not None:
+                self._bits = self._packed()  # the page limit zapped tables: leaves went
             row0 += done
             t, vm, vcpu, gpa = t[done:], vm[done:], vcpu[done:], gpa[done:]
+        self._bits = None  # host events change ``present`` between epochs
+
+    def _packed(self) -> np.ndarray:
+        return np.packbits(self.present, bitorder="little")
+
+    def _mirror(self, keys: np.ndarray) -> None:
+        """Bring the packed copy of ``present`` (if any) up to date at ``keys``."""
+        if self._bits is None or not len(keys):
+            return
+        byte = keys >> 3
+        eights = self.present.view(np.uint64)[byte].view(np.uint8).reshape(-1, 8)
+        self._bits[byte] = np.packbits(eights, axis=1, bitorder="little").ravel()
 
     _EPOCH_MAX = 1 << 18
     """Accesses per step of an epoch. The state only grows within an epoch, so any prefix is an
@@ -273,10 +293,7 @@ class VectorEngine:
         step = self._CHUNK
         gfn = np.empty(min(n, step), dtype=np.int64)
         index = np.empty_like(gfn)
-        # A long epoch reads ``present`` packed 8 leaves to a byte: 8x less memory for its
-        # random reads to miss in, for one pass to pack it.
-        packed = n * self._PACK_FROM >= len(self.present)
-        bits = np.packbits(self.present, bitorder="little") if packed else None
+        bits = self._bits
         for a in range(0, n, step):
             b = min(a + step, n)
             g, i = gfn[: b - a], index[: b - a]
@@ -621,19 +638,26 @@ class VectorEngine:
 
         # Leaves (rule 3e): each leaf fault installs its leaf; a whole-slot group is filled.
         leaf_f = f_in & ~present0[sel]
-        self.present[f_key[np.flatnonzero(leaf_f)]] = True
+        installed = f_key[np.flatnonzero(leaf_f)]
+        self.present[installed] = True
+        self._mirror(installed)
         fg = np.flatnonzero(leaf_f & full_group[sel])
         if len(fg):
             starts = unit[sel[fg]]
             if self.cfg.pte_prefetch == 8:
                 # The group's 8 keys are one aligned word (see the layout): set it whole.
                 self.present.view(np.uint64)[starts >> 3] = _EIGHT_TRUE
+                if self._bits is not None:
+                    self._bits[starts >> 3] = 0xFF
             else:
                 for i in range(self.cfg.pte_prefetch):  # the group's consecutive keys
                     self.present[starts + i] = True
+                    self._mirror(starts + i)
         # At most one slot-edge group: the epoch stops after it.
         for j in np.flatnonzero(leaf_f & mixed_group[sel]).tolist():
-            self.present[self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]]))] = True
+            prefetched = self._prefetch_mixed(int(c_vi[sel[j]]), int(c_gfn[sel[j]]))
+            self.present[prefetched] = True
+            self._mirror(prefetched)
         if len(new_ids) or len(relinked_ids):
             self._refresh_reach(new_ids, relinked_ids)
 

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.mmu.config import POLICIES, CostModel, MmuConfig
+from replay.mmu.config import POLICIES, Cause, CostModel, MmuConfig
 from replay.mmu.engine import VectorEngine
 from replay.mmu.reference import ReferenceEngine
 from replay.synth import generate, list_scenarios, load_scenario
 from replay.trace import iter_batches, open_trace
 from replay.trace.schema import Memslot, TraceMeta, VmSpec
-from tests.mmu.helpers import A, R, S, U, Z, both
+from tests.mmu.helpers import A, R, S, U, Z, both, fault_rows
 
 PAGE = 4096
 
@@ -153,16 +153,42 @@ def test_hit_test_variants_agree(tmp_path: Path, chunk: int, pack_from: int) -> 
     assert len(default.faults["row"]) > 1000
 
 
+@pytest.mark.parametrize("at_most", [1, 1 << 18])
+def test_packed_leaves_follow_a_page_limit_zap(at_most: int) -> None:
+    """Hits tested on the packed leaves (always, here), n_max 7 (rule 13). gfn 0: root, PDPT,
+    PD, PT 0 (4 SPs), group 0..7 mapped. gfn 512: 3 free < 5, so the 3 non-root SPs are zapped
+    (gfns 0..7 go with PT 0) and PDPT, PD, PT 1 come back. gfn 8: the same again, PT 0 comes
+    back. gfn 1, under PT 0 (reachable again), lost its leaf in the first zap: it faults,
+    cause recycled, and the page limit acts once more (3 zapped, 3 new). Had the packed copy
+    kept gfn 1 present from before the zaps, gfn 1 would have hit."""
+    cfg = MmuConfig(n_max_min=7, n_max_divisor=1 << 40)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VectorEngine, "_PACK_FROM", 10**12)
+        mp.setattr(VectorEngine, "_EPOCH_MAX", at_most)
+        rows = fault_rows(both([A(0, 0), A(1, 512), A(2, 8), A(3, 1)], cfg=cfg))
+    assert [(r["gfn"], r["cause"], r["new_sps"], r["recycled_sps"]) for r in rows] == [
+        (0, Cause.COLD, 4, 0),
+        (512, Cause.COLD, 3, 3),
+        (8, Cause.COLD, 3, 3),
+        (1, Cause.RECYCLED, 3, 3),
+    ]
+
+
 @settings(max_examples=60)
-@given(traces(), st.sampled_from(POLICIES), st.sampled_from([1, 2, 5]))
+@given(traces(), st.sampled_from(POLICIES), st.sampled_from([1, 2, 5]), st.booleans())
 def test_epochs_in_short_steps_agree_on_generated_traces(
-    drawn: tuple[TraceMeta, list[dict[str, Any]], MmuConfig, CostModel], policy: str, at_most: int
+    drawn: tuple[TraceMeta, list[dict[str, Any]], MmuConfig, CostModel],
+    policy: str,
+    at_most: int,
+    packed: bool,
 ) -> None:
     """Steps of a few accesses: page-limit zaps (small n_max_min) fall at step edges, and the
-    cause read before such a zap is carried into the next step."""
+    cause read before such a zap is carried into the next step. With ``packed``, every epoch
+    tests hits on the packed copy of the leaves, which the commits and those zaps keep current."""
     meta, rows, cfg, costs = drawn
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(VectorEngine, "_EPOCH_MAX", at_most)
+        mp.setattr(VectorEngine, "_PACK_FROM", 10**12 if packed else 0)
         both(rows, meta, policy, cfg, costs)  # type: ignore[arg-type]
 
 
