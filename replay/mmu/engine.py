@@ -43,6 +43,8 @@ _ATTR_NONE, _ATTR_CACHE = int(Attribution.NONE), int(Attribution.CACHE_EVICTION)
 _ATTR_ZAPPED = int(Attribution.ZAPPED_PAGE_TABLES)
 _EIGHT_TRUE = np.frombuffer(np.ones(8, dtype=bool).tobytes(), dtype=np.uint64)[0]
 """Eight bools of True as one 64-bit word."""
+_GATHER_FLAGS = np.uint64(0x0102040810204080)
+"""Times a word of eight 0/1 bytes: byte i's bit lands at bit 56 + i (little-endian)."""
 
 
 class VectorEngine:
@@ -174,8 +176,12 @@ class VectorEngine:
         if self._bits is None or not len(keys):
             return
         byte = keys >> 3
-        eights = self.present.view(np.uint64)[byte].view(np.uint8).reshape(-1, 8)
-        self._bits[byte] = np.packbits(eights, axis=1, bitorder="little").ravel()
+        # Eight flags (bytes of 0 or 1) as one word; the multiply gathers flag i into bit
+        # 56 + i with no carries (checked over all 256 patterns in the tests).
+        words = self.present.view(np.uint64)[byte]
+        words *= _GATHER_FLAGS
+        words >>= np.uint64(56)
+        self._bits[byte] = words
 
     _EPOCH_MAX = 1 << 18
     """Accesses per step of an epoch. The state only grows within an epoch, so any prefix is an

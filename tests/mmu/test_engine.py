@@ -153,6 +153,18 @@ def test_hit_test_variants_agree(tmp_path: Path, chunk: int, pack_from: int) -> 
     assert len(default.faults["row"]) > 1000
 
 
+def test_eight_flags_pack_into_a_byte_by_one_multiply() -> None:
+    """Every pattern of eight 0/1 bytes, as VectorEngine._mirror packs them, equals packbits."""
+    from replay.mmu.engine import _GATHER_FLAGS
+
+    flags = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.uint8)
+    words = flags.copy().view(np.uint64).ravel()
+    words *= _GATHER_FLAGS
+    words >>= np.uint64(56)
+    expected = np.packbits(flags, axis=1, bitorder="little").ravel()
+    assert words.astype(np.uint8).tolist() == expected.tolist() == list(range(256))
+
+
 @pytest.mark.parametrize("at_most", [1, 1 << 18])
 def test_packed_leaves_follow_a_page_limit_zap(at_most: int) -> None:
     """Hits tested on the packed leaves (always, here), n_max 7 (rule 13). gfn 0: root, PDPT,
