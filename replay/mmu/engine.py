@@ -113,7 +113,7 @@ class VectorEngine:
         self.sp_reach = np.zeros(lay.n_sps + 1, dtype=bool)
         self.sp_reach[lay.n_sps] = True
         self._build_fast_table()
-        # First-occurrence tests over SP ids and over leaf keys.
+        # First-occurrence tests over SP ids, over leaf keys and over prefetch groups.
         self._first_sp = _FirstSeen(lay.n_sps + 1)
         self._first_key = _FirstSeen(lay.n_keys)
         self._first_group = _FirstSeen(lay.n_keys >> self._group_shift)
