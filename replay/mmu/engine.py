@@ -200,7 +200,7 @@ class VectorEngine:
         last slot.
         """
         lay = self.lay
-        seg_hi = (lay.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        seg_hi = lay.seg_gfn_hi
         seg_lo = lay.seg_gfn_lo.astype(np.int64)
         last = np.zeros(lay.n_vms, dtype=np.int64)
         for vi in range(lay.n_vms):
@@ -261,7 +261,7 @@ class VectorEngine:
             level = lay.seg_level[seg - 1]
             key[row + blocks] = k
             mask[row + blocks] = np.where(level == 1, 511, 0)
-            holder[row + blocks] = lay.holder(seg - 1, level, first_gfn)
+            holder[row + blocks] = lay.holder(seg - 1, first_gfn)
         self._fast_static = key
         self._fast_key = key.copy()
         self._fast_mask = mask
@@ -365,18 +365,16 @@ class VectorEngine:
         # like its gfns (see the layout), and its first key shifted right is its number.
         self._group_shift = grp.bit_length() - 1
         lo = lay.seg_gfn_lo.astype(np.int64)
-        hi = (lay.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
         self._group_lo = -(-lo // grp) * grp
-        self._group_hi = hi // grp * grp
+        self._group_hi = lay.seg_gfn_hi // grp * grp
         self._groups = lay.shadow_direct[lay.seg_vm] & (lay.seg_level == 1)
         self._prefetches = self._groups & ~lay.seg_dirty
 
     def _build_path_tables(self) -> None:
         """Per segment and path row, the SP id offset and the gfn shift of _paths.
 
-        The same, per segment, for the SP holding the segment's leaves (Layout.holder). Row d
-        is level R - d (R the highest root level of any VM). Where that level is not on a
-        segment's paths (its VM's root is lower, or its leaf is higher) the offset is
+        Row d is level R - d (R the highest root level of any VM). Where that level is not on
+        a segment's paths (its VM's root is lower, or its leaf is higher) the offset is
         ``n_sps``, the sentinel SP, and the shift 63, which leaves nothing of a gfn (< 2**40).
         """
         lay = self.lay
@@ -384,9 +382,6 @@ class VectorEngine:
         root = lay.root_level[lay.seg_vm]
         self._path_off = np.empty((cols, len(lay.seg_level)), dtype=np.int64)
         self._path_shift = np.empty((cols, len(lay.seg_level)), dtype=np.int64)
-        # The SP holding a segment's leaves: Layout.holder, as one offset and one shift.
-        self._hold_off = lay.seg_sp_off[np.arange(len(lay.seg_level)), lay.seg_level]
-        self._hold_shift = 9 * lay.seg_level
         for d in range(1, cols):
             lv = cols - d
             on_path = (lv < root) & (lv >= lay.seg_level)
@@ -428,7 +423,7 @@ class VectorEngine:
         else:
             gfn, seg, inside, key = self._locate(vm, gpa)
             seg = np.maximum(seg, 0)
-            held_by = self.lay.holder(seg, self.lay.seg_level[seg], gfn)
+            held_by = self.lay.holder(seg, gfn)
             hit = inside & self.present[key] & self.sp_reach[np.where(inside, held_by, -1)]
         if override is None and hit.all():
             return len(t), None  # every access hits: nothing changes
@@ -475,9 +470,7 @@ class VectorEngine:
         # The path matters only where some SP on it is missing or unlinked: there the leaf's
         # SP is not reachable. Elsewhere the whole path is linked, nothing is allocated or
         # relinked, and only the leaf can fault.
-        gfn_i = c_gfn.view(np.int64)
-        held_by = self._hold_off[c_seg] + (gfn_i >> self._hold_shift[c_seg])
-        held_by = np.where(c_in, held_by, lay.n_sps)
+        held_by = np.where(c_in, lay.holder(c_seg, c_gfn), lay.n_sps)
         cx = np.flatnonzero(c_in & ~self.sp_reach[held_by])
         x = _Paths.of(self, cx, c_vi, c_gfn, c_seg)
         path_fault = np.zeros(len(cand), dtype=bool)
@@ -488,7 +481,7 @@ class VectorEngine:
         # Leaf faults: every kept access to a missing leaf. Outside whole-slot groups the kept
         # candidates are one per key; in a group, a kept one that is missing its leaf is the
         # group's first such (the group's first access, if missing, is that one too).
-        unit = c_key - (gfn_i & (self.cfg.pte_prefetch - 1)) * full_group
+        unit = c_key - (c_gfn.view(np.int64) & (self.cfg.pte_prefetch - 1)) * full_group
         leaf_fault = c_absent
         fault = leaf_fault | path_fault | ~c_in
         if override is not None:
@@ -815,7 +808,7 @@ class VectorEngine:
         def run(a: int, b: int) -> bool:
             if not inside[a] or lay.seg_dirty[seg[a]]:
                 return False
-            seg_hi = int(lay.seg_end[seg[a]] & np.uint64((1 << VM_SHIFT) - 1))
+            seg_hi = int(lay.seg_gfn_hi[seg[a]])
             if group + b > seg_hi or (b > a + 1 and not (seg[a:b] == seg[a]).all()):
                 return False  # the run ends past its slot (a slot edge falls inside it)
             out.extend(int(k) for k in key[a:b])

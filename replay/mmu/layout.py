@@ -64,6 +64,8 @@ class Layout:
     seg_start: np.ndarray
     seg_end: np.ndarray
     seg_gfn_lo: np.ndarray
+    seg_gfn_hi: np.ndarray
+    """One past each segment's last gfn (int64; ``seg_end`` without the VM bits)."""
     seg_level: np.ndarray
     seg_key_base: np.ndarray
     seg_dirty: np.ndarray
@@ -182,6 +184,7 @@ class Layout:
             seg_start=packed_start,
             seg_end=packed_end,
             seg_gfn_lo=seg_lo.astype(np.uint64),
+            seg_gfn_hi=seg_hi.astype(np.int64),
             seg_level=seg_lvl,
             seg_key_base=seg_base,
             seg_dirty=np.array([s[5] for s in segs], dtype=bool),
@@ -208,12 +211,20 @@ class Layout:
         layout._fill_key_tables(sp_arr, meta)
         return layout
 
-    def holder(self, seg: np.ndarray, level: np.ndarray, gfn: np.ndarray) -> np.ndarray:
-        """SP id holding the leaf of each gfn (the level-G SP above it).
+    @cached_property
+    def _holder_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per segment, the id offset of the SPs holding its leaves, and the gfn shift."""
+        off = self.seg_sp_off[np.arange(len(self.seg_level)), self.seg_level]
+        return off, 9 * self.seg_level
 
-        ``seg`` is each gfn's segment and ``level`` that segment's leaf level.
+    def holder(self, seg: np.ndarray, gfn: np.ndarray) -> np.ndarray:
+        """SP id holding the leaf of each gfn (the level-G SP above it), ``seg`` its segment.
+
+        ``gfn`` holds 64-bit integers (gfns are below 2**40, so uint64 reads as int64).
         """
-        out: np.ndarray = self.seg_sp_off[seg, level] + (gfn.astype(np.int64) >> (9 * level))
+        off, shift = self._holder_tables
+        g = gfn if gfn.dtype == np.int64 else gfn.view(np.int64)
+        out: np.ndarray = off[seg] + (g >> shift[seg])
         return out
 
     @cached_property
@@ -226,8 +237,7 @@ class Layout:
         for k in range(len(self.seg_level)):
             level = int(self.seg_level[k])
             base = int(self.seg_key_base[k])
-            lo = int(self.seg_gfn_lo[k])
-            hi = int(self.seg_end[k] & np.uint64((1 << VM_SHIFT) - 1))
+            lo, hi = int(self.seg_gfn_lo[k]), int(self.seg_gfn_hi[k])
             n = (hi - lo) >> (9 * (level - 1))
             # The SP holding a key's leaf is the level-G table of its region; a segment's keys
             # share one table per 512 of them, so the table ids repeat in runs.
@@ -244,20 +254,19 @@ class Layout:
     def _seg_key_end(self) -> np.ndarray:
         """One past each segment's last key."""
         seg_lo = self.seg_gfn_lo.astype(np.int64)
-        seg_hi = (self.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
-        end: np.ndarray = self.seg_key_base + ((seg_hi - seg_lo) >> (9 * (self.seg_level - 1)))
+        span = self.seg_gfn_hi - seg_lo
+        end: np.ndarray = self.seg_key_base + (span >> (9 * (self.seg_level - 1)))
         return end
 
     @cached_property
     def holds_huge(self) -> np.ndarray:
         """True for each SP above level 1 that holds leaves itself (huge ones): few, if any."""
         out = np.zeros(self.n_sps + 1, dtype=bool)
-        seg_hi = (self.seg_end & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
         for k in np.flatnonzero(self.seg_level > 1).tolist():
             level = int(self.seg_level[k])
             base = int(self.seg_sp_off[k, level])
             first = base + (int(self.seg_gfn_lo[k]) >> (9 * level))
-            last = base + ((int(seg_hi[k]) - 1) >> (9 * level))
+            last = base + ((int(self.seg_gfn_hi[k]) - 1) >> (9 * level))
             out[first : last + 1] = True
         return out
 
@@ -330,7 +339,7 @@ class Layout:
         seg_c = np.maximum(seg, 0)
         same_vm = (seg >= 0) & (self.seg_vm[seg_c] == vm_index)
         lo = self.seg_gfn_lo[seg_c].astype(np.int64)
-        hi = (self.seg_end[seg_c] & np.uint64((1 << VM_SHIFT) - 1)).astype(np.int64)
+        hi = self.seg_gfn_hi[seg_c]
         shift = 9 * (self.seg_level[seg_c] - 1)
         base = self.seg_key_base[seg_c]
         inside = base + ((gfn - lo + (1 << shift) - 1) >> shift)
