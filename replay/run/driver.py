@@ -180,12 +180,9 @@ class _PerVcpu:
         self.n = len(vms) * self.stride
         # Small integers (uint16 when they fit) make the packing and the count cheaper.
         self.dtype = np.uint16 if self.n < 0xFFFF else np.uint32
-        # VM ids 0..n-1 in footer order pack by arithmetic; others through a table.
-        self.slot_of: np.ndarray | None = None
-        if [vm.id for vm in vms] != list(range(len(vms))):
-            self.slot_of = np.zeros(0x10000, dtype=self.dtype)
-            for i, vm in enumerate(vms):
-                self.slot_of[vm.id] = i * self.stride
+        self.slot_of = np.zeros(0x10000, dtype=self.dtype)  # VM id -> its vCPU 0's slot
+        for i, vm in enumerate(vms):
+            self.slot_of[vm.id] = i * self.stride
         self.counts = np.zeros(self.n + 1, dtype=np.int64)
 
     def add(self, vm: np.ndarray, vcpu: np.ndarray, host: np.ndarray) -> None:
@@ -195,12 +192,7 @@ class _PerVcpu:
         Their vm and vcpu slots may hold anything, so slots are capped at ``n`` (the bin no
         access reaches) and wrap as they will; the same slots come back out exactly.
         """
-        slots: np.ndarray
-        if self.slot_of is None:
-            slots = vm.astype(self.dtype)
-            np.multiply(slots, self.stride, out=slots)
-        else:
-            slots = self.slot_of[vm]
+        slots = self.slot_of[vm]
         np.add(slots, vcpu.astype(self.dtype, copy=False), out=slots)
         np.minimum(slots, self.n, out=slots)
         self.counts += np.bincount(slots, minlength=self.n + 1)

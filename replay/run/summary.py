@@ -300,6 +300,8 @@ class FaultStats:
         self.bucketed = {name: np.zeros(0, dtype=np.int64) for name in _BUCKETED}
         self.vcpu_cache = _SparseChanges()
         self._ended = False
+        self.removals = self.frees = np.zeros((0, 0), dtype=np.int64)
+        """The two logs whole, in row order, once ``end`` has run."""
 
     def attach(self, sp_removals: list[Any], cache_frees: list[Any]) -> None:
         """Follow an engine's two removal logs (lists it appends to)."""
@@ -315,6 +317,7 @@ class FaultStats:
         if not self._ended:
             self._ended = True
             self._feed(_empty_faults(), np.iinfo(np.int64).max)
+            self.removals, self.frees = self.sp_log.all(), self.cache_log.all()
 
     def _feed(self, f: dict[str, np.ndarray], last_row: int) -> None:
         groups = self.groups
@@ -326,9 +329,8 @@ class FaultStats:
         sp_delta = np.concatenate([f["new_sps"].astype(np.int64), -r[:, 3]])
         sp_group = np.concatenate([f_vi, r_vi])
         c_rows = np.concatenate([f["row"], fr[:, 0]])
-        c_delta = np.concatenate(
-            [f["pages_refilled"].astype(np.int64) - f["new_sps"].astype(np.int64), -fr[:, 4]]
-        )
+        f_cache = f["pages_refilled"].astype(np.int64) - f["new_sps"].astype(np.int64)
+        c_delta = np.concatenate([f_cache, -fr[:, 4]])
         # Both halves are in row order: a stable sort merges two runs in linear time, and
         # without removals (most chunks) there is nothing to merge.
         sp_by_row = np.argsort(sp_rows, kind="stable") if len(r) else None
@@ -344,10 +346,13 @@ class FaultStats:
             peaks.feed(group, c_rows, c_delta, c_by_row, ordered=not len(fr))
         if len(f["row"]):
             self.by_vcpu.add(f, f_vc)
-            self._bucket(f, f_vc)
+            self._bucket(f, f_vc, f_cache)
 
-    def _bucket(self, f: dict[str, np.ndarray], f_vc: np.ndarray) -> None:
-        """The timeline's per-bucket counts of a chunk of faults."""
+    def _bucket(self, f: dict[str, np.ndarray], f_vc: np.ndarray, cache_delta: np.ndarray) -> None:
+        """The timeline's per-bucket counts of a chunk of faults.
+
+        ``cache_delta`` is each fault's change of its vCPU's cache: pages refilled less SPs.
+        """
         # Faults come in time order, so their buckets are runs: sums are taken per run.
         idx = (f["t_ns"].astype(np.int64) - self.t0) // self.bucket_ns
         first, last = int(idx[0]), int(idx[-1])
@@ -355,7 +360,6 @@ class FaultStats:
         runs = np.flatnonzero(starts_of_runs(idx))
         at = idx[runs]
         attr = f["attribution"]
-        cache_delta = f["pages_refilled"].astype(np.int64) - f["new_sps"]
 
         def per_run(values: np.ndarray) -> np.ndarray:
             return np.add.reduceat(values.astype(np.int64), runs)
@@ -415,7 +419,7 @@ def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
     counts = replay.counts
     scans = res.scans
     groups = stats.groups
-    rem, frees = stats.sp_log.all(), stats.cache_log.all()
+    rem, frees = stats.removals, stats.frees
     by_vm = stats.by_vcpu.rollup(groups.vcpu_base)
     whole = by_vm.rollup(np.zeros(1, dtype=np.int64))
     freed = sum(s.freed for s in scans)
@@ -487,7 +491,7 @@ def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
         return _per_bucket((np.asarray(t, dtype=np.int64) - t0) // bucket, n, weights)
 
     out = {name: _pad(stats.bucketed[name], n)[:n].copy() for name in _BUCKETED}
-    rem, frees = stats.sp_log.all(), stats.cache_log.all()
+    rem, frees = stats.removals, stats.frees
     sp_change = out.pop("sp_change") - per_bucket(rem[:, 1], rem[:, 3])
     cache_change = out.pop("cache_change") - per_bucket(frees[:, 1], frees[:, 4])
     scan_t = np.array([s.t_ns for s in res.scans], dtype=np.int64)
@@ -508,7 +512,7 @@ def vcpu_cache_levels(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
     """
     stats = stats_of(run)
     groups = stats.groups
-    frees = stats.cache_log.all()
+    frees = stats.frees
     _, fr_vc = groups.of(frees[:, 2], frees[:, 3])
     freed_at = (frees[:, 1] - stats.t0) // stats.bucket_ns * groups.n_vcpus + fr_vc
     keys, deltas = stats.vcpu_cache.totals(extra=(freed_at, -frees[:, 4]))
