@@ -177,6 +177,13 @@ class TraceMeta:
                 f"trace {where}: the {FOOTER_KEY!r} footer is not valid JSON ({exc}); "
                 "re-create the trace with replay synth"
             ) from None
+        except RecursionError:
+            # json's decoder recurses per nesting level: a footer nested thousands deep is
+            # damage (or hostile), never a footer this schema describes.
+            raise TraceSchemaError(
+                f"trace {where}: the {FOOTER_KEY!r} footer nests too deeply to be a trace "
+                "footer; re-create the trace with replay synth"
+            ) from None
         return cls.from_dict(doc, where)
 
     @classmethod
@@ -214,7 +221,43 @@ class TraceMeta:
         for key, value in (("provenance", provenance), ("observed", observed)):
             if not isinstance(value, dict):
                 raise TraceSchemaError(f"trace {where}: footer {key!r} must be a JSON object")
+        check_observed(observed, f"trace {where}: footer observed")
         return cls(vms=vms, coverage=coverage, provenance=provenance, observed=observed)
+
+
+def check_observed(observed: dict[str, Any], where: str) -> None:
+    """Check the counters of ``observed`` that the tool reads back (``replay run`` prints them).
+
+    Every count is a whole number >= 0: ``per_vm`` maps VM ids to ``{counter: count}``,
+    ``kvm_shrinker_scans`` holds ``calls``, ``total_scan`` and ``freed``, ``guesses`` maps a
+    guess to a count, ``unplaced_unmaps`` and ``lost_events`` are counts. Other keys are kept as
+    they are (they are shown, not computed with).
+    """
+
+    def count(value: Any, name: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TraceSchemaError(
+                f"{where}: {name} is {_shown(value)}; it must be a whole number >= 0"
+            )
+
+    def counts(value: Any, name: str) -> None:
+        if not isinstance(value, dict):
+            raise TraceSchemaError(f"{where}: {name} must be a JSON object of counts")
+        for key, n in value.items():
+            count(n, f"{name}.{key}")
+
+    per_vm = observed.get("per_vm", {})
+    if not isinstance(per_vm, dict):
+        raise TraceSchemaError(f"{where}: per_vm must be a JSON object of VMs")
+    for vm, vm_counts in per_vm.items():
+        counts(vm_counts, f"per_vm.{vm}")
+    if "kvm_shrinker_scans" in observed:
+        counts(observed["kvm_shrinker_scans"], "kvm_shrinker_scans")
+    if "guesses" in observed:
+        counts(observed["guesses"], "guesses")
+    for key in ("unplaced_unmaps", "lost_events"):
+        if key in observed:
+            count(observed[key], key)
 
 
 def check_vm_table(vms: tuple[VmSpec, ...], where: str) -> None:
@@ -320,7 +363,9 @@ def _check_keys(doc: dict[str, Any], fields: dict[str, Any], where: str) -> None
         kind: str = spec["type"]
         value = doc[name]
         if kind.startswith("enum:"):
-            continue  # checked by _check_enum where the value is used
+            if not isinstance(value, str):  # the value itself is checked where it is used
+                raise TraceSchemaError(f"{where}: {name!r} must be a string, not {_shown(value)}")
+            continue
         if kind.startswith("list:"):
             ok = isinstance(value, list)
         else:
@@ -328,9 +373,17 @@ def _check_keys(doc: dict[str, Any], fields: dict[str, Any], where: str) -> None
                 kind == "int" and isinstance(value, bool)
             )
         if not ok:
-            raise TraceSchemaError(f"{where}: {name!r} must be of type {kind}, not {value!r}")
+            raise TraceSchemaError(f"{where}: {name!r} must be of type {kind}, not {_shown(value)}")
 
 
 def _check_enum(value: Any, enum: str, where: str) -> None:
     if value not in ENUMS[enum]:
-        raise TraceSchemaError(f"{where} is {value!r}; it must be one of {', '.join(ENUMS[enum])}")
+        raise TraceSchemaError(
+            f"{where} is {_shown(value)}; it must be one of {', '.join(ENUMS[enum])}"
+        )
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr, cut short (a footer may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

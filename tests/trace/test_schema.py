@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -118,3 +120,45 @@ def _vm_change(**changes: object) -> dict[str, object]:
 def test_vm_table_errors_name_the_problem(change: dict[str, object], message: str) -> None:
     with pytest.raises(TraceSchemaError, match=message):
         TraceMeta.from_dict(_vm_change(**change), "t.parquet")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["vms"][0].update(mmu_mode=["tdp_mmu"]), "'mmu_mode' must be a string"),
+        (lambda d: d["vms"][0].update(mmu_mode={"a": 1}), "'mmu_mode' must be a string"),
+        (lambda d: d["vms"][0]["memslots"][0].update(backing=4), "'backing' must be a string"),
+        (lambda d: d.update(coverage=None), "'coverage' must be a string"),
+        (
+            lambda d: d.update(observed={"per_vm": {"0": {"sp_new_l1": "x"}}}),
+            "per_vm.0.sp_new_l1 is 'x'",
+        ),
+        (
+            lambda d: d.update(observed={"kvm_shrinker_scans": {"calls": -1}}),
+            "kvm_shrinker_scans.calls is -1",
+        ),
+        (lambda d: d.update(observed={"per_vm": [1]}), "per_vm must be a JSON object"),
+        (lambda d: d.update(observed={"lost_events": True}), "lost_events is True"),
+    ],
+)
+def test_footer_fields_of_the_wrong_shape_are_one_clear_error(mutate: Any, message: str) -> None:
+    """Issue 12 item 10: enumerations as lists or objects, and observed counts that are not
+    counts, were a TypeError (in the reader, or in replay run after writing every run)."""
+    doc = json.loads(two_vm_meta().to_json())
+    mutate(doc)
+    with pytest.raises(TraceSchemaError, match=re.escape(message)):
+        TraceMeta.from_json(json.dumps(doc), "t.parquet")
+
+
+def test_a_footer_nested_thousands_deep_is_one_clear_error() -> None:
+    """Issue 12 item 10: JSON nested 200,000 deep was a RecursionError."""
+    with pytest.raises(TraceSchemaError, match="nests too deeply"):
+        TraceMeta.from_json("[" * 200_000 + "]" * 200_000, "t.parquet")
+
+
+def test_a_long_bad_value_is_quoted_short() -> None:
+    doc = json.loads(two_vm_meta().to_json())
+    doc["vms"][0]["name"] = list(range(10_000))
+    with pytest.raises(TraceSchemaError) as info:
+        TraceMeta.from_json(json.dumps(doc), "t.parquet")
+    assert len(str(info.value)) < 200
