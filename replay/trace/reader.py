@@ -29,7 +29,7 @@ from replay.trace.schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -127,8 +127,8 @@ def iter_batches(
     def checked() -> Iterator[EventBatch]:
         start = 0
         # Arrow decodes with its own threads even when reading ahead: decoding is the larger
-        # part of a replay's work, and one thread alone was seen to hold the engine back.
-        for record_batch in _record_batches(pf, batch_rows):
+        # part of a replay's work, and one thread alone would hold the engine back.
+        for record_batch in _undamaged(_record_batches(pf, batch_rows), trace, lambda: start):
             batch = checker.check(record_batch, start)
             start += len(batch)
             yield batch
@@ -139,6 +139,30 @@ def iter_batches(
         yield from prefetched(checked())
     else:
         yield from checked()
+
+
+def _undamaged(
+    batches: Iterator[pa.RecordBatch], trace: TraceFile, row: Callable[[], int]
+) -> Iterator[pa.RecordBatch]:
+    """``batches``, with a page Arrow cannot decode turned into one clear error.
+
+    A file whose footer is intact can still hold damaged pages (bytes zeroed or overwritten in
+    the middle): Arrow then fails inside the row-group read (a thrift, ZSTD or Snappy error).
+    """
+    import pyarrow as pa
+
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise TraceDataError(
+                f"trace {trace.path}: the data after row {row()} is damaged ({reason}); the "
+                "file was cut or overwritten: copy it again or re-create it"
+            ) from None
+        yield batch
 
 
 def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -466,8 +490,8 @@ class _RowChecker:
                 col = col.cast(target, safe=True)
             except pa.ArrowException:
                 raise self._fail(
-                    start,
-                    f"column {name!r} holds values that do not fit {target} in this batch",
+                    start + _first_misfit(col, target),
+                    f"{name} {_misfit_value(col, target)} does not fit {target}",
                     f"write {name} as {target}",
                 ) from None
         if col.null_count == len(col):
@@ -512,6 +536,23 @@ class _RowChecker:
                 )
         codes: np.ndarray = lut[idx]
         return codes
+
+
+def _misfits(col: pa.Array, target: pa.DataType) -> np.ndarray:
+    """Which values of an integer column fall outside ``target``'s range (nulls do not)."""
+    info = np.iinfo(target.to_pandas_dtype())
+    values = np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False))
+    if values.dtype.kind == "u":
+        return values > info.max
+    return (values < info.min) | (values > info.max)
+
+
+def _first_misfit(col: pa.Array, target: pa.DataType) -> int:
+    return _first(_misfits(col, target))
+
+
+def _misfit_value(col: pa.Array, target: pa.DataType) -> str:
+    return str(col[_first_misfit(col, target)].as_py())
 
 
 def _valid(col: pa.Array) -> np.ndarray:

@@ -177,8 +177,36 @@ def test_value_too_wide_for_the_column(trace_builder: Builder, tmp_path: Path) -
     i = table.schema.get_field_index("vm")
     table = table.set_column(i, "vm", pa.array([70000], type=pa.int64()))
     path = _rewrite(src, tmp_path / "x.parquet", table)
-    with pytest.raises(TraceDataError, match="column 'vm' holds values that do not fit uint16"):
+    with pytest.raises(TraceDataError, match="row 0: vm 70000 does not fit uint16"):
         list(iter_batches(open_trace(path)))
+
+
+def test_a_value_too_wide_is_named_by_its_own_row(trace_builder: Builder, tmp_path: Path) -> None:
+    """Issue 12 item 17: a type error named the batch's first row, not the bad one."""
+    src = trace_builder([access(t) for t in range(1, 8)])
+    table = pq.read_table(src)
+    i = table.schema.get_field_index("vm")
+    table = table.set_column(i, "vm", pa.array([0, 0, 0, 0, 0, 70000, 0], type=pa.int64()))
+    path = _rewrite(src, tmp_path / "x.parquet", table)
+    with pytest.raises(TraceDataError, match="row 5: vm 70000 does not fit uint16"):
+        list(iter_batches(open_trace(path)))
+
+
+@pytest.mark.parametrize("where", ["header", "middle"])
+def test_damaged_pages_are_one_clear_error(tmp_path: Path, where: str) -> None:
+    """Issue 12 item 8: a trace whose footer is intact but whose pages are damaged was a
+    thrift / ZSTD OSError traceback from inside the row-group read."""
+    sample = Path(__file__).resolve().parents[2] / "traces" / "samples" / "quick.parquet"
+    data = bytearray(sample.read_bytes())
+    at = 4 if where == "header" else len(data) // 3
+    data[at : at + 4096] = bytes(range(256)) * 16  # overwritten page bytes
+    path = tmp_path / "damaged.parquet"
+    path.write_bytes(bytes(data))
+    with pytest.raises((TraceDataError, TraceSchemaError)) as info:
+        for _ in iter_batches(open_trace(path), read_ahead=True):
+            pass
+    assert "damaged.parquet" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_an_iterator_still_held_at_exit_has_its_worker_stopped(tmp_path: Path) -> None:
