@@ -29,7 +29,7 @@ from replay.trace.schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -121,6 +121,8 @@ def iter_batches(
     without a column its kind needs, a VM or vCPU the footer does not declare, a priority out of
     range.
     """
+    from pyarrow import ArrowException
+
     pf = _parquet_file(trace.path)
     checker = _RowChecker(trace)
 
@@ -128,7 +130,14 @@ def iter_batches(
         start = 0
         # Arrow decodes with its own threads even when reading ahead: decoding is the larger
         # part of a replay's work, and one thread alone would hold the engine back.
-        for record_batch in _undamaged(_record_batches(pf, batch_rows), trace, lambda: start):
+        record_batches = _record_batches(pf, batch_rows)
+        while True:
+            try:
+                record_batch = next(record_batches)
+            except StopIteration:
+                return
+            except (OSError, ArrowException) as exc:
+                raise _damaged(trace, start, exc) from None
             batch = checker.check(record_batch, start)
             start += len(batch)
             yield batch
@@ -141,28 +150,17 @@ def iter_batches(
         yield from checked()
 
 
-def _undamaged(
-    batches: Iterator[pa.RecordBatch], trace: TraceFile, row: Callable[[], int]
-) -> Iterator[pa.RecordBatch]:
-    """``batches``, with a page Arrow cannot decode turned into one clear error.
+def _damaged(trace: TraceFile, row: int, exc: BaseException) -> TraceDataError:
+    """The error for a page Arrow cannot decode, after ``row`` rows were read.
 
     A file whose footer is intact can still hold damaged pages (bytes zeroed or overwritten in
     the middle): Arrow then fails inside the row-group read (a thrift, ZSTD or Snappy error).
     """
-    import pyarrow as pa
-
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except (OSError, pa.ArrowException) as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise TraceDataError(
-                f"trace {trace.path}: the data after row {row()} is damaged ({reason}); the "
-                "file was cut or overwritten: copy it again or re-create it"
-            ) from None
-        yield batch
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return TraceDataError(
+        f"trace {trace.path}: the data after row {row} is damaged ({reason}); the file was cut "
+        "or overwritten: copy it again or re-create it"
+    )
 
 
 def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
