@@ -7,6 +7,7 @@ eviction, grey for faults neither caused; one colour per run elsewhere.
 
 from __future__ import annotations
 
+import functools
 import io
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,23 @@ WIDTH_IN = 10.0
 DPI = 100
 
 
+def plain_text(draw: Callable[[list[RunSeries]], Figure]) -> Callable[[list[RunSeries]], Figure]:
+    """Draw a figure whose texts are never parsed as mathtext.
+
+    Labels come from folder and VM names, which may hold "$": matplotlib would read the text
+    between two as math (and fail on what is not). A text takes the setting when it is made.
+    """
+
+    @functools.wraps(draw)
+    def drawn(runs: list[RunSeries]) -> Figure:
+        from matplotlib import rc_context
+
+        with rc_context({"text.parse_math": False}):
+            return draw(runs)
+
+    return drawn
+
+
 def _figure(rows: int, height_per_row: float = 2.4, **kw: Any) -> tuple[Figure, Any]:
     from matplotlib.figure import Figure
 
@@ -43,6 +61,7 @@ def _colour(i: int) -> str:
     return RUN_COLOURS[i % len(RUN_COLOURS)]
 
 
+@plain_text
 def faults_over_time(runs: list[RunSeries]) -> Figure:
     """Faults per second, stacked by attribution, one panel per run; reclaim passes ticked."""
     fig, axes = _figure(len(runs), sharex=True)
@@ -58,6 +77,7 @@ def faults_over_time(runs: list[RunSeries]) -> Figure:
             step="post",
             linewidth=0,
         )
+        marked = _mark_sparse_buckets(ax, t + r.bucket_s / 2, rates, len(t))
         passes = t[r.timeline["reclaim_passes"] > 0]
         if len(passes):
             ax.vlines(
@@ -69,15 +89,47 @@ def faults_over_time(runs: list[RunSeries]) -> Figure:
                 linewidth=0.8,
                 label="reclaim pass (in bucket)",
             )
-        ax.set_title(f"{r.label}: {r.totals['faults']:,} faults", loc="left", fontsize=10)
+        title = f"{r.label}: {r.totals['faults']:,} faults"
+        if marked:
+            title += f" (in {marked:,} of {len(t):,} buckets, each marked: too narrow to see)"
+        ax.set_title(title, loc="left", fontsize=10)
         ax.set_ylabel("faults / s")
         ax.set_ylim(bottom=0)
         ax.yaxis.set_major_formatter(_thousands())
-        ax.margins(x=0)
+        ax.margins(x=0.01 if marked else 0)
         ax.grid(axis="y", alpha=0.3)
     _figure_legend(fig, axes)
     axes[-1].set_xlabel("time since the trace's first event (s)")
     return fig
+
+
+SPARSE_MARKS = 400
+"""At most this many non-empty buckets get a mark of their own when buckets are too narrow."""
+
+
+def _mark_sparse_buckets(ax: Any, centres: np.ndarray, rates: list[np.ndarray], n: int) -> int:
+    """Mark every non-empty bucket when buckets are narrower than a pixel or two.
+
+    A stacked area of buckets a fraction of a pixel wide draws nothing a reader can see: a
+    trace whose faults all fall in one bucket of a long span looked empty. Each non-empty
+    bucket then gets a marker at the top of each attribution's band, in its colour. Returns the
+    number of buckets marked (0 when the area plot shows them, or when too many are non-empty
+    for marks to help: a dense plot is visible as it is).
+    """
+    plot_px = WIDTH_IN * DPI * 0.85
+    if n == 0 or plot_px / n >= 2:
+        return 0
+    total = np.sum(rates, axis=0)
+    busy = np.flatnonzero(total > 0)
+    if not len(busy) or len(busy) > SPARSE_MARKS:
+        return 0
+    top = np.zeros(len(busy))
+    for values, (_, _, colour) in zip(rates, ATTRIBUTION_STYLE, strict=True):
+        band = values[busy]
+        top += band
+        shown = band > 0
+        ax.scatter(centres[busy][shown], top[shown], s=28, color=colour, zorder=3, clip_on=False)
+    return len(busy)
 
 
 def _thousands() -> Any:
@@ -95,6 +147,7 @@ def _figure_legend(fig: Figure, axes: Any) -> None:
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=4, fontsize=9)
 
 
+@plain_text
 def scans_over_time(runs: list[RunSeries]) -> Figure:
     """Pages freed by each shrinker scan call, by run."""
     fig, (ax,) = _figure(1, height_per_row=3.4)
@@ -123,6 +176,7 @@ def scans_over_time(runs: list[RunSeries]) -> Figure:
     return fig
 
 
+@plain_text
 def cache_occupancy(runs: list[RunSeries]) -> Figure:
     """shadow_page cache pages of the busiest vCPUs over time, one panel per run."""
     fig, axes = _figure(len(runs), height_per_row=2.0, sharex=True)
@@ -148,6 +202,7 @@ def cache_occupancy(runs: list[RunSeries]) -> Figure:
     return fig
 
 
+@plain_text
 def cost_cdf(runs: list[RunSeries]) -> Figure:
     """Distribution of the estimated cost of a fault per run: the CDF, and its tail."""
     from matplotlib.figure import Figure
@@ -194,6 +249,7 @@ def shrinker_stall_ns(totals: dict[str, Any]) -> int:
     return int(stall["zapped_page_tables"] + stall["cache_eviction"] + totals["scan_flush_ns"])
 
 
+@plain_text
 def freed_vs_stall(runs: list[RunSeries]) -> Figure:
     """The headline: pages the shrinker freed against the guest stall it caused, per run."""
     from matplotlib.figure import Figure
@@ -207,15 +263,18 @@ def freed_vs_stall(runs: list[RunSeries]) -> Figure:
     freed_mib = np.array([r.totals["pages_freed"] * 4 / 1024 for r in runs])
     stall_ms = np.array([shrinker_stall_ns(r.totals) / 1e6 for r in runs])
     colours = [_colour(i) for i in range(len(runs))]
-    for ax, values, unit, title in (
-        (freed_ax, freed_mib, "MiB", "memory freed by the shrinker (MiB)"),
-        (stall_ax, stall_ms, "ms", "guest stall it caused (ms): faults + TLB flushes"),
+    for ax, values, unit, zero, title in (
+        (freed_ax, freed_mib, "MiB", "nothing freed", "memory freed by the shrinker (MiB)"),
+        (stall_ax, stall_ms, "ms", "no stall", "guest stall it caused (ms): faults + TLB flushes"),
     ):
         ax.barh(y, values, color=colours, height=0.6)
         top = float(values.max()) if len(values) and values.max() > 0 else 1.0
+        if not values.any():
+            ax.set_xticks([])  # an axis of made-up numbers under empty bars says nothing
         for yi, v in zip(y, values, strict=True):
+            # Nothing is said in words: an empty bar beside "0.0 MiB" reads as a missing one.
             ax.annotate(
-                f"{v:,.1f} {unit}",
+                f"{v:,.1f} {unit}" if v > 0 else zero,
                 (v, yi),
                 xytext=(4, 0),
                 textcoords="offset points",
