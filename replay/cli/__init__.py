@@ -18,6 +18,7 @@ from replay.cli import inspect as inspect_cmd
 from replay.cli import report as report_cmd
 from replay.cli import run as run_cmd
 from replay.cli import synth as synth_cmd
+from replay.cli._guard import run_guarded
 
 app = typer.Typer(
     name="replay",
@@ -44,9 +45,12 @@ COMMANDS = {"run", "convert", "synth", "inspect", "diff", "report"}
 def main() -> None:
     """Console-script entry point; handles the ``replay TRACE.parquet`` shorthand."""
     args = sys.argv[1:]
+    debug = args[:1] == ["--debug"]
+    if debug:
+        args = args[1:]
     if args and args[0] not in COMMANDS and not args[0].startswith("-"):
         first = Path(args[0])
         if first.suffix == ".parquet" or first.is_file():
             # `replay TRACE.parquet` is shorthand for `replay run TRACE.parquet`.
             args = ["run", *args]
-    app(args=args, prog_name="replay")
+    run_guarded(app, ["--debug", *args] if debug else args)

@@ -1,0 +1,128 @@
+"""The outermost layer of the ``replay`` command: signals, closed pipes and the tool's own bugs.
+
+User mistakes never reach here: every command turns a :class:`~replay.errors.ReplayError` into
+one line and its exit code. What does reach here is handled so that a user still sees one line:
+
+* SIGTERM (what ``timeout``, systemd and job schedulers send) behaves like Ctrl-C: the command
+  unwinds, every temporary output is removed, and it exits 143 (128 + 15);
+* a closed standard output (``replay run ... | head -1``) is not an error: the command stops
+  writing and exits 0;
+* any other exception is a bug in kvm-mmu-replay: one line says so and how to report it; the
+  traceback is shown with ``--debug`` (first argument) or ``REPLAY_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+DEBUG_ENV = "REPLAY_DEBUG"
+TERMINATED_EXIT = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    del signum, frame
+    # Once is enough: a second SIGTERM during the clean-up must not cut it short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+def run_guarded(app: Callable[..., Any], args: list[str]) -> None:
+    """Run the typer ``app`` on ``args`` with the handling this module describes."""
+    debug = bool(os.environ.get(DEBUG_ENV))
+    if args[:1] == ["--debug"]:
+        debug, args = True, args[1:]
+    import typer
+
+    click = _click()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.stdout = _PipeSafe(sys.stdout)
+    try:
+        # Not standalone: click prints usage errors in a box of several lines; they are one
+        # line here. (It returns the exit code of a command that exited early.)
+        code = app(args=args, prog_name="replay", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as usage:
+        usage.show()  # the help, as click prints it when no argument is given
+        code = usage.exit_code
+    except click.exceptions.ClickException as usage:
+        sys.stderr.write(f"error: {_usage_line(usage)}\n")
+        code = usage.exit_code
+    except typer.Abort:
+        sys.stderr.write("error: interrupted; no partial output was left behind\n")
+        code = 130
+    except Exception as exc:  # the last line of defence: a bug, said in one line
+        if debug:
+            traceback.print_exc()
+        name = type(exc).__name__
+        message = " ".join(str(exc).split())[:300]
+        sys.stderr.write(
+            f"error: internal error in kvm-mmu-replay ({name}: {message}); this is a bug, not "
+            f"your mistake: please report it with the command line and the traceback that "
+            f"{DEBUG_ENV}=1 (or replay --debug ...) prints\n"
+        )
+        sys.exit(70)  # EX_SOFTWARE
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click() -> Any:
+    """click, which typer vendors from version 0.16 on (before, it depends on it)."""
+    try:
+        import click  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from typer import _click as click
+    return click
+
+
+class _PipeSafe:
+    """Standard output that treats a reader gone away as the end of output, not an error.
+
+    ``replay run ... | head -1``: once ``head`` has its line, every later write would raise
+    BrokenPipeError (and click would exit 1). Writes then go to /dev/null and the command ends
+    as it would have.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._inner.write(text))
+        except BrokenPipeError:
+            _quiet_closed_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except BrokenPipeError:
+            _quiet_closed_stdout()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _usage_line(usage: Any) -> str:
+    """A usage error as one line, with where to read the command's options."""
+    message = " ".join(usage.format_message().split())
+    ctx = getattr(usage, "ctx", None)
+    where = f"{ctx.command_path} --help" if ctx is not None else "replay --help"
+    return f"{message} (see {where})"
+
+
+def _quiet_closed_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's own flush at exit does not fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
