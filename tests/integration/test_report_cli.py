@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
+import os
 import re
 import shutil
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,25 +125,90 @@ def test_report_bad_input(legacy_runs: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
-def test_report_renders_in_a_headless_browser(legacy_runs: Path, tmp_path: Path) -> None:
-    out = tmp_path / "r.html"
-    assert replay("report", str(legacy_runs), "-o", str(out)).returncode == 0
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            "chromium",
-            "--headless",
-            "--disable-gpu",
-            "--no-sandbox",
-            f"--screenshot={shot}",
-            "--window-size=1200,3000",
-            out.as_uri(),
-        ],
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+)
+"""How the machines start Chromium headless as root, with no network (see .ci/run)."""
+
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images].map((im) => {
+    const r = im.getBoundingClientRect();
+    return {alt: im.alt, complete: im.complete, natural: [im.naturalWidth, im.naturalHeight],
+            box: [r.left + scrollX, r.top + scrollY, r.width, r.height]};
+  });
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify({images, height: document.documentElement.scrollHeight});
+  document.body.appendChild(pre);
+});
+</script>"""
+"""Added to a copy of the report only (the report itself has no script): where each image is
+and whether the browser decoded it."""
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp_path / "chromium-profile"
+    return subprocess.run(
+        ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
         check=True,
         capture_output=True,
-        timeout=120,
+        text=True,
+        timeout=180,
     )
-    width, height = png_size(shot.read_bytes())
-    assert (width, height) == (1200, 3000)
-    assert shot.stat().st_size > 50_000  # a blank page compresses to a few KB
+
+
+def _browser_layout(page: Path, tmp_path: Path) -> dict[str, Any]:
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
+    dom = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, "the page never finished loading in the browser"
+    layout: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    return layout
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (.ci/run installs it)",
+)
+def test_report_renders_in_a_headless_browser(legacy_runs: Path, tmp_path: Path) -> None:
+    """Every plot of the report decodes in a real browser and shows something where it sits.
+
+    A copy of the page with a probe script gives each image's place and decoded size; a
+    screenshot of the real page, as tall as the page, is then cut at those places: a broken or
+    blank image has (next to) one colour there, a plot has axes, text and data.
+    """
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    out = tmp_path / "r.html"
+    assert replay("report", str(legacy_runs), "-o", str(out)).returncode == 0
+    layout = _browser_layout(out, tmp_path)
+    images = layout["images"]
+    assert len(images) == len(PLOTS), images
+    for image in images:
+        assert image["complete"], f"broken image: {image}"
+        assert min(image["natural"]) > 0, f"broken image: {image}"
+    width, height = 1200, int(layout["height"])
+    shot = tmp_path / "shot.png"
+    _chromium(tmp_path, f"--screenshot={shot}", f"--window-size={width},{height}", out.as_uri())
+    assert png_size(shot.read_bytes()) == (width, height)
+    pixels = np.asarray(mpimg.imread(shot))[..., :3]
+    for image in images:
+        x, y, w, h = (round(v) for v in image["box"])
+        assert min(w, h) > 100, f"{image['alt']} drawn at {w} x {h} pixels"
+        region = pixels[y : y + h, x : min(x + w, width)]
+        inked = (np.abs(region - 1.0).max(axis=-1) > 0.1).mean()  # not white
+        colours = len(np.unique((region * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+        assert inked > 0.01, f"{image['alt']}: blank where it sits ({inked:.2%} inked)"
+        assert colours > 20, f"{image['alt']}: {colours} colours, not a plot"
