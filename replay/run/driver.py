@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from replay.errors import TraceDataError
+from replay.errors import ReplayError, TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
-from replay.mmu.results import FaultSink
-from replay.run.summary import FaultStats
+from replay.run.records import ENGINES, EngineName, PolicyRun, Replay, TraceCounts
+from replay.run.schema import run_stamp
+from replay.run.sink import FaultSink
+from replay.run.stats import FaultStats
 from replay.trace.reader import EventBatch, TraceFile, iter_batches
 from replay.trace.schema import EVENT_CODE, SOURCES
 
@@ -25,10 +27,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from replay.mmu.results import EngineResult
+    from replay.mmu.results import EngineResult, FaultConsumer
     from replay.trace.schema import VmSpec
 
-EngineName = Literal["fast", "reference"]
 DEFAULT_BUCKET_NS = 100_000_000
 
 
@@ -56,9 +57,11 @@ def make_engine(
     policy: Policy,
     cfg: MmuConfig,
     costs: CostModel,
-    sink: FaultSink | None = None,
+    sink: FaultConsumer | None = None,
 ) -> Engine:
-    """Build the named engine."""
+    """Build the named engine, writing its fault rows into ``sink`` (kept in memory if None)."""
+    if name not in ENGINES:
+        raise ReplayError(f"unknown engine {name!r}; use {' or '.join(ENGINES)}")
     if name == "reference":
         from replay.mmu.reference import ReferenceEngine
 
@@ -66,24 +69,6 @@ def make_engine(
     from replay.mmu.engine import VectorEngine
 
     return VectorEngine(trace.meta, policy, cfg, costs, sink)
-
-
-def run_stamp(policy: Policy, fingerprint: str) -> dict[bytes, bytes]:
-    """The ``replay.run`` key every Parquet file of a run carries.
-
-    It names no engine, so that both engines write the same bytes.
-    """
-    import json
-
-    from replay._schemas import load_schema
-
-    schema = load_schema("run.v1")
-    doc = {
-        "schema_version": schema["schema_version"],
-        "policy": policy,
-        "trace_fingerprint": fingerprint,
-    }
-    return {str(schema["metadata_key"]).encode(): json.dumps(doc).encode()}
 
 
 @dataclass
@@ -128,47 +113,6 @@ class _Histogram:
                 [self.counts, np.zeros(end - len(self.counts), dtype=np.int64)]
             )
         self.counts[at:end] += add
-
-
-@dataclass
-class TraceCounts:
-    """Policy-independent counts of a trace."""
-
-    accesses: dict[tuple[int, int], int]
-    """Accesses per (vm, vcpu)."""
-    reclaim_by_source: dict[str, int]
-    t_first_ns: int | None
-    t_last_ns: int | None
-    bucket_ns: int
-    accesses_by_bucket: np.ndarray
-    reclaim_by_bucket: np.ndarray
-    rows: int
-
-
-@dataclass
-class PolicyRun:
-    """One policy's replay of a trace."""
-
-    policy: Policy
-    engine: EngineName
-    result: EngineResult
-    wall_s: float
-    """Time spent inside the engine (reading and validating the trace excluded)."""
-    stats: FaultStats
-    """Its fault statistics, fed as the fault rows were produced."""
-
-
-@dataclass
-class Replay:
-    """A trace replayed under one or more policies."""
-
-    trace: TraceFile
-    fingerprint: str
-    cfg: MmuConfig
-    costs: CostModel
-    counts: TraceCounts
-    runs: list[PolicyRun]
-    read_s: float
 
 
 class _PerVcpu:
@@ -303,10 +247,11 @@ def run_policies(
             "accesses or faults"
         )
     results = []
-    for policy, eng, wall, st in zip(policies, engines, walls, stats, strict=True):
+    for policy, eng, wall, st, sink in zip(policies, engines, walls, stats, sinks, strict=True):
         t0 = time.perf_counter()
         result = eng.finish()
-        results.append(PolicyRun(policy, engine, result, wall + time.perf_counter() - t0, st))
+        engine_s = wall + time.perf_counter() - t0
+        results.append(PolicyRun(policy, engine, result, engine_s, st, sink))
     counts = TraceCounts(
         accesses=per_vcpu.by_vcpu(),
         reclaim_by_source={s: int(by_source[i]) for i, s in enumerate(SOURCES)},
