@@ -168,6 +168,60 @@ def fingerprint(trace: TraceFile) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+class _TraceCounter:
+    """The policy-independent counts of a trace (:class:`TraceCounts`), a batch at a time."""
+
+    def __init__(self, vms: tuple[VmSpec, ...], bucket_ns: int) -> None:
+        self.bucket_ns = bucket_ns
+        self.access_hist = _Histogram(bucket_ns)
+        self.reclaim_hist = _Histogram(bucket_ns)
+        self.per_vcpu = _PerVcpu(vms)
+        self.by_source = np.zeros(len(SOURCES), dtype=np.int64)
+        self.first: int | None = None
+        self.last: int | None = None
+        self.rows = 0
+
+    def add(self, batch: EventBatch) -> None:
+        """Count a batch of events (not empty)."""
+        if self.first is None:
+            self.first = int(batch.t_ns[0])
+            self.access_hist.t0 = self.reclaim_hist.t0 = self.first
+        self.last = int(batch.t_ns[-1])
+        host = batch.host
+        self.per_vcpu.add(batch.vm, batch.vcpu, host)
+        self.access_hist.add_sorted(batch.t_ns, batch.t_ns[host])
+        rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
+        self.reclaim_hist.add(batch.t_ns[rec])
+        self.by_source += np.bincount(batch.source[rec], minlength=len(SOURCES))
+        self.rows += len(batch)
+
+    def check(self, trace: TraceFile) -> None:
+        """Refuse a trace with nothing to replay."""
+        if self.rows == 0:
+            raise TraceDataError(
+                f"trace {trace.path} has no events; nothing to replay (generate one with "
+                "replay synth)"
+            )
+        if not self.per_vcpu.counts.any():
+            raise TraceDataError(
+                f"trace {trace.path} has no access events (only host pressure); a replay needs "
+                "guest accesses or faults"
+            )
+
+    def counts(self) -> TraceCounts:
+        """Everything counted."""
+        return TraceCounts(
+            accesses=self.per_vcpu.by_vcpu(),
+            reclaim_by_source={s: int(self.by_source[i]) for i, s in enumerate(SOURCES)},
+            t_first_ns=self.first,
+            t_last_ns=self.last,
+            bucket_ns=self.bucket_ns,
+            accesses_by_bucket=self.access_hist.counts,
+            reclaim_by_bucket=self.reclaim_hist.counts,
+            rows=self.rows,
+        )
+
+
 def run_policies(
     trace: TraceFile,
     policies: tuple[Policy, ...],
@@ -205,61 +259,28 @@ def run_policies(
     for st, eng in zip(stats, engines, strict=True):
         st.attach(eng.sp_removals, eng.cache_frees)
     walls = [0.0] * len(engines)
-    access_hist = _Histogram(bucket_ns)
-    reclaim_hist = _Histogram(bucket_ns)
-    per_vcpu = _PerVcpu(trace.meta.vms)
-    by_source = np.zeros(len(SOURCES), dtype=np.int64)
-    first = last = None
-    rows = 0
+    counter = _TraceCounter(trace.meta.vms, bucket_ns)
     read_s = 0.0
     t_read = time.perf_counter()
     for batch in iter_batches(trace, read_ahead=True):
         read_s += time.perf_counter() - t_read
-        n = len(batch)
-        if n:
-            if first is None:
-                first = int(batch.t_ns[0])
-                access_hist.t0 = reclaim_hist.t0 = first
+        if len(batch):
+            if counter.first is None:
                 for st in stats:
-                    st.t0 = first
-            last = int(batch.t_ns[-1])
-            host = batch.host
-            per_vcpu.add(batch.vm, batch.vcpu, host)
-            access_hist.add_sorted(batch.t_ns, batch.t_ns[host])
-            rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
-            reclaim_hist.add(batch.t_ns[rec])
-            by_source += np.bincount(batch.source[rec], minlength=len(SOURCES))
+                    st.t0 = int(batch.t_ns[0])
+            counter.add(batch)
             for i, eng in enumerate(engines):
                 t0 = time.perf_counter()
                 eng.feed(batch)
                 walls[i] += time.perf_counter() - t0
-        rows += n
         if progress is not None:
-            progress(rows, trace.num_rows)
+            progress(counter.rows, trace.num_rows)
         t_read = time.perf_counter()
-    if rows == 0:
-        raise TraceDataError(
-            f"trace {trace.path} has no events; nothing to replay (generate one with replay synth)"
-        )
-    if not per_vcpu.counts.any():
-        raise TraceDataError(
-            f"trace {trace.path} has no access events (only host pressure); a replay needs guest "
-            "accesses or faults"
-        )
-    results = []
+    counter.check(trace)
+    runs = []
     for policy, eng, wall, st, sink in zip(policies, engines, walls, stats, sinks, strict=True):
         t0 = time.perf_counter()
         result = eng.finish()
         engine_s = wall + time.perf_counter() - t0
-        results.append(PolicyRun(policy, engine, result, engine_s, st, sink))
-    counts = TraceCounts(
-        accesses=per_vcpu.by_vcpu(),
-        reclaim_by_source={s: int(by_source[i]) for i, s in enumerate(SOURCES)},
-        t_first_ns=first,
-        t_last_ns=last,
-        bucket_ns=bucket_ns,
-        accesses_by_bucket=access_hist.counts,
-        reclaim_by_bucket=reclaim_hist.counts,
-        rows=rows,
-    )
-    return Replay(trace, trace_fingerprint, cfg, costs, counts, results, read_s)
+        runs.append(PolicyRun(policy, engine, result, engine_s, st, sink))
+    return Replay(trace, trace_fingerprint, cfg, costs, counter.counts(), runs, read_s)
