@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import replay.run.sink as sink_module
-from replay.mmu.results import FAULT_COLUMNS
+from replay.mmu.results import FAULT_COLUMNS, FaultStore
 from replay.run.sink import FaultSink
 from replay.run.stats import _Peaks
 
@@ -60,6 +60,7 @@ def _chunk(start: int, n: int) -> dict[str, np.ndarray]:
 def test_spilled_sink_reads_back_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sink_module, "SPILL_ROWS", 100)
     sink = FaultSink(tmp_path / "f.parquet", {b"k": b"v"})
+    assert isinstance(sink, FaultStore)  # what an engine writes into and EngineResult reads
     for start, n in ((0, 30), (30, 150), (180, 7)):
         sink.add(_chunk(start, n))
     sink.close()
