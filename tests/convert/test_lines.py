@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from replay.convert.buffer import padded, parse_digits
+from replay.convert.distinct import few_distinct
 from replay.convert.layout import LINE, slow_line
-from replay.convert.lines import _padded, few_distinct, parse_digits, split_block
+from replay.convert.lines import split_block
 from tests.convert.helpers import LOGS
 
 REAL_LOGS = sorted(p.name for p in LOGS.glob("*.txt"))
@@ -64,7 +66,7 @@ def test_nanosecond_stamps() -> None:
 
 def test_parse_digits() -> None:
     data = b" 0x000000010a3f5008 181 12 ab 99999999999 ffffffffffffffff zz\n"
-    buf = _padded(data)
+    buf = padded(data)
 
     def parse(text: bytes, width: int, base: int) -> tuple[int, bool]:
         lo = data.index(text)
