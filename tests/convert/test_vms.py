@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from replay.convert import ConvertOptions, ConvertReport, _FileConverter, _Rows
+from replay.convert import ConvertOptions, ConvertReport
+from replay.convert.converter import FileConverter
+from replay.convert.rows import Rows
 from replay.convert.vms import GiB, VmConfigError, VmRegistry, inferred_slots, load_vm_config
 from replay.trace.schema import EVENT_CODE
 
@@ -63,10 +65,10 @@ def test_unmaps_are_placed_through_the_slots_host_addresses(tmp_path: Path) -> N
     path.write_text(CONFIG)
     configs = load_vm_config(path)
     report = ConvertReport()
-    conv = _FileConverter(
-        "-", report, VmRegistry(configs, "tdp_mmu"), ConvertOptions(), "kvm_page_fault", 0
+    conv = FileConverter(
+        "-", report, VmRegistry(configs, "tdp_mmu"), ConvertOptions(), "kvm_page_fault"
     )
-    rows = _Rows()
+    rows = Rows()
     conv._unmap(rows, 10, 1, 0x7E0000000000 + 0x3000, 0x7E0000000000 + 0x5000)  # in b's slot
     conv._unmap(rows, 11, 2, 0x100000, 0x200000)  # in no slot
     got = rows.take()
