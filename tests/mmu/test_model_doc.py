@@ -28,9 +28,11 @@ _SECTION_HEADING = re.compile(r"^## (\d+)\. ", re.MULTILINE)
 _RULE_HEADING = re.compile(r"^#{3,4} Rule (\d+[a-e]?):", re.MULTILINE)
 _APPENDIX_HEADING = re.compile(r"^#{2,3} (?:Appendix )?(A(?:\.\d+)?)[. ]", re.MULTILINE)
 
-# "rule 13", "Rules 13 and 26", "rules 1, 2, 3b", "rules 5-8", "rule 16/23", "rules 3d, 20".
+# "rule 13", "Rules 13 and 26", "rules 1, 2, 3b", "rules 5-8", "rule 16/23", "rules 3d, 20",
+# "Rule 9 (and 24)", "Rule 12 (21, 23)".
 _ID = r"\d+[a-e]?"
-_RULE_CITE = re.compile(rf"\b[Rr]ules?\s+({_ID}(?:\s*(?:,|and|or|/|-)\s*{_ID})*)")
+_SEP = r"\s*(,|and|or|/|-|\(and|\()\s*"
+_RULE_CITE = re.compile(rf"\b[Rr]ules?\s+({_ID}(?:{_SEP}{_ID})*)")
 _SECTION_CITE = re.compile(r"\b[Ss]ections?\s+(\d+(?:\.\d+)*)")
 _APPENDIX_CITE = re.compile(r"\b[Aa]ppendix\s+(A(?:\.\d+)?)")
 _TEST_NAME_CITE = re.compile(rf"\btest_rule_({_ID}(?:_and_{_ID})*)")
@@ -70,7 +72,7 @@ def defined() -> dict[str, set[str]]:
 def expand(listed: str) -> list[str]:
     """The rule ids of a cited list: "13 and 26" -> 13, 26; "1-4" -> 1..4; "3a-3c" -> 3a..3c."""
     ids: list[str] = []
-    parts = re.split(r"\s*(,|and|or|/|-)\s*", listed)
+    parts = re.split(_SEP, listed)
     i = 0
     while i < len(parts):
         ids.append(parts[i])
@@ -82,7 +84,7 @@ def expand(listed: str) -> list[str]:
                 ids.extend(lo[:-1] + chr(c) for c in range(ord(lo[-1]) + 1, ord(hi[-1]) + 1))
             else:
                 ids.append(hi)
-            i += 3
+            i += 4  # past the range's end and the separator after it
             continue
         i += 2
     return ids
@@ -133,6 +135,9 @@ def test_the_citation_parser_reads_every_form() -> None:
     assert expand("1-4") == ["1", "2", "3", "4"]
     assert expand("3a-3c") == ["3a", "3b", "3c"]
     assert expand("16/23") == ["16", "23"]
+    assert expand("9 (and 24") == ["9", "24"]
+    assert expand("12 (21, 23") == ["12", "21", "23"]
+    assert expand("1-4 (and 5-8") == ["1", "2", "3", "4", "5", "6", "7", "8"]
     # The reference engine cites "Rule 3a", "Rules 13 and 26", "rule 16/23", "section 2".
     cited = citations(ROOT / "replay" / "mmu" / "reference.py")
     rules = {ident for kind, ident, _ in cited if kind == "rule"}
