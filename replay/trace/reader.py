@@ -173,7 +173,7 @@ def iter_batches(
     def checked() -> Iterator[EventBatch]:
         start = 0
         # Arrow decodes with its own threads even when reading ahead: decoding is the larger
-        # part of a replay's work, and one thread alone was seen to hold the engine back.
+        # part of a replay's work, more than one thread can keep up with while the engine runs.
         for record_batch in _record_batches(pf, batch_rows):
             batch = checker.check(record_batch, start)
             start += len(batch)
@@ -190,9 +190,9 @@ def iter_batches(
 def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches of at most ``batch_rows``, a row group at a time.
 
-    Reading whole row groups (with Arrow's threads) keeps memory flat; ``iter_batches`` over a
-    whole file was seen to grow the process by a few MiB per row group. A row group much larger
-    than a batch is streamed on its own instead.
+    Reading whole row groups (with Arrow's threads) keeps memory flat, where ``iter_batches``
+    over a whole file lets the process grow with every row group it reads. A row group much
+    larger than a batch is streamed on its own instead.
     """
     import pyarrow as pa
 
