@@ -62,6 +62,41 @@ class MmuConfig:
 
     ``n_max_mmu_pages`` is not here: it is per VM, ``max(64, guest_pages // 50)`` (rule 26);
     ``n_max_min`` and ``n_max_divisor`` set it.
+
+    Parameters
+    ----------
+    cache_capacity : int
+        Objects a vCPU cache holds when full (``KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE``).
+    min_shadow_page, min_page_header : int
+        A fault tops a cache up when it holds fewer objects than this (rule 3a).
+    min_pte_list_desc : int
+        The same for shadow_direct's ``pte_list_desc`` cache.
+    shrink_batch : int
+        ``SHRINK_BATCH``: the most one scan call is asked for (rule 9).
+    seeks : int
+        The KVM shrinker's ``seeks`` (rule 9).
+    pte_prefetch : int
+        Entries of a prefetch group (rule 3e): a power of 2 from 1 to 512.
+    min_free_mmu_pages, refill_pages : int
+        When the shadow_direct page limit acts, and how much it makes room for (rule 13).
+    n_max_min, n_max_divisor : int
+        A VM's page limit is ``max(n_max_min, guest_pages // n_max_divisor)`` (rule 26).
+
+    Raises
+    ------
+    ValueError
+        If ``pte_prefetch`` is not a power of 2 from 1 to 512.
+
+    Examples
+    --------
+    >>> from replay import MmuConfig
+    >>> cfg = MmuConfig(pte_prefetch=16)
+    >>> cfg.n_max_mmu_pages(guest_pages=262_144)  # a 1 GiB guest
+    5242
+    >>> MmuConfig(pte_prefetch=6)
+    Traceback (most recent call last):
+    ...
+    ValueError: pte_prefetch must be a power of 2 from 1 to 512, not 6
     """
 
     cache_capacity: int = 40
@@ -127,7 +162,36 @@ class MmuConfig:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Estimated costs in ns (rule 18). Estimates: every output labels them as such."""
+    """Estimated costs in ns (rule 18). Estimates: every output labels them as such.
+
+    Parameters
+    ----------
+    fault_base_ns : int
+        Every fault: an EPT violation exit and the slow fault path.
+    sp_alloc_ns : int
+        Each page-table page the fault allocates.
+    refill_page_ns : int
+        Each page a cache refill allocates, without memory pressure.
+    refill_page_pressure_ns : int
+        The same within ``pressure_window_ns`` after a reclaim pass.
+    pressure_window_ns : int
+        How long a reclaim pass counts as pressure (the bound included).
+    zap_flush_ns : int
+        One remote TLB flush of a VM, charged to the scan call or fault whose zap caused it
+        (rule 25).
+
+    Examples
+    --------
+    The first fault of a VM with a 4-level root allocates 4 page-table pages and refills its
+    vCPU's cache with 40 pages:
+
+    >>> from replay import CostModel
+    >>> costs = CostModel()
+    >>> costs.fault_base_ns + 4 * costs.sp_alloc_ns + 40 * costs.refill_page_ns
+    13200
+    >>> CostModel(sp_alloc_ns=500).to_json()["sp_alloc_ns"]
+    500
+    """
 
     fault_base_ns: int = 2000
     sp_alloc_ns: int = 300

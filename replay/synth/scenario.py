@@ -163,12 +163,35 @@ def load_scenario(
 ) -> Scenario:
     """Read a scenario and apply command-line overrides.
 
+    Parameters
+    ----------
+    name_or_path : str
+        A shipped scenario's name (``replay synth --list``) or the path of a TOML file
+        (``traces/scenarios/README.md`` describes the format).
+    seed, accesses, duration_s : optional
+        Replace the scenario's own seed, total number of accesses, or length in seconds.
+
+    Returns
+    -------
+    Scenario
+        The checked scenario, ready for :func:`generate`.
+
+    Raises
+    ------
+    ScenarioError
+        The file is missing or not valid TOML, or a key or value is wrong; the message names
+        the table and the key.
+
     Examples
     --------
-    >>> from replay.synth import load_scenario
-    >>> sc = load_scenario("quick", seed=3)  # doctest: +SKIP
-    >>> sc.seed  # doctest: +SKIP
-    3
+    >>> from replay import load_scenario
+    >>> sc = load_scenario("quick", seed=3, accesses=1_000)
+    >>> sc.name, sc.seed, sc.accesses, [vm.name for vm in sc.vms]
+    ('quick', 3, 1000, ['tdp', 'legacy'])
+    >>> load_scenario("no-such-scenario")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    replay.errors.ScenarioError: scenario 'no-such-scenario' is neither a file nor a shipped ...
     """
     path = resolve_scenario(name_or_path)
     root = read_toml(path, "scenario", ScenarioError)
