@@ -297,7 +297,10 @@ class FileConverter:
         return vm_of_head, tasks
 
     def _ops(self, error_code: np.ndarray) -> np.ndarray:
-        """Access types (read / write / exec) from fault error codes (KERNEL-NOTES.md §6)."""
+        """Access types (read / write / exec) from fault error codes.
+
+        The bits are described in traces/logs/README.md, "Fault error codes".
+        """
         ec = error_code.astype(np.uint64)
         if self.fault_codes is None and len(ec):
             if np.any(ec >> np.uint64(32)):

@@ -43,15 +43,8 @@ _DOC_NAME = re.compile(r"[\w./-]*\b[\w-]+\.md\b")
 # traces/logs/README.md).
 _OUTSIDE = ("KERNEL-NOTES", "shared/spec", "DESIGN.md", "STYLE.md", "ECOSYSTEM.md", "ANCHORS.md")
 
-# Citations of KERNEL-NOTES.md in replay/convert/, which another branch of issue 13 splits while
-# this one is written: the background they cite is now in traces/logs/README.md ("Line layouts",
-# "Fault error codes"). Whoever merges the branches points them there and empties this set; the
-# test fails as soon as the set no longer matches what the files hold, in either direction.
-PENDING_OUTSIDE_CITATIONS = {
-    ("replay/convert/__init__.py", "KERNEL-NOTES"),
-    ("replay/convert/layout.py", "KERNEL-NOTES"),
-    ("replay/convert/render.py", "KERNEL-NOTES"),
-}
+PENDING_OUTSIDE_CITATIONS: set[tuple[str, str]] = set()
+"""Citations of documents outside the repository still to be pointed inside it: none."""
 
 
 @cache
