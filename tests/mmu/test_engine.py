@@ -11,9 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from replay.mmu import tables
 from replay.mmu.config import POLICIES, Cause, CostModel, MmuConfig
 from replay.mmu.engine import VectorEngine
+from replay.mmu.first_seen import FirstSeen
+from replay.mmu.hits import HitTest
 from replay.mmu.reference import ReferenceEngine
+from replay.mmu.state import GATHER_FLAGS
 from replay.synth import generate, list_scenarios, load_scenario
 from replay.trace import iter_batches, open_trace
 from replay.trace.schema import Memslot, TraceMeta, VmSpec
@@ -133,8 +137,10 @@ def test_engines_agree_without_the_block_tables(
     """Guests too large for the 2 MiB-block tables: every access is placed by binary search."""
     meta, rows, cfg, costs = drawn
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(VectorEngine, "_LUT_MAX", 0)
-        assert VectorEngine(meta, "zap", cfg, costs)._fast_key is None
+        mp.setattr(tables, "BLOCK_TABLE_MAX", 0)
+        engine = VectorEngine(meta, "zap", cfg, costs)
+        assert engine.tables.blocks is None
+        assert engine.state.hits.live_key is None
         both(rows, meta, policy, cfg, costs)  # type: ignore[arg-type]
 
 
@@ -145,7 +151,7 @@ def test_hit_test_variants_agree(tmp_path: Path, chunk: int, pack_from: int) -> 
     generate(load_scenario("legacy-mmu-pressure", seed=7, accesses=20_000), path)
     default = _run(VectorEngine, path, "zap")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(VectorEngine, "_CHUNK", chunk)
+        mp.setattr(HitTest, "CHUNK", chunk)
         mp.setattr(VectorEngine, "_PACK_FROM", pack_from)  # always packed, or never
         variant = _run(VectorEngine, path, "zap")
     for k in default.faults:
@@ -154,12 +160,10 @@ def test_hit_test_variants_agree(tmp_path: Path, chunk: int, pack_from: int) -> 
 
 
 def test_eight_flags_pack_into_a_byte_by_one_multiply() -> None:
-    """Every pattern of eight 0/1 bytes, as VectorEngine._mirror packs them, equals packbits."""
-    from replay.mmu.engine import _GATHER_FLAGS
-
+    """Every pattern of eight 0/1 bytes, as Leaves.mirror packs them, equals packbits."""
     flags = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.uint8)
     words = flags.copy().view(np.uint64).ravel()
-    words *= _GATHER_FLAGS
+    words *= GATHER_FLAGS
     words >>= np.uint64(56)
     expected = np.packbits(flags, axis=1, bitorder="little").ravel()
     assert words.astype(np.uint8).tolist() == expected.tolist() == list(range(256))
@@ -227,9 +231,7 @@ def test_epochs_in_steps_of_any_size_agree(tmp_path: Path, scenario: str, at_mos
 def test_first_seen_marks_each_ids_first_position(calls: list[list[int]], near_top: bool) -> None:
     """Against a dictionary, over several calls on one table (stale marks must not count), also
     when the rising base is about to overflow and the table is cleared."""
-    from replay.mmu.engine import _FirstSeen
-
-    seen = _FirstSeen(31)
+    seen = FirstSeen(31)
     if near_top:
         seen.base = np.iinfo(np.int32).max - 50
     for ids in calls:
