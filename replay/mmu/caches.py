@@ -165,14 +165,14 @@ class VcpuCaches:
         """
         cap = self.cfg.cache_capacity
         before = used.before
-        a, b = used.starts[refilling], used.ends[refilling]
-        vcpu = used.vcpu[a]
+        first, end = used.starts[refilling], used.ends[refilling]
+        vcpu = used.vcpu[first]
         level_now = level[vcpu].astype(np.int64)  # at the last refill (or the start)
-        base = before[a]  # running consumption at that moment
+        base = before[first]  # running consumption at that moment
         # The first refill: the first fault that finds level_now - (before - base) < minimum.
-        pos = np.clip(np.searchsorted(before, base + level_now - minimum, side="right"), a, b)
+        pos = np.clip(np.searchsorted(before, base + level_now - minimum, side="right"), first, end)
         first_refill = np.ones(len(refilling), dtype=bool)
-        active = np.flatnonzero(pos < b)
+        active = np.flatnonzero(pos < end)
         while len(active):
             at = pos[active]
             prior = before[at]
@@ -189,6 +189,6 @@ class VcpuCaches:
             level_now[active] = cap
             base[active] = prior
             after_refill = np.searchsorted(before, prior + (cap - minimum), side="right")
-            pos[active] = np.minimum(after_refill, b[active])
-            active = active[pos[active] < b[active]]
-        level[vcpu] = level_now - (used.total[b - 1] - base)
+            pos[active] = np.minimum(after_refill, end[active])
+            active = active[pos[active] < end[active]]
+        level[vcpu] = level_now - (used.total[end - 1] - base)

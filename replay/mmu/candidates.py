@@ -68,9 +68,9 @@ class Paths:
         self.new_sps = count_down(self.allocates)
         self.relinked = count_down(self.relinks)
 
-    def columns_of(self, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Which of candidates ``sel`` have a path (positions in ``sel``), and their columns."""
-        columns = self.column_of[sel]
+    def columns_of(self, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which of candidates ``which`` have a path (as positions in it), and their columns."""
+        columns = self.column_of[which]
         with_path = np.flatnonzero(columns >= 0)
         return with_path, columns[with_path]
 
@@ -112,22 +112,41 @@ class Candidates:
     fault: np.ndarray
     """It faults: MMIO, a leaf fault, or a path fault."""
 
-    def causes(
-        self, sel: np.ndarray, with_path: np.ndarray, columns: np.ndarray, state: MmuState
-    ) -> np.ndarray:
-        """Rules 5 and 20 for candidates ``sel``, read before the epoch changes anything.
+    def faults(self, which: np.ndarray) -> Faults:
+        """The candidates ``which`` (ascending indexes) as faults."""
+        with_path, columns = self.paths.columns_of(which)
+        return Faults(which, self.key[which], self.inside[which], with_path, columns)
+
+    def causes(self, faults: Faults, state: MmuState) -> np.ndarray:
+        """Rules 5 and 20 for ``faults``, read before the epoch changes anything.
 
         A missing leaf takes its last-removal cause; a present leaf cut off (only a fault with
         a path can have one) takes the cause recorded on the lowest unlinked SP of its path.
-        ``with_path`` and ``columns`` are :meth:`Paths.columns_of` of ``sel``.
         """
-        cause = state.leaves.cause[self.key[sel]]
-        cut_off = np.flatnonzero(self.present0[sel][with_path])
+        cause = state.leaves.cause[faults.key]
+        cut_off = np.flatnonzero(self.present0[faults.which][faults.with_path])
         if len(cut_off):
-            lowest = self.paths.lowest_relinked(columns[cut_off])
-            cause[with_path[cut_off]] = state.sps.unlink_cause[lowest]
-        out: np.ndarray = np.where(self.inside[sel], cause, _MMIO).astype(np.int8)
+            lowest = self.paths.lowest_relinked(faults.columns[cut_off])
+            cause[faults.with_path[cut_off]] = state.sps.unlink_cause[lowest]
+        out: np.ndarray = np.where(faults.inside, cause, _MMIO).astype(np.int8)
         return out
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Candidates that fault, with the columns that every step of their commit reads.
+
+    Gathered once: the commit's steps read them in turn.
+    """
+
+    which: np.ndarray
+    """Candidate indexes, ascending."""
+    key: np.ndarray
+    inside: np.ndarray
+    with_path: np.ndarray
+    """Positions (in ``which``) of the faults whose candidate has a path ..."""
+    columns: np.ndarray
+    """... and its column in the paths."""
 
 
 class CandidateSelector:
@@ -157,8 +176,8 @@ class CandidateSelector:
         if carried is not None and (len(at) == 0 or at[0] != 0):
             at = np.concatenate([[0], at])  # defensive: the access carrying a cause faults
         gfn, seg, inside, key = self.tables.locate(vm[at], gpa[at])
-        g = gfn.view(np.int64)
-        group_inside = (g >= groups.lo[seg]) & (g < groups.hi[seg])
+        gfn_signed = gfn.view(np.int64)
+        group_inside = (gfn_signed >= groups.lo[seg]) & (gfn_signed < groups.hi[seg])
         whole = inside & groups.filled[seg] & group_inside
         missing = inside & ~self.state.leaves.present[key]  # (an MMIO access's key is 0)
         # Gathers at the kept positions, not boolean masks: masks this irregular cost more.

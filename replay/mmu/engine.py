@@ -30,7 +30,7 @@ import numpy as np
 from replay._arrays import stable_order, starts_of_runs
 from replay.mmu import removals
 from replay.mmu.caches import VcpuCaches
-from replay.mmu.candidates import Candidates, CandidateSelector
+from replay.mmu.candidates import Candidates, CandidateSelector, Faults
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
 from replay.mmu.host import HostEvents
 from replay.mmu.layout import Layout
@@ -166,16 +166,16 @@ class VectorEngine:
             return len(step), None  # every access hits: nothing changes
         cands = self.candidates.select(step.vm, step.gpa, hit, carried)
         stop, consumed, limit_at = self._stop(cands, carried, len(step))
-        sel = np.flatnonzero(cands.fault[:stop])
+        faulting = np.flatnonzero(cands.fault[:stop])
         recycled = 0
-        if carried is not None and len(sel) and sel[0] == 0:
+        if carried is not None and len(faulting) and faulting[0] == 0:
             recycled = self._carried_recycled
-        self._commit(step, cands, sel, carried, recycled)
+        self._commit(step, cands, faulting, carried, recycled)
         if limit_at is None:
             return consumed, None
         # Rule 13: the cause of the fault that needs room is read before its zap (rule 5).
-        j = np.array([limit_at])
-        next_carried = int(cands.causes(j, *cands.paths.columns_of(j), self.state)[0])
+        stopped = cands.faults(np.array([limit_at]))
+        next_carried = int(cands.causes(stopped, self.state)[0])
         at = int(cands.at[limit_at])
         vi = int(cands.vi[limit_at])
         self._carried_recycled = self._zap_page_limit(vi, step.row0 + at, int(step.t[at]))
@@ -207,17 +207,17 @@ class VectorEngine:
         """Rule 13: the first fault (before ``stop``) whose VM is short of free SPs."""
         lay = self.lay
         vi = cands.vi[:stop]
-        f = np.flatnonzero(cands.fault[:stop] & cands.inside[:stop] & lay.shadow_direct[vi])
-        if not len(f):
+        faults = np.flatnonzero(cands.fault[:stop] & cands.inside[:stop] & lay.shadow_direct[vi])
+        if not len(faults):
             return None
-        new_sps = cands.new_sps[f]
+        new_sps = cands.new_sps[faults]
         live = self.state.sps.live
         # Quick exit: no VM can come within min_free of its limit in this step.
-        most = live + np.bincount(vi[f], weights=new_sps, minlength=lay.n_vms)
+        most = live + np.bincount(vi[faults], weights=new_sps, minlength=lay.n_vms)
         if (most <= lay.n_max - self.cfg.min_free_mmu_pages).all():
             return None
         # Live SPs before each fault: each VM's allocations so far, faults grouped by VM.
-        vms = vi[f]
+        vms = vi[faults]
         order = stable_order(vms)
         by_vm, adds = vms[order], new_sps[order]
         csum = np.cumsum(adds)
@@ -225,11 +225,11 @@ class VectorEngine:
         base = np.maximum.accumulate(np.where(vm_start, csum - adds, 0))
         before = live[by_vm] + (csum - adds - base)
         short = lay.n_max[by_vm] - before < self.cfg.min_free_mmu_pages
-        if carried is not None and f[0] == 0:
+        if carried is not None and faults[0] == 0:
             short[np.flatnonzero(order == 0)] = False  # the carried fault had its zap
         if not short.any():
             return None
-        return int(f[order[short]].min())
+        return int(faults[order[short]].min())
 
     def _zap_page_limit(self, vi: int, row: int, t: int) -> int:
         """Rules 13 and 26: zap the oldest SPs until refill_pages - avail are counted."""
@@ -243,26 +243,30 @@ class VectorEngine:
     # -- committing a step's faults -------------------------------------------------------------
 
     def _commit(
-        self, step: _Step, cands: Candidates, sel: np.ndarray, carried: int | None, recycled: int
+        self,
+        step: _Step,
+        cands: Candidates,
+        faulting: np.ndarray,
+        carried: int | None,
+        recycled: int,
     ) -> None:
-        """Apply the faults ``sel`` (candidate indexes) of a step and write their rows.
+        """Apply the faults ``faulting`` (candidate indexes) of a step and write their rows.
 
         ``recycled`` is the SPs a page-limit zap freed for the first of them (rule 25).
         """
-        if not len(sel):
+        if not len(faulting):
             return
-        # The faults whose path had a missing or unlinked SP, and their columns in the paths.
-        with_path, columns = cands.paths.columns_of(sel)
-        cause = cands.causes(sel, with_path, columns, self.state)  # before anything changes
-        if carried is not None and sel[0] == 0:
+        faults = cands.faults(faulting)
+        cause = cands.causes(faults, self.state)  # before anything changes
+        if carried is not None and faulting[0] == 0:
             cause[0] = carried
-        new_ids, relinked_ids = self._commit_sps(cands, columns)
-        self._commit_leaves(cands, sel)
+        new_ids, relinked_ids = self._commit_sps(cands, faults.columns)
+        self._commit_leaves(cands, faults)
         if len(new_ids) or len(relinked_ids):
             self.state.hits.after_faults(new_ids, relinked_ids)
-        relinked = np.zeros(len(sel), dtype=np.int64)
-        relinked[with_path] = cands.paths.relinked[columns]
-        self._write_faults(step, cands, sel, cause, (relinked, recycled))
+        relinked = np.zeros(len(faulting), dtype=np.int64)
+        relinked[faults.with_path] = cands.paths.relinked[faults.columns]
+        self._write_faults(step, cands, faults, cause, (relinked, recycled))
 
     def _commit_sps(self, cands: Candidates, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rule 3d: allocate and relink the SPs of the faults' paths ``columns``.
@@ -280,20 +284,22 @@ class VectorEngine:
         self.state.sps.relink(relinked_ids)
         return new_ids, relinked_ids
 
-    def _commit_leaves(self, cands: Candidates, sel: np.ndarray) -> None:
+    def _commit_leaves(self, cands: Candidates, faults: Faults) -> None:
         """Rule 3e: each leaf fault installs its leaf and prefetches its group."""
         leaves = self.state.leaves
-        leaf_fault = cands.missing[sel]
-        leaves.install(cands.key[sel[leaf_fault]])
-        whole = sel[leaf_fault & cands.whole_group[sel]]
+        which = faults.which
+        # Gathers at positions, not boolean masks: masks this irregular cost more.
+        leaf_fault = cands.missing[which]
+        leaves.install(faults.key[np.flatnonzero(leaf_fault)])
+        whole = np.flatnonzero(leaf_fault & cands.whole_group[which])
         if len(whole):
             # A whole-slot group is filled from its first key (its keys are aligned like its
             # gfns, see the layout).
             grp = self.cfg.pte_prefetch
-            starts = cands.key[whole] - (cands.gfn[whole].view(np.int64) & (grp - 1))
-            leaves.install_groups(starts, grp)
+            gfn = cands.gfn[which[whole]].view(np.int64)
+            leaves.install_groups(faults.key[whole] - (gfn & (grp - 1)), grp)
         # At most one slot-edge group: the step stops after it.
-        for j in sel[leaf_fault & cands.edge_group[sel]].tolist():
+        for j in which[np.flatnonzero(leaf_fault & cands.edge_group[which])].tolist():
             leaves.install(self._prefetch_at_slot_edge(int(cands.vi[j]), int(cands.gfn[j])))
 
     def _prefetch_at_slot_edge(self, vi: int, gfn: int) -> np.ndarray:
@@ -337,7 +343,7 @@ class VectorEngine:
         self,
         step: _Step,
         cands: Candidates,
-        sel: np.ndarray,
+        faults: Faults,
         cause: np.ndarray,
         sp_work: tuple[np.ndarray, int],
     ) -> None:
@@ -346,20 +352,20 @@ class VectorEngine:
         Rules 3a, 18, 16 and 7, in that order. ``sp_work`` is each fault's relinked SPs and
         the first fault's recycled ones.
         """
-        at = cands.at[sel]
-        inside = cands.inside[sel]
-        new_sps = cands.new_sps[sel] * inside
+        which, inside = faults.which, faults.inside
+        at = cands.at[which]
+        new_sps = cands.new_sps[which] * inside
         vcpu = step.vcpu[at]
-        g_vcpu = self.lay.vcpu_base[cands.vi[sel]] + vcpu.astype(np.int64)
-        refill = np.zeros(len(sel), dtype=np.int8)
-        pages = np.zeros(len(sel), dtype=np.int64)
+        g_vcpu = self.lay.vcpu_base[cands.vi[which]] + vcpu.astype(np.int64)
+        refill = np.zeros(len(which), dtype=np.int8)
+        pages = np.zeros(len(which), dtype=np.int64)
         real = np.flatnonzero(inside)  # MMIO touches no cache and sets no busy window
         if len(real):
             refill[real], pages[real] = self.caches.topups(g_vcpu[real], new_sps[real])
         t = step.t[at]
         relinked, recycled = sp_work
-        recycled_sps = np.zeros(len(sel), dtype=np.int64)
-        if recycled and sel[0] == 0:
+        recycled_sps = np.zeros(len(which), dtype=np.int64)
+        if recycled and which[0] == 0:
             recycled_sps[0] = recycled
         est = self._estimates(t, inside, new_sps, pages, recycled_sps)
         if len(real):
@@ -370,11 +376,11 @@ class VectorEngine:
                 "t_ns": t,
                 "vm": step.vm[at],
                 "vcpu": vcpu,
-                "gfn": cands.gfn[sel],
+                "gfn": cands.gfn[which],
                 "cause": cause,
                 "refill": refill,
                 "attribution": _attribution(cause, refill),
-                "leaf_level": self.lay.seg_level[cands.seg[sel]] * inside,
+                "leaf_level": self.lay.seg_level[cands.seg[which]] * inside,
                 "new_sps": new_sps,
                 "relinked_sps": relinked,
                 "recycled_sps": recycled_sps,

@@ -108,24 +108,25 @@ class HitTest:
         assert table is not None
         n = len(vm)
         hit = np.empty(n, dtype=bool)
-        step = self.CHUNK
-        gfn = np.empty(min(n, step), dtype=np.int64)
+        chunk = self.CHUNK
+        gfn = np.empty(min(n, chunk), dtype=np.int64)
         row = np.empty_like(gfn)
         bits = leaves.bits
         present = leaves.present
-        for a in range(0, n, step):
-            b = min(a + step, n)
-            g, i = gfn[: b - a], row[: b - a]
-            np.right_shift(gpa[a:b].view(np.int64), 12, out=g)
-            np.right_shift(g, 9, out=i)
-            np.minimum(i, fast.stride - 1, out=i)  # every block past the last slot: one entry
-            i |= vm[a:b].astype(np.int64) << fast.shift
-            key = table[i]
-            key += g & fast.mask[i]
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            chunk_gfn, chunk_row = gfn[: hi - lo], row[: hi - lo]
+            np.right_shift(gpa[lo:hi].view(np.int64), 12, out=chunk_gfn)
+            np.right_shift(chunk_gfn, 9, out=chunk_row)
+            # Every block past the VM's last slot shares one entry.
+            np.minimum(chunk_row, fast.stride - 1, out=chunk_row)
+            chunk_row |= vm[lo:hi].astype(np.int64) << fast.shift
+            key = table[chunk_row]
+            key += chunk_gfn & fast.mask[chunk_row]
             if bits is None:
-                np.take(present, key, out=hit[a:b])
+                np.take(present, key, out=hit[lo:hi])
             else:
                 byte = bits[key >> 3]
                 byte >>= (key & 7).astype(np.uint8)
-                np.bitwise_and(byte, 1, out=hit[a:b], casting="unsafe")
+                np.bitwise_and(byte, 1, out=hit[lo:hi], casting="unsafe")
         return hit

@@ -136,13 +136,13 @@ class HostEvents:
             visited = False
             vm_freed = 0
             for vcpu in range(self.meta.vms[vi].vcpus):
-                g = base + vcpu
-                if t < caches.busy_until[g]:  # rules 16 and 23: busy, half-open window
+                g_vcpu = base + vcpu
+                if t < caches.busy_until[g_vcpu]:  # rules 16 and 23: busy, half-open window
                     continue
-                got = int(caches.shadow_page[g])
-                caches.shadow_page[g] = 0
+                got = int(caches.shadow_page[g_vcpu])
+                caches.shadow_page[g_vcpu] = 0
                 if got > 0:
-                    caches.emptied[g] = True  # rule 21
+                    caches.emptied[g_vcpu] = True  # rule 21
                     self.cache_frees.append((row, t, vm_id, vcpu, got))
                 visited = True
                 vm_freed += got

@@ -157,9 +157,9 @@ class FastTable:
             whole = np.flatnonzero(seg1 > 0)
             seg = seg1[whole]  # sentinel-shifted: the segment's row in the index
             first_gfn = (whole << 9).astype(np.uint64)
-            k = (first_gfn >> segments.key_shift[seg]) + segments.key_offset[seg]
+            keys = (first_gfn >> segments.key_shift[seg]) + segments.key_offset[seg]
             level = lay.seg_level[seg - 1]
-            key[row + whole] = k.view(np.int64)
+            key[row + whole] = keys.view(np.int64)
             mask[row + whole] = np.where(level == 1, 511, 0)
             holder[row + whole] = lay.holder(seg - 1, first_gfn)
         return cls(key=key, mask=mask, holder=holder, shift=shift)
@@ -299,8 +299,8 @@ class LookupTables:
         path = self.path
         paths = np.empty((path.rows, len(vi)), dtype=np.int64)
         paths[0] = self.lay.root_sp[vi]
-        g = gfn.view(np.int64)
+        gfn_signed = gfn.view(np.int64)
         for d in range(1, path.rows):
-            np.right_shift(g, path.shift[d][seg], out=paths[d])
+            np.right_shift(gfn_signed, path.shift[d][seg], out=paths[d])
             paths[d] += path.offset[d][seg]
         return paths
