@@ -14,10 +14,8 @@ from hypothesis import strategies as st
 from replay.mmu import tables
 from replay.mmu.config import POLICIES, Cause, CostModel, MmuConfig
 from replay.mmu.engine import VectorEngine
-from replay.mmu.first_seen import FirstSeen
 from replay.mmu.hits import HitTest
 from replay.mmu.reference import ReferenceEngine
-from replay.mmu.state import GATHER_FLAGS
 from replay.synth import generate, list_scenarios, load_scenario
 from replay.trace import iter_batches, open_trace
 from replay.trace.schema import Memslot, TraceMeta, VmSpec
@@ -159,16 +157,6 @@ def test_hit_test_variants_agree(tmp_path: Path, chunk: int, pack_from: int) -> 
     assert len(default.faults["row"]) > 1000
 
 
-def test_eight_flags_pack_into_a_byte_by_one_multiply() -> None:
-    """Every pattern of eight 0/1 bytes, as Leaves.mirror packs them, equals packbits."""
-    flags = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.uint8)
-    words = flags.copy().view(np.uint64).ravel()
-    words *= GATHER_FLAGS
-    words >>= np.uint64(56)
-    expected = np.packbits(flags, axis=1, bitorder="little").ravel()
-    assert words.astype(np.uint8).tolist() == expected.tolist() == list(range(256))
-
-
 @pytest.mark.parametrize("at_most", [1, 1 << 18])
 def test_packed_leaves_follow_a_page_limit_zap(at_most: int) -> None:
     """Hits tested on the packed leaves (always, here), n_max 7 (rule 13). gfn 0: root, PDPT,
@@ -224,20 +212,3 @@ def test_epochs_in_steps_of_any_size_agree(tmp_path: Path, scenario: str, at_mos
             assert np.array_equal(ref.faults[k], vec.faults[k]), (policy, k)
         assert ref.scans == vec.scans, policy
         assert len(ref.faults["row"]) > 100
-
-
-@settings(max_examples=50)
-@given(st.lists(st.lists(st.integers(0, 30), max_size=40), min_size=1, max_size=6), st.booleans())
-def test_first_seen_marks_each_ids_first_position(calls: list[list[int]], near_top: bool) -> None:
-    """Against a dictionary, over several calls on one table (stale marks must not count), also
-    when the rising base is about to overflow and the table is cleared."""
-    seen = FirstSeen(31)
-    if near_top:
-        seen.base = np.iinfo(np.int32).max - 50
-    for ids in calls:
-        pos = np.arange(0, 3 * len(ids), 3)  # ascending, not 0..n-1
-        got = seen(np.array(ids, dtype=np.int64), pos)
-        first: dict[int, int] = {}
-        for i, x in enumerate(ids):
-            first.setdefault(x, i)
-        assert got.tolist() == [first[x] == i for i, x in enumerate(ids)]
