@@ -293,11 +293,10 @@ class VectorEngine:
         leaves.install(faults.key[np.flatnonzero(leaf_fault)])
         whole = np.flatnonzero(leaf_fault & cands.whole_group[which])
         if len(whole):
-            # A whole-slot group is filled from its first key (its keys are aligned like its
-            # gfns, see the layout).
+            # A whole-slot group is filled from its first key: its keys are aligned like its
+            # gfns (4 KiB keys are congruent to their gfns modulo 512, see the layout).
             grp = self.cfg.pte_prefetch
-            gfn = cands.gfn[which[whole]].view(np.int64)
-            leaves.install_groups(faults.key[whole] - (gfn & (grp - 1)), grp)
+            leaves.install_groups(faults.key[whole] & ~(grp - 1), grp)
         # At most one slot-edge group: the step stops after it.
         for j in which[np.flatnonzero(leaf_fault & cands.edge_group[which])].tolist():
             leaves.install(self._prefetch_at_slot_edge(int(cands.vi[j]), int(cands.gfn[j])))

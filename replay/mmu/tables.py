@@ -131,12 +131,10 @@ class FastTable:
     """The SP holding each block's leaves (``n_sps``, the always-reachable sentinel, where
     none)."""
     shift: int
-    """Bit position of the VM id in a row; ``1 << shift`` is the row stride."""
-
-    @property
-    def stride(self) -> int:
-        """Entries per VM id: its blocks, and one past its last slot for every block beyond."""
-        return 1 << self.shift
+    """Bit position of the VM id in a row."""
+    stride: int
+    """Entries per VM id, ``1 << shift``: its blocks, and one past its last slot for every
+    block beyond."""
 
     @classmethod
     def build(cls, lay: Layout, blocks: BlockIndex, segments: SegmentIndex) -> FastTable | None:
@@ -162,7 +160,7 @@ class FastTable:
             key[row + whole] = keys.view(np.int64)
             mask[row + whole] = np.where(level == 1, 511, 0)
             holder[row + whole] = lay.holder(seg - 1, first_gfn)
-        return cls(key=key, mask=mask, holder=holder, shift=shift)
+        return cls(key=key, mask=mask, holder=holder, shift=shift, stride=stride)
 
 
 @dataclass(frozen=True)
