@@ -49,8 +49,8 @@ _ATTR_ZAPPED = int(Attribution.ZAPPED_PAGE_TABLES)
 
 
 @dataclass(frozen=True)
-class _Step:
-    """Accesses of one epoch step, in trace order: trace rows ``row0`` on."""
+class _Accesses:
+    """A run of accesses (an epoch, or a step of one) in trace order: trace rows ``row0`` on."""
 
     row0: int
     t: np.ndarray
@@ -61,13 +61,13 @@ class _Step:
     def __len__(self) -> int:
         return len(self.t)
 
-    def head(self, n: int) -> _Step:
+    def head(self, n: int) -> _Accesses:
         """The first ``n`` accesses."""
-        return _Step(self.row0, self.t[:n], self.vm[:n], self.vcpu[:n], self.gpa[:n])
+        return _Accesses(self.row0, self.t[:n], self.vm[:n], self.vcpu[:n], self.gpa[:n])
 
-    def tail(self, n: int) -> _Step:
+    def tail(self, n: int) -> _Accesses:
         """The accesses after the first ``n``."""
-        return _Step(self.row0 + n, self.t[n:], self.vm[n:], self.vcpu[n:], self.gpa[n:])
+        return _Accesses(self.row0 + n, self.t[n:], self.vm[n:], self.vcpu[n:], self.gpa[n:])
 
 
 class VectorEngine:
@@ -91,7 +91,7 @@ class VectorEngine:
         self.state = MmuState.build(self.tables)
         self.caches = VcpuCaches(meta, self.lay, cfg)
         self.host = HostEvents(meta, policy, cfg, costs, self.state, self.caches)
-        self.candidates = CandidateSelector(self.tables, self.state)
+        self.selector = CandidateSelector(self.tables, self.state)
         self.faults = sink if sink is not None else FaultSink()
         self.sp_removals = self.host.sp_removals
         self.cache_frees = self.host.cache_frees
@@ -104,20 +104,20 @@ class VectorEngine:
     def feed(self, batch: EventBatch) -> None:
         """Apply a batch: epochs of accesses, and the host events between them (rule 17)."""
         start = 0
-        for h in [*batch.host.tolist(), len(batch)]:
-            if h > start:
-                sl = slice(start, h)
-                step = _Step(
+        for host_at in [*batch.host.tolist(), len(batch)]:
+            if host_at > start:
+                run = slice(start, host_at)
+                epoch = _Accesses(
                     batch.start_row + start,
-                    batch.t_ns[sl],
-                    batch.vm[sl],
-                    batch.vcpu[sl],
-                    batch.gpa[sl],
+                    batch.t_ns[run],
+                    batch.vm[run],
+                    batch.vcpu[run],
+                    batch.gpa[run],
                 )
-                self._accesses(step)
-            if h < len(batch):
-                self.host.apply(batch, h)
-            start = h + 1
+                self._epoch(epoch)
+            if host_at < len(batch):
+                self.host.apply(batch, host_at)
+            start = host_at + 1
 
     def finish(self) -> EngineResult:
         """The replay's results."""
@@ -139,7 +139,7 @@ class VectorEngine:
     """An epoch of n accesses tests hits on a bit-packed copy of ``present`` when n times this
     reaches the number of leaves (packing costs a pass over them)."""
 
-    def _accesses(self, epoch: _Step) -> None:
+    def _epoch(self, epoch: _Accesses) -> None:
         """One epoch, in steps of at most ``_EPOCH_MAX`` accesses.
 
         A step also ends where the page limit or a slot-edge prefetch group needs it.
@@ -149,22 +149,22 @@ class VectorEngine:
         if self.tables.fast is not None and len(epoch) * self._PACK_FROM >= len(leaves.present):
             leaves.pack()
         while len(epoch):
-            done, carried = self._epoch(epoch.head(self._EPOCH_MAX), carried)
+            done, carried = self._step(epoch.head(self._EPOCH_MAX), carried)
             if carried is not None and leaves.bits is not None:
                 leaves.pack()  # the page limit zapped tables: leaves went
             epoch = epoch.tail(done)
         leaves.unpack()  # host events change ``present`` between epochs
 
-    def _epoch(self, step: _Step, carried: int | None) -> tuple[int, int | None]:
-        """Process a prefix of a step's accesses; return how many it consumed and a cause.
+    def _step(self, step: _Accesses, carried: int | None) -> tuple[int, int | None]:
+        """Replay a prefix of ``step``; return how many accesses it consumed, and a cause.
 
         ``carried`` is the cause of the step's first access, read (rule 5) before the page-limit
-        zap that ended the previous step; the returned cause is the same for the next step.
+        zap that ended the previous step; the cause returned is the same for the next step.
         """
         hit = self.state.hits(step.vm, step.gpa, self.state.leaves)
         if carried is None and hit.all():
             return len(step), None  # every access hits: nothing changes
-        cands = self.candidates.select(step.vm, step.gpa, hit, carried)
+        cands = self.selector.select(step.vm, step.gpa, hit, carried)
         stop, consumed, limit_at = self._stop(cands, carried, len(step))
         faulting = np.flatnonzero(cands.fault[:stop])
         recycled = 0
@@ -207,17 +207,18 @@ class VectorEngine:
         """Rule 13: the first fault (before ``stop``) whose VM is short of free SPs."""
         lay = self.lay
         vi = cands.vi[:stop]
-        faults = np.flatnonzero(cands.fault[:stop] & cands.inside[:stop] & lay.shadow_direct[vi])
-        if not len(faults):
+        # The faults of shadow_direct VMs: only they have a page limit.
+        limited = np.flatnonzero(cands.fault[:stop] & cands.inside[:stop] & lay.shadow_direct[vi])
+        if not len(limited):
             return None
-        new_sps = cands.new_sps[faults]
+        new_sps = cands.new_sps[limited]
         live = self.state.sps.live
         # Quick exit: no VM can come within min_free of its limit in this step.
-        most = live + np.bincount(vi[faults], weights=new_sps, minlength=lay.n_vms)
+        most = live + np.bincount(vi[limited], weights=new_sps, minlength=lay.n_vms)
         if (most <= lay.n_max - self.cfg.min_free_mmu_pages).all():
             return None
-        # Live SPs before each fault: each VM's allocations so far, faults grouped by VM.
-        vms = vi[faults]
+        # Live SPs before each fault: its VM's allocations by the faults before it.
+        vms = vi[limited]
         order = stable_order(vms)
         by_vm, adds = vms[order], new_sps[order]
         csum = np.cumsum(adds)
@@ -225,11 +226,11 @@ class VectorEngine:
         base = np.maximum.accumulate(np.where(vm_start, csum - adds, 0))
         before = live[by_vm] + (csum - adds - base)
         short = lay.n_max[by_vm] - before < self.cfg.min_free_mmu_pages
-        if carried is not None and faults[0] == 0:
+        if carried is not None and limited[0] == 0:
             short[np.flatnonzero(order == 0)] = False  # the carried fault had its zap
         if not short.any():
             return None
-        return int(faults[order[short]].min())
+        return int(limited[order[short]].min())
 
     def _zap_page_limit(self, vi: int, row: int, t: int) -> int:
         """Rules 13 and 26: zap the oldest SPs until refill_pages - avail are counted."""
@@ -244,7 +245,7 @@ class VectorEngine:
 
     def _commit(
         self,
-        step: _Step,
+        step: _Accesses,
         cands: Candidates,
         faulting: np.ndarray,
         carried: int | None,
@@ -340,7 +341,7 @@ class VectorEngine:
 
     def _write_faults(
         self,
-        step: _Step,
+        step: _Accesses,
         cands: Candidates,
         faults: Faults,
         cause: np.ndarray,
