@@ -18,7 +18,7 @@ from replay.mmu.config import Cause
 from replay.mmu.first_seen import FirstSeen
 
 if TYPE_CHECKING:
-    from replay.mmu.state import MmuState
+    from replay.mmu.machine import MmuState
     from replay.mmu.tables import LookupTables
 
 _MMIO = int(Cause.MMIO)

@@ -34,8 +34,8 @@ from replay.mmu.candidates import Candidates, CandidateSelector, Faults
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
 from replay.mmu.host import HostEvents
 from replay.mmu.layout import Layout
+from replay.mmu.machine import MmuState
 from replay.mmu.results import EngineResult, FaultConsumer, FaultRows
-from replay.mmu.state import MmuState
 from replay.mmu.tables import LookupTables
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from replay.trace.schema import EVENT_CODE, SOURCES
 if TYPE_CHECKING:
     from replay.mmu.caches import VcpuCaches
     from replay.mmu.config import CostModel, MmuConfig, Policy
-    from replay.mmu.state import MmuState
+    from replay.mmu.machine import MmuState
     from replay.trace.reader import EventBatch
     from replay.trace.schema import TraceMeta
 

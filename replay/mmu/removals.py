@@ -16,7 +16,8 @@ from replay._arrays import concat_ranges
 from replay.mmu.config import Cause
 
 if TYPE_CHECKING:
-    from replay.mmu.state import Leaves, MmuState
+    from replay.mmu.machine import MmuState
+    from replay.mmu.state import Leaves
 
 
 def zap(state: MmuState, vi: int, zap_ids: np.ndarray, cause: Cause) -> None:

@@ -7,16 +7,12 @@ vCPU caches are in ``replay.mmu.caches``; what removes state, in ``replay.mmu.re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replay.mmu.hits import HitTest
-
 if TYPE_CHECKING:
     from replay.mmu.layout import Layout
-    from replay.mmu.tables import LookupTables
 
 _EIGHT_TRUE = np.frombuffer(np.ones(8, dtype=bool).tobytes(), dtype=np.uint64)[0]
 """Eight bools of True as one 64-bit word."""
@@ -129,20 +125,3 @@ class Sps:
             ids = ids[np.argpartition(self.seq[ids], count - 1)[:count]]
         oldest: np.ndarray = ids
         return oldest
-
-
-@dataclass(frozen=True)
-class MmuState:
-    """The whole MMU state of a replay: leaves, SPs, and reachability with its hit test."""
-
-    lay: Layout
-    leaves: Leaves
-    sps: Sps
-    hits: HitTest
-
-    @classmethod
-    def build(cls, tables: LookupTables) -> MmuState:
-        """The state before the first event: nothing mapped, no SP, every cause cold."""
-        lay = tables.lay
-        sps = Sps(lay)
-        return cls(lay, Leaves(lay.n_keys), sps, HitTest(tables, sps))
