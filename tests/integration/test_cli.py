@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TINY_SCENARIO, access, write_rows
+from tests.builders import TINY_SCENARIO, access, write_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 

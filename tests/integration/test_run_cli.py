@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from replay.trace.schema import Memslot, TraceMeta, VmSpec
-from tests.conftest import access, reclaim, write_rows
+from tests.builders import access, reclaim, write_rows
 from tests.integration.test_cli import assert_usage_error, assert_user_error, replay
 
 SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "samples" / "quick.parquet"

@@ -15,7 +15,7 @@ import pytest
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Refill
 from replay.mmu.results import ScanRow
 from replay.trace.schema import Memslot
-from tests.conftest import write_rows
+from tests.builders import write_rows
 from tests.mmu.helpers import A, GiB, MiB, R, Row, S, U, Z, both, fault_rows, meta, vm
 
 if TYPE_CHECKING:

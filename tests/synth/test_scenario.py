@@ -8,7 +8,7 @@ import pytest
 
 from replay.errors import ScenarioError
 from replay.synth import list_scenarios, load_scenario
-from tests.conftest import TINY_SCENARIO
+from tests.builders import TINY_SCENARIO
 
 Make = Callable[..., Path]
 

@@ -8,7 +8,7 @@ import pytest
 from replay.errors import OutputPathError
 from replay.trace.schema import FOOTER_KEY
 from replay.trace.writer import ROW_GROUP_SIZE, write_trace
-from tests.conftest import access, two_vm_meta, write_rows
+from tests.builders import access, two_vm_meta, write_rows
 
 if TYPE_CHECKING:
     from pathlib import Path
