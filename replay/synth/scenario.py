@@ -12,9 +12,10 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from replay.errors import ReplayError, ScenarioError, TraceSchemaError
+from replay.synth.variables import read_variables, substitute
 from replay.trace.schema import (
     BACKINGS,
     MMU_MODES,
@@ -25,6 +26,9 @@ from replay.trace.schema import (
     check_vm,
 )
 from replay.trace.schema import Memslot as Memslot
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def _scenario_dir() -> Path:
@@ -79,6 +83,8 @@ class Workload:
     vcpus: tuple[int, ...] | None
     """vCPU ids this workload drives; None = every vCPU not driven by an earlier workload."""
     phases: tuple[Phase, ...]
+    partition: bool = False
+    """Each vCPU gets its own equal slice of the footprint, in id order (memstress's default)."""
 
 
 @dataclass(frozen=True)
@@ -159,8 +165,12 @@ def load_scenario(
     seed: int | None = None,
     accesses: int | None = None,
     duration_s: float | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> Scenario:
     """Read a scenario and apply command-line overrides.
+
+    ``variables`` maps names of the scenario's ``[variables]`` to values given as text
+    (``replay synth --set vcpus=4``).
 
     Examples
     --------
@@ -177,7 +187,15 @@ def load_scenario(
         raise ScenarioError(f"scenario {path}: not valid TOML ({exc}); fix the syntax") from None
     except OSError as exc:
         raise ScenarioError(f"scenario {path} cannot be read ({exc.strerror})") from None
-    return _ScenarioParser(path).scenario(doc, seed=seed, accesses=accesses, duration_s=duration_s)
+    parser = _ScenarioParser(path)
+    values = read_variables(
+        doc.get("variables"),
+        variables or {},
+        parser.fail,
+        lambda text, where: parser.size(text, where, "value"),
+    )
+    doc = substitute(doc, values, parser.fail)
+    return parser.scenario(doc, seed=seed, accesses=accesses, duration_s=duration_s)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
@@ -457,7 +475,7 @@ class _ScenarioParser(TableReader):
     }
 
     def workload(self, table: Any, where: str, vcpus: int, ram: int) -> Workload:
-        self.keys(table, where, self._PHASE_KEYS | {"vcpus", "phases"}, set())
+        self.keys(table, where, self._PHASE_KEYS | {"vcpus", "phases", "partition"}, set())
         sel = table.get("vcpus", "all")
         ids: tuple[int, ...] | None
         if sel == "all":
@@ -486,7 +504,10 @@ class _ScenarioParser(TableReader):
             starts = [p.at_s for p in phases]
             if starts != sorted(starts) or len(set(starts)) != len(starts):
                 raise self.fail(where, "phases must have increasing at_s")
-        return Workload(ids, phases)
+        partition = table.get("partition", False)
+        if not isinstance(partition, bool):
+            raise self.fail(where, "partition must be true or false")
+        return Workload(ids, phases, partition)
 
     def phase(self, table: Any, where: str, ram: int, *, first: bool) -> Phase:
         self.keys(table, where, self._PHASE_KEYS | {"at_s"}, {"kind", "rate"})
