@@ -32,6 +32,14 @@ def synth(
     duration: Annotated[
         float | None, typer.Option(help="Trace length in seconds (overrides the scenario's).")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="NAME=VALUE",
+            help="Give a scenario variable a value (repeatable): --set vcpus=4 --set mem=256MiB.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
     as_: Annotated[
         str | None,
@@ -62,7 +70,13 @@ def synth(
 
     if as_ is not None and as_ not in LAYOUTS:
         fail(f"--as {as_!r}: use one of {', '.join(LAYOUTS)}")
-    sc = load_scenario(scenario, seed=seed, accesses=accesses, duration_s=duration)
+    sc = load_scenario(
+        scenario,
+        seed=seed,
+        accesses=accesses,
+        duration_s=duration,
+        variables=_assignments(set_ or []),
+    )
     suffix = ".parquet" if as_ is None else f".{as_}.txt"
     out = output if output is not None else Path(f"{sc.name}{suffix}")
     if out.exists() and not force:
@@ -90,6 +104,17 @@ def synth(
             f"wrote {out}: {result.rows:,} events ({result.accesses:,} accesses, "
             f"{result.host_events:,} host events), scenario {sc.name}, seed {sc.seed}"
         )
+
+
+def _assignments(items: list[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` options as a mapping; a later one for the same name wins."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            fail(f"--set {item!r}: write NAME=VALUE, e.g. --set vcpus=4")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def _render(sc: object, out: Path, layout: str, as_json: bool) -> None:
