@@ -49,6 +49,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 SELFTEST = "selftest-mmu-shrinker"
 DIRTY_LOG = "dirty-log-perf-drop-caches"
 MODES = ("tdp_mmu", "shadow_direct")
@@ -63,13 +65,12 @@ DELAY_LABEL = {SELFTEST: "delay -d (ms)", DIRTY_LOG: "drop_caches period (ms)"}
 
 @dataclass(frozen=True)
 class Point:
-    """One setting of a scenario's options; ``varied`` names the option moved off the base."""
+    """One setting of a scenario's options."""
 
     scenario: str
     vcpus: int
     mem_mib: int
     delay_ms: int
-    varied: str
 
     def variables(self) -> dict[str, str]:
         """The ``--set`` values of this point."""
@@ -86,37 +87,50 @@ class Point:
         return f"{short}-v{self.vcpus}-b{self.mem_mib}M-d{self.delay_ms}"
 
 
-def one_factor(scenario: str, base: Point, ranges: dict[str, list[int]]) -> list[Point]:
-    """The base point, then each option moved alone across its range (no point twice)."""
-    points = {base: None}
-    for option, values in ranges.items():
-        for value in values:
-            p = replace(base, varied=option, **{option: value})  # type: ignore[arg-type]
-            if p.vcpus == base.vcpus and p.mem_mib == base.mem_mib and p.delay_ms == base.delay_ms:
-                continue
-            points[p] = None
-    return list(points)
+@dataclass(frozen=True)
+class Sweep:
+    """One option moved across ``values``, the others held at the anchor's."""
 
+    option: str
+    values: tuple[int, ...]
+    anchor: Point
 
-def grid(quick: bool) -> list[Point]:
-    """The study's points (see the module's docstring for why these)."""
-    if quick:  # a smoke test of the whole pipeline in seconds
-        st = Point(SELFTEST, 2, 16, 10, "base")
-        dl = Point(DIRTY_LOG, 1, 16, 100, "base")
-        return one_factor(SELFTEST, st, {"vcpus": [1, 4]}) + one_factor(
-            DIRTY_LOG, dl, {"vcpus": [2]}
+    def points(self) -> list[Point]:
+        return [replace(self.anchor, **{self.option: v}) for v in self.values]  # type: ignore[arg-type]
+
+    def holds(self, row: dict[str, Any]) -> bool:
+        """Whether a table row is a point of this sweep."""
+        fixed = all(row[o] == getattr(self.anchor, o) for o in OPTIONS if o != self.option)
+        return bool(
+            row["scenario"] == self.anchor.scenario and fixed and row[self.option] in self.values
         )
-    st = Point(SELFTEST, 2, 1024, 100, "base")  # the selftest's defaults
-    selftest = one_factor(
-        SELFTEST,
-        st,
-        {"vcpus": [1, 2, 4, 8, 16], "mem_mib": [256, 1024, 4096], "delay_ms": [10, 100, 1000]},
-    )
-    dl = Point(DIRTY_LOG, 1, 1024, 1000, "base")  # dirty_log_perf_test's defaults, 1 s loop
-    dirty = one_factor(DIRTY_LOG, dl, {"mem_mib": [256, 1024], "delay_ms": [100, 1000]})
-    small = Point(DIRTY_LOG, 1, 256, 1000, "mem_mib")
-    dirty += [replace(small, vcpus=v, varied="vcpus") for v in (4, 16)]
-    return selftest + dirty
+
+
+SELFTEST_BASE = Point(SELFTEST, 2, 1024, 100)
+"""The selftest's defaults: -v 2 -b 1G -d 100 (and -i 5)."""
+DIRTY_LOG_BASE = Point(DIRTY_LOG, 1, 1024, 1000)
+"""dirty_log_perf_test's defaults (-v 1 -b 1G) and the loop period of 1 s."""
+SWEEPS = (
+    Sweep("vcpus", (1, 2, 4, 8, 16), SELFTEST_BASE),
+    Sweep("mem_mib", (256, 1024, 4096), SELFTEST_BASE),
+    Sweep("delay_ms", (10, 100, 1000), SELFTEST_BASE),
+    # The v1 runs write each vCPU's memory three times: its vCPU sweep is at 256 MiB.
+    Sweep("vcpus", (1, 4, 16), replace(DIRTY_LOG_BASE, mem_mib=256)),
+    Sweep("mem_mib", (256, 1024), DIRTY_LOG_BASE),
+    Sweep("delay_ms", (100, 1000), DIRTY_LOG_BASE),
+)
+QUICK_SWEEPS = (
+    Sweep("vcpus", (1, 2, 4), Point(SELFTEST, 2, 16, 10)),
+    Sweep("vcpus", (1, 2), Point(DIRTY_LOG, 1, 16, 100)),
+)
+
+
+def grid(quick: bool) -> tuple[tuple[Sweep, ...], list[Point], list[Point]]:
+    """The sweeps, their base points (replayed as the representative runs) and the others."""
+    sweeps = QUICK_SWEEPS if quick else SWEEPS
+    bases = [s.anchor for s in QUICK_SWEEPS] if quick else [SELFTEST_BASE, DIRTY_LOG_BASE]
+    others = {p: None for s in sweeps for p in s.points() if p not in bases}
+    return sweeps, bases, list(others)
 
 
 def replay_in(trace_path: Path, mode: str, engine: str) -> Any:
@@ -134,7 +148,9 @@ def replay_in(trace_path: Path, mode: str, engine: str) -> Any:
     return run_policies(trace, POLICIES, engine=engine)  # type: ignore[arg-type]
 
 
-def row_of(point: Point, mode: str, totals: dict[str, Any], wall_s: float) -> dict[str, Any]:
+def row_of(
+    point: Point, mode: str, totals: dict[str, Any], wall_s: float, *, base: bool = False
+) -> dict[str, Any]:
     """One table row: the point, the mode, and the policy's totals (MODEL.md rule 19)."""
     attr = totals["faults_by_attribution"]
     stall = totals["stall_ns_by_attribution"]
@@ -143,7 +159,7 @@ def row_of(point: Point, mode: str, totals: dict[str, Any], wall_s: float) -> di
     return {
         "scenario": point.scenario,
         "point": point.name,
-        "varied": point.varied,
+        "base": base,
         "vcpus": point.vcpus,
         "mem_mib": point.mem_mib,
         "delay_ms": point.delay_ms,
@@ -205,7 +221,10 @@ def representative(out: Path, base: Point, engine: str) -> tuple[list[dict[str, 
         t0 = time.perf_counter()
         docs = write_runs(replay_in(trace, mode, engine), folder)
         wall = time.perf_counter() - t0
-        rows += [row_of(base, mode, {**d["totals"], "policy": d["policy"]}, wall) for d in docs]
+        rows += [
+            row_of(base, mode, {**d["totals"], "policy": d["policy"]}, wall, base=True)
+            for d in docs
+        ]
         page = folder / "report.html"
         write_report([load_run(folder / d["policy"]) for d in docs], page)
         title = f"{LABEL[base.scenario]}: {base.name}, {mode}"
@@ -250,6 +269,7 @@ METRICS = (
     ("stall_per_page_us", "est. guest stall per freed page (us)"),
 )
 OPTION_LABEL = {"vcpus": "vCPUs -v", "mem_mib": "memory per vCPU -b (MiB)"}
+HELD = {"vcpus": "-v {}", "mem_mib": "-b {} MiB", "delay_ms": "{} ms"}
 
 
 def metric(row: dict[str, Any], name: str) -> float:
@@ -262,19 +282,21 @@ def metric(row: dict[str, Any], name: str) -> float:
     return float(row[name])
 
 
-def sweep_figure(rows: list[dict[str, Any]], scenario: str) -> Any:
+def sweep_figure(rows: list[dict[str, Any]], sweeps: list[Sweep]) -> Any:
     """Metrics (rows of panels) against each option moved alone (columns), per policy and mode."""
     from matplotlib.figure import Figure
 
-    mine = [r for r in rows if r["scenario"] == scenario]
-    options = [o for o in OPTIONS if any(r["varied"] == o for r in mine)]
-    fig = Figure(figsize=(max(3.6 * len(options), 7.2) + 0.6, 8.6), dpi=110, layout="constrained")
-    axes = fig.subplots(len(METRICS), len(options), squeeze=False)
+    scenario = sweeps[0].anchor.scenario
+    width = max(3.6 * len(sweeps), 7.2) + 0.6
+    fig = Figure(figsize=(width, 8.6), dpi=110, layout="constrained")
+    axes = fig.subplots(len(METRICS), len(sweeps), squeeze=False)
     fig.suptitle(f"{LABEL[scenario]}\none option moved at a time from the defaults")
-    for col, option in enumerate(options):
+    for col, sweep in enumerate(sweeps):
+        option = sweep.option
         for policy, mode in SERIES:
             line = sorted(
-                (r for r in mine if _on_line(r, option, policy, mode)), key=lambda r: r[option]
+                (r for r in rows if sweep.holds(r) and r["policy"] == policy and r["mode"] == mode),
+                key=lambda r: r[option],
             )
             for row, (name, _) in enumerate(METRICS):
                 axes[row][col].plot(
@@ -285,38 +307,54 @@ def sweep_figure(rows: list[dict[str, Any]], scenario: str) -> Any:
                     ms=4,
                     color=COLOUR[policy],
                     label=f"{policy}, {mode}",
+                    clip_on=False,  # a line at 0 (zap on the TDP MMU) stays visible on the axis
+                    zorder=3,
                 )
-        xlabel = OPTION_LABEL.get(option, DELAY_LABEL[scenario])
-        for row, (_, title) in enumerate(METRICS):
-            ax = axes[row][col]
-            ax.set_xscale("log", base=2)
-            values = sorted({r[option] for r in mine if r["varied"] in ("base", option)})
-            ax.set_xticks(values, [f"{v:g}" for v in values])
-            ax.minorticks_off()
-            ax.grid(alpha=0.3)
-            if col == 0:
-                ax.set_ylabel(title, fontsize=9)
-            if row == len(METRICS) - 1:
-                ax.set_xlabel(xlabel)
-            ax.set_ylim(bottom=0)
+        _label_column(axes, col, sweep)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(SERIES), fontsize=9)
     return fig
 
 
-def _on_line(row: dict[str, Any], option: str, policy: str, mode: str) -> bool:
-    """Whether a row is a point of the (policy, mode) line in the column of ``option``."""
-    return row["policy"] == policy and row["mode"] == mode and row["varied"] in ("base", option)
+def _label_column(axes: Any, col: int, sweep: Sweep) -> None:
+    """Ticks at the sweep's values, the option's name under the column, metrics on the left."""
+    anchor = sweep.anchor
+    held = ", ".join(HELD[o].format(getattr(anchor, o)) for o in OPTIONS if o != sweep.option)
+    xlabel = OPTION_LABEL.get(sweep.option, DELAY_LABEL[anchor.scenario])
+    from matplotlib.ticker import MaxNLocator
+
+    for row, (name, title) in enumerate(METRICS):
+        ax = axes[row][col]
+        if name == "shrinker_faults":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if not any(np.nan_to_num(line.get_ydata()).any() for line in ax.get_lines()):
+            # A made-up scale under lines at 0 says nothing: say it in words.
+            ax.set_ylim(0, 1)
+            ax.set_yticks([0])
+            ax.text(
+                0.5, 0.5, "0 in every replay", transform=ax.transAxes, ha="center", color="#555"
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sweep.values, [f"{v:g}" for v in sweep.values])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+        if col == 0:
+            ax.set_ylabel(title, fontsize=9)
+        if row == 0:
+            ax.set_title(f"at {held}", fontsize=9)
+        if row == len(METRICS) - 1:
+            ax.set_xlabel(xlabel)
 
 
-def figures(rows: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
+def figures(rows: list[dict[str, Any]], sweeps: tuple[Sweep, ...]) -> list[tuple[str, str, bytes]]:
     """The sweep's plots as (name, caption, PNG bytes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     out = []
     for scenario in (SELFTEST, DIRTY_LOG):
-        fig = sweep_figure(rows, scenario)
+        fig = sweep_figure(rows, [w for w in sweeps if w.anchor.scenario == scenario])
         buf = io.BytesIO()
         fig.savefig(buf, format="png", metadata={"Software": None})
         caption = (
@@ -334,10 +372,7 @@ def _base(rows: list[dict[str, Any]], scenario: str, mode: str, policy: str) -> 
     return next(
         r
         for r in rows
-        if r["scenario"] == scenario
-        and r["varied"] == "base"
-        and r["mode"] == mode
-        and r["policy"] == policy
+        if r["scenario"] == scenario and r["base"] and r["mode"] == mode and r["policy"] == policy
     )
 
 
@@ -407,7 +442,11 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_page(
-    out: Path, rows: list[dict[str, Any]], sections: list[Any], wall_s: float, quick: bool
+    out: Path,
+    rows: list[dict[str, Any]],
+    sections: list[Any],
+    sweeps: tuple[Sweep, ...],
+    wall_s: float,
 ) -> None:
     """``study.html`` (self-contained) and the sweep's PNGs beside it."""
     from replay.report.html import CSS
@@ -417,8 +456,7 @@ def write_page(
         rows,
         key=lambda r: (
             order[r["scenario"]],
-            r["varied"] != "base",
-            r["varied"],
+            not r["base"],
             r["vcpus"],
             r["mem_mib"],
             r["delay_ms"],
@@ -426,7 +464,8 @@ def write_page(
             POLICIES.index(r["policy"]),
         ),
     )
-    figs = figures(rows)
+    figs = figures(rows, sweeps)
+    quick = " (the --quick grid)" if sweeps is QUICK_SWEEPS else ""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -443,7 +482,7 @@ def write_page(
         *(f"<li>{html_escape(h)}</li>" for h in headline(rows)),
         "</ul>",
         f'<p class="note">{len(rows)} replays ({len(rows) // 6} points x 2 MMU modes x 3 '
-        f"policies) in {wall_s:.0f} s{' (the --quick grid)' if quick else ''}. Rerun: "
+        f"policies) in {wall_s:.0f} s{quick}. Rerun: "
         "<code>python scripts/study_series.py -o study-series</code>.</p>",
         "<h2>The sweep</h2>",
     ]
@@ -484,9 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        rows, sections = _study(staging, args)
+        sweeps, bases, others = grid(args.quick)
+        rows, sections = _study(staging, bases, others, args)
         write_table(rows, staging)
-        write_page(staging, rows, sections, time.perf_counter() - t0, args.quick)
+        write_page(staging, rows, sections, sweeps, time.perf_counter() - t0)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -496,9 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _study(out: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[Any]]:
-    points = grid(args.quick)
-    bases = [p for p in points if p.varied == "base"]
+def _study(
+    out: Path, bases: list[Point], others: list[Point], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], list[Any]]:
     work = out / "traces"
     work.mkdir()
     rows: list[dict[str, Any]] = []
@@ -506,7 +546,6 @@ def _study(out: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], l
     with ProcessPoolExecutor(args.jobs) as pool:
         # The base points are the representative runs: replayed once, written and reported.
         reps = [pool.submit(representative, out, b, args.engine) for b in bases]
-        others = [p for p in points if p.varied != "base"]
         futures = [pool.submit(run_point, p, work, args.engine) for p in others]
         for fut in reps:
             base_rows, base_sections = fut.result()
