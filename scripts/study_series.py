@@ -269,7 +269,8 @@ METRICS = (
     ("stall_per_page_us", "est. guest stall per freed page (us)"),
 )
 OPTION_LABEL = {"vcpus": "vCPUs -v", "mem_mib": "memory per vCPU -b (MiB)"}
-HELD = {"vcpus": "-v {}", "mem_mib": "-b {} MiB", "delay_ms": "{} ms"}
+HELD = {"vcpus": "-v {}", "mem_mib": "-b {} MiB"}
+HELD_DELAY = {SELFTEST: "-d {} ms", DIRTY_LOG: "period {} ms"}
 
 
 def metric(row: dict[str, Any], name: str) -> float:
@@ -319,7 +320,11 @@ def sweep_figure(rows: list[dict[str, Any]], sweeps: list[Sweep]) -> Any:
 def _label_column(axes: Any, col: int, sweep: Sweep) -> None:
     """Ticks at the sweep's values, the option's name under the column, metrics on the left."""
     anchor = sweep.anchor
-    held = ", ".join(HELD[o].format(getattr(anchor, o)) for o in OPTIONS if o != sweep.option)
+    held = ", ".join(
+        HELD.get(o, HELD_DELAY[anchor.scenario]).format(getattr(anchor, o))
+        for o in OPTIONS
+        if o != sweep.option
+    )
     xlabel = OPTION_LABEL.get(sweep.option, DELAY_LABEL[anchor.scenario])
     from matplotlib.ticker import MaxNLocator
 
@@ -381,6 +386,11 @@ def _per_page(row: dict[str, Any]) -> str:
     return "undefined (nothing freed)" if per is None else f"{per / 1e3:,.1f} us per freed page"
 
 
+def _calls(row: dict[str, Any]) -> str:
+    n = row["scan_calls"]
+    return f"{n} scan call{'' if n == 1 else 's'}"
+
+
 def headline(rows: list[dict[str, Any]]) -> list[str]:
     """The study's answer, one sentence per scenario and MMU mode, from the base points."""
     out = []
@@ -391,9 +401,9 @@ def headline(rows: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"{LABEL[scenario]} ({cache['point']}, {mode}): cache frees "
                 f"{cache['pages_freed']:,} pages ({cache['mib_freed']:.2f} MiB) in "
-                f"{cache['scan_calls']} scan calls and causes {cache['faults_cache_eviction']:,} "
+                f"{_calls(cache)} and causes {cache['faults_cache_eviction']:,} "
                 f"cache-eviction faults, {_per_page(cache)}; zap frees {zap['pages_freed']:,} "
-                f"pages in {zap['scan_calls']} calls and causes "
+                f"pages in {_calls(zap)} and causes "
                 f"{zap['faults_zapped_page_tables']:,} faults on zapped page tables, "
                 f"{_per_page(zap)}; out of {cache['faults']:,} faults in all."
             )
@@ -460,7 +470,7 @@ def write_page(
             r["vcpus"],
             r["mem_mib"],
             r["delay_ms"],
-            r["mode"],
+            MODES.index(r["mode"]),
             POLICIES.index(r["policy"]),
         ),
     )
