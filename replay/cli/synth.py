@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 
 from replay.cli.console import emit_json, fail, note, progress, user_errors
+from replay.cli.options import ForceFlag, JsonFlag, LogLayout
 
 
 @user_errors
-def synth(
+def synth(  # typer declares a command's options as its parameters: more than 8 here
     scenario: Annotated[
         str | None,
         typer.Argument(help="A shipped scenario's name (see --list) or a path to a .toml file."),
@@ -40,20 +41,20 @@ def synth(
             help="Give a scenario variable a value (repeatable): --set vcpus=4 --set mem=256MiB.",
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    force: ForceFlag = False,
     as_: Annotated[
-        str | None,
+        LogLayout | None,
         typer.Option(
             "--as",
             help=(
-                "Write kernel trace text instead of Parquet: ftrace, perf or trace-cmd "
+                "Write kernel trace text instead of Parquet "
                 "(accesses as kvm_page_fault lines, passes as mm_shrink_slab lines; the VMs "
                 "go to OUTPUT.vms.toml for replay convert --vm-config)."
             ),
         ),
     ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the shipped scenarios.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    json_: JsonFlag = False,
 ) -> None:
     """Generate a seeded synthetic trace from a scenario file."""
     from replay.synth import generate, list_scenarios, load_scenario
@@ -66,10 +67,6 @@ def synth(
             "give a SCENARIO (a name or a .toml path); replay synth --list shows the shipped ones",
             2,
         )
-    from replay.convert.render import LAYOUTS
-
-    if as_ is not None and as_ not in LAYOUTS:
-        fail(f"--as {as_!r}: use one of {', '.join(LAYOUTS)}")
     sc = load_scenario(
         scenario,
         seed=seed,
@@ -77,12 +74,12 @@ def synth(
         duration_s=duration,
         variables=_assignments(set_ or []),
     )
-    suffix = ".parquet" if as_ is None else f".{as_}.txt"
+    suffix = ".parquet" if as_ is None else f".{as_.value}.txt"
     out = output if output is not None else Path(f"{sc.name}{suffix}")
     if out.exists() and not force:
         fail(f"output {out} exists; pass --force to overwrite it or choose another -o")
     if as_ is not None:
-        _render(sc, out, as_, json_)
+        _render(sc, out, as_.value, json_)
         return
     with progress(f"synth {sc.name}", 1) as update:
         result = generate(sc, out, progress=update)

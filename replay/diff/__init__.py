@@ -1,8 +1,9 @@
 """``replay diff``: the exact difference between two runs.
 
 :func:`diff_runs` compares two run directories metric by metric (:mod:`.metrics`) and fault by
-fault (:mod:`.faults`); :mod:`.render` prints the result for people (terminal, Markdown) and
-:meth:`Diff.to_json` for programs.
+fault (:mod:`.faults`); :mod:`.render` words the result for people (the lines of the terminal
+view, Markdown) and :meth:`Diff.to_json` for programs. Nothing here prints: ``replay.cli``
+does.
 """
 
 from __future__ import annotations

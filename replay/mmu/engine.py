@@ -26,7 +26,7 @@ import numpy as np
 from replay._arrays import concat_ranges, stable_order, starts_of_runs
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
 from replay.mmu.layout import VM_SHIFT, Layout
-from replay.mmu.results import EngineResult, FaultSink, ScanRow
+from replay.mmu.results import EngineResult, FaultConsumer, FaultRows, ScanRow
 from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import EVENT_CODE, SOURCES
 
@@ -56,7 +56,7 @@ class VectorEngine:
         policy: Policy,
         cfg: MmuConfig,
         costs: CostModel,
-        sink: FaultSink | None = None,
+        sink: FaultConsumer | None = None,
     ) -> None:
         self.meta = meta
         self.policy = policy
@@ -88,7 +88,7 @@ class VectorEngine:
         self.vm_list = [vm.id for vm in meta.vms]
         self.nr_deferred = 0
         self.last_reclaim_t: int | None = None
-        self.faults = sink if sink is not None else FaultSink()
+        self.faults = sink if sink is not None else FaultRows()
         self.scans: list[ScanRow] = []
         self.sp_removals: list[tuple[int, int, int, int]] = []
         self.cache_frees: list[tuple[int, int, int, int, int]] = []

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
-from replay.mmu.results import FAULT_COLUMNS, EngineResult, FaultSink, ScanRow
+from replay.mmu.results import FAULT_COLUMNS, EngineResult, FaultConsumer, FaultRows, ScanRow
 from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import BACKING_LEVEL, EVENT_KINDS, OPS, SOURCES, TraceMeta, VmSpec
 
@@ -123,7 +123,7 @@ class ReferenceEngine:
         policy: Policy,
         cfg: MmuConfig,
         costs: CostModel,
-        sink: FaultSink | None = None,
+        sink: FaultConsumer | None = None,
     ) -> None:
         self.policy = policy
         self.cfg = cfg
@@ -145,7 +145,7 @@ class ReferenceEngine:
         self.nr_deferred = 0
         self.sp_seq = 0
         self.last_reclaim_t: int | None = None
-        self.faults = sink if sink is not None else FaultSink()
+        self.faults = sink if sink is not None else FaultRows()
         self._rows: dict[str, list[int]] = {k: [] for k in _ROW_FIELDS}
         self.scans: list[ScanRow] = []
         self.sp_removals: list[tuple[int, int, int, int]] = []

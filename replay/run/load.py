@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from replay.errors import InputFileError
-from replay.run.outputs import RUN_SCHEMA_VERSION
+from replay.run.schema import RUN_SCHEMA_VERSION, SUMMARY_FILE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,7 +59,7 @@ class RunDir:
 
 def is_run(path: Path) -> bool:
     """Whether ``path`` looks like a run directory (it has a ``summary.json``)."""
-    return (path / "summary.json").is_file()
+    return (path / SUMMARY_FILE).is_file()
 
 
 def runs_in(path: Path) -> list[Path]:
@@ -77,7 +77,7 @@ def load_run(path: Path) -> RunDir:
         raise RunFormatError(
             f"{path} is a file, not a run; give a folder replay run wrote, e.g. runs/quick/zap"
         )
-    summary_path = path / "summary.json"
+    summary_path = path / SUMMARY_FILE
     if not summary_path.is_file():
         inner = [p.name for p in runs_in(path)]
         if inner:

@@ -41,6 +41,15 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -
         assert fragment in lines[0]
 
 
+def assert_usage_error(proc: subprocess.CompletedProcess[str], option: str, value: str) -> None:
+    """Typer refused ``option``'s ``value`` before the command ran: exit 2, nothing on stdout."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert f"Invalid value for '{option}'" in proc.stderr
+    assert f"'{value}' is not one of" in proc.stderr
+
+
 def test_help_lists_every_command() -> None:
     proc = replay("--help")
     assert proc.returncode == 0

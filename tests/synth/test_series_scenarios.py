@@ -29,7 +29,7 @@ from tests.synth.helpers import read_all
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from replay.run.driver import Replay
+    from replay.run.records import Replay
 
 MiB = 1 << 20
 GiB = 1 << 30
