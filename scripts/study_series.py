@@ -13,8 +13,10 @@ mode where the old ``zap`` shrinker had anything to free). The output folder hol
 - ``study.html``: one self-contained page: the headline numbers, the sweep's table and plots,
   then ``replay report`` of each scenario's defaults in both modes (its PNGs embedded);
 - ``sweep.csv`` and ``sweep.parquet``: one row per (scenario, point, MMU mode, policy);
-- ``study-*.png``: the sweep's plots; ``runs/``: the representative runs, as ``replay run``
-  writes them (``replay report runs/...`` redraws their pages).
+- ``study-*.png``: the sweep's plots;
+- ``runs/``: each scenario's trace at its defaults and its runs in both modes, as
+  ``replay run`` writes them, with their ``report.html`` (``replay diff``, ``replay report``
+  and ``replay run`` work on them as on any other).
 
 The grid. The selftest's options range over vCPUs 1-16, memory per vCPU 256 MiB-4 GiB and
 delay 10-1000 ms. Its vCPUs never stop, so a point's accesses grow as vCPUs x delay: a full
@@ -231,7 +233,6 @@ def representative(out: Path, base: Point, engine: str) -> tuple[list[dict[str, 
         write_report([load_run(folder / d["policy"]) for d in docs], page)
         title = f"{LABEL[base.scenario]}: {base.name}, {mode}"
         sections.append((title, embed_report(page.read_text(), f"{base.scenario}-{mode}")))
-    trace.unlink()
     return rows, sections
 
 
@@ -531,19 +532,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs {args.jobs} must be >= 1", file=sys.stderr)
         return 1
     t0 = time.perf_counter()
-    staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    # Written in place, so that the runs name their traces where they stay; a failed study
+    # leaves nothing behind, and a replaced one comes back.
+    old = out.with_name(f".{out.name}.{os.getpid()}.old") if out.exists() else None
+    if old is not None:
+        out.rename(old)
     try:
+        out.mkdir(parents=True)
         sweeps, bases, others = grid(args.quick)
-        rows, sections = _study(staging, bases, others, args)
-        write_table(rows, staging)
-        write_page(staging, rows, sections, sweeps, time.perf_counter() - t0)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        rows, sections = _study(out, bases, others, args)
+        write_table(rows, out)
+        write_page(out, rows, sections, sweeps, time.perf_counter() - t0)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
     print(f"wrote {out / 'study.html'} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
 
