@@ -235,9 +235,44 @@ def run_policies(
 ) -> Replay:
     """Replay ``trace`` under every policy in ``policies``, reading it once.
 
-    With ``workdir``, each policy's fault rows are written to ``workdir/<policy>.faults.parquet``
-    as they are produced (memory then does not grow with the trace); otherwise they stay in
-    memory.
+    Parameters
+    ----------
+    trace
+        An opened trace (:func:`replay.open_trace`).
+    policies
+        Shrinker policies to replay, each with its own engine: ``zap``, ``none``, ``cache``.
+    engine
+        ``fast`` (vectorized) or ``reference`` (the scalar oracle); both give the same rows.
+    cfg, costs
+        The model's constants and the cost model (defaults: MODEL.md sections 1 and 8).
+    bucket_ns
+        Width of the timeline's time buckets.
+    progress
+        Called with (rows done, rows in all) after every batch.
+    workdir
+        Where each policy's fault rows are written as they are produced
+        (``workdir/<policy>.faults.parquet``), so memory does not grow with the trace; without
+        it they stay in memory.
+
+    Returns
+    -------
+    Replay
+        The trace's policy-independent counts and one :class:`~replay.run.records.PolicyRun`
+        per policy, in the order given; :func:`replay.write_runs` writes them.
+
+    Raises
+    ------
+    ReplayError
+        A row of the trace breaks the schema (named by its row), or the trace holds no access.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, load_scenario, open_trace, run_policies
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> replay = run_policies(open_trace("quick.parquet"), ("zap", "cache"))
+    >>> replay.counts.rows, [(run.policy, len(run.result.faults["row"])) for run in replay.runs]
+    (20018, [('zap', 8801), ('cache', 8099)])
     """
     cfg = cfg or MmuConfig()
     costs = costs or CostModel()

@@ -70,7 +70,34 @@ def runs_in(path: Path) -> list[Path]:
 
 
 def load_run(path: Path) -> RunDir:
-    """Check that ``path`` is a run this version reads, and load its ``summary.json``."""
+    """Check that ``path`` is a run this version reads, and load its ``summary.json``.
+
+    Parameters
+    ----------
+    path
+        One policy's run folder, as ``replay run`` wrote it (``runs/quick/zap``).
+
+    Returns
+    -------
+    RunDir
+        The folder and its summary; :meth:`RunDir.file` finds its other files.
+
+    Raises
+    ------
+    RunFormatError
+        The folder is missing, is not a run (a folder of runs is named as such), or holds a
+        summary that is damaged or of a newer run schema.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, load_run, load_scenario, open_trace, run_policies, write_runs
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> _ = write_runs(run_policies(open_trace("quick.parquet"), ("none",)), Path("runs"))
+    >>> run = load_run(Path("runs/none"))
+    >>> run.policy, run.summary["totals"]["pages_freed"]
+    ('none', 0)
+    """
     if not path.exists():
         raise RunFormatError(f"run folder {path} does not exist; give a folder replay run wrote")
     if not path.is_dir():

@@ -177,8 +177,36 @@ def write_runs(
 ) -> list[dict[str, Any]]:
     """Write every policy's run under ``out_dir``, all or nothing.
 
-    ``staging`` is the folder of :func:`run_staging` the replay wrote its fault rows into, if
-    any; without one, a staging folder is made here.
+    Parameters
+    ----------
+    replay
+        What :func:`replay.run_policies` returned.
+    out_dir
+        The runs folder: each policy's run goes to ``out_dir/<policy>/``.
+    force
+        Replace existing runs; without it, an existing run is an error.
+    staging
+        The folder of :func:`run_staging` the replay wrote its fault rows into, if any; without
+        one, a staging folder is made here.
+
+    Returns
+    -------
+    list of dict
+        Each run's ``summary.json`` document, in the replay's policy order.
+
+    Raises
+    ------
+    OutputPathError
+        A run exists (without ``force``), or the folder cannot be written.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, load_scenario, open_trace, run_policies, write_runs
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> docs = write_runs(run_policies(open_trace("quick.parquet"), ("zap",)), Path("runs"))
+    >>> sorted(p.name for p in Path("runs/zap").iterdir())
+    ['faults.parquet', 'scans.parquet', 'summary.json', 'timeline.parquet', 'vcpu_cache.parquet']
     """
     policies = tuple(run.policy for run in replay.runs)
     if staging is None:

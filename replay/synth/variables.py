@@ -26,14 +26,17 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replay.errors import ReplayError
 
+if TYPE_CHECKING:
+    from replay._toml import TomlTable
+
 Fail = Callable[[str, str], ReplayError]
 """Makes the error to raise from where in the file and what is wrong."""
-Size = Callable[[str, str], int]
-"""Reads a size string (``"1GiB"``) at a place in the file; raises the reader's error."""
+Size = Callable[[str, str, str], int]
+"""Reads a size string (``"1GiB"``): where in the file, the key as messages name it, the text."""
 
 _REF = re.compile(r"\$\{([^}]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -55,6 +58,26 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 
 class _Refused(Exception):
     """An expression the language does not accept; its message says why."""
+
+
+def apply_variables(root: TomlTable, overrides: Mapping[str, str]) -> TomlTable:
+    """The document ``root`` with its ``[variables]`` evaluated into its values.
+
+    ``overrides`` are ``--set`` values. Errors are ``root``'s file's, like every other error of
+    the document's reading.
+    """
+    from replay._toml import TomlTable
+
+    file = root.file
+
+    def size(where: str, key: str, text: str) -> int:
+        # The key becomes the table's prefix, so the message reads "[variables]: mem = ..."
+        # or "command line: --set mem = ...", as the reader says it for any other key.
+        table = TomlTable({"": text}, file, where, key)
+        return table.size("", positive=False)
+
+    values = read_variables(root.raw("variables"), overrides, file.fail, size)
+    return TomlTable(substitute(root.data, values, file.fail), file)
 
 
 def read_variables(
@@ -92,11 +115,10 @@ def read_variables(
         if not _NAME.match(name):
             raise fail("[variables]", f"{name!r} is not a variable name; use letters, digits, _")
         if name in overrides:
-            values[name] = _value(
-                _parse_number(overrides[name]), f"--set {name}", values, fail, size
-            )
+            text = _parse_number(overrides[name])
+            values[name] = _value(text, ("command line", f"--set {name}"), values, fail, size)
         else:
-            values[name] = _value(raw, f"[variables] {name}", values, fail, size)
+            values[name] = _value(raw, ("[variables]", name), values, fail, size)
     return values
 
 
@@ -113,16 +135,20 @@ def _parse_number(text: str) -> int | float | str:
 
 
 def _value(
-    value: Any, where: str, above: Mapping[str, int | float], fail: Fail, size: Size
+    value: Any, at: tuple[str, str], above: Mapping[str, int | float], fail: Fail, size: Size
 ) -> int | float:
+    """One variable's value; ``at`` is (table, key) as messages name them."""
+    where, key = at
     if isinstance(value, str) and "${" in value:
-        value = _expand(value, where, above, fail)
+        value = _expand(value, f"{where} {key}", above, fail)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise fail(where, f'must be a number, a size such as "1GiB" or "${{...}}", not {value!r}')
+        raise fail(
+            where, f'{key} must be a number, a size such as "1GiB" or "${{...}}", not {value!r}'
+        )
     if isinstance(value, str):
-        return size(value, where)
+        return size(where, key, value)
     if isinstance(value, float) and not math.isfinite(value):
-        raise fail(where, f"{value!r} is not a finite number")
+        raise fail(where, f"{key} = {value!r} is not a finite number")
     return value
 
 

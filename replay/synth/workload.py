@@ -26,8 +26,8 @@ def zipf_ranks(u: np.ndarray, n: int, exponent: float) -> np.ndarray:
     """Map uniform draws ``u`` to ranks 0..n-1 with probability falling as ``rank ** -exponent``.
 
     The inverse CDF of the continuous density ``x ** -exponent`` on ``[1, n + 1)``, floored: one
-    power per draw instead of a binary search over an n-entry table, which was a third of the
-    generator's time. It matches the discrete Zipf law closely except for the first few ranks.
+    power per draw instead of a binary search over an n-entry table (log n scattered reads per
+    draw). It matches the discrete Zipf law closely except for the first few ranks.
     """
     if abs(exponent - 1.0) < 1e-9:
         x = np.power(float(n + 1), u)

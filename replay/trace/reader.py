@@ -85,12 +85,33 @@ class EventBatch:
 def open_trace(path: str | Path) -> TraceFile:
     """Open a trace and check its footer and column types (not its rows).
 
+    Parameters
+    ----------
+    path : str or Path
+        A trace: a Parquet file with the ``replay.trace`` footer key.
+
+    Returns
+    -------
+    TraceFile
+        The path, the footer (``meta``), the numbers of rows and row groups, and the size.
+
+    Raises
+    ------
+    InputFileError
+        The file does not exist, is a folder, cannot be read, or is not Parquet.
+    TraceSchemaError
+        The file has no footer, or its footer or columns do not match the schema.
+    TraceVersionError
+        The footer has another schema version.
+
     Examples
     --------
-    >>> from replay.trace import open_trace
-    >>> trace = open_trace("traces/samples/quick.parquet")  # doctest: +SKIP
-    >>> trace.meta.vms[0].mmu_mode  # doctest: +SKIP
-    'tdp_mmu'
+    >>> from pathlib import Path
+    >>> from replay import generate, load_scenario, open_trace
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> trace = open_trace("quick.parquet")
+    >>> trace.num_rows, [vm.mmu_mode for vm in trace.meta.vms]
+    (20018, ['tdp_mmu', 'shadow_direct'])
     """
     path = Path(path)
     pf = _parquet_file(path)
@@ -117,9 +138,34 @@ def iter_batches(
 ) -> Iterator[EventBatch]:
     """Yield the trace's rows in order as validated :class:`EventBatch` es.
 
-    Raises :class:`TraceDataError` naming the first bad row: ``t_ns`` going backwards, an event
-    without a column its kind needs, a VM or vCPU the footer does not declare, a priority out of
-    range.
+    Parameters
+    ----------
+    trace : TraceFile
+        A trace :func:`open_trace` opened.
+    batch_rows : int, optional
+        The most rows a batch holds.
+    read_ahead : bool, optional
+        Decode and check the next batches on a background thread while the caller works.
+
+    Yields
+    ------
+    EventBatch
+        The next rows, as numpy arrays, enumerations as integer codes.
+
+    Raises
+    ------
+    TraceDataError
+        Naming the first bad row: ``t_ns`` going backwards, an event without a column its kind
+        needs, a VM or vCPU the footer does not declare, a priority out of range.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, iter_batches, load_scenario, open_trace
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> trace = open_trace("quick.parquet")
+    >>> [len(batch) for batch in iter_batches(trace, batch_rows=8_000)]
+    [8000, 8000, 4018]
     """
     from pyarrow import ArrowException
 
@@ -129,7 +175,7 @@ def iter_batches(
     def checked() -> Iterator[EventBatch]:
         start = 0
         # Arrow decodes with its own threads even when reading ahead: decoding is the larger
-        # part of a replay's work, and one thread alone would hold the engine back.
+        # part of a replay's work, and more than one thread can keep up with while the engine runs.
         record_batches = _record_batches(pf, batch_rows)
         while True:
             try:
@@ -166,9 +212,9 @@ def _damaged(trace: TraceFile, row: int, exc: BaseException) -> TraceDataError:
 def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches of at most ``batch_rows``, a row group at a time.
 
-    Reading whole row groups (with Arrow's threads) keeps memory flat; ``iter_batches`` over a
-    whole file was seen to grow the process by a few MiB per row group. A row group much larger
-    than a batch is streamed on its own instead.
+    Reading whole row groups (with Arrow's threads) keeps memory flat, where ``iter_batches``
+    over a whole file lets the process grow with every row group it reads. A row group much
+    larger than a batch is streamed on its own instead.
     """
     import pyarrow as pa
 

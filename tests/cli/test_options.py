@@ -20,9 +20,9 @@ def _values(choice: type[StrEnum]) -> tuple[str, ...]:
 
 def test_choices_are_the_library_values_in_its_order() -> None:
     """Order matters too: typer lists the values in ``--help`` in the enum's order."""
-    from replay.convert import ACCESS_SOURCES, FAULT_CODES
     from replay.convert import layout as convert_layout
     from replay.convert import render as convert_render
+    from replay.convert.options import ACCESS_SOURCES, FAULT_CODES
     from replay.run.records import ENGINES
     from replay.run.schema import RUN_SCHEMA
     from replay.trace.schema import MMU_MODES
