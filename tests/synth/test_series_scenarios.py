@@ -4,7 +4,7 @@
 ``dirty-log-perf-drop-caches`` is the v1 testing (drop_caches in a loop while
 ``dirty_log_perf_test`` runs). Each file's header cites the source of every value. Memory is
 scaled down through the scenarios' variables where a test replays, so that every number below
-can be checked by hand from MODEL.md's rules.
+can be checked by hand from replay/mmu/MODEL.md's rules.
 
 Layout used throughout: memstress puts the test memory ``T = vcpus * mem_per_vcpu`` bytes at
 GPA ``2**46 - T - 4096`` (guest MAXPHYADDR 46, the scenarios' stated guess), so the slot starts
@@ -156,7 +156,7 @@ def test_selftest_options_are_variables(tmp_path: Path) -> None:
 
 
 def cache_levels_at_scans(faults: dict[str, np.ndarray], scans: list[Any], vcpus: int) -> list[Any]:
-    """Replay MODEL.md rules 3a, 12, 16 and 23 on the fault rows alone, scan by scan.
+    """Replay rules 3a, 12, 16 and 23 on the fault rows alone, scan by scan.
 
     Between scans, a vCPU's ``shadow_page.nobjs`` moves by ``pages_refilled - new_sps`` at each
     of its faults (a refill tops it up to 40, each new SP takes one). At a scan at time t, vCPU
