@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from replay.cli.console import emit_json, fail, note, progress, user_errors
 from replay.cli.options import ForceFlag, JsonFlag, LogLayout
+
+if TYPE_CHECKING:
+    from replay.synth import SynthResult
 
 
 @user_errors
@@ -83,24 +86,30 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
         return
     with progress(f"synth {sc.name}", 1) as update:
         result = generate(sc, out, progress=update)
-    if json_:
+    _written(result, sc.name, sc.seed, json_)
+
+
+def _written(result: SynthResult, name: str, seed: int, as_json: bool) -> None:
+    """Say what a generation wrote: JSON on stdout, or one line on stderr."""
+    out = result.path
+    if as_json:
         emit_json(
             {
                 "command": "synth",
                 "output": str(out),
-                "scenario": sc.name,
-                "seed": sc.seed,
+                "scenario": name,
+                "seed": seed,
                 "rows": result.rows,
                 "accesses": result.accesses,
                 "host_events": result.host_events,
                 "size_bytes": out.stat().st_size,
             }
         )
-    else:
-        note(
-            f"wrote {out}: {result.rows:,} events ({result.accesses:,} accesses, "
-            f"{result.host_events:,} host events), scenario {sc.name}, seed {sc.seed}"
-        )
+        return
+    note(
+        f"wrote {out}: {result.rows:,} events ({result.accesses:,} accesses, "
+        f"{result.host_events:,} host events), scenario {name}, seed {seed}"
+    )
 
 
 def _assignments(items: list[str]) -> dict[str, str]:
