@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from replay.cli import app
@@ -160,3 +162,33 @@ def test_cli_set(tmp_path: Path) -> None:
         assert res.exit_code == 1
         assert message in res.output
         assert not (tmp_path / "b.parquet").exists()
+
+
+@st.composite
+def expressions(draw: st.DrawFn, depth: int = 3) -> str:
+    """Integer arithmetic over the language's operators, small enough never to pass 2**64.
+
+    Operands are at most 100 in size and the depth 3, so no step exceeds 100**8 = 10**16.
+    """
+    if depth == 0 or draw(st.booleans()):
+        return draw(st.sampled_from(["a", "b", str(draw(st.integers(0, 100)))]))
+    op = draw(st.sampled_from(["+", "-", "*", "//", "%"]))
+    left, right = draw(expressions(depth - 1)), draw(expressions(depth - 1))
+    if op in ("//", "%"):
+        right = str(draw(st.integers(1, 97)))  # a divisor that is never 0
+    return f"({left}) {op} ({right})" if draw(st.booleans()) else f"-({left}) {op} ({right})"
+
+
+@settings(max_examples=200, deadline=None)
+@given(expressions(), st.integers(-100, 100), st.integers(-100, 100))
+def test_expressions_compute_what_python_computes(expr: str, a: int, b: int) -> None:
+    """Whatever the language accepts, it computes as Python's own integer arithmetic does."""
+    from replay.synth.variables import substitute
+
+    expect = eval(expr, {"__builtins__": {}}, {"a": a, "b": b})  # the oracle: plain Python
+    doc = {"x": f"${{{expr}}}"}
+    if len(expr) > 200:
+        with pytest.raises(ScenarioError, match="longer than 200"):
+            substitute(doc, {"a": a, "b": b}, ScenarioError)
+        return
+    assert substitute(doc, {"a": a, "b": b}, ScenarioError) == {"x": expect}
