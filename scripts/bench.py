@@ -512,24 +512,19 @@ def pq_rows(path: Path) -> int:
     return int(pq.read_metadata(path).num_rows)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, *rest = sys.argv[2:]
-        if kind == "synth":
-            _child_synth(rest[0], int(rest[1]), rest[2])
-        elif kind == "write":
-            _child_pyarrow_write(rest[0], rest[1])
-        elif kind == "engines":
-            _child_engines(rest[0])
-        elif kind == "read":
-            _child_read(rest[0])
-        elif kind == "engine_after_read":
-            _child_engine_after_read(rest[0])
-        elif kind == "run":
-            _child_run(rest[0], rest[1])
-        elif kind == "convert":
-            _child_convert(rest[0], rest[1])
-        return
+CHILDREN: dict[str, Any] = {
+    "synth": lambda a: _child_synth(a[0], int(a[1]), a[2]),
+    "write": lambda a: _child_pyarrow_write(a[0], a[1]),
+    "engines": lambda a: _child_engines(a[0]),
+    "read": lambda a: _child_read(a[0]),
+    "engine_after_read": lambda a: _child_engine_after_read(a[0]),
+    "run": lambda a: _child_run(a[0], a[1]),
+    "convert": lambda a: _child_convert(a[0], a[1]),
+}
+"""What a fresh child process measures (``bench.py --child KIND ARGS...``)."""
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("synth", help="trace generation throughput and peak memory")
@@ -551,15 +546,24 @@ def main() -> None:
     for p in (s, r, c, v):
         p.add_argument("--history", type=Path, default=benchlib.HISTORY, help="the results file")
         p.add_argument("--no-history", action="store_true", help="neither compare nor record")
-    args = parser.parse_args()
-    if args.what == "convert":
-        figures = bench_convert(args.lines, args.keep, args.repeat)
-    elif args.what == "synth":
-        figures = bench_synth(args.scenario, args.events, args.repeat)
-    elif args.what == "compare":
-        figures = bench_compare(args.accesses, args.keep, args.repeat)
-    else:
-        figures = bench_replay(args.accesses, args.slice, args.keep)
+    return parser
+
+
+BENCHES: dict[str, Any] = {
+    "convert": lambda a: bench_convert(a.lines, a.keep, a.repeat),
+    "synth": lambda a: bench_synth(a.scenario, a.events, a.repeat),
+    "compare": lambda a: bench_compare(a.accesses, a.keep, a.repeat),
+    "replay": lambda a: bench_replay(a.accesses, a.slice, a.keep),
+}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, *rest = sys.argv[2:]
+        CHILDREN[kind](rest)
+        return
+    args = _parser().parse_args()
+    figures = BENCHES[args.what](args)
     # What the figures depend on: every argument but where files are kept and recorded.
     settings = {
         k: v for k, v in vars(args).items() if k not in ("what", "keep", "history", "no_history")
