@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from replay._toml import read_memslot, read_toml
 from replay.errors import ScenarioError, TraceSchemaError
+from replay.synth.variables import apply_variables
 from replay.trace.schema import (
     MMU_MODES,
     PAGE_SIZE,
@@ -23,6 +24,8 @@ from replay.trace.schema import (
 from replay.trace.schema import Memslot as Memslot
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from replay._toml import TomlTable
 
 
@@ -78,6 +81,8 @@ class Workload:
     vcpus: tuple[int, ...] | None
     """vCPU ids this workload drives; None = every vCPU not driven by an earlier workload."""
     phases: tuple[Phase, ...]
+    partition: bool = False
+    """Each vCPU gets its own equal slice of the footprint, in id order (memstress's default)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ def load_scenario(
     seed: int | None = None,
     accesses: int | None = None,
     duration_s: float | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> Scenario:
     """Read a scenario and apply command-line overrides.
 
@@ -170,6 +176,9 @@ def load_scenario(
         (``traces/scenarios/README.md`` describes the format).
     seed, accesses, duration_s : optional
         Replace the scenario's own seed, total number of accesses, or length in seconds.
+    variables : optional
+        Values, as text, for variables of the scenario's ``[variables]`` table
+        (``replay synth --set vcpus=4``).
 
     Returns
     -------
@@ -194,7 +203,7 @@ def load_scenario(
     replay.errors.ScenarioError: scenario 'no-such-scenario' is neither a file nor a shipped ...
     """
     path = resolve_scenario(name_or_path)
-    root = read_toml(path, "scenario", ScenarioError)
+    root = apply_variables(read_toml(path, "scenario", ScenarioError), variables or {})
     return _scenario(root, seed=seed, accesses=accesses, duration_s=duration_s)
 
 
@@ -326,7 +335,8 @@ _PHASE_KEYS = frozenset(
 
 def _workload(table: TomlTable, vcpus: int, ram: int) -> Workload:
     """One workload: the vCPUs it drives and its phases."""
-    table.check_keys(_PHASE_KEYS | {"vcpus", "phases"})
+    table.check_keys(_PHASE_KEYS | {"vcpus", "phases", "partition"})
+    partition = table.boolean("partition", False)
     ids: tuple[int, ...] | None
     if table.raw("vcpus", "all") == "all":
         ids = None
@@ -336,7 +346,9 @@ def _workload(table: TomlTable, vcpus: int, ram: int) -> Workload:
         raise table.fail('vcpus must be "all" or a list of vCPU ids')
     defaults = {k: v for k, v in table.data.items() if k in _PHASE_KEYS}
     if "phases" not in table:
-        return Workload(ids, (_phase(table.child(defaults, table.where), ram, first=True),))
+        return Workload(
+            ids, (_phase(table.child(defaults, table.where), ram, first=True),), partition
+        )
     phases_doc = table.raw("phases")
     if not isinstance(phases_doc, list) or not phases_doc:
         raise table.fail("phases must be a non-empty array of tables")
@@ -353,7 +365,7 @@ def _workload(table: TomlTable, vcpus: int, ram: int) -> Workload:
     starts = [p.at_s for p in phases]
     if starts != sorted(starts) or len(set(starts)) != len(starts):
         raise table.fail("phases must have increasing at_s")
-    return Workload(ids, phases)
+    return Workload(ids, phases, partition)
 
 
 def _phase(table: TomlTable, ram: int, *, first: bool) -> Phase:
