@@ -122,14 +122,12 @@ def _accesses(path: Path) -> Any:
     return table.filter(pc.equal(table.column("event"), "access"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: rate = inf: traceback")
 def test_item11_rate_inf(sandbox: Sandbox) -> None:
     got = _synth(sandbox, QUICK.replace("rate = 25_000", "rate = inf", 1))
     assert got.returncode == 1
     assert "rate" in got.error_line
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: exponent = nan is accepted")
 def test_item11_exponent_nan(sandbox: Sandbox) -> None:
     got = _synth(sandbox, QUICK.replace("exponent = 0.9", "exponent = nan", 1))
     assert got.returncode == 1
@@ -156,9 +154,6 @@ def test_item11_duration_1e12(sandbox: Sandbox, where: str) -> None:
         assert pc.min(t_ns).as_py() >= 0, "time wrapped past int64"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 11: binary scenario/costs: UnicodeDecodeError"
-)
 @pytest.mark.parametrize("what", ["scenario", "costs"])
 def test_item11_binary_toml(sandbox: Sandbox, small_trace: Path, what: str) -> None:
     sandbox.put("bin.toml", bytes(range(256)) * 4)
@@ -171,10 +166,6 @@ def test_item11_binary_toml(sandbox: Sandbox, small_trace: Path, what: str) -> N
     assert "bin.toml" in got.error_line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 11: a cost of 10**30 overflows; 2**63-1 gives negative est_ns",
-)
 @pytest.mark.parametrize("value", [str(10**30), str(2**63 - 1)])
 def test_item11_costs_beyond_exact_arithmetic(
     sandbox: Sandbox, small_trace: Path, value: str
@@ -238,7 +229,6 @@ def test_item12_vm_name_with_escape_sequences(sandbox: Sandbox) -> None:
     assert "\x07" not in got.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: a folder named m$\\bad$ crashes mathtext")
 def test_item12_report_of_a_folder_named_like_mathtext(sandbox: Sandbox, small_trace: Path) -> None:
     sandbox.copy(small_trace, "t.parquet")
     sandbox.run("run", "t.parquet", "-o", "m$\\bad$", "--report", outputs={"m$\\bad$": "runs"})

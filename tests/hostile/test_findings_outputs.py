@@ -265,7 +265,6 @@ def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return box.path / "log.txt"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 13: SIGTERM leaves .NAME.PID.partial")
 def test_item13_sigterm_during_run(sandbox: Sandbox) -> None:
     """SIGTERM (timeout, systemd, a scheduler) is Ctrl-C: one line, nothing left behind."""
     sandbox.copy(SAMPLE, "t.parquet")
@@ -275,7 +274,6 @@ def test_item13_sigterm_during_run(sandbox: Sandbox) -> None:
     running.finish(outputs={"runs": "runs"})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 13: SIGTERM leaves .replay-convert-*")
 def test_item13_sigterm_during_convert(sandbox: Sandbox, big_log: Path) -> None:
     sandbox.copy(big_log, "log.txt")
     running = sandbox.start("convert", "log.txt", "-o", "t.parquet")
@@ -359,9 +357,6 @@ def test_item14_diff_faults_writes_a_new_file(sandbox: Sandbox, small_runs: Path
 
 
 # -- item 17: a closed pipe; an interrupted report -------------------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 17: a closed stdout is exit 1 with no message"
-)
 def test_item17_stdout_closed_by_its_reader(sandbox: Sandbox, small_trace: Path) -> None:
     """`replay run ... | head -1`, the reader gone before the table: not an error."""
     sandbox.copy(small_trace, "t.parquet")

@@ -164,9 +164,6 @@ def _ink(image: np.ndarray, box: tuple[int, int, int, int]) -> int:
     return int(((1.0 - inner).max(axis=2) > 0.25).sum())
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 20: 81 faults in one bucket of 2,360 s: no ink"
-)
 def test_item20_faults_plot_shows_a_sparse_trace(sparse_report: Path) -> None:
     from matplotlib.image import imread
 

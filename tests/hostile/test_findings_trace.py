@@ -134,9 +134,6 @@ def _damaged(kind: str) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 8: ZSTD / thrift OSError from inside the row-group read"
-)
 @pytest.mark.parametrize("damage", ["zeroed 0.7", "zeroed 0.9", "header 0", "header 4"])
 @pytest.mark.parametrize("command", ["inspect", "run"])
 def test_item8_damaged_pages(sandbox: Sandbox, damage: str, command: str) -> None:
@@ -157,7 +154,6 @@ def _footer_with(path: tuple[str | int, ...], value: object) -> dict[str, object
     return doc
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 10: mmu_mode of the wrong type: TypeError")
 @pytest.mark.parametrize("value", [["tdp_mmu"], {"mode": "tdp_mmu"}], ids=["list", "object"])
 @pytest.mark.parametrize("command", ["inspect", "run"])
 def test_item10_mmu_mode_of_the_wrong_type(sandbox: Sandbox, value: object, command: str) -> None:
@@ -168,7 +164,6 @@ def test_item10_mmu_mode_of_the_wrong_type(sandbox: Sandbox, value: object, comm
     assert "mmu_mode" in got.error_line
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 10: JSON nested 200,000 deep: RecursionError")
 @pytest.mark.parametrize("where", ["provenance", "whole footer"])
 def test_item10_footer_nested_deep(sandbox: Sandbox, where: str) -> None:
     deep = "[" * 200_000 + "]" * 200_000
@@ -181,10 +176,6 @@ def test_item10_footer_nested_deep(sandbox: Sandbox, where: str) -> None:
     assert got.returncode == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 10: observed counts as strings: runs written, then a traceback",
-)
 def test_item10_observed_counts_that_are_strings(sandbox: Sandbox) -> None:
     doc = footer()
     doc["coverage"] = "faults-only"
@@ -233,7 +224,6 @@ def _with_bad_value(column: str, arrow_type: pa.DataType, value: int) -> tuple[b
     return trace_bytes(table.set_column(index, column, pa.array(values, arrow_type))), row
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 17: type errors name the batch start, row 0")
 @pytest.mark.parametrize(
     ("column", "arrow_type", "value"),
     [("vm", pa.int32(), 70_000), ("gpa", pa.int64(), -4096), ("vcpu", pa.int64(), 1 << 40)],

@@ -13,8 +13,6 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-import pytest
-
 from tests.hostile.runner import environment
 
 if TYPE_CHECKING:
@@ -59,9 +57,6 @@ def test_the_injected_bug_is_reached(sandbox: Sandbox, small_trace: Path) -> Non
     assert BUG in got.stderr
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12: a bug in the tool prints a traceback, not one line"
-)
 def test_a_bug_is_one_line_saying_so_and_where_to_report_it(
     sandbox: Sandbox, small_trace: Path
 ) -> None:
@@ -78,7 +73,6 @@ def test_a_bug_is_one_line_saying_so_and_where_to_report_it(
     assert got.returncode not in (0, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: no debug switch yet (proposed: REPLAY_DEBUG=1)")
 def test_the_traceback_is_behind_replay_debug(sandbox: Sandbox, small_trace: Path) -> None:
     sandbox.copy(small_trace, "t.parquet")
     quiet = run_with_a_bug(sandbox.path, "inspect", "t.parquet", "--json")

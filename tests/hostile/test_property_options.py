@@ -137,7 +137,6 @@ def test_scenario_values(hostile_base: Path, picks: list[tuple[int, Any]]) -> No
 
 
 # -- cost files ----------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: costs past exact int64 arithmetic")
 @PROPERTY
 @given(costs=st.dictionaries(st.sampled_from(COST_KEYS), toml_values, min_size=1, max_size=3))
 @example(costs={"fault_base_ns": 10**30})
@@ -199,7 +198,6 @@ def test_vm_config_base_is_valid(sandbox: Sandbox) -> None:
 
 
 # -- binary files where TOML is expected ---------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: binary scenario or cost files")
 @PROPERTY
 @given(
     data=st.binary(min_size=1, max_size=512),

@@ -62,8 +62,9 @@ def _flipped(spots: list[tuple[float, int]], cut: float | None) -> bytes:
     return bytes(data)
 
 
+# Not strict: hypothesis finds the crash on some seeds only; the fix of item 7 removes this.
 @pytest.mark.xfail(
-    strict=True, reason="issue 12 item 8: damaged pages give ZSTD / thrift OSError tracebacks"
+    strict=False, reason="issue 12 item 7: a flipped gpa byte (>= 2**63) crashes the fast engine"
 )
 @PROPERTY
 @given(spots=flips, cut=st.none() | st.floats(min_value=0, max_value=1))
@@ -75,9 +76,6 @@ def test_bytes_flipped_or_cut(
 
 
 # -- the footer ----------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 10: footer values of the wrong type or nesting: tracebacks"
-)
 @PROPERTY
 @given(edit=document_edits(footer()))
 @example(edit=("set", ("vms", 0, "mmu_mode"), ["tdp_mmu"]))
