@@ -158,16 +158,16 @@ def test_item2_a_second_run_after_the_first_is_refused(sandbox: Sandbox, small_t
 
 
 # -- item 8: a full disk ---------------------------------------------------------------------------
-FREE_BYTES = 48 << 10
-"""What the full folder leaves free: enough to start writing, not to finish."""
+FREE_BYTES = 4 << 10
+"""What the full folder leaves free: one page, enough to create files, not to fill them."""
 
 
 @pytest.fixture
 def full_disk(sandbox: Sandbox) -> Iterator[dict[str, int]]:
-    """``sandbox/full``: a 2 MiB tmpfs with 48 KiB free; yields the extra limits to run with.
+    """``sandbox/full``: a 2 MiB tmpfs with 4 KiB free; yields the extra limits to run with.
 
     Mounting needs root. Without it, ``full`` is a plain folder and the commands run with
-    RLIMIT_FSIZE at 48 KiB instead: a write past it fails with EFBIG where a full disk fails
+    RLIMIT_FSIZE at 4 KiB instead: a write past it fails with EFBIG where a full disk fails
     with ENOSPC, the same OSError path.
     """
     full = sandbox.path / "full"
