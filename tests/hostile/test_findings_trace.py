@@ -100,7 +100,6 @@ TOP_ROWS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 7: IndexError in the fast hit test")
 def test_item7_access_at_2_63_fast_engine_agrees(sandbox: Sandbox) -> None:
     """gpa 2**63 and 2**64-4096 are MMIO (outside every slot): both engines, the same faults."""
     sandbox.put("t.parquet", trace_bytes(rows_table(TOP_ROWS)))

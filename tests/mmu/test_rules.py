@@ -34,6 +34,20 @@ def test_rule_1_and_22_mmio_faults_touch_nothing() -> None:
     assert (rows[1]["refill"], rows[1]["pages_refilled"]) == (Refill.NATURAL, 40)
 
 
+@pytest.mark.parametrize("mode", ["tdp_mmu", "shadow_direct"])
+def test_rule_1_extreme_gpas_are_mmio_in_both_engines(mode: str) -> None:
+    """gpas at the edges of the column (2**52-1, 2**52, 2**63, 2**64-1) lie outside every slot:
+    each access is an mmio fault, every time (nothing is installed), in both engines; gpa 0 is
+    an ordinary fault, then a hit, whatever came between. (issue 12 item 7: the fast hit test
+    shifted the int64 view of gpa 2**63 into a negative table row.)"""
+    extremes = [0, (1 << 52) - 1, 1 << 52, 1 << 63, (1 << 64) - 4096, (1 << 64) - 1]
+    accesses = [{**A(10 * i, 0), "gpa": gpa} for i, gpa in enumerate(extremes + extremes)]
+    rows = fault_rows(both(accesses, meta(vm(mode=mode))))
+    assert [r["row"] for r in rows] == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
+    assert [r["cause"] == Cause.MMIO for r in rows] == [False] + [True] * 10
+    assert all((r["leaf_level"], r["new_sps"]) == (0, 0) for r in rows[1:])
+
+
 def test_rule_2_a_present_linked_leaf_hits() -> None:
     """The second access to gfn 0 hits: one fault row only."""
     assert len(fault_rows(both([A(0, 0), A(1, 0)], TDP))) == 1
