@@ -378,6 +378,23 @@ def test_rule_14_and_28_unmap_removes_leaves_only() -> None:
     assert [r["cause"] for r in rows] == [Cause.COLD, Cause.NOTIFIER]
 
 
+def test_rule_14_unmap_of_the_whole_address_space() -> None:
+    """unmap of [0, 2**64-1) removes every leaf, 4 KiB and 2 MiB, and no SP: each refault has
+    cause notifier and needs no SP. The reference engine's cost is bounded by its SPs, not by
+    the range's 2**43 regions (issue 12 item 15: it used to walk them all)."""
+    slots = (Memslot(0, GiB, "2m"), Memslot(4 * GiB, GiB))
+    two = meta(vm(mode="tdp_mmu", slots=slots))
+    high = (4 * GiB) >> 12
+    accesses = [A(0, 0), A(10, high), A(20, high + 9)]
+    again = [A(40, 0), A(50, high), A(60, high + 9)]
+    rows = fault_rows(both([*accesses, U(30, 0, (1 << 64) - 1), *again], two))
+    assert [(r["row"], r["cause"], r["new_sps"]) for r in rows[3:]] == [
+        (4, Cause.NOTIFIER, 0),
+        (5, Cause.NOTIFIER, 0),
+        (6, Cause.NOTIFIER, 0),
+    ]
+
+
 def test_rule_15_and_28_zap_all_invalidates_existing_leaves_only() -> None:
     """zap_all: gfn 0's refault is invalidated and reallocates the root (4 SPs); gfn 7 (never
     mapped under TDP) stays cold; a gfn unmapped before keeps notifier."""
