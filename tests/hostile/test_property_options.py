@@ -92,7 +92,6 @@ bucket_values = st.one_of(
 )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 5: tiny, huge or not finite --bucket-ms")
 @PROPERTY
 @given(value=bucket_values)
 @example(value="1e-7")
