@@ -33,8 +33,9 @@ is 27.7 hours of trace; a longer trace takes a wider ``--bucket-ms``."""
 
 TIME_LIMIT_NS = 1 << 61
 """Times a replay takes, in ns either side of 0 (about 73 years): within it a time plus a
-fault's estimate (rule 18, at most a few hundred seconds with the costs' bounds), a time less
-another, and the vCPUs' initial ``busy_until`` of -2**62 (rule 16) all stay exact in int64."""
+fault's estimate (rule 18: costs of at most 10**9 ns times at most 2**31 pages refilled, so
+below 2**62), a time less another, and the vCPUs' initial ``busy_until`` of -2**62 (rule 16)
+all stay exact in int64."""
 
 INT64_MAX = (1 << 63) - 1
 
