@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from replay.cli.console import emit_json, make_console, note, progress, user_errors
+from replay.cli.console import emit_json, make_console, note, progress, shown, user_errors
 from replay.cli.options import EngineChoice, ForceFlag, JsonFlag, MmuMode, TraceArgument
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def _print_table(docs: list[dict[str, Any]], notes: list[str]) -> None:
     for d in docs:
         table.add_column(d["policy"], justify="right")
     for label, cells in policy_rows(docs):
-        table.add_row(label, *cells)
+        table.add_row(shown(label), *cells)  # a label may name a VM
     console.print(table)
     for line in notes:
-        console.print(f"note: {line}")
+        console.print(f"note: {shown(line)}")  # notes name files and VMs

@@ -199,7 +199,6 @@ def test_item11_costs_that_are_not_whole_numbers(
 
 
 # -- item 12: names are interpreted ---------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: file names are read as rich markup")
 @pytest.mark.parametrize("name", ["a[/]b.parquet", "x[red]y.parquet", "[bold]z.parquet"])
 def test_item12_file_names_shown_as_they_are(sandbox: Sandbox, name: str) -> None:
     sandbox.put(name, trace_bytes())
@@ -207,7 +206,6 @@ def test_item12_file_names_shown_as_they_are(sandbox: Sandbox, name: str) -> Non
     assert name in got.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: VM names are read as rich markup")
 def test_item12_vm_name_with_markup(sandbox: Sandbox) -> None:
     doc = footer()
     doc["vms"][0]["name"] = "a[/]b[red]"
@@ -216,7 +214,6 @@ def test_item12_vm_name_with_markup(sandbox: Sandbox) -> None:
     assert "a[/]b[red]" in got.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: escape sequences reach the terminal")
 def test_item12_vm_name_with_escape_sequences(sandbox: Sandbox) -> None:
     doc = footer()
     doc["vms"][0]["name"] = "evil\x1b]0;owned\x07\x1b[31mred\x1b[0m"
@@ -232,7 +229,6 @@ def test_item12_report_of_a_folder_named_like_mathtext(sandbox: Sandbox, small_t
     assert (sandbox.path / "m$\\bad$" / "report.html").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: synth --as writes VM names unescaped")
 def test_item12_synth_as_escapes_vm_names_in_its_toml(sandbox: Sandbox) -> None:
     name = 'we"b\\x'
     sandbox.put("s.toml", QUICK.replace('name = "tdp"', 'name = "we\\"b\\\\x"', 1))
