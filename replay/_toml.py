@@ -54,6 +54,34 @@ _MISSING: Any = object()
 """Default of a key that must be given."""
 
 
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+_TOML_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]|[\ud800-\udfff]')
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, quotes included, that reads back as ``text``.
+
+    Quotes, backslashes and control characters (which TOML forbids raw) are escaped. A lone
+    surrogate (possible in a name read from JSON, never valid in TOML) becomes U+FFFD.
+    """
+
+    def escape(m: re.Match[str]) -> str:
+        c = m[0]
+        if "\ud800" <= c <= "\udfff":
+            return "\ufffd"
+        return _TOML_ESCAPES.get(c) or f"\\u{ord(c):04x}"
+
+    return '"' + _TOML_NEEDS_ESCAPE.sub(escape, text) + '"'
+
+
 @dataclass(frozen=True)
 class TomlFile:
     """Which file a table came from, what kind of file it is, and the error it raises."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from replay._toml import INT64_MAX, TomlTable, read_memslot, read_toml
+from replay._toml import INT64_MAX, TomlTable, read_memslot, read_toml, toml_string
 from replay.errors import ReplayError
 
 
@@ -252,3 +253,20 @@ def test_a_memslot_is_checked_like_a_traces(tmp_path: Path) -> None:
     _one_line(exc, tmp_path / "f.toml")
     with _fails("backing '8k' must be one of 4k, 2m, 1g"):
         read_memslot(unknown)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['we"b\\x', "", "a'b", "tab\there", "nl\ncr\r", "esc\x1b[31m\x07", "nul\x00del\x7f", "ñ€😀"],
+)
+def test_toml_string_reads_back_as_the_text(text: str) -> None:
+    """What the tool writes as TOML (synth --as's vms.toml) is valid TOML of the same text."""
+    written = toml_string(text)
+    assert "\n" not in written
+    assert tomllib.loads(f"name = {written}")["name"] == text
+
+
+def test_toml_string_replaces_a_lone_surrogate() -> None:
+    """A footer's JSON can hold one; TOML cannot: it becomes U+FFFD, still valid TOML."""
+    written = toml_string("a\ud800b")
+    assert tomllib.loads(f"name = {written}")["name"] == "a\ufffdb"

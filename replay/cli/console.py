@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
@@ -45,7 +46,7 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` as one line on stderr and exit with ``code``."""
-    line = " ".join(message.split())
+    line = visible(" ".join(message.split()))
     sys.stderr.write(f"error: {line}\n")
     sys.stderr.flush()
     raise typer.Exit(code)
@@ -59,7 +60,32 @@ def emit_json(doc: dict[str, Any]) -> None:
 
 def note(message: str) -> None:
     """A human message on stderr (kept off stdout so that ``--json`` stays parseable)."""
-    sys.stderr.write(message + "\n")
+    sys.stderr.write(visible(message, keep="\n\t") + "\n")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str, keep: str = "") -> str:
+    r"""``text`` with its control characters (but those in ``keep``) written out as ``\x1b``.
+
+    Names come from users and from files (paths, VM names, provenance): an escape sequence in
+    one would otherwise reach the terminal and act there (set its title, recolour it, move the
+    cursor), and a NUL or a carriage return would hide what the line says.
+    """
+    return _CONTROL.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)
+
+
+def shown(name: object) -> str:
+    """A name as rich prints it: control characters written out, markup escaped.
+
+    Rich reads ``[...]`` in any string it prints as markup: ``x[red]y`` would print as ``xy``
+    in red, and ``a[/]b`` stops the command with a markup error. Every name a command prints
+    through a rich console or table passes here.
+    """
+    from rich.markup import escape
+
+    return escape(visible(str(name)))
 
 
 def make_console(*, stderr: bool = False, min_width: int = 120) -> Console:
@@ -101,7 +127,7 @@ def progress(description: str, total: int) -> Iterator[Callable[[int, int], None
         disable=not console.is_terminal,
         transient=True,
     ) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(shown(description), total=total)  # it names a file or scenario
 
         def update(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from replay.cli.console import make_console
+from replay.cli.console import make_console, shown, visible
 from replay.diff.render import (
     HEADERS,
     VM_HEADERS,
@@ -45,7 +45,7 @@ def _table(
     for i, h in enumerate(headers):
         t.add_column(h, justify="left" if i == 0 or h == "" else "right", no_wrap=True)
     for cells_, style in zip(body, styles or [None] * len(body), strict=True):
-        t.add_row(*cells_, style=style)
+        t.add_row(*(shown(c) for c in cells_), style=style)  # VM names among them
     console.print(t)
 
 
@@ -54,7 +54,7 @@ def print_terminal(diff: Diff, *, show_all: bool = False, limit: int | None = 40
     console = make_console(min_width=MIN_WIDTH)
 
     def say(line: str) -> None:
-        console.print(line, markup=False)
+        console.print(visible(line), markup=False)  # run folders and VM names among them
 
     for line in header_lines(diff):
         say(line)
@@ -83,7 +83,7 @@ def print_terminal(diff: Diff, *, show_all: bool = False, limit: int | None = 40
         say(f"{same} unchanged totals hidden (--all shows them)")
     vms = vm_rows(diff)
     if vms and (show_all or any(v[-1] != "same" for v in vms)):
-        shown = vms if show_all else [v for v in vms if v[-1] != "same"]
-        _table(console, "Per VM (A -> B)", VM_HEADERS, shown)
+        listed = vms if show_all else [v for v in vms if v[-1] != "same"]
+        _table(console, "Per VM (A -> B)", VM_HEADERS, listed)
     for line in threshold_lines(diff):
         say(line)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from replay.cli.console import emit_json, make_console, progress, user_errors
+from replay.cli.console import emit_json, make_console, progress, shown, user_errors
 from replay.cli.options import JsonFlag, TraceArgument
 
 if TYPE_CHECKING:
@@ -39,13 +39,13 @@ def _print(s: TraceSummary) -> None:
         else "empty"
     )
     console.print(
-        f"[bold]{s.trace.path}[/bold]  trace schema v{meta.schema_version}, "
+        f"[bold]{shown(s.trace.path)}[/bold]  trace schema v{meta.schema_version}, "
         f"{_size(s.trace.size_bytes)}, {s.trace.num_rows:,} rows in "
         f"{s.trace.num_row_groups} row groups"
     )
-    console.print(f"coverage   {meta.coverage}")
+    console.print(f"coverage   {shown(meta.coverage)}")
     console.print(f"time span  {span}")
-    prov = ", ".join(f"{k}={v}" for k, v in meta.provenance.items() if v is not None)
+    prov = shown(", ".join(f"{k}={v}" for k, v in meta.provenance.items() if v is not None))
     console.print(f"provenance {prov}")
     kinds = ", ".join(f"{k} {n:,}" for k, n in s.events_by_kind.items())
     console.print(f"events     {kinds}")
@@ -70,8 +70,8 @@ def _print(s: TraceSummary) -> None:
             col,
             justify="right" if col in ("id", "vCPUs", "accesses", "unmaps", "zap_all") else "left",
         )
-    shown = meta.vms if len(meta.vms) <= 40 else meta.vms[:40]
-    for vm in shown:
+    listed = meta.vms if len(meta.vms) <= 40 else meta.vms[:40]
+    for vm in listed:
         slots = "\n".join(
             f"{m.gpa_start:#x}+{_size(m.size)} {m.backing}{' dirty_log' if m.dirty_log else ''}"
             for m in vm.memslots
@@ -79,9 +79,9 @@ def _print(s: TraceSummary) -> None:
         counts = s.events_by_vm[vm.id]
         table.add_row(
             str(vm.id),
-            vm.name,
+            shown(vm.name),
             str(vm.vcpus),
-            vm.mmu_mode,
+            shown(vm.mmu_mode),
             str(vm.root_level),
             slots,
             f"{counts['access']:,}",
@@ -89,8 +89,8 @@ def _print(s: TraceSummary) -> None:
             f"{counts['zap_all']:,}",
         )
     console.print(table)
-    if len(meta.vms) > len(shown):
-        console.print(f"... and {len(meta.vms) - len(shown)} more VMs (--json lists them all)")
+    if len(meta.vms) > len(listed):
+        console.print(f"... and {len(meta.vms) - len(listed)} more VMs (--json lists them all)")
 
 
 def _size(n: int) -> str:

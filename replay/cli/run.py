@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from replay.cli.console import emit_json, fail, make_console, note, progress, user_errors
+from replay.cli.console import emit_json, make_console, note, progress, shown, user_errors
 from replay.cli.options import EngineChoice, ForceFlag, JsonFlag, MmuMode, TraceArgument
 
 if TYPE_CHECKING:
@@ -48,10 +48,10 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
     from replay.mmu.config import CostModel, MmuConfig, parse_policies
     from replay.run.driver import run_policies
     from replay.run.outputs import caveats, run_staging, write_runs
+    from replay.run.span import bucket_ns_of
 
     policies = parse_policies(policy)
-    if bucket_ms <= 0:
-        fail(f"--bucket-ms {bucket_ms:g} must be > 0")
+    bucket_ns = bucket_ns_of(bucket_ms)
     cost_model = CostModel.from_toml(costs) if costs is not None else CostModel()
     tf = _open(trace, mmu)
     out_dir = output if output is not None else Path("runs") / trace.stem
@@ -64,7 +64,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
                 engine="reference" if engine is EngineChoice.REFERENCE else "fast",
                 cfg=MmuConfig(),
                 costs=cost_model,
-                bucket_ns=int(bucket_ms * 1e6),
+                bucket_ns=bucket_ns,
                 progress=update,
                 workdir=staging,
             )
@@ -157,7 +157,7 @@ def _print_table(docs: list[dict[str, Any]], notes: list[str]) -> None:
     for d in docs:
         table.add_column(d["policy"], justify="right")
     for label, cells in policy_rows(docs):
-        table.add_row(label, *cells)
+        table.add_row(shown(label), *cells)  # a label may name a VM
     console.print(table)
     for line in notes:
-        console.print(f"note: {line}")
+        console.print(f"note: {shown(line)}")  # notes name files and VMs

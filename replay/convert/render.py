@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from replay._toml import toml_string
 from replay.trace.schema import EVENT_CODE, OP_CODE, SOURCES
 
 if TYPE_CHECKING:
@@ -290,11 +291,11 @@ def vm_config_text(meta: TraceMeta) -> str:
         threads = ", ".join(str(tgid + 1 + c) for c in range(vm.vcpus))
         lines += [
             "[[vm]]",
-            f'name = "{vm.name}"',
+            f"name = {toml_string(vm.name)}",  # any text a footer holds, read back as is
             f"tgid = {tgid}",
             f"threads = [{threads}]",
             f"vcpus = {vm.vcpus}",
-            f'mmu_mode = "{vm.mmu_mode}"',
+            f"mmu_mode = {toml_string(vm.mmu_mode)}",
             f"root_level = {vm.root_level}",
         ]
         for slot in vm.memslots:
@@ -302,7 +303,7 @@ def vm_config_text(meta: TraceMeta) -> str:
                 "[[vm.memslots]]",
                 f"gpa_start = {slot.gpa_start:#x}",
                 f"size = {slot.size:#x}",
-                f'backing = "{slot.backing}"',
+                f"backing = {toml_string(slot.backing)}",
                 f"dirty_log = {'true' if slot.dirty_log else 'false'}",
             ]
         lines.append("")

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from replay.mmu.state import Leaves, Sps
     from replay.mmu.tables import LookupTables
 
+_PAGE_SHIFT = np.uint64(12)
+
 
 class HitTest:
     """SP reachability, the fast table masked by it, and the hit test of an epoch (rule 2)."""
@@ -116,7 +118,10 @@ class HitTest:
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
             chunk_gfn, chunk_row = gfn[: hi - lo], row[: hi - lo]
-            np.right_shift(gpa[lo:hi].view(np.int64), 12, out=chunk_gfn)
+            # A logical shift of the unsigned gpa: an MMIO gpa at or past 2**63 (rule 1) has a
+            # gfn below 2**52 like any other, never a negative one (an arithmetic shift of the
+            # int64 view would make it one, and a negative row index).
+            np.right_shift(gpa[lo:hi], _PAGE_SHIFT, out=chunk_gfn.view(np.uint64))
             np.right_shift(chunk_gfn, 9, out=chunk_row)
             # Every block past the VM's last slot shares one entry.
             np.minimum(chunk_row, fast.stride - 1, out=chunk_row)

@@ -529,13 +529,22 @@ class ReferenceEngine:
             vm.removal_cause[leaf] = Cause.NOTIFIER
 
     def _leaves_in(self, vm: Vm, first: int, end: int) -> list[LeafKey]:
-        """Present leaves overlapping gfns [first, end), found through the SPs holding them."""
+        """Present leaves overlapping gfns [first, end), found through the SPs holding them.
+
+        The SPs are looked up region by region when the range spans fewer regions than there
+        are live SPs, and otherwise found by going over the live SPs: either way the cost is
+        bounded by the state, not by the range (an unmap of [0, 2**64) spans 2**43 regions).
+        """
         keys: list[LeafKey] = []
         for level in (1, 2, 3):
             shift = 9 * (level - 1)
             lo, hi = first >> shift, (end - 1) >> shift
-            for region in range(lo >> 9, (hi >> 9) + 1):
-                sp = vm.sps.get((level, region))
+            regions = range(lo >> 9, (hi >> 9) + 1)
+            if len(regions) <= len(vm.sps):
+                holders = [vm.sps.get((level, region)) for region in regions]
+            else:
+                holders = [sp for (lv, r), sp in vm.sps.items() if lv == level and r in regions]
+            for sp in holders:
                 if sp is not None:
                     keys.extend(k for k in sp.leaves if lo <= k[1] <= hi)
         return sorted(keys)

@@ -19,6 +19,7 @@ from replay.mmu.config import CostModel, MmuConfig, Policy
 from replay.run.records import ENGINES, EngineName, PolicyRun, Replay, TraceCounts
 from replay.run.schema import run_stamp
 from replay.run.sink import FaultSink
+from replay.run.span import check_span
 from replay.run.stats import FaultStats
 from replay.trace.reader import EventBatch, TraceFile, iter_batches
 from replay.trace.schema import EVENT_CODE, SOURCES
@@ -277,6 +278,8 @@ def run_policies(
     cfg = cfg or MmuConfig()
     costs = costs or CostModel()
     trace_fingerprint = fingerprint(trace)
+    # Before anything is replayed: the timeline's buckets, and every time, within bounds.
+    span = check_span(trace, bucket_ns)
     # Each policy's summary statistics are fed its fault rows as the sink hands them on (on
     # the writer thread when spilling), not read back from the fault file afterwards.
     stats = [FaultStats(trace.meta.vms, costs, bucket_ns) for _ in policies]
@@ -300,6 +303,7 @@ def run_policies(
     for batch in iter_batches(trace, read_ahead=True):
         read_s += time.perf_counter() - t_read
         if len(batch):
+            span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
             if counter.first is None:
                 for st in stats:
                     st.t0 = int(batch.t_ns[0])

@@ -17,6 +17,7 @@ import numpy as np
 
 from replay.errors import ScenarioError
 from replay.synth.pressure import HostEvents, host_events
+from replay.synth.scenario import MAX_ACCESSES
 from replay.synth.workload import VcpuStream, vcpu_streams
 from replay.trace.schema import EVENT_CODE, TraceMeta, VmSpec
 from replay.trace.writer import build_table, write_trace
@@ -84,6 +85,14 @@ class _Plan:
             )
         if scenario.accesses is not None:
             self._meet_total(scenario.accesses)
+        else:
+            expected = sum(s.expected_total for s in self.streams)
+            if expected > MAX_ACCESSES:
+                raise ScenarioError(
+                    f"scenario {scenario.path}: its rates over duration_s = "
+                    f"{scenario.duration_s:g} s give {expected:.3g} accesses, more than 2**40 "
+                    f"({MAX_ACCESSES:,}); lower the rates or the duration, or give accesses"
+                )
         self.totals = [s.count_before(self.duration_ns) for s in self.streams]
         self.host = host_events(scenario, vm_ids, rngs[-1])
 

@@ -51,6 +51,23 @@ PRESSURE_KINDS = (
 )
 
 
+MAX_DURATION_S = 2e9
+"""The longest scenario, and the latest time any of its keys may give, in seconds (63 years):
+every time stays below 2**61 ns, where ``replay run`` takes it (its time arithmetic stays exact
+in int64), with room for a pressure burst's passes after its start."""
+MAX_RATE = 1e9
+"""Accesses per second of one vCPU: one per ns, the trace's time resolution."""
+MAX_ACCESSES = 1 << 40
+"""The most accesses a scenario may generate (1.1 million million): counts stay exact in the
+generator's float arithmetic (below 2**53), and its list of windows of a million accesses
+stays a few MB."""
+MAX_SEED = (1 << 63) - 1
+"""Seeds are written into the trace's footer and read back as int64."""
+MAX_PASS_INTERVAL_US = 1e9
+"""The longest gap between the passes of one burst (1000 s): a burst of up to 1000 passes
+stays within int64 ns after any start time."""
+
+
 @dataclass(frozen=True)
 class Phase:
     """One stretch of a vCPU's workload, from ``at_s`` until the next phase or the end."""
@@ -218,17 +235,26 @@ def _scenario(
     )
     name = head.text("name", nonempty=True)
     description = head.text("description", "")
-    the_seed = seed if seed is not None else head.integer("seed", 0)
-    if the_seed < 0:
-        raise root.file.fail("command line", f"--seed {the_seed} must be >= 0")
-    dur = duration_s if duration_s is not None else head.number("duration_s", strict_lo=True)
-    if dur <= 0:
-        raise root.file.fail("command line", f"--duration {dur:g} must be > 0")
+    the_seed = seed if seed is not None else head.integer("seed", 0, hi=MAX_SEED)
+    if not 0 <= the_seed <= MAX_SEED:
+        raise root.file.fail("command line", f"--seed {the_seed} must be >= 0 and below 2**63")
+    if duration_s is None:
+        dur = head.number("duration_s", strict_lo=True, hi=MAX_DURATION_S)
+    else:
+        dur = duration_s
+        if not 0 < dur <= MAX_DURATION_S:  # also false for nan
+            raise root.file.fail(
+                "command line",
+                f"--duration {dur:g} must be > 0 and <= {MAX_DURATION_S:g} s (times stay below "
+                "2**61 ns, where replay run's arithmetic is exact)",
+            )
     total = accesses
     if total is None and "accesses" in head:
-        total = head.integer("accesses")
-    if total is not None and total < 0:
-        raise root.file.fail("command line", f"--accesses {total} must be >= 0")
+        total = head.integer("accesses", hi=MAX_ACCESSES)
+    if total is not None and not 0 <= total <= MAX_ACCESSES:
+        raise root.file.fail(
+            "command line", f"--accesses {total} must be >= 0 and <= 2**40 ({MAX_ACCESSES:,})"
+        )
     vms = _vms(root)
     groups = {v.group for v in vms} | {v.name for v in vms}
     pressure = tuple(_pressure(t, groups) for t in root.tables("pressure", [], nonempty=False))
@@ -372,7 +398,7 @@ def _phase(table: TomlTable, ram: int, *, first: bool) -> Phase:
     """One phase of a workload (its keys and the workload's defaults)."""
     table.check_keys(_PHASE_KEYS | {"at_s"}, {"kind", "rate"})
     kind = table.choice("kind", WORKLOAD_KINDS)
-    at_s = table.number("at_s", 0.0)
+    at_s = table.number("at_s", 0.0, hi=MAX_DURATION_S)
     if first and at_s != 0.0:
         raise table.fail("the first phase starts at at_s = 0")
     mix = _mix(table.table("mix", {"read": 0.7, "write": 0.3, "exec": 0.0}))
@@ -396,7 +422,7 @@ def _phase(table: TomlTable, ram: int, *, first: bool) -> Phase:
     return Phase(
         at_s=at_s,
         kind=kind,
-        rate=table.number("rate"),
+        rate=table.number("rate", hi=MAX_RATE),
         mix=mix,
         mmio_fraction=table.number("mmio_fraction", 0.0, hi=1.0),
         footprint=fp,
@@ -448,7 +474,7 @@ def _pressure(table: TomlTable, vm_names: set[str]) -> PressurePlan:
         times_s=times,
         min_priority=table.integer("min_priority", default_min, hi=PRIORITY_MAX),
         passes_per_priority=table.integer("passes_per_priority", 1, lo=1),
-        pass_interval_us=table.number("pass_interval_us", 100.0),
+        pass_interval_us=table.number("pass_interval_us", 100.0, hi=MAX_PASS_INTERVAL_US),
         repeats=table.integer("repeats", 1, lo=1, hi=1000),
         nodes=table.integer("nodes", 1, lo=1, hi=1024),
         nr_to_scan=table.integer("nr_to_scan", 128, hi=0xFFFFFFFF),
@@ -464,12 +490,13 @@ def _pressure_times(table: TomlTable) -> tuple[float, ...]:
     if "at_s" in table:
         if _TIMING & set(table.data) - {"at_s"}:
             raise table.fail("give either at_s or start_s/end_s/interval_ms, not both")
-        return tuple(sorted(table.numbers("at_s", nonempty=True)))
+        return tuple(sorted(table.numbers("at_s", nonempty=True, hi=MAX_DURATION_S)))
     if not {"start_s", "end_s", "interval_ms"} <= set(table.data):
         raise table.fail("give at_s = [...] or start_s, end_s and interval_ms")
-    start = table.number("start_s")
-    end = table.number("end_s")
-    step = table.number("interval_ms", strict_lo=True) / 1e3
+    start = table.number("start_s", hi=MAX_DURATION_S)
+    end = table.number("end_s", hi=MAX_DURATION_S)
+    # At least 1 ns (1e-6 ms), the trace's resolution: a smaller step is no step at all.
+    step = table.number("interval_ms", lo=1e-6, hi=MAX_DURATION_S * 1e3) / 1e3
     if end < start:
         raise table.fail("end_s must not be before start_s")
     count = int((end - start) / step + 1e-9)

@@ -5,7 +5,7 @@ import json
 import pytest
 import typer
 
-from replay.cli.console import emit_json, fail, make_console, note, user_errors
+from replay.cli.console import emit_json, fail, make_console, note, shown, user_errors
 from replay.errors import ReplayError, TraceDataError
 
 
@@ -104,3 +104,32 @@ def test_console_off_a_terminal_keeps_wide_lines_whole(
     out, err = capsys.readouterr()
     assert (err if stderr else out) == f"{line} 12345\n"
     assert (out if stderr else err) == ""
+
+
+NAMES = [
+    ("a[/]b.parquet", "a[/]b.parquet"),
+    ("x[red]y", "x[red]y"),
+    ("evil\x1b]0;owned\x07\x1b[31mred", "evil\\x1b]0;owned\\x07\\x1b[31mred"),
+    ("nul\x00cr\rdel\x7fc1\x9b", "nul\\x00cr\\x0ddel\\x7fc1\\x9b"),
+    ("trailing\\", "trailing\\"),
+]
+
+
+@pytest.mark.parametrize(("name", "printed"), NAMES)
+def test_names_print_as_they_are_with_control_characters_written_out(
+    capsys: pytest.CaptureFixture[str], name: str, printed: str
+) -> None:
+    """Issue 12 item 12: rich reads no markup in a name, and no escape reaches the terminal."""
+    make_console().print(f"[bold]{shown(name)}[/bold] ok")
+    out, _ = capsys.readouterr()
+    assert out == f"{printed} ok\n"
+
+
+def test_error_lines_and_notes_write_control_characters_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    note("wrote a\x1b[2Jb\n\tsecond line")
+    assert capsys.readouterr().err == "wrote a\\x1b[2Jb\n\tsecond line\n"
+    with pytest.raises(typer.Exit):
+        fail("trace evil\x1b]0;t\x07.parquet is bad")
+    assert capsys.readouterr().err == "error: trace evil\\x1b]0;t\\x07.parquet is bad\n"

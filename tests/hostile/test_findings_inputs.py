@@ -95,7 +95,6 @@ def test_item9_trace_placed_as_a_run_file(
 
 
 # -- item 11: numbers not range-checked -----------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: synth --duration nan/inf: traceback")
 @pytest.mark.parametrize("duration", ["nan", "inf"])
 def test_item11_synth_duration_not_finite(sandbox: Sandbox, duration: str) -> None:
     got = sandbox.run("synth", "quick", "--duration", duration, "-o", "t.parquet")
@@ -134,7 +133,6 @@ def test_item11_exponent_nan(sandbox: Sandbox) -> None:
     assert "exponent" in got.error_line
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: rate = 1e308 gives 2 accesses, exit 0")
 def test_item11_rate_1e308(sandbox: Sandbox) -> None:
     """A rate no arithmetic keeps exact: refused, or the trace has the accesses asked for."""
     got = _synth(sandbox, QUICK.replace("rate = 25_000", "rate = 1e308", 1))
@@ -142,7 +140,6 @@ def test_item11_rate_1e308(sandbox: Sandbox) -> None:
         assert _accesses(sandbox.path / "t.parquet").num_rows == 2000
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: duration_s = 1e12 gives t_ns INT64_MIN")
 @pytest.mark.parametrize("where", ["scenario", "--duration"])
 def test_item11_duration_1e12(sandbox: Sandbox, where: str) -> None:
     if where == "scenario":
@@ -202,7 +199,6 @@ def test_item11_costs_that_are_not_whole_numbers(
 
 
 # -- item 12: names are interpreted ---------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: file names are read as rich markup")
 @pytest.mark.parametrize("name", ["a[/]b.parquet", "x[red]y.parquet", "[bold]z.parquet"])
 def test_item12_file_names_shown_as_they_are(sandbox: Sandbox, name: str) -> None:
     sandbox.put(name, trace_bytes())
@@ -210,7 +206,6 @@ def test_item12_file_names_shown_as_they_are(sandbox: Sandbox, name: str) -> Non
     assert name in got.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: VM names are read as rich markup")
 def test_item12_vm_name_with_markup(sandbox: Sandbox) -> None:
     doc = footer()
     doc["vms"][0]["name"] = "a[/]b[red]"
@@ -219,7 +214,6 @@ def test_item12_vm_name_with_markup(sandbox: Sandbox) -> None:
     assert "a[/]b[red]" in got.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: escape sequences reach the terminal")
 def test_item12_vm_name_with_escape_sequences(sandbox: Sandbox) -> None:
     doc = footer()
     doc["vms"][0]["name"] = "evil\x1b]0;owned\x07\x1b[31mred\x1b[0m"
@@ -235,7 +229,6 @@ def test_item12_report_of_a_folder_named_like_mathtext(sandbox: Sandbox, small_t
     assert (sandbox.path / "m$\\bad$" / "report.html").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 12: synth --as writes VM names unescaped")
 def test_item12_synth_as_escapes_vm_names_in_its_toml(sandbox: Sandbox) -> None:
     name = 'we"b\\x'
     sandbox.put("s.toml", QUICK.replace('name = "tdp"', 'name = "we\\"b\\\\x"', 1))

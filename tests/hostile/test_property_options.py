@@ -92,7 +92,6 @@ bucket_values = st.one_of(
 )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 5: tiny, huge or not finite --bucket-ms")
 @PROPERTY
 @given(value=bucket_values)
 @example(value="1e-7")
@@ -112,7 +111,6 @@ def test_bucket_ms(hostile_base: Path, small_trace: Path, value: str) -> None:
 
 
 # -- scenario values -----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: scenario numbers not range-checked")
 @PROPERTY
 @given(picks=st.lists(st.tuples(st.integers(0, 1_000), toml_values), min_size=1, max_size=2))
 @example(picks=[(_key_index(QUICK, "rate"), math.inf)])

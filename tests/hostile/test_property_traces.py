@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -62,10 +61,6 @@ def _flipped(spots: list[tuple[float, int]], cut: float | None) -> bytes:
     return bytes(data)
 
 
-# Not strict: hypothesis finds the crash on some seeds only; the fix of item 7 removes this.
-@pytest.mark.xfail(
-    strict=False, reason="issue 12 item 7: a flipped gpa byte (>= 2**63) crashes the fast engine"
-)
 @PROPERTY
 @given(spots=flips, cut=st.none() | st.floats(min_value=0, max_value=1))
 @example(spots=[(0.7 + i / len(SMALL), 0) for i in range(256)], cut=None)  # zeroed page bytes
@@ -191,9 +186,6 @@ def extreme_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 7: an access at gpa 2**63 crashes the fast engine"
-)
 @PROPERTY
 @given(rows=extreme_rows())
 @example(rows=[{"t_ns": 1, "event": "access", "vm": 0, "vcpu": 0, "gpa": 1 << 63, "op": "read"}])

@@ -34,6 +34,20 @@ def test_rule_1_and_22_mmio_faults_touch_nothing() -> None:
     assert (rows[1]["refill"], rows[1]["pages_refilled"]) == (Refill.NATURAL, 40)
 
 
+@pytest.mark.parametrize("mode", ["tdp_mmu", "shadow_direct"])
+def test_rule_1_extreme_gpas_are_mmio_in_both_engines(mode: str) -> None:
+    """gpas at the edges of the column (2**52-1, 2**52, 2**63, 2**64-1) lie outside every slot:
+    each access is an mmio fault, every time (nothing is installed), in both engines; gpa 0 is
+    an ordinary fault, then a hit, whatever came between. (issue 12 item 7: the fast hit test
+    shifted the int64 view of gpa 2**63 into a negative table row.)"""
+    extremes = [0, (1 << 52) - 1, 1 << 52, 1 << 63, (1 << 64) - 4096, (1 << 64) - 1]
+    accesses = [{**A(10 * i, 0), "gpa": gpa} for i, gpa in enumerate(extremes + extremes)]
+    rows = fault_rows(both(accesses, meta(vm(mode=mode))))
+    assert [r["row"] for r in rows] == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
+    assert [r["cause"] == Cause.MMIO for r in rows] == [False] + [True] * 10
+    assert all((r["leaf_level"], r["new_sps"]) == (0, 0) for r in rows[1:])
+
+
 def test_rule_2_a_present_linked_leaf_hits() -> None:
     """The second access to gfn 0 hits: one fault row only."""
     assert len(fault_rows(both([A(0, 0), A(1, 0)], TDP))) == 1
@@ -362,6 +376,23 @@ def test_rule_14_and_28_unmap_removes_leaves_only() -> None:
     huge = meta(vm(mode="tdp_mmu", slots=(Memslot(0, GiB, "2m"),)))
     rows = fault_rows(both([A(0, 0), U(10, 100 * 4096, 4096), A(20, 300)], huge))
     assert [r["cause"] for r in rows] == [Cause.COLD, Cause.NOTIFIER]
+
+
+def test_rule_14_unmap_of_the_whole_address_space() -> None:
+    """unmap of [0, 2**64-1) removes every leaf, 4 KiB and 2 MiB, and no SP: each refault has
+    cause notifier and needs no SP. The reference engine's cost is bounded by its SPs, not by
+    the range's 2**43 regions (issue 12 item 15: it used to walk them all)."""
+    slots = (Memslot(0, GiB, "2m"), Memslot(4 * GiB, GiB))
+    two = meta(vm(mode="tdp_mmu", slots=slots))
+    high = (4 * GiB) >> 12
+    accesses = [A(0, 0), A(10, high), A(20, high + 9)]
+    again = [A(40, 0), A(50, high), A(60, high + 9)]
+    rows = fault_rows(both([*accesses, U(30, 0, (1 << 64) - 1), *again], two))
+    assert [(r["row"], r["cause"], r["new_sps"]) for r in rows[3:]] == [
+        (4, Cause.NOTIFIER, 0),
+        (5, Cause.NOTIFIER, 0),
+        (6, Cause.NOTIFIER, 0),
+    ]
 
 
 def test_rule_15_and_28_zap_all_invalidates_existing_leaves_only() -> None:

@@ -3,11 +3,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from replay.errors import ScenarioError
-from replay.synth import list_scenarios, load_scenario
+from replay.synth import generate, list_scenarios, load_scenario
 from tests.builders import TINY_SCENARIO
 
 Make = Callable[..., Path]
@@ -91,6 +92,21 @@ def test_sizes_accept_units(scenario_file: Make) -> None:
         ),
         ("seed = 1", "seed = 9223372036854775808", "seed = 9223372036854775808 is out of range"),
         ("interval_ms = 50", "interval_ms = 50\nnodes = 0", "[[pressure]] #1 (kswapd): nodes = 0"),
+        # Issue 12 item 11: ranges from the arithmetic each value feeds (README "Ranges").
+        (
+            "rate = 1000",
+            "rate = 1e308",
+            "rate = 1e+308 is out of range; it must be >= 0 and <= 1e+09",
+        ),
+        (
+            "duration_s = 1.0",
+            "duration_s = 1e12",
+            "duration_s = 1000000000000.0 is out of range; it must be > 0 and <= 2e+09",
+        ),
+        ("accesses = 5000", "accesses = 1099511627777", "accesses = 1099511627777 is out of"),
+        ("start_s = 0.2", "start_s = 1e300", "start_s = 1e+300 is out of range"),
+        ("interval_ms = 50", "interval_ms = 1e-300", "interval_ms = 1e-300 is out of range"),
+        ("interval_ms = 50", "interval_ms = 50\npass_interval_us = 1e300", "pass_interval_us"),
     ],
 )
 def test_bad_scenarios_name_the_problem(
@@ -148,3 +164,29 @@ def test_pressure_vm_must_exist(scenario_file: Make) -> None:
     text = TINY_SCENARIO + '\n[[pressure]]\nkind = "zap_all"\nvm = "zz"\nat_s = [0.5]\n'
     with pytest.raises(ScenarioError, match="vm 'zz' names no VM"):
         load_scenario(str(scenario_file(text)))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"duration_s": float("nan")}, "--duration nan must be > 0 and <= 2e+09 s"),
+        ({"duration_s": float("inf")}, "--duration inf must be > 0"),
+        ({"duration_s": 1e12}, "--duration 1e+12 must be > 0"),
+        ({"accesses": 1 << 41}, "--accesses 2199023255552 must be >= 0 and <= 2**40"),
+        ({"seed": 1 << 64}, "--seed 18446744073709551616 must be >= 0 and below 2**63"),
+    ],
+)
+def test_overrides_out_of_range(
+    scenario_file: Make, override: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        load_scenario(str(scenario_file(TINY_SCENARIO)), **override)
+
+
+def test_rates_over_the_duration_past_the_access_limit(scenario_file: Make, tmp_path: Path) -> None:
+    """Without a total, the rates decide the count: 1e9/s x 2 vCPUs x 1000 s = 2e12 > 2**40."""
+    text = TINY_SCENARIO.replace("accesses = 5000\n", "").replace("rate = 1000", "rate = 1e9")
+    text = text.replace("duration_s = 1.0", "duration_s = 1000.0")
+    with pytest.raises(ScenarioError, match=re.escape("give 2e+12 accesses, more than 2**40")):
+        generate(load_scenario(str(scenario_file(text))), tmp_path / "t.parquet")
+    assert not (tmp_path / "t.parquet").exists()
