@@ -69,7 +69,7 @@ def fidelity_sentence(r: RunSeries) -> str | None:
     t = r.totals
     if "logged_faults" not in t:
         return None
-    logged, unexplained = int(t["logged_faults"]), int(t["faults_unexplained"])
+    logged, unexplained = int(t["logged_faults"]), int(t.get("faults_unexplained", 0))
     explained = logged - unexplained
     return (
         f"{r.label}: the model explains {explained:,} of {logged:,} logged faults "

@@ -94,7 +94,7 @@ def faults_over_time(runs: list[RunSeries]) -> Figure:
         if "logged_faults" in r.totals:
             title += (
                 f" of {r.totals['logged_faults']:,} logged"
-                f" ({r.totals['faults_unexplained']:,} not explained)"
+                f" ({r.totals.get('faults_unexplained', 0):,} not explained)"
             )
         if marked:
             title += f" (in {marked:,} of {len(t):,} buckets, each marked: too narrow to see)"
