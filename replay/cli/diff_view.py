@@ -15,6 +15,7 @@ from replay.diff.render import (
     cells,
     fault_lines,
     fault_summary,
+    fidelity_line,
     header_lines,
     shown_rows,
     threshold_lines,
@@ -56,6 +57,9 @@ def print_terminal(diff: Diff, *, show_all: bool = False, limit: int | None = 40
     def say(line: str) -> None:
         console.print(visible(line), markup=False)  # run folders and VM names among them
 
+    fidelity = fidelity_line(diff)
+    if fidelity is not None:
+        say(fidelity)
     for line in header_lines(diff):
         say(line)
     say(verdict(diff))

@@ -80,6 +80,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
             }
         )
         return
+    _print_fidelity(docs)  # first: how much of the log the model explains (issue 12 item 19)
     _print_table(docs, caveats(replay))
     if tf.meta.observed.get("per_vm"):
         _print_observed(tf.meta.observed, docs)
@@ -144,6 +145,30 @@ def _print_observed(observed: dict[str, Any], docs: list[dict[str, Any]]) -> Non
         "note: the log counts what this host's kernel did (its MMU mode, its shrinker, all "
         "zap causes); a replay of a faults-only trace sees only the faults"
     )
+
+
+def _print_fidelity(docs: list[dict[str, Any]]) -> None:
+    """A faults-only trace: logged faults the model explains and does not, and likely why."""
+    from rich.table import Table
+
+    from replay.run.fidelity import FIDELITY_TITLE, NEVER_SEEN, fidelity_rows
+
+    rows = fidelity_rows(docs)
+    if not rows:
+        return
+    console = make_console()
+    table = Table(title=FIDELITY_TITLE, title_justify="left")
+    table.add_column("")
+    for d in docs:
+        table.add_column(d["policy"], justify="right")
+    for label, cells in rows:
+        table.add_row(label, *cells)
+    console.print(table)
+    reasons = docs[0]["trace"].get("likely_reasons", [])
+    console.print("likely reasons for faults not explained:", markup=False)
+    for reason in [*reasons, NEVER_SEEN]:
+        console.print(f"  - {reason}", markup=False)
+    console.print()
 
 
 def _print_table(docs: list[dict[str, Any]], notes: list[str]) -> None:

@@ -184,8 +184,11 @@ class VmRegistry:
         """Provisional VM indices in order of first appearance in time."""
         return sorted(range(len(self.vms)), key=lambda i: (self.vms[i].first_t, i))
 
-    def specs(self, mmu_override: str | None) -> tuple[list[VmSpec], list[str]]:
-        """The trace's VM table (ids in order of first appearance) and what was inferred."""
+    def specs(self, mmu_override: str | None) -> tuple[list[VmSpec], list[tuple[str, str]]]:
+        """The trace's VM table (ids in order of first appearance) and what was inferred.
+
+        Each note is (kind, text): ``memslots_inferred`` or ``vm_without_events``.
+        """
         notes = []
         specs = []
         for new_id, i in enumerate(self.final_order()):
@@ -202,8 +205,11 @@ class VmRegistry:
                     else "unknown (no faults seen): one 1 GiB slot at 0 assumed"
                 )
                 notes.append(
-                    f"VM {v.name}: memslots {what}, backing 4k; give --vm-config for the "
-                    "real layout"
+                    (
+                        "memslots_inferred",
+                        f"VM {v.name}: memslots {what}, backing 4k; give --vm-config for the "
+                        "real layout",
+                    )
                 )
             mmu = mmu_override or (cfg.mmu_mode if cfg else self.default_mmu)
             root = cfg.root_level if cfg else 4
@@ -217,7 +223,9 @@ class VmRegistry:
                 specs.append(
                     VmSpec(len(specs), cfg.name, cfg.vcpus or 1, mmu, cfg.root_level, slots)
                 )
-                notes.append(f"VM {cfg.name} of --vm-config has no event in the log")
+                notes.append(
+                    ("vm_without_events", f"VM {cfg.name} of --vm-config has no event in the log")
+                )
         return specs, notes
 
 

@@ -97,7 +97,8 @@ def _footer(report: ConvertReport, registry: VmRegistry, options: ConvertOptions
 
     specs, notes = registry.specs(options.mmu)
     report.vms = [vm.to_json() for vm in specs]
-    report.warnings += notes + _warnings(report, registry)
+    warned = notes + _warnings(report, registry)
+    report.warnings += [text for _, text in warned]
     try:
         tool = version("kvm-mmu-replay")
     except PackageNotFoundError:  # pragma: no cover - a bare checkout
@@ -114,7 +115,10 @@ def _footer(report: ConvertReport, registry: VmRegistry, options: ConvertOptions
             ],
             "access_source": report.access_source,
             "vm_identity": sorted(registry.identity),
-            "inferred": notes,
+            "inferred": [text for _, text in notes],
+            # Every warning, by kind, so that a replay can name the likely reasons for logged
+            # faults its model does not explain (replay/run/fidelity.py; schemas/README.md).
+            "warnings": [{"kind": kind, "text": text} for kind, text in warned],
             "options": {
                 "format": options.layout,
                 "fault_codes": options.fault_codes,
@@ -165,45 +169,65 @@ def trace_columns(
     return values, valid
 
 
-def _warnings(report: ConvertReport, registry: VmRegistry) -> list[str]:
-    """What the user should know about the trace: guesses, losses, mixed clocks."""
-    out = []
+def _warnings(report: ConvertReport, registry: VmRegistry) -> list[tuple[str, str]]:
+    """What the user should know about the trace: guesses, losses, mixed clocks.
+
+    Each warning is (kind, text); the kinds are listed in ``schemas/README.md``.
+    """
+    out: list[tuple[str, str]] = []
     if "single" in registry.identity and report.rows["access"]:
         out.append(
-            "the log does not tell VMs apart (no tgid column): all guest events are one VM; "
-            "record with ftrace's record-tgid option or perf script -F +pid, or give --vm-config"
+            (
+                "single_vm",
+                "the log does not tell VMs apart (no tgid column): all guest events are one VM; "
+                "record with ftrace's record-tgid option or perf script -F +pid, or give "
+                "--vm-config",
+            )
         )
     if registry.unconfigured:
         out.append(
-            "events from tasks --vm-config does not name: "
-            + ", ".join(sorted(registry.unconfigured)[:5])
+            (
+                "unconfigured_tasks",
+                "events from tasks --vm-config does not name: "
+                + ", ".join(sorted(registry.unconfigured)[:5]),
+            )
         )
     by_vm = report.observed.get("_by_vm", {})
     if any(c.get("sp_indirect") for c in by_vm.values()):
         out.append(
-            "kvm_mmu_get_page roles without 'direct': the host used shadow paging (no EPT/NPT), "
-            "which v1 replays only as an approximation (faulting addresses taken as guest "
-            "physical, MMU modes tdp_mmu/shadow_direct)"
+            (
+                "shadow_paging",
+                "kvm_mmu_get_page roles without 'direct': the host used shadow paging (no "
+                "EPT/NPT), which v1 replays only as an approximation (faulting addresses taken "
+                "as guest physical, MMU modes tdp_mmu/shadow_direct)",
+            )
         )
     layouts = {f.layout for f in report.files}
     if len(report.files) > 1 and len(layouts) > 1:
         out.append(
-            f"logs of different layouts merged ({', '.join(sorted(layouts))}): their clocks may "
-            "differ (perf's runs at an offset from the tracefs clock); events were merged by "
-            "their time stamps as printed"
+            (
+                "layouts_merged",
+                f"logs of different layouts merged ({', '.join(sorted(layouts))}): their clocks "
+                "may differ (perf's runs at an offset from the tracefs clock); events were "
+                "merged by their time stamps as printed",
+            )
         )
     if report.lost_events:
-        out.append(f"the kernel lost {report.lost_events:,} events (ring buffer overruns)")
+        out.append(
+            ("lost_events", f"the kernel lost {report.lost_events:,} events (ring buffer overruns)")
+        )
     guesses = report.observed.get("guesses", {})
-    for what, n in guesses.items():
-        out.append(f"{n:,} reclaim passes: {what}")
+    out += [("reclaim_guessed", f"{n:,} reclaim passes: {what}") for what, n in guesses.items()]
     skipped_spte = sum(
         v for k, v in report.skipped.items() if k.startswith("kvm_mmu_spte_requested")
     )
     if skipped_spte:
         out.append(
-            f"{skipped_spte:,} kvm_mmu_spte_requested lines not used: kvm_page_fault is the "
-            "access source (one per fault; using both would count faults twice)"
+            (
+                "spte_requested_unused",
+                f"{skipped_spte:,} kvm_mmu_spte_requested lines not used: kvm_page_fault is the "
+                "access source (one per fault; using both would count faults twice)",
+            )
         )
     return out
 

@@ -84,14 +84,10 @@ def enum_codes(column: Any, names: tuple[str, ...], where: str) -> np.ndarray:
 def _read(run: RunDir, suffix: str) -> pl.DataFrame:
     """A run's fault rows, enumerations as int8 codes, non-key columns suffixed."""
     import polars as pl
-    import pyarrow.parquet as pq
 
-    path = run.file(FAULTS_FILE)
+    path = run.path / FAULTS_FILE
     cols = ["row", *KEY, *ENUMS, *DETAIL]
-    try:
-        table = pq.read_table(path, columns=cols)
-    except (OSError, ValueError, KeyError) as exc:
-        raise RunFormatError(f"{path} cannot be read as a fault table ({exc})") from None
+    table = run.table(FAULTS_FILE, cols)  # checked to be this run's: stamp, columns, types
     data: dict[str, Any] = {}
     for name in cols:
         column = table.column(name)

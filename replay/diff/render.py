@@ -106,6 +106,32 @@ def verdict(diff: Diff) -> str:
     )
 
 
+def fidelity_line(diff: Diff) -> str | None:
+    """Runs of a faults-only trace: logged faults each run's model explains, A to B.
+
+    Shown before anything else (issue 12 item 19): how much of the log the model accounts for
+    says how far to trust the rest. None when neither run has the figures.
+    """
+    names = ("logged_faults", "faults_unexplained")
+    got = {
+        n: next((r for r in diff.rows if r.scope == "total" and r.metric == n), None) for n in names
+    }
+    logged, unexplained = got["logged_faults"], got["faults_unexplained"]
+    if logged is None or unexplained is None:
+        return None
+
+    def side(n: float | None, u: float | None) -> str:
+        if n is None or u is None:
+            return "no figure (not a faults-only trace)"
+        share = f" ({100 * u / n:.1f}%)" if n else ""
+        return f"{int(u):,} of {int(n):,} logged faults{share}"
+
+    return (
+        f"fidelity (faults-only trace): logged faults the model does not explain (it replays "
+        f"them as hits): A {side(logged.a, unexplained.a)}, B {side(logged.b, unexplained.b)}"
+    )
+
+
 def header_lines(diff: Diff) -> list[str]:
     """Who is compared with whom, and what differs besides the policy."""
     lines = []
@@ -235,6 +261,9 @@ def markdown(diff: Diff, *, show_all: bool = False, limit: int | None = None) ->
         return out
 
     lines = ["## replay diff", ""]
+    fidelity = fidelity_line(diff)
+    if fidelity is not None:
+        lines += [f"**{fidelity[0].upper() + fidelity[1:]}.**", ""]
     lines += [f"- {line}" for line in header_lines(diff)]
     lines += ["", f"**{verdict(diff)}**", ""]
     accounting = fault_summary(diff)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.run.load import RunDir, RunFormatError, load_run, runs_in
+from replay.run.load import RunDir, load_run, runs_in
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -97,13 +97,8 @@ def _merge(timeline: dict[str, np.ndarray], factor: int) -> dict[str, np.ndarray
 
 
 def _read_table(run: RunDir, name: str, columns: list[str] | None = None) -> Any:
-    import pyarrow.parquet as pq
-
-    path = run.file(name)
-    try:
-        return pq.read_table(path, columns=columns)
-    except (OSError, ValueError, KeyError) as exc:
-        raise RunFormatError(f"{path} cannot be read ({exc}); write the run again") from None
+    """A run file, checked to be this run's (its stamp, columns and types) and read."""
+    return run.table(name, columns)
 
 
 def load_series(run: RunDir) -> RunSeries:

@@ -10,6 +10,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from replay.report.plots import shrinker_stall_ns
+from replay.run.fidelity import FIDELITY_TITLE, NEVER_SEEN, fidelity_rows, share
 from replay.run.table import TITLE, policy_rows
 
 if TYPE_CHECKING:
@@ -63,6 +64,40 @@ def headline(r: RunSeries) -> str:
     )
 
 
+def fidelity_sentence(r: RunSeries) -> str | None:
+    """A faults-only run: how many logged faults the model explains, in words."""
+    t = r.totals
+    if "logged_faults" not in t:
+        return None
+    logged, unexplained = int(t["logged_faults"]), int(t.get("faults_unexplained", 0))
+    explained = logged - unexplained
+    return (
+        f"{r.label}: the model explains {explained:,} of {logged:,} logged faults "
+        f"({share(explained, logged)}); it replays the other {unexplained:,} "
+        f"({share(unexplained, logged)}) as hits, faults it does not explain."
+    )
+
+
+def _fidelity(runs: list[RunSeries], docs: list[dict[str, Any]]) -> list[str]:
+    """The fidelity section, first (faults-only runs only): words, numbers, likely reasons."""
+    rows = fidelity_rows(docs)
+    if not rows:
+        return []
+    sentences = [s for s in (fidelity_sentence(r) for r in runs) if s is not None]
+    reasons = list(dict.fromkeys(x for d in docs for x in d["trace"].get("likely_reasons", [])))
+    return [
+        f"<h2>{_e(FIDELITY_TITLE)}</h2>",
+        "<p>Every fault of a faults-only trace happened; one the model replays as a hit is a "
+        "fault it does not explain. Read the rest of this report in that light.</p><ul>",
+        *(f"<li>{_e(s)}</li>" for s in sentences),
+        "</ul>",
+        _table(["", *(r.label for r in runs)], [[label, *cells] for label, cells in rows]),
+        "<p>Likely reasons for faults not explained:</p><ul>",
+        *(f"<li>{_e(x)}</li>" for x in [*reasons, NEVER_SEEN]),
+        "</ul>",
+    ]
+
+
 def render(
     runs: list[RunSeries], figures: list[tuple[str, str, bytes]], png_names: dict[str, str]
 ) -> str:
@@ -84,6 +119,7 @@ def render(
         "<h1>KVM MMU shrinker replay</h1>",
         f"<p>{len(runs)} run{'s' if len(runs) != 1 else ''} of kvm-mmu-replay {_e(tool)}. "
         "Every stall figure is an estimate from the cost model, not a measurement.</p>",
+        *_fidelity(runs, docs),
         "<h2>Headline</h2><ul>",
         *(f"<li>{_e(headline(r))}</li>" for r in runs),
         "</ul>",

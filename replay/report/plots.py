@@ -78,6 +78,7 @@ def faults_over_time(runs: list[RunSeries]) -> Figure:
             linewidth=0,
         )
         marked = _mark_sparse_buckets(ax, t + r.bucket_s / 2, rates, len(t))
+        _unexplained(ax, r, t, marked > 0)
         passes = t[r.timeline["reclaim_passes"] > 0]
         if len(passes):
             ax.vlines(
@@ -90,6 +91,11 @@ def faults_over_time(runs: list[RunSeries]) -> Figure:
                 label="reclaim pass (in bucket)",
             )
         title = f"{r.label}: {r.totals['faults']:,} faults"
+        if "logged_faults" in r.totals:
+            title += (
+                f" of {r.totals['logged_faults']:,} logged"
+                f" ({r.totals.get('faults_unexplained', 0):,} not explained)"
+            )
         if marked:
             title += f" (in {marked:,} of {len(t):,} buckets, each marked: too narrow to see)"
         ax.set_title(title, loc="left", fontsize=10)
@@ -101,6 +107,34 @@ def faults_over_time(runs: list[RunSeries]) -> Figure:
     _figure_legend(fig, axes)
     axes[-1].set_xlabel("time since the trace's first event (s)")
     return fig
+
+
+FEW_UNEXPLAINED = 50
+"""Buckets of unexplained faults up to which each gets a cross of its own."""
+UNEXPLAINED_STYLE = ("logged faults the model does not explain (hits in the replay)", "#7b3294")
+"""Label and colour of a faults-only run's unexplained faults (not dark: never a spine)."""
+
+
+def _unexplained(ax: Any, r: RunSeries, t: np.ndarray, marked: bool) -> None:
+    """A faults-only run: logged faults the model replays as hits, per second, over the bands.
+
+    Drawn only where there are some (a line at 0 would hide the axis); as marks too when the
+    buckets are too narrow to see, like the bands (:func:`_mark_sparse_buckets`).
+    """
+    counts = r.timeline.get("faults_unexplained")
+    if counts is None or "logged_faults" not in r.totals or not (counts > 0).any():
+        return  # not a faults-only run, one written before the column existed, or none
+    label, colour = UNEXPLAINED_STYLE
+    shown = np.flatnonzero(counts > 0)
+    rate = counts[shown] / r.bucket_s
+    # A level across each bucket that has some; a cross on it when they are few or narrow.
+    ax.hlines(rate, t[shown], t[shown] + r.bucket_s, color=colour, linewidth=2, zorder=4)
+    if marked or len(shown) <= FEW_UNEXPLAINED:
+        centres = t[shown] + r.bucket_s / 2
+        ax.scatter(centres, rate, marker="x", s=40, color=colour, zorder=4, clip_on=False)
+    ax.plot([], [], color=colour, marker="x", label=label)
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, max(top, float(rate.max()) * 1.15))
 
 
 SPARSE_MARKS = 400

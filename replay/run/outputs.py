@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from replay.atomic import refusal_to_write_in
 from replay.errors import OutputPathError
+from replay.run.fidelity import FAULTS_ONLY, fidelity_caveat, likely_reasons
 from replay.run.schema import (
     COSTS_CAVEAT,
     FAULTS_FILE,
@@ -41,8 +42,9 @@ if TYPE_CHECKING:
 def caveats(replay: Replay) -> list[str]:
     """One-line caveats that every output of this replay repeats."""
     out = [COSTS_CAVEAT]
-    if replay.trace.meta.coverage == "faults-only":
-        out.insert(0, FAULTS_ONLY_CAVEAT)
+    meta = replay.trace.meta
+    if meta.coverage == FAULTS_ONLY:
+        out[:0] = [FAULTS_ONLY_CAVEAT, fidelity_caveat(likely_reasons(meta.provenance))]
     return out
 
 
@@ -68,6 +70,11 @@ def summary_document(
             "rows": counts.rows,
             "t_first_ns": counts.t_first_ns,
             "t_last_ns": counts.t_last_ns,
+            **(
+                {"likely_reasons": likely_reasons(replay.trace.meta.provenance)}
+                if replay.trace.meta.coverage == FAULTS_ONLY
+                else {}
+            ),
         },
         "config": {
             "mmu": asdict(replay.cfg),

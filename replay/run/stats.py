@@ -206,7 +206,14 @@ class _Groups:
         return vi, vc
 
 
-_NOT_FROM_FAULTS = ("t_start_ns", "accesses", "pages_freed", "scan_calls", "reclaim_passes")
+_NOT_FROM_FAULTS = (
+    "t_start_ns",
+    "accesses",
+    "pages_freed",
+    "scan_calls",
+    "reclaim_passes",
+    "faults_unexplained",
+)
 BUCKETED = (
     *(c for c in TIMELINE_COLUMNS[:-2] if c not in _NOT_FROM_FAULTS),
     "sp_change",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay.run.fidelity import FAULTS_ONLY, with_fidelity
 from replay.run.schema import TIMELINE_COLUMNS
 from replay.run.stats import BUCKETED, Blocks, pad, running_within_groups
 
@@ -106,6 +107,9 @@ def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
                 peak_cache_pages=int(stats.cache_vcpu.peak[g]),
             )
             per_vcpu[f"{vm.id}/{c}"] = vblock
+    if replay.trace.meta.coverage == FAULTS_ONLY:  # every access is a logged fault (D9)
+        totals = with_fidelity(totals)
+        per_vm = {vm: with_fidelity(block) for vm, block in per_vm.items()}
     return {"totals": totals, "per_vm": per_vm, "per_vcpu": per_vcpu}
 
 
@@ -130,6 +134,11 @@ def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
     out["t_start_ns"] = t0 + bucket * np.arange(n, dtype=np.int64)
     out["accesses"] = pad(counts.accesses_by_bucket, n)[:n]
     out["reclaim_passes"] = pad(counts.reclaim_by_bucket, n)[:n]
+    # Logged faults the model replays as hits (fidelity.py): none unless the trace is faults-only.
+    unexplained = out["accesses"] - out["faults"]
+    if replay.trace.meta.coverage != FAULTS_ONLY:
+        unexplained[:] = 0
+    out["faults_unexplained"] = unexplained
     out["sp_pages"] = np.cumsum(sp_change)
     out["cache_pages"] = np.cumsum(cache_change)
     return {name: out[name] for name in TIMELINE_COLUMNS}

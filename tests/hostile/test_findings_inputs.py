@@ -31,9 +31,6 @@ def other_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # -- item 9: diff and report trust the run folder -------------------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 9: a run file's replay.run stamp is never checked"
-)
 @pytest.mark.parametrize("name", ["faults.parquet", "scans.parquet", "timeline.parquet"])
 def test_item9_a_file_of_another_traces_run(
     sandbox: Sandbox, small_runs: Path, other_run: Path, name: str
@@ -67,7 +64,6 @@ SUMMARY_DAMAGE = [
 """(command, damage): report draws no per-VM figure, so per-VM values are diff's alone."""
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 9: summary.json of the wrong shape")
 @pytest.mark.parametrize(("command", "damage"), SUMMARY_DAMAGE)
 def test_item9_summary_of_the_wrong_shape(
     sandbox: Sandbox, small_runs: Path, damage: str, command: str
@@ -83,7 +79,6 @@ def test_item9_summary_of_the_wrong_shape(
     assert "summary.json" in got.error_line
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 9: a trace placed as vcpu_cache.parquet")
 def test_item9_trace_placed_as_a_run_file(
     sandbox: Sandbox, small_runs: Path, small_trace: Path
 ) -> None:

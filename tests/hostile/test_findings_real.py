@@ -69,7 +69,6 @@ def test_item19_the_capture_has_a_logged_fault_the_model_calls_a_hit(real_replay
         assert doc["totals"]["hits"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 19: logged faults the model calls hits")
 def test_item19_summary_counts_logged_and_unexplained_faults(real_replay: Sandbox) -> None:
     for policy, doc in _summaries(real_replay).items():
         totals = doc["totals"]
@@ -80,14 +79,12 @@ def test_item19_summary_counts_logged_and_unexplained_faults(real_replay: Sandbo
         assert sum(b["logged_faults"] for b in doc["per_vm"].values()) == 71
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 19: logged faults the model calls hits")
 def test_item19_run_json_carries_them(real_replay: Sandbox) -> None:
     doc = json.loads((real_replay.path / "run.json").read_text())
     for policy, run in doc["runs"].items():
         assert run["totals"]["faults_unexplained"] == 1, policy
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 19: logged faults the model calls hits")
 def test_item19_over_time(real_replay: Sandbox) -> None:
     for policy, doc in _summaries(real_replay).items():
         timeline = pq.read_table(real_replay.path / "runs" / policy / "timeline.parquet")
@@ -95,21 +92,18 @@ def test_item19_over_time(real_replay: Sandbox) -> None:
         assert pc.sum(column).as_py() == doc["totals"]["faults_unexplained"], policy
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 19: the table shows accesses and faults only")
 def test_item19_the_table_says_it(real_replay: Sandbox) -> None:
     text = (real_replay.path / "table.txt").read_text().lower()
     assert "logged faults" in text
     assert re.search(r"unexplained|not explained", text)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 19: diff has no figure of unexplained faults")
 def test_item19_diff_compares_them(real_replay: Sandbox) -> None:
     got = real_replay.run("diff", "runs/zap", "runs/cache", "--json", "--all")
     metrics = {row["metric"] for row in got.json()["rows"] if row["scope"] == "total"}
     assert {"logged_faults", "faults_unexplained"} <= metrics
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 19: the caveats do not give the reasons")
 def test_item19_likely_reasons_among_the_caveats(real_replay: Sandbox) -> None:
     """The converter warned of shadow paging and inferred memslots; the run says why."""
     for policy, doc in _summaries(real_replay).items():

@@ -8,7 +8,6 @@ import json
 import shutil
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -56,9 +55,6 @@ def _edit_real(real: dict[str, Any], edit: tuple[str, tuple[Any, ...], Any]) -> 
     return apply_edit(real, edit)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 9: summary.json of the wrong shape: tracebacks"
-)
 @PROPERTY
 @given(edit=document_edits(_summary_skeleton()))
 @example(edit=("set", ("totals",), [1, 2]))
@@ -106,7 +102,6 @@ def test_run_file_damaged(
         box.run("diff", "runs/zap", "runs/cache", "--json")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 9: a trace placed as vcpu_cache.parquet")
 @settings(PROPERTY, max_examples=3)
 @given(
     name=st.sampled_from(RUN_FILES),
