@@ -19,7 +19,9 @@ def convert(  # typer declares a command's options as its parameters: more than 
             help="Log files (plain, .gz or .zst; - for standard input), one host, any layout."
         ),
     ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Trace file to write.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Trace file to write.", readable=False)
+    ],
     format_: Annotated[
         LogLayout | None,
         typer.Option("--format", help="Force the layout (default: recognised from the lines)."),
@@ -33,7 +35,9 @@ def convert(  # typer declares a command's options as its parameters: more than 
     ] = FaultCodes.AUTO,
     vm_config: Annotated[
         Path | None,
-        typer.Option(help="TOML file naming each VM's threads, memslots and MMU mode."),
+        typer.Option(
+            help="TOML file naming each VM's threads, memslots and MMU mode.", readable=False
+        ),
     ] = None,
     mmu: Annotated[
         MmuMode | None, typer.Option(help="MMU mode of VMs the config does not set.")

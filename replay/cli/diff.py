@@ -17,8 +17,12 @@ THRESHOLD_EXIT = 4
 
 @user_errors
 def diff(  # typer declares a command's options as its parameters: more than 8 here
-    run_a: Annotated[Path, typer.Argument(help="Baseline run folder, e.g. runs/quick/zap.")],
-    run_b: Annotated[Path, typer.Argument(help="Run to compare with it, e.g. runs/quick/cache.")],
+    run_a: Annotated[
+        Path, typer.Argument(help="Baseline run folder, e.g. runs/quick/zap.", readable=False)
+    ],
+    run_b: Annotated[
+        Path, typer.Argument(help="Run to compare with it, e.g. runs/quick/cache.", readable=False)
+    ],
     force: Annotated[
         bool, typer.Option("--force", help="Compare runs of different traces anyway.")
     ] = False,
@@ -39,6 +43,7 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
             "--faults",
             help="Write the fault-level difference (only in A, only in B, changed) to this "
             ".parquet file.",
+            readable=False,
         ),
     ] = None,
     show_all: Annotated[

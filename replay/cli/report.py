@@ -26,7 +26,8 @@ def report(
     runs: Annotated[
         list[Path],
         typer.Argument(
-            help="Run folders (runs/quick/zap), or folders of runs (runs/quick: every policy)."
+            help="Run folders (runs/quick/zap), or folders of runs (runs/quick: every policy).",
+            readable=False,
         ),
     ],
     output: Annotated[
@@ -35,6 +36,7 @@ def report(
             "-o",
             "--output",
             help="The HTML file (default: report.html beside the runs). PNGs go beside it.",
+            readable=False,
         ),
     ] = None,
     force: ForceFlag = False,

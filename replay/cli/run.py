@@ -26,12 +26,16 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
         EngineChoice, typer.Option(help="fast (vectorized) or reference (scalar).")
     ] = EngineChoice.FAST,
     costs: Annotated[
-        Path | None, typer.Option(help="TOML file overriding the cost model's estimates.")
+        Path | None,
+        typer.Option(help="TOML file overriding the cost model's estimates.", readable=False),
     ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", help="Folder for the runs (default: runs/<trace file stem>)."
+            "-o",
+            "--output",
+            help="Folder for the runs (default: runs/<trace file stem>).",
+            readable=False,
         ),
     ] = None,
     bucket_ms: Annotated[

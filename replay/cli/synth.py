@@ -23,7 +23,10 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", help="Trace file to write (default: <scenario name>.parquet)."
+            "-o",
+            "--output",
+            help="Trace file to write (default: <scenario name>.parquet).",
+            readable=False,
         ),
     ] = None,
     seed: Annotated[

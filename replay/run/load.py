@@ -58,15 +58,26 @@ class RunDir:
 
 
 def is_run(path: Path) -> bool:
-    """Whether ``path`` looks like a run directory (it has a ``summary.json``)."""
-    return (path / SUMMARY_FILE).is_file()
+    """Whether ``path`` looks like a run directory (it has a ``summary.json``).
+
+    A folder that cannot be read counts as one, so that :func:`load_run` names it and says why
+    it cannot be read, rather than it being skipped in silence.
+    """
+    try:
+        return (path / SUMMARY_FILE).is_file()
+    except OSError:
+        return path.is_dir()
 
 
 def runs_in(path: Path) -> list[Path]:
     """The run directories directly inside ``path`` (a folder of runs), by name."""
     if is_run(path) or not path.is_dir():
         return []
-    return [p for p in sorted(path.iterdir()) if is_run(p)]
+    try:
+        entries = sorted(path.iterdir())
+    except OSError:
+        return []  # load_run(path) says why it cannot be read
+    return [p for p in entries if is_run(p)]
 
 
 def load_run(path: Path) -> RunDir:
@@ -104,6 +115,14 @@ def load_run(path: Path) -> RunDir:
         raise RunFormatError(
             f"{path} is a file, not a run; give a folder replay run wrote, e.g. runs/quick/zap"
         )
+    try:
+        # Its files' checks below would raise, not answer, in a folder that cannot be read.
+        next(path.iterdir(), None)
+    except OSError as exc:
+        raise RunFormatError(
+            f"run folder {path} cannot be read ({(exc.strerror or str(exc)).lower()}); give "
+            "yourself read access to it (chmod) or run as its owner"
+        ) from None
     summary_path = path / SUMMARY_FILE
     if not summary_path.is_file():
         inner = [p.name for p in runs_in(path)]
