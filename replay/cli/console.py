@@ -18,6 +18,7 @@ from replay.errors import ReplayError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from rich.console import Console
 
@@ -79,6 +80,26 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.stderr.write(f"error: {line}\n")
     sys.stderr.flush()
     raise typer.Exit(code)
+
+
+def sweep(folder: Path) -> None:
+    """Remove what killed commands of this tool left in ``folder``; one ``note:`` line says what.
+
+    Called by every command before it writes into ``folder``
+    (:func:`replay.atomic.sweep_leftovers` leaves the temporary outputs of live commands alone).
+    """
+    from replay.atomic import sweep_leftovers
+
+    say_swept(sweep_leftovers(folder))
+
+
+def say_swept(removed: list[Path]) -> None:
+    """One ``note:`` line naming removed temporary outputs of killed commands, if any."""
+    if removed:
+        note(
+            f"note: removed {', '.join(str(p) for p in removed)} (temporary output of a replay "
+            "command that was killed)"
+        )
 
 
 def emit_json(doc: dict[str, Any]) -> None:

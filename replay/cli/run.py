@@ -15,6 +15,7 @@ from replay.cli.console import (
     make_console,
     note,
     progress,
+    say_swept,
     user_errors,
 )
 from replay.cli.options import EngineChoice, ForceFlag, JsonFlag, MmuMode, TraceArgument
@@ -72,7 +73,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
     # The runs folder is locked and checked first (may the runs be written?), before a long
     # replay, and stays locked until the report is written.
     with runs_folder(out_dir, force=force) as folder:
-        _say_swept(folder.swept)
+        say_swept(folder.swept)
         try:
             with progress(f"replay {trace.name}", tf.num_rows) as update:
                 replay = run_policies(
@@ -125,15 +126,6 @@ def _open(trace: Path, mmu: MmuMode | None) -> TraceFile:
     return replace(
         tf, meta=TraceMeta(vms, meta.coverage, meta.provenance, meta.observed, meta.schema_version)
     )
-
-
-def _say_swept(swept: list[Path]) -> None:
-    """One line naming the temporary outputs of killed commands that were removed."""
-    if swept:
-        note(
-            f"note: removed {', '.join(str(p) for p in swept)} (temporary output of a replay "
-            "command that was killed)"
-        )
 
 
 def _report_phase(out_dir: Path, docs: list[dict[str, Any]]) -> Path:

@@ -327,9 +327,6 @@ def test_item13_next_convert_clears_a_killed_converts_leftovers(
 
 
 # -- item 14: diff --faults overwrites ------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 14: diff --faults overwrites an existing file"
-)
 @pytest.mark.parametrize("existing", ["trace", "notes"])
 def test_item14_diff_faults_refuses_an_existing_file(
     sandbox: Sandbox, small_runs: Path, small_trace: Path, existing: str
