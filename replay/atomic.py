@@ -123,7 +123,7 @@ def disk_full_reason(exc: BaseException) -> str | None:
     if not isinstance(exc, OSError):
         return None
     if exc.errno in DISK_FULL:
-        return f"{DISK_FULL[exc.errno]}: {exc.strerror or os.strerror(exc.errno)}"
+        return f"{DISK_FULL[exc.errno]}: {os.strerror(exc.errno)}"
     text = str(exc)
     for code, reason in DISK_FULL.items():
         if os.strerror(code) in text:
@@ -135,14 +135,18 @@ def raise_if_disk_full(exc: BaseException, path: Path, what: str = "output") -> 
     """Raise :class:`DiskFullError` naming ``path`` if ``exc`` is a write that found no room."""
     reason = disk_full_reason(exc)
     if reason is not None:
-        raise DiskFullError(
-            f"{what} {path} could not be written ({reason}); nothing was left behind: free "
-            "some space or choose another path"
-        ) from None
+        raise DiskFullError(path, what, reason) from None
 
 
 class DiskFullError(OutputPathError):
     """An output did not fit: a full disk or quota, a file size limit, a read-only mount."""
+
+    def __init__(self, path: Path, what: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"{what} {path} could not be written ({reason}); nothing was left behind: free "
+            "some space or choose another path"
+        )
 
 
 PARTIAL_SUFFIX = ".partial"

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from replay.cli.console import emit_json, fail, note, user_errors
+from replay.cli.console import emit_json, fail, note, sweep, user_errors
 from replay.cli.options import AccessSource, FaultCodes, ForceFlag, JsonFlag, LogLayout, MmuMode
 
 
@@ -67,7 +67,9 @@ def convert(  # typer declares a command's options as its parameters: more than 
         mmu=None if mmu is None else mmu.value,
         strict=strict,
         access_source=access_source.value,
+        force=force,
     )
+    sweep(output.parent)
     report = convert_logs(logs, output, options)
     doc = report.to_json()
     if json_:

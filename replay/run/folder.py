@@ -129,14 +129,18 @@ def runs_folder(out_dir: Path, *, force: bool = False) -> Iterator[RunsFolder]:
         swept += sweep_leftovers(out_dir)  # e.g. a report a killed command was writing
         _check_contents(out_dir, force)
         staging = partial_name(out_dir)
+        # Registered before the folder is made, so that no moment (a signal can arrive at any)
+        # leaves it behind: on the way out it is removed while both locks are still held.
+        held: list[int] = []
+        stack.callback(_remove_staging, staging, held)
         staging.mkdir()
-        try:
-            lock_fd = lock_folder(staging, "runs folder")
-        except BaseException:
-            staging.rmdir()
-            raise
-        # On the way out (an ExitStack unwinds in reverse) the staging folder is removed
-        # while both locks are still held.
-        stack.callback(os.close, lock_fd)
-        stack.callback(shutil.rmtree, staging, ignore_errors=True)
+        held.append(lock_folder(staging, "runs folder"))
         yield RunsFolder(out_dir, staging, swept)
+
+
+def _remove_staging(staging: Path, held: list[int]) -> None:
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        for fd in held:
+            os.close(fd)
