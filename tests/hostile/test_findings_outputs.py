@@ -243,6 +243,24 @@ def test_item8_disk_full(
     assert "full" in got.error_line
 
 
+@pytest.mark.parametrize("case", ["run", "synth --as", "convert -", "diff --faults"])
+def test_item8_file_size_limit(
+    sandbox: Sandbox, small_runs: Path, rendered_log: Path, case: str
+) -> None:
+    """The second way to a failed write, root or not: RLIMIT_FSIZE (EFBIG) instead of a tmpfs."""
+    (sandbox.path / "full").mkdir()
+    sandbox.copy(SAMPLE, "t.parquet")
+    sandbox.copy(rendered_log, "log.txt")
+    sandbox.copy(small_runs, "runs")
+    if case == "diff --faults":
+        sandbox.run("run", "t.parquet", "-o", "runs-t", outputs={"runs-t": "runs"})
+    stdin = rendered_log.read_bytes() if case == "convert -" else None
+    got = sandbox.run(*DISK_FULL_COMMANDS[case], stdin=stdin, file_size=FREE_BYTES)
+    assert got.returncode == 1, "the output does not fit"
+    assert "file size limit" in got.error_line
+    assert "full/" in got.error_line, "the line names the output"
+
+
 # -- item 13: SIGTERM and SIGKILL --------------------------------------------------------------
 def _started_writing(running: Running, pattern: str) -> None:
     root = running.sandbox.path
