@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,9 +81,12 @@ def _convert(  # the state of one conversion, handed over from convert_logs
 ) -> None:
     # The pid in the name lets a later command recognise the folder of a killed conversion
     # (replay.atomic.sweep_leftovers).
-    prefix = f".replay-convert-{os.getpid()}-"
-    with tempfile.TemporaryDirectory(prefix=prefix, dir=output.parent) as tmp_name:
-        tmp = Path(tmp_name)
+    tmp = output.parent / f".replay-convert-{os.getpid()}-{secrets.token_hex(4)}"
+    with ExitStack() as stack:
+        # Its removal is registered before the folder is made: a signal (SIGTERM raises in the
+        # main thread) between the two would otherwise leave it behind.
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        tmp.mkdir()
         paths = [str(spool_stdin(tmp)) if p == "-" else p for p in inputs]
         report.access_source = choose_access_source(paths, options.access_source)
         converters = [
