@@ -140,6 +140,28 @@ def _limits(plain_user: bool, address_space: int, file_size: int | None) -> Call
     return apply
 
 
+def permissions_bind(folder: Path) -> bool:
+    """Whether a command started with ``plain_user`` is refused a file of mode 000 in ``folder``.
+
+    False where root keeps its override (no CAP_SETPCAP to drop it, as in some containers).
+    """
+    probe = folder / ".permission-probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", f"open({str(probe)!r}).read()"],
+            preexec_fn=_limits(True, ADDRESS_SPACE_LIMIT, None),
+            capture_output=True,
+            check=False,
+        )
+    except subprocess.SubprocessError:
+        return False
+    finally:
+        probe.unlink()
+    return proc.returncode != 0 and b"PermissionError" in proc.stderr
+
+
 def command(*args: str) -> list[str]:
     """The argv of ``replay ARGS`` with this checkout's interpreter."""
     return [sys.executable, "-m", "replay", *args]
@@ -246,17 +268,13 @@ class Sandbox:
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=stdout,
             stderr=subprocess.PIPE,
+            # The limits are set in the child, between fork and exec: they bind the command only.
             preexec_fn=_limits(self.plain_user, address_space, file_size),
             start_new_session=True,
         )
-        if stdin is not None:
-            assert proc.stdin is not None
-            try:
-                proc.stdin.write(stdin)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        return Running(self, tuple(args), proc, before, time.monotonic(), address_space)
+        running = Running(self, tuple(args), proc, before, time.monotonic(), address_space)
+        running.stdin = stdin
+        return running
 
     def run(
         self,
@@ -309,6 +327,8 @@ class Running:
         self.before = before
         self.started = started
         self.signalled: int | None = None
+        self.stdin: bytes | None = None
+        """What is written to the command's standard input (while it runs)."""
 
     @property
     def pid(self) -> int:
@@ -345,7 +365,7 @@ class Running:
     ) -> Outcome:
         """Wait for the command, then check the contract (unless ``check`` is False)."""
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            out, err = self.proc.communicate(input=self.stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             out, err = self.proc.communicate()

@@ -98,7 +98,7 @@ def test_item3_issue_reproduction(sandbox: Sandbox) -> None:
     assert got.returncode == 0
 
 
-@pytest.mark.parametrize("cut_at", [20, 70, 100, 128])
+@pytest.mark.parametrize("cut_at", [20, 100])
 def test_item3_line_cut_in_the_middle(sandbox: Sandbox, cut_at: int) -> None:
     """A line cut short (a capture stopped mid-write) is counted and quoted, never fatal."""
     lines = log_lines(LKML)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 PROPERTY = settings(
-    max_examples=10,
+    max_examples=8,
     deadline=None,
     phases=(Phase.explicit, Phase.reuse, Phase.generate),  # no shrinking: each example is a process
     suppress_health_check=[HealthCheck.too_slow],
