@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,23 +55,98 @@ def refusal_to_write_in(folder: Path) -> str | None:
 
 
 @contextmanager
-def atomic_output(path: Path, what: str = "output") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
+def atomic_output(path: Path, what: str = "output", *, force: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; put it in place as ``path`` when the block succeeds.
 
     The temporary name starts with a dot and ends in ``.partial`` so that it is plainly not a
-    finished output. Works for files and for folders.
+    finished output. Works for files and for folders. With ``force`` the finished output
+    replaces whatever ``path`` holds; without it, a file is linked to its name, which fails if
+    the name appeared meanwhile (another command writing the same name), so an output that
+    exists is never replaced without ``--force``, race or not. A full disk (or quota, file size
+    limit, read-only file system) while the block writes is an :class:`OutputPathError` naming
+    ``path``.
     """
     check_output_path(path, what)
     tmp = partial_name(path)
     try:
-        yield tmp
-        tmp.replace(path)
+        try:
+            yield tmp
+        except OSError as exc:
+            raise_if_disk_full(exc, path, what)
+            raise
+        put_in_place(tmp, path, what, force=force)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def put_in_place(tmp: Path, path: Path, what: str, *, force: bool) -> None:
+    """Rename the finished ``tmp`` to ``path``; without ``force``, never over an existing one."""
+    if force or tmp.is_dir():
+        tmp.replace(path)  # a folder cannot be linked; rename(2) refuses a non-empty one
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputPathError(
+            f"{what} {path} appeared while this command wrote it (another command writing the "
+            "same name?); pass --force to replace it or choose another path"
+        ) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # A file system without hard links: an exclusive create stands in for the link.
+        with path.open("xb"):
+            pass
+        tmp.replace(path)
+        return
+    tmp.unlink()
+
+
+DISK_FULL = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is full",
+    errno.EFBIG: "the file size limit is reached (or the disk is full)",
+    errno.EROFS: "the file system is read-only",
+}
+"""The errors of a write that the user fixes by making room or writing elsewhere."""
+
+
+def disk_full_reason(exc: BaseException) -> str | None:
+    """Why a write failed for want of room, or None if ``exc`` is not such a failure.
+
+    pyarrow raises an OSError whose ``errno`` may be None; its text then says what happened.
+    """
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno in DISK_FULL:
+        return f"{DISK_FULL[exc.errno]}: {os.strerror(exc.errno)}"
+    text = str(exc)
+    for code, reason in DISK_FULL.items():
+        if os.strerror(code) in text:
+            return f"{reason}: {os.strerror(code)}"
+    return None
+
+
+def raise_if_disk_full(exc: BaseException, path: Path, what: str = "output") -> None:
+    """Raise :class:`DiskFullError` naming ``path`` if ``exc`` is a write that found no room."""
+    reason = disk_full_reason(exc)
+    if reason is not None:
+        raise DiskFullError(path, what, reason) from None
+
+
+class DiskFullError(OutputPathError):
+    """An output did not fit: a full disk or quota, a file size limit, a read-only mount."""
+
+    def __init__(self, path: Path, what: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"{what} {path} could not be written ({reason}); nothing was left behind: free "
+            "some space or choose another path"
+        )
 
 
 PARTIAL_SUFFIX = ".partial"
@@ -133,33 +208,83 @@ class OutputBusyError(OutputPathError):
 
 
 @contextmanager
-def output_lock(path: Path, what: str = "output") -> Iterator[None]:
-    """Hold an exclusive lock on writing ``path`` (a file or folder) while the block runs.
+def output_lock(folder: Path, what: str = "output") -> Iterator[bool]:
+    """Hold an exclusive lock on the output folder ``folder`` while the block runs.
 
-    The lock is ``flock`` on the folder that holds ``path``: two commands writing into one
-    folder at once are refused, not interleaved, and the kernel drops the lock when its holder
-    ends, however it ends (no stale lock file is ever left behind).
+    The lock is ``flock`` on ``folder`` itself, so two commands writing the same folder are
+    refused, not interleaved, while two writing ``runs/a`` and ``runs/b`` do not meet. A
+    missing ``folder`` is created empty to carry the lock and removed again on the way out if
+    it is still empty (the command failed before anything was put in it); yields whether it
+    was created. The kernel drops the lock when its holder ends, however it ends: no stale lock
+    file is ever left behind.
+
+    A folder replaced by :func:`replace_whole` is a new inode under the old name: the holder
+    locks the new folder (:func:`lock_folder`) before the swap, and a command that opened the
+    name just before the swap finds, once it holds its lock, that the name no longer leads to
+    the inode it locked, and is refused too.
+    """
+    created = False
+    if not folder.exists():
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            pass  # made by another command meanwhile: the lock below decides
+        except OSError as exc:
+            raise OutputPathError(
+                f"{what} {folder} cannot be created ({exc.strerror}); choose another path"
+            ) from None
+        else:
+            created = True
+    fd = lock_folder(folder, what)
+    try:
+        yield created
+    finally:
+        try:
+            if created:
+                with suppress(OSError):
+                    folder.rmdir()  # only if still empty: the command put nothing in it
+        finally:
+            os.close(fd)
+
+
+def lock_folder(folder: Path, what: str = "output") -> int:
+    """Lock ``folder`` (exclusive, not waiting); return the descriptor that holds the lock.
+
+    The lock lasts until the descriptor is closed (or the process ends).
+
+    Raises
+    ------
+    OutputBusyError
+        Another process holds the lock, or ``folder`` was replaced while it was being locked.
     """
     import fcntl
 
-    parent = path.parent
+    busy = OutputBusyError(
+        f"{what} {folder}: another replay command is writing it; wait for it to finish or "
+        "choose another path"
+    )
     try:
-        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise OutputPathError(
-            f"{what} {path}: folder {parent} cannot be opened ({exc.strerror}); choose another path"
+            f"{what} {folder} cannot be opened ({exc.strerror}); choose another path"
         ) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputBusyError(
-                f"{what} {path}: another replay command is writing in {parent}; wait for it to "
-                "finish or choose another path"
-            ) from None
-        yield
-    finally:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The name may have been swapped to another folder between open and flock.
+        held, named = os.fstat(fd), folder.stat()
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            raise busy
+    except BlockingIOError:
         os.close(fd)
+        raise busy from None
+    except FileNotFoundError:
+        os.close(fd)
+        raise busy from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 _RENAME_EXCHANGE = 2

@@ -57,9 +57,14 @@ def run_guarded(app: Callable[..., Any], args: list[str]) -> None:
     except click.exceptions.ClickException as usage:
         sys.stderr.write(f"error: {_usage_line(usage)}\n")
         code = usage.exit_code
-    except typer.Abort:
-        sys.stderr.write("error: interrupted; no partial output was left behind\n")
-        code = 130
+    except typer.Abort as abort:
+        # click turns Ctrl-C (and so SIGTERM) outside a command into Abort; its cause says which.
+        if isinstance(abort.__cause__ or abort.__context__, Terminated):
+            sys.stderr.write("error: terminated (SIGTERM); no partial output was left behind\n")
+            code = TERMINATED_EXIT
+        else:
+            sys.stderr.write("error: interrupted; no partial output was left behind\n")
+            code = 130
     except Exception as exc:  # the last line of defence: a bug, said in one line
         if debug:
             traceback.print_exc()

@@ -19,6 +19,7 @@ from replay.errors import ReplayError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from rich.console import Console
 
@@ -38,10 +39,40 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except ReplayError as exc:
             fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted; no partial output was left behind", 130)
+        except KeyboardInterrupt as exc:
+            interrupted(exc)
+        except OSError as exc:
+            # The last net for a full disk a write path did not name itself (its temporary
+            # output is removed on the way here, as for any error).
+            from replay.atomic import disk_full_reason
+
+            reason = disk_full_reason(exc)
+            if reason is None:
+                raise
+            where = exc.filename if exc.filename is not None else "an output"
+            fail(
+                f"{where} could not be written ({reason}); nothing was left behind: free some "
+                "space or choose another path"
+            )
 
     return wrapper
+
+
+def interrupted(
+    exc: KeyboardInterrupt, left: str = "no partial output was left behind", during: str = ""
+) -> NoReturn:
+    """End a command stopped by Ctrl-C (exit 130) or SIGTERM (exit 143), saying what it left.
+
+    ``during`` says what the command was doing (``"while writing the report"``), ``left`` what
+    the user finds on disk.
+    """
+    from replay.cli._guard import TERMINATED_EXIT, Terminated
+
+    if isinstance(exc, Terminated):
+        fail(
+            " ".join(filter(None, ["terminated (SIGTERM)", during])) + f"; {left}", TERMINATED_EXIT
+        )
+    fail(" ".join(filter(None, ["interrupted", during])) + f"; {left}", 130)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -50,6 +81,26 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.stderr.write(f"error: {line}\n")
     sys.stderr.flush()
     raise typer.Exit(code)
+
+
+def sweep(folder: Path) -> None:
+    """Remove what killed commands of this tool left in ``folder``; one ``note:`` line says what.
+
+    Called by every command before it writes into ``folder``
+    (:func:`replay.atomic.sweep_leftovers` leaves the temporary outputs of live commands alone).
+    """
+    from replay.atomic import sweep_leftovers
+
+    say_swept(sweep_leftovers(folder))
+
+
+def say_swept(removed: list[Path]) -> None:
+    """One ``note:`` line naming removed temporary outputs of killed commands, if any."""
+    if removed:
+        note(
+            f"note: removed {', '.join(str(p) for p in removed)} (temporary output of a replay "
+            "command that was killed)"
+        )
 
 
 def emit_json(doc: dict[str, Any]) -> None:

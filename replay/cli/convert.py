@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from replay.cli.console import emit_json, fail, note, user_errors
+from replay.cli.console import emit_json, fail, note, sweep, user_errors
 from replay.cli.options import AccessSource, FaultCodes, ForceFlag, JsonFlag, LogLayout, MmuMode
 
 
@@ -19,7 +19,9 @@ def convert(  # typer declares a command's options as its parameters: more than 
             help="Log files (plain, .gz or .zst; - for standard input), one host, any layout."
         ),
     ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Trace file to write.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Trace file to write.", readable=False)
+    ],
     format_: Annotated[
         LogLayout | None,
         typer.Option("--format", help="Force the layout (default: recognised from the lines)."),
@@ -33,7 +35,9 @@ def convert(  # typer declares a command's options as its parameters: more than 
     ] = FaultCodes.AUTO,
     vm_config: Annotated[
         Path | None,
-        typer.Option(help="TOML file naming each VM's threads, memslots and MMU mode."),
+        typer.Option(
+            help="TOML file naming each VM's threads, memslots and MMU mode.", readable=False
+        ),
     ] = None,
     mmu: Annotated[
         MmuMode | None, typer.Option(help="MMU mode of VMs the config does not set.")
@@ -63,7 +67,9 @@ def convert(  # typer declares a command's options as its parameters: more than 
         mmu=None if mmu is None else mmu.value,
         strict=strict,
         access_source=access_source.value,
+        force=force,
     )
+    sweep(output.parent)
     report = convert_logs(logs, output, options)
     doc = report.to_json()
     if json_:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from replay.cli.console import emit_json, note, user_errors
+from replay.cli.console import emit_json, fail, note, sweep, user_errors
 from replay.cli.options import JsonFlag
 
 THRESHOLD_EXIT = 4
@@ -17,10 +17,19 @@ THRESHOLD_EXIT = 4
 
 @user_errors
 def diff(  # typer declares a command's options as its parameters: more than 8 here
-    run_a: Annotated[Path, typer.Argument(help="Baseline run folder, e.g. runs/quick/zap.")],
-    run_b: Annotated[Path, typer.Argument(help="Run to compare with it, e.g. runs/quick/cache.")],
+    run_a: Annotated[
+        Path, typer.Argument(help="Baseline run folder, e.g. runs/quick/zap.", readable=False)
+    ],
+    run_b: Annotated[
+        Path, typer.Argument(help="Run to compare with it, e.g. runs/quick/cache.", readable=False)
+    ],
     force: Annotated[
-        bool, typer.Option("--force", help="Compare runs of different traces anyway.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Do it anyway: compare runs of different traces, and replace an existing "
+            "--faults file.",
+        ),
     ] = False,
     fail_on: Annotated[
         list[str] | None,
@@ -39,6 +48,7 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
             "--faults",
             help="Write the fault-level difference (only in A, only in B, changed) to this "
             ".parquet file.",
+            readable=False,
         ),
     ] = None,
     show_all: Annotated[
@@ -61,15 +71,19 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
     from replay.run.load import load_run
 
     if json_ and markdown:
-        from replay.cli.console import fail
-
         fail("choose one of --json and --markdown")
     if faults is not None:
         check_output_path(faults, "--faults output")
+        if faults.exists() and not force:
+            fail(
+                f"--faults output {faults} exists; pass --force to replace it or choose another "
+                "path"
+            )
+        sweep(faults.parent)
     a, b = load_run(run_a), load_run(run_b)
     result = diff_runs(a, b, force=force, fail_on=tuple(fail_on or ()))
     if faults is not None and result.faults is not None:
-        write_fault_diff(result.faults, faults, a, b)
+        write_fault_diff(result.faults, faults, a, b, force=force)
     if json_:
         emit_json(result.to_json())
     elif markdown:

@@ -62,5 +62,5 @@ ForceFlag = Annotated[bool, typer.Option("--force", help="Replace outputs that e
 """``--force`` of the commands that write: without it an existing output is an error.
 (``replay diff --force`` means something else and declares its own.)"""
 
-TraceArgument = Annotated[Path, typer.Argument(help="A trace file (.parquet).")]
+TraceArgument = Annotated[Path, typer.Argument(help="A trace file (.parquet).", readable=False)]
 """The trace ``replay run`` and ``replay inspect`` read."""

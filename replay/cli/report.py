@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from replay.cli.console import emit_json, note, user_errors
+from replay.cli.console import emit_json, fail, note, sweep, user_errors
 from replay.cli.options import ForceFlag, JsonFlag
 
 
@@ -26,7 +26,8 @@ def report(
     runs: Annotated[
         list[Path],
         typer.Argument(
-            help="Run folders (runs/quick/zap), or folders of runs (runs/quick: every policy)."
+            help="Run folders (runs/quick/zap), or folders of runs (runs/quick: every policy).",
+            readable=False,
         ),
     ],
     output: Annotated[
@@ -35,6 +36,7 @@ def report(
             "-o",
             "--output",
             help="The HTML file (default: report.html beside the runs). PNGs go beside it.",
+            readable=False,
         ),
     ] = None,
     force: ForceFlag = False,
@@ -47,9 +49,9 @@ def report(
     loaded = expand(runs)
     out = output if output is not None else default_output(runs)
     if out.suffix.lower() not in (".html", ".htm"):
-        from replay.cli.console import fail
-
         fail(f"report {out} must end in .html (the PNGs are written beside it)")
+    if out.parent.is_dir():
+        sweep(out.parent)
     result = write_report(loaded, out, force=force)
     if json_:
         emit_json(

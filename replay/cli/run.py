@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from replay.cli.console import emit_json, make_console, note, progress, shown, user_errors
+from replay.cli.console import (
+    emit_json,
+    fail,
+    interrupted,
+    make_console,
+    note,
+    progress,
+    say_swept,
+    shown,
+    user_errors,
+)
 from replay.cli.options import EngineChoice, ForceFlag, JsonFlag, MmuMode, TraceArgument
 
 if TYPE_CHECKING:
@@ -26,12 +36,16 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
         EngineChoice, typer.Option(help="fast (vectorized) or reference (scalar).")
     ] = EngineChoice.FAST,
     costs: Annotated[
-        Path | None, typer.Option(help="TOML file overriding the cost model's estimates.")
+        Path | None,
+        typer.Option(help="TOML file overriding the cost model's estimates.", readable=False),
     ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", help="Folder for the runs (default: runs/<trace file stem>)."
+            "-o",
+            "--output",
+            help="Folder for the runs (default: runs/<trace file stem>).",
+            readable=False,
         ),
     ] = None,
     bucket_ms: Annotated[
@@ -45,9 +59,11 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
     json_: JsonFlag = False,
 ) -> None:
     """Replay a trace under the shrinker policies and attribute every fault."""
+    from replay.atomic import raise_if_disk_full
     from replay.mmu.config import CostModel, MmuConfig, parse_policies
     from replay.run.driver import run_policies
-    from replay.run.outputs import caveats, run_staging, write_runs
+    from replay.run.folder import runs_folder
+    from replay.run.outputs import caveats, write_runs
     from replay.run.span import bucket_ns_of
 
     policies = parse_policies(policy)
@@ -55,21 +71,31 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
     cost_model = CostModel.from_toml(costs) if costs is not None else CostModel()
     tf = _open(trace, mmu)
     out_dir = output if output is not None else Path("runs") / trace.stem
-    # The staging folder checks first that the runs may be written, before a long replay.
-    with run_staging(out_dir, policies, force=force) as staging:
-        with progress(f"replay {trace.name}", tf.num_rows) as update:
-            replay = run_policies(
-                tf,
-                policies,
-                engine="reference" if engine is EngineChoice.REFERENCE else "fast",
-                cfg=MmuConfig(),
-                costs=cost_model,
-                bucket_ns=bucket_ns,
-                progress=update,
-                workdir=staging,
-            )
-        docs = write_runs(replay, out_dir, force=force, staging=staging)
-    report_path = _write_report(out_dir, docs) if report else None
+    # The runs folder is locked and checked first (may the runs be written?), before a long
+    # replay, and stays locked until the report is written.
+    with runs_folder(out_dir, force=force) as folder:
+        say_swept(folder.swept)
+        try:
+            with progress(f"replay {trace.name}", tf.num_rows) as update:
+                replay = run_policies(
+                    tf,
+                    policies,
+                    engine="reference" if engine is EngineChoice.REFERENCE else "fast",
+                    cfg=MmuConfig(),
+                    costs=cost_model,
+                    bucket_ns=bucket_ns,
+                    progress=update,
+                    workdir=folder.staging,
+                )
+            docs = write_runs(replay, out_dir, force=force, folder=folder)
+        except OSError as exc:
+            raise_if_disk_full(exc, out_dir, "runs folder")
+            raise
+        except KeyboardInterrupt as exc:
+            if not folder.swapped:
+                raise  # the folder is as it was
+            interrupted(exc, f"the runs in {out_dir} are complete")
+        report_path = _report_phase(out_dir, docs) if report else None
     if json_:
         emit_json(
             {
@@ -102,6 +128,18 @@ def _open(trace: Path, mmu: MmuMode | None) -> TraceFile:
     return replace(
         tf, meta=TraceMeta(vms, meta.coverage, meta.provenance, meta.observed, meta.schema_version)
     )
+
+
+def _report_phase(out_dir: Path, docs: list[dict[str, Any]]) -> Path:
+    """The report of the runs just put in place; whatever stops it, the runs stay complete."""
+    from replay.errors import ReplayError
+
+    try:
+        return _write_report(out_dir, docs)
+    except KeyboardInterrupt as exc:
+        interrupted(exc, f"the runs in {out_dir} are complete", "while writing the report")
+    except ReplayError as exc:
+        fail(f"{exc}; the runs in {out_dir} are complete, write the report with replay report")
 
 
 def _write_report(out_dir: Path, docs: list[dict[str, Any]]) -> Path:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from replay.cli.console import emit_json, fail, note, progress, user_errors
+from replay.cli.console import emit_json, fail, note, progress, sweep, user_errors
 from replay.cli.options import ForceFlag, JsonFlag, LogLayout
 
 if TYPE_CHECKING:
@@ -23,7 +23,10 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", help="Trace file to write (default: <scenario name>.parquet)."
+            "-o",
+            "--output",
+            help="Trace file to write (default: <scenario name>.parquet).",
+            readable=False,
         ),
     ] = None,
     seed: Annotated[
@@ -81,11 +84,12 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
     out = output if output is not None else Path(f"{sc.name}{suffix}")
     if out.exists() and not force:
         fail(f"output {out} exists; pass --force to overwrite it or choose another -o")
+    sweep(out.parent)
     if as_ is not None:
-        _render(sc, out, as_.value, json_)
+        _render(sc, out, as_.value, json_, force=force)
         return
     with progress(f"synth {sc.name}", 1) as update:
-        result = generate(sc, out, progress=update)
+        result = generate(sc, out, progress=update, force=force)
     _written(result, sc.name, sc.seed, json_)
 
 
@@ -123,24 +127,24 @@ def _assignments(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _render(sc: object, out: Path, layout: str, as_json: bool) -> None:
+def _render(sc: object, out: Path, layout: str, as_json: bool, *, force: bool) -> None:
     """Generate into a temporary trace beside ``out``, then render it as ``layout`` text."""
     import os
-    import tempfile
 
-    from replay.atomic import check_output_path
+    from replay.atomic import DiskFullError, check_output_path
     from replay.convert.render import render_trace
     from replay.synth import generate
     from replay.trace import open_trace
 
     check_output_path(out, "log")
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".parquet", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
+    # A temporary name with the pid: sweep_leftovers recognises it if this process is killed.
+    tmp = out.with_name(f".{out.name}.trace.{os.getpid()}.partial")
     try:
-        tmp.unlink()
-        generate(sc, tmp)  # type: ignore[arg-type]
-        report = render_trace(open_trace(tmp), layout, out)
+        try:
+            generate(sc, tmp)  # type: ignore[arg-type]
+        except DiskFullError as exc:
+            raise DiskFullError(out, "log", exc.reason) from None  # named as the user knows it
+        report = render_trace(open_trace(tmp), layout, out, force=force)
     finally:
         tmp.unlink(missing_ok=True)
     config = out.with_name(out.name + ".vms.toml")

@@ -36,6 +36,9 @@ class ConvertOptions:
         Stop at the first line that cannot be read instead of counting it.
     access_source
         One of :data:`ACCESS_SOURCES`.
+    force
+        Replace an existing output; without it, an output that appears while the trace is
+        written is an error and is left as it is.
     """
 
     layout: str | None = None
@@ -44,6 +47,7 @@ class ConvertOptions:
     mmu: str | None = None
     strict: bool = False
     access_source: str = "auto"
+    force: bool = True
 
 
 def check_options(options: ConvertOptions) -> None:

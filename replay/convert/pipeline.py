@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +51,7 @@ def convert_logs(
         A bad option, a missing or empty log, a bad ``--vm-config``, or logs with nothing a
         replay can use (:class:`.source.LogFormatError`); no output is left behind.
     """
-    from replay.atomic import check_output_path
+    from replay.atomic import check_output_path, raise_if_disk_full
 
     options = options or ConvertOptions()
     check_options(options)
@@ -60,8 +62,31 @@ def convert_logs(
     configs = load_vm_config(options.vm_config, options.mmu) if options.vm_config else []
     report = ConvertReport()
     registry = VmRegistry(configs, options.mmu or "tdp_mmu")
-    with tempfile.TemporaryDirectory(prefix=".replay-convert-", dir=output.parent) as tmp_name:
-        tmp = Path(tmp_name)
+    try:
+        _convert(inputs, output, options, report, registry, progress)
+    except OSError as exc:
+        # Also the spool of standard input and of several logs, beside the output.
+        raise_if_disk_full(exc, output, "trace")
+        raise
+    return report
+
+
+def _convert(  # the state of one conversion, handed over from convert_logs
+    inputs: list[str],
+    output: Path,
+    options: ConvertOptions,
+    report: ConvertReport,
+    registry: VmRegistry,
+    progress: Callable[[int], None] | None,
+) -> None:
+    # The pid in the name lets a later command recognise the folder of a killed conversion
+    # (replay.atomic.sweep_leftovers).
+    tmp = output.parent / f".replay-convert-{os.getpid()}-{secrets.token_hex(4)}"
+    with ExitStack() as stack:
+        # Its removal is registered before the folder is made: a signal (SIGTERM raises in the
+        # main thread) between the two would otherwise leave it behind.
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        tmp.mkdir()
         paths = [str(spool_stdin(tmp)) if p == "-" else p for p in inputs]
         report.access_source = choose_access_source(paths, options.access_source)
         converters = [
@@ -81,7 +106,6 @@ def convert_logs(
             ]
             rows = merged(spools)
         write_converted(output, rows, registry, report, options)
-    return report
 
 
 def _check_inputs(paths: list[str]) -> None:

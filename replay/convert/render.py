@@ -310,16 +310,16 @@ def vm_config_text(meta: TraceMeta) -> str:
     return "\n".join(lines)
 
 
-def render_trace(trace: TraceFile, layout: str, out: Path) -> RenderReport:
+def render_trace(trace: TraceFile, layout: str, out: Path, *, force: bool = True) -> RenderReport:
     """Write ``trace`` as ``layout`` text to ``out``, its VM table to ``out.vms.toml``.
 
-    Both are written atomically.
+    Both are written atomically; without ``force`` neither replaces a file that exists.
     """
     from replay.atomic import atomic_output
     from replay.trace.reader import iter_batches
 
     config = out.with_name(out.name + ".vms.toml")
-    with atomic_output(out, "log") as tmp, tmp.open("w", encoding="utf-8") as fh:
+    with atomic_output(out, "log", force=force) as tmp, tmp.open("w", encoding="utf-8") as fh:
         renderer = _Renderer(trace.meta, layout, fh)
         head = header(layout, trace.meta)
         if head:
@@ -328,6 +328,6 @@ def render_trace(trace: TraceFile, layout: str, out: Path) -> RenderReport:
         for batch in iter_batches(trace):
             renderer.batch(batch)
         fh.flush()
-        with atomic_output(config, "vm config") as tmp_config:
+        with atomic_output(config, "vm config", force=force) as tmp_config:
             tmp_config.write_text(vm_config_text(trace.meta), encoding="utf-8")
     return renderer.report

@@ -40,7 +40,9 @@ def write_converted(
     """
     from replay.trace.writer import write_trace
 
-    with write_trace(output) as sink:  # the footer is known at the end: set before closing
+    with write_trace(
+        output, force=options.force
+    ) as sink:  # the footer is known at the end: set before closing
         rows_written = _write_rows(sink, chunks, registry, report)
         _check_usable(report, registry, rows_written)
         sink.meta = _footer(report, registry, options)

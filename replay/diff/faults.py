@@ -172,8 +172,14 @@ def fault_diff_table(diff: FaultDiff) -> Any:
     return pa.table(arrays)
 
 
-def write_fault_diff(diff: FaultDiff, path: Path, a: RunDir, b: RunDir) -> None:
-    """Write the changed faults to ``path`` (atomically), stamped with both runs."""
+def write_fault_diff(
+    diff: FaultDiff, path: Path, a: RunDir, b: RunDir, *, force: bool = True
+) -> None:
+    """Write the changed faults to ``path`` (atomically), stamped with both runs.
+
+    Without ``force`` an existing ``path`` is never replaced, even one that appears while the
+    file is written.
+    """
     import json
 
     import pyarrow.parquet as pq
@@ -189,5 +195,5 @@ def write_fault_diff(diff: FaultDiff, path: Path, a: RunDir, b: RunDir) -> None:
     }
     key = str(DIFF_SCHEMA["metadata_key"]).encode()
     table = table.replace_schema_metadata({key: json.dumps(stamp).encode()})
-    with atomic_output(path, "fault-level diff") as tmp:
+    with atomic_output(path, "fault-level diff", force=force) as tmp:
         pq.write_table(table, tmp, compression="zstd")

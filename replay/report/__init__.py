@@ -7,7 +7,6 @@ place only when all are complete, the HTML last.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,7 +76,7 @@ def write_report(runs: list[RunDir], out: Path, *, force: bool = False) -> Repor
 
     matplotlib.use("Agg")  # headless, whatever the user's configuration says
 
-    from replay.atomic import check_output_path
+    from replay.atomic import check_output_path, partial_name, put_in_place
     from replay.report.data import load_series
     from replay.report.html import render
     from replay.report.plots import render_all
@@ -96,18 +95,36 @@ def write_report(runs: list[RunDir], out: Path, *, force: bool = False) -> Repor
     figures = render_all(series)
     page = render(series, figures, {k: p.name for k, p in pngs.items()})
     staged: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
     try:
         for name, _, png in figures:
-            tmp = pngs[name].with_name(f".{pngs[name].name}.{os.getpid()}.partial")
+            tmp = partial_name(pngs[name])
             staged.append((tmp, pngs[name]))
-            tmp.write_bytes(png)
-        tmp_html = out.with_name(f".{out.name}.{os.getpid()}.partial")
+            _write(tmp, png, pngs[name])
+        tmp_html = partial_name(out)
         staged.append((tmp_html, out))
-        tmp_html.write_text(page, encoding="utf-8")
+        _write(tmp_html, page.encode("utf-8"), out)
+        # Without force, a file that appeared meanwhile is not replaced (a link refuses it),
+        # and the files put in place before are taken back: they did not exist before.
         for tmp, final in staged:
-            tmp.replace(final)
+            put_in_place(tmp, final, "report", force=force)
+            placed.append(final)
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        if not force:
+            for final in placed:
+                final.unlink(missing_ok=True)
         raise
     return Report(out, list(pngs.values()))
+
+
+def _write(tmp: Path, data: bytes, final: Path) -> None:
+    """Write ``data`` to ``tmp``; a full disk is an error naming ``final``."""
+    from replay.atomic import raise_if_disk_full
+
+    try:
+        tmp.write_bytes(data)
+    except OSError as exc:
+        raise_if_disk_full(exc, final, "report")
+        raise

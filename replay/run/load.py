@@ -167,15 +167,26 @@ def _type_ok(got: Any, want: str) -> bool:
 
 
 def is_run(path: Path) -> bool:
-    """Whether ``path`` looks like a run directory (it has a ``summary.json``)."""
-    return (path / SUMMARY_FILE).is_file()
+    """Whether ``path`` looks like a run directory (it has a ``summary.json``).
+
+    A folder that cannot be read counts as one, so that :func:`load_run` names it and says why
+    it cannot be read, rather than it being skipped in silence.
+    """
+    try:
+        return (path / SUMMARY_FILE).is_file()
+    except OSError:
+        return path.is_dir()
 
 
 def runs_in(path: Path) -> list[Path]:
     """The run directories directly inside ``path`` (a folder of runs), by name."""
     if is_run(path) or not path.is_dir():
         return []
-    return [p for p in sorted(path.iterdir()) if is_run(p)]
+    try:
+        entries = sorted(path.iterdir())
+    except OSError:
+        return []  # load_run(path) says why it cannot be read
+    return [p for p in entries if is_run(p)]
 
 
 def _read_summary(summary_path: Path) -> Any:
@@ -223,12 +234,31 @@ def load_run(path: Path) -> RunDir:
     >>> run.policy, run.summary["totals"]["pages_freed"]
     ('none', 0)
     """
+    summary_path = _summary_path(path)
+    summary = _checked_summary(path, summary_path)
+    run = RunDir(path, summary)
+    for name in RUN_FILES:
+        if name != SUMMARY_FILE:  # each file's footer: of this run, of the schema's columns
+            run.check_file(name)
+    return run
+
+
+def _summary_path(path: Path) -> Path:
+    """The ``summary.json`` of a run folder, once the folder is known to be one."""
     if not path.exists():
         raise RunFormatError(f"run folder {path} does not exist; give a folder replay run wrote")
     if not path.is_dir():
         raise RunFormatError(
             f"{path} is a file, not a run; give a folder replay run wrote, e.g. runs/quick/zap"
         )
+    try:
+        # Its files' checks below would raise, not answer, in a folder that cannot be read.
+        next(path.iterdir(), None)
+    except OSError as exc:
+        raise RunFormatError(
+            f"run folder {path} cannot be read ({(exc.strerror or str(exc)).lower()}); give "
+            "yourself read access to it (chmod) or run as its owner"
+        ) from None
     summary_path = path / SUMMARY_FILE
     if not summary_path.is_file():
         inner = [p.name for p in runs_in(path)]
@@ -241,6 +271,11 @@ def load_run(path: Path) -> RunDir:
             f"{path} is not a run (no summary.json); give a folder replay run wrote, "
             "e.g. runs/quick/zap"
         )
+    return summary_path
+
+
+def _checked_summary(path: Path, summary_path: Path) -> dict[str, Any]:
+    """The summary, read and checked: a version this reads, every key and shape the code uses."""
     summary = _read_summary(summary_path)
     if not isinstance(summary, dict) or not isinstance(summary.get("schema_version"), int):
         raise RunFormatError(
@@ -266,8 +301,4 @@ def load_run(path: Path) -> RunDir:
         raise RunFormatError(
             f"{summary_path}: {exc}; the run is damaged, write it again with replay run"
         ) from None
-    run = RunDir(path, summary)
-    for name in RUN_FILES:
-        if name != SUMMARY_FILE:  # each file's footer: of this run, of the schema's columns
-            run.check_file(name)
-    return run
+    return summary

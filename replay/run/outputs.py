@@ -1,22 +1,20 @@
 """Write a replay's runs: ``DIR/<policy>/`` with faults, scans, timeline and summary.
 
-All the policies of one command are written into a staging folder beside ``DIR`` and moved into
-place only when every one is complete, so an error or Ctrl-C leaves no run directory behind.
+All the policies of one command are written into a staging folder beside ``DIR`` and put in
+place as one set only when every one is complete (:mod:`replay.run.folder`), so an error or
+Ctrl-C leaves the folder as it was: no run directory, or the old set whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from replay.atomic import refusal_to_write_in
-from replay.errors import OutputPathError
+from replay.atomic import raise_if_disk_full
 from replay.run.fidelity import FAULTS_ONLY, fidelity_caveat, likely_reasons
+from replay.run.folder import RunsFolder, runs_folder
 from replay.run.schema import (
     COSTS_CAVEAT,
     FAULTS_FILE,
@@ -33,7 +31,6 @@ from replay.run.sink import FAULT_PARQUET, fault_table
 from replay.run.summary import summarize_with_timeline
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from replay.run.records import PolicyRun, Replay
@@ -141,60 +138,24 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
     return doc
 
 
-def _targets(out_dir: Path, policies: tuple[str, ...], force: bool) -> list[Path]:
-    targets = [out_dir / p for p in policies]
-    for t in targets:
-        if t.exists() and not force:
-            raise OutputPathError(
-                f"run directory {t} exists; pass --force to replace it or choose another -o"
-            )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputPathError(f"output {out_dir} is a file; give a folder for the runs")
-    return targets
-
-
-@contextmanager
-def run_staging(out_dir: Path, policies: tuple[str, ...], *, force: bool = False) -> Iterator[Path]:
-    """A staging folder beside ``out_dir`` for a replay's files; removed on the way out.
-
-    Checks first that the runs may be written (existing runs need ``force``), so that a long
-    replay does not end in a refusal.
-    """
-    _targets(out_dir, policies, force)
-    parent = out_dir.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputPathError(
-            f"cannot create {parent} ({exc.strerror}); choose another -o"
-        ) from None
-    refused = refusal_to_write_in(parent)
-    if refused:
-        raise OutputPathError(f"folder {parent} is not writable ({refused}); choose another -o")
-    staging = parent / f".{out_dir.name}.{os.getpid()}.partial"
-    staging.mkdir()
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def write_runs(
-    replay: Replay, out_dir: Path, *, force: bool = False, staging: Path | None = None
+    replay: Replay, out_dir: Path, *, force: bool = False, folder: RunsFolder | None = None
 ) -> list[dict[str, Any]]:
-    """Write every policy's run under ``out_dir``, all or nothing.
+    """Write every policy's run under ``out_dir``, all or nothing, as one set.
 
     Parameters
     ----------
     replay
         What :func:`replay.run_policies` returned.
     out_dir
-        The runs folder: each policy's run goes to ``out_dir/<policy>/``.
+        The runs folder: each policy's run goes to ``out_dir/<policy>/``. It holds one
+        replay's set of runs (see :mod:`replay.run.folder`).
     force
-        Replace existing runs; without it, an existing run is an error.
-    staging
-        The folder of :func:`run_staging` the replay wrote its fault rows into, if any; without
-        one, a staging folder is made here.
+        Replace the set of runs ``out_dir`` holds, as a whole; without it, a folder that is not
+        empty is an error.
+    folder
+        The locked folder of :func:`replay.run.folder.runs_folder` the replay wrote its fault
+        rows into, if any; without one, the folder is locked and checked here.
 
     Returns
     -------
@@ -204,7 +165,8 @@ def write_runs(
     Raises
     ------
     OutputPathError
-        A run exists (without ``force``), or the folder cannot be written.
+        The folder holds runs (without ``force``) or other files, another command is writing
+        it, it cannot be written, or the disk is full.
 
     Examples
     --------
@@ -215,23 +177,15 @@ def write_runs(
     >>> sorted(p.name for p in Path("runs/zap").iterdir())
     ['faults.parquet', 'scans.parquet', 'summary.json', 'timeline.parquet', 'vcpu_cache.parquet']
     """
-    policies = tuple(run.policy for run in replay.runs)
-    if staging is None:
-        with run_staging(out_dir, policies, force=force) as fresh:
-            return write_runs(replay, out_dir, force=force, staging=fresh)
-    targets = _targets(out_dir, policies, force)
-    created_out = False
-    try:
-        docs = [write_run(replay, run, staging / run.policy) for run in replay.runs]
-        if not out_dir.exists():
-            out_dir.mkdir()
-            created_out = True
-        for run, target in zip(replay.runs, targets, strict=True):
-            if target.exists():
-                shutil.rmtree(target)
-            (staging / run.policy).replace(target)
-        return docs
-    except BaseException:
-        if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
+    if folder is None:
+        with runs_folder(out_dir, force=force) as fresh:
+            return write_runs(replay, out_dir, force=force, folder=fresh)
+    docs = []
+    for run in replay.runs:
+        try:
+            docs.append(write_run(replay, run, folder.staging / run.policy))
+        except OSError as exc:
+            raise_if_disk_full(exc, out_dir / run.policy, "run")
+            raise
+    folder.put_in_place()
+    return docs

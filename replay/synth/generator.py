@@ -118,6 +118,7 @@ def generate(
     out: Path,
     *,
     progress: Callable[[int, int], None] | None = None,
+    force: bool = True,
 ) -> SynthResult:
     """Generate ``scenario`` into the trace file ``out`` (written atomically).
 
@@ -128,9 +129,12 @@ def generate(
     scenario : Scenario
         What :func:`load_scenario` read.
     out : Path
-        The trace file to write; an existing file is replaced.
+        The trace file to write; an existing file is replaced (with ``force``).
     progress : callable, optional
         Called as ``progress(done_windows, total_windows)`` after each window.
+    force : bool
+        Replace an existing ``out``; without it, an ``out`` that exists when the trace is
+        complete (it appeared meanwhile) is an error and is left as it is.
 
     Returns
     -------
@@ -142,7 +146,8 @@ def generate(
     ScenarioError
         The scenario's workloads have no positive rate but ask for accesses.
     OutputPathError
-        ``out`` cannot be written (its folder is missing or refuses new files).
+        ``out`` cannot be written (its folder is missing or refuses new files, the disk is
+        full, or ``out`` appeared meanwhile without ``force``).
 
     Examples
     --------
@@ -157,7 +162,7 @@ def generate(
     total = sum(plan.totals)
     n_windows = max(1, math.ceil(total / WINDOW_ROWS))
     accesses = 0
-    with write_trace(out, meta) as sink:
+    with write_trace(out, meta, force=force) as sink:
         for w, table in enumerate(_tables(plan, n_windows)):
             sink.write(table)
             accesses += table.num_rows

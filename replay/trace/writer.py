@@ -96,8 +96,13 @@ class TraceSink:
 
 
 @contextmanager
-def write_trace(path: Path, meta: TraceMeta | None = None) -> Iterator[TraceSink]:
+def write_trace(
+    path: Path, meta: TraceMeta | None = None, *, force: bool = True
+) -> Iterator[TraceSink]:
     """Open ``path`` for writing a trace; it appears only when the block ends without error.
+
+    Without ``force`` an existing ``path`` is never replaced, even one that appears while the
+    trace is written (:func:`replay.atomic.atomic_output`).
 
     The footer is written last, from ``sink.meta`` as it stands then: a converter opens the
     trace without one (``meta=None``) and sets it once it has read what the footer holds (the
@@ -105,7 +110,7 @@ def write_trace(path: Path, meta: TraceMeta | None = None) -> Iterator[TraceSink
     """
     import pyarrow.parquet as pq
 
-    with atomic_output(path, "trace") as tmp, ExitStack() as stack:
+    with atomic_output(path, "trace", force=force) as tmp, ExitStack() as stack:
         writer = pq.ParquetWriter(
             tmp,
             arrow_schema(),

@@ -5,6 +5,7 @@ import json
 import pytest
 import typer
 
+from replay.cli._guard import Terminated
 from replay.cli.console import emit_json, fail, make_console, note, shown, user_errors
 from replay.errors import ReplayError, TraceDataError
 
@@ -133,3 +134,49 @@ def test_error_lines_and_notes_write_control_characters_out(
     with pytest.raises(typer.Exit):
         fail("trace evil\x1b]0;t\x07.parquet is bad")
     assert capsys.readouterr().err == "error: trace evil\\x1b]0;t\\x07.parquet is bad\n"
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "line"),
+    [
+        (KeyboardInterrupt, 130, "error: interrupted; no partial output was left behind\n"),
+        (Terminated, 143, "error: terminated (SIGTERM); no partial output was left behind\n"),
+    ],
+)
+def test_ctrl_c_and_sigterm_say_which_they_were(
+    capsys: pytest.CaptureFixture[str], stop: type[KeyboardInterrupt], code: int, line: str
+) -> None:
+    @user_errors
+    def command() -> None:
+        raise stop
+
+    with pytest.raises(typer.Exit) as info:
+        command()
+    assert info.value.exit_code == code
+    assert capsys.readouterr().err == line
+
+
+def test_a_full_disk_no_write_path_named_is_still_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import errno
+
+    @user_errors
+    def command() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "out/t.parquet")
+
+    with pytest.raises(typer.Exit) as info:
+        command()
+    assert info.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out/t.parquet could not be written (the disk is full: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_other_os_errors_are_not_taken_for_user_errors() -> None:
+    @user_errors
+    def command() -> None:
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        command()

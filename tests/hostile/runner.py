@@ -65,7 +65,8 @@ USAGE_MESSAGES = (
     "is not a valid",
     "Invalid value for '-",
 )
-"""What click says for a usage error. A missing or unreadable *file* is not one (DESIGN.md)."""
+"""What click says for a usage error. A missing or unreadable *file* is not one: the
+tool says so itself, in one line with exit 1 (issue 12 item 16)."""
 NOT_USAGE = ("does not exist", "is not readable", "not writable", "ermission", "is a directory")
 MEMORY_SIGNS = (
     "MemoryError",

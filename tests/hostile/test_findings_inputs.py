@@ -265,7 +265,6 @@ UNREADABLE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 16: typer's readable check: exit 2 and a box")
 @pytest.mark.parametrize("case", sorted(UNREADABLE))
 def test_item16_unreadable_input(
     plain_sandbox: Sandbox, small_trace: Path, small_runs: Path, case: str
