@@ -21,9 +21,10 @@ from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, parse_payl
 from replay.convert.prepare import prepared_blocks
 from replay.convert.report import EXAMPLES, FileReport
 from replay.convert.rows import Rows
-from replay.convert.source import LogFormatError
+from replay.convert.source import MAX_LINE, LogFormatError
+from replay.convert.vms import MAX_VCPUS
 from replay.errors import ReplayError
-from replay.trace.schema import EVENT_CODE, OP_CODE, SOURCE_CODE
+from replay.trace.schema import EVENT_CODE, OP_CODE, PAGE_SHIFT, SOURCE_CODE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from replay.convert.report import ConvertReport
     from replay.convert.vms import VmRegistry
 
+VCPU_RANGE = f"vcpu field past {MAX_VCPUS - 1} (a trace holds vCPUs 0..{MAX_VCPUS - 1})"
+GPA_RANGE = "fault address beyond what the VM's paging maps (2**52, or its root_level's reach)"
 LineEvent = tuple[int, int, str, str, str]
 """A used event read line by line: line number, time (ns), event name, task column, payload."""
 
@@ -196,6 +199,8 @@ class FileConverter:
                 report.skipped["lost-events notice"] += 1
             elif got == "malformed":
                 self._bad(line, text, "malformed line")
+            elif got == "long":
+                self._bad(line, "", f"line longer than {MAX_LINE >> 20} MiB (skipped unread)")
             else:
                 report.skipped[f"{got} line"] += 1
         return events
@@ -247,6 +252,7 @@ class FileConverter:
         vm_of_head, tasks = self._head_vms(blk, heads, t, lines)
         vm = vm_of_head[heads]
         keep = vm >= 0
+        keep &= self._in_range(blk, sel, vm, values, name)
         if name == "kvm_page_fault":
             vcpu = values[0].astype(np.int64)
             # Every (task, vcpu field) pair once, for the registry's vCPU table.
@@ -293,8 +299,34 @@ class FileConverter:
                 self.report.skipped["unreadable task column"] += max(0, len(bad) - EXAMPLES)
                 continue
             tasks[h] = task
-            vm_of_head[h] = self.registry.vm_of(task, int(t[j]))
+            vm_of_head[h] = self.registry.vm_of(task, int(t[j]), self._where(int(lines[j])))
         return vm_of_head, tasks
+
+    def _in_range(
+        self, blk: LineBlock, sel: np.ndarray, vm: np.ndarray, values: list[np.ndarray], name: str
+    ) -> np.ndarray:
+        """Which fault lines a trace can hold; the others are quoted and counted by reason.
+
+        A vcpu field past 65534 or an address past what the VM's paging can map (2**52, or the
+        root level a ``--vm-config`` gives) is a damaged line in an otherwise good log: it is
+        skipped, never written into a trace its own reader would refuse (issue 12 item 4).
+        """
+        limit = self.registry.gpa_limits()[np.maximum(vm, 0)]
+        if name == "kvm_page_fault":
+            bad_vcpu = values[0] >= np.uint64(MAX_VCPUS)
+            bad_gpa = values[1] >= limit
+        else:
+            bad_vcpu = np.zeros(len(sel), dtype=bool)
+            bad_gpa = values[0] >= (limit >> np.uint64(PAGE_SHIFT))
+        bad_gpa &= ~bad_vcpu
+        for mask, reason in ((bad_vcpu, VCPU_RANGE), (bad_gpa, GPA_RANGE)):
+            at = np.flatnonzero(mask & (vm >= 0))
+            for k in at[:EXAMPLES].tolist():
+                self._bad(int(blk.line_no[sel[k]]), blk.text(int(sel[k])), reason)
+            if len(at) > EXAMPLES:
+                self.report.skipped[reason] += len(at) - EXAMPLES
+        ok: np.ndarray = ~(bad_vcpu | bad_gpa)
+        return ok
 
     def _ops(self, error_code: np.ndarray) -> np.ndarray:
         """Access types (read / write / exec) from fault error codes.
@@ -345,13 +377,26 @@ class FileConverter:
         if name != self.access_source:
             self.report.skipped[f"{name} (the access source is {self.access_source})"] += 1
             return
-        vm = self.registry.vm_of(task, t)
+        vm = self.registry.vm_of(task, t, self._where(line))
+        limit = int(self.registry.gpa_limits()[vm])
         if name == "kvm_page_fault":
             vcpu_field, address, code = values
+            if vcpu_field is not None and not 0 <= vcpu_field < MAX_VCPUS:
+                self._bad(line, f"vcpu {vcpu_field}", VCPU_RANGE)
+                return
+            if not 0 <= address < limit:
+                self._bad(line, f"address {address:#x}", GPA_RANGE)
+                return
+            if not 0 <= code < 1 << 64:
+                self._bad(line, f"error_code {code:#x}", "error code past 64 bits")
+                return
             vcpu = self.registry.vcpu_of(vm, task, vcpu_field)
             op = self._ops(np.array([code], dtype=np.uint64))
             gpa = np.array([address], dtype=np.uint64)
         else:
+            if not 0 <= values[0] < limit >> PAGE_SHIFT:
+                self._bad(line, f"gfn {values[0]:#x}", GPA_RANGE)
+                return
             vcpu = self.registry.vcpu_of(vm, task, None)
             op = np.array([OP_CODE["read"]])
             gpa = np.array([values[0] << 12], dtype=np.uint64)
@@ -396,13 +441,13 @@ class FileConverter:
         elif name.startswith("mm_vmscan_") and name != "mm_vmscan_kswapd_wake":
             self.passes.episode_event(tid, name)
         elif name == "kvm_mmu_zap_all_fast":
-            vm = self.registry.vm_of(task, t)
+            vm = self.registry.vm_of(task, t, self._where(line))
             rows.add(1, t_ns=t, line=line, event=EVENT_CODE["zap_all"], vm=vm)
             self._observe("zap_all_fast", vm)
         elif name == "kvm_unmap_hva_range":
             self._unmap(rows, t, line, int(values[0]), int(values[1]))
         elif name in ("kvm_mmu_get_page", "kvm_mmu_prepare_zap_page"):
-            self._shadow_page(name, self.registry.vm_of(task, t), values)
+            self._shadow_page(name, self.registry.vm_of(task, t, self._where(line)), values)
 
     def _shadow_page(self, name: str, vm: int, values: tuple[Any, ...]) -> None:
         """Count a shadow page the kernel made, found or zapped (the footer's ``observed``)."""
@@ -438,7 +483,7 @@ class FileConverter:
             return
         cfg = hits[0][0]
         task = Task(cfg.name, cfg.threads[0] if cfg.threads else 0, cfg.tgid)
-        vm = self.registry.vm_of(task, t)
+        vm = self.registry.vm_of(task, t, self._where(line))
         for _, s, lo, hi in hits:
             rows.add(
                 1,

@@ -93,7 +93,7 @@ PATTERNS: dict[str, list[tuple[re.Pattern[str], tuple[int, ...]]]] = {
     # vcpu, address, error_code (vcpu may be missing on old kernels)
     "kvm_page_fault": [
         (
-            re.compile(rf"^vcpu {_D} rip {_H} address {_H} error_code {_H}\s*$"),
+            re.compile(rf"^vcpu {_D} rip (?:0x)?[0-9a-fA-F]+ address {_H} error_code {_H}\s*$"),
             (10, 16, 16),
         ),
         (re.compile(rf"^()address {_H} error_code {_H}\s*$"), (10, 16, 16)),

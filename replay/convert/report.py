@@ -93,6 +93,11 @@ def wrap_hint(report: ConvertReport) -> str:
     return ""
 
 
+def first_example(report: ConvertReport) -> str:
+    """The first skipped line quoted, so that a message of a failed conversion names a line."""
+    return f" (first: {report.examples[0][:200]})" if report.examples else ""
+
+
 def nothing_usable(report: ConvertReport) -> str:
     """The message for logs without a single event a replay can use."""
     found = []
@@ -107,6 +112,7 @@ def nothing_usable(report: ConvertReport) -> str:
         found.append(f"skipped lines ({top})")
     what = "; ".join(found) or "no event lines"
     return (
-        f"no event a replay can use in {report.lines:,} lines: {what}{wrap_hint(report)}; capture "
+        f"no event a replay can use in {report.lines:,} lines: {what}{wrap_hint(report)}"
+        f"{first_example(report)}; capture "
         "kvm:kvm_page_fault (or kvmmmu:kvm_mmu_spte_requested) and vmscan:mm_shrink_slab_start/end"
     )

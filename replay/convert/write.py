@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.convert.report import nothing_usable, seen, wrap_hint
+from replay.convert.report import first_example, nothing_usable, seen, wrap_hint
 from replay.convert.source import LogFormatError
 from replay.trace.schema import EVENT_CODE, TraceMeta
 
@@ -79,7 +79,8 @@ def _check_usable(report: ConvertReport, registry: VmRegistry, rows_written: int
         raise LogFormatError(nothing_usable(report))
     if not report.rows["access"] and registry.vms:
         raise LogFormatError(
-            f"no guest fault in {report.lines:,} lines ({seen(report)}){wrap_hint(report)}; "
+            f"no guest fault in {report.lines:,} lines ({seen(report)}){wrap_hint(report)}"
+            f"{first_example(report)}; "
             "replay run needs "
             "kvm:kvm_page_fault or kvmmmu:kvm_mmu_spte_requested lines"
         )

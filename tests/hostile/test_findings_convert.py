@@ -60,10 +60,6 @@ ITEM3_VARIANTS: dict[str, Callable[[str], str]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 3: the slow path's kvm_page_fault pattern has 4 groups for 3 bases",
-)
 @pytest.mark.parametrize(
     ("variant", "strict"),
     [*((v, False) for v in sorted(ITEM3_VARIANTS)), ("trailing space", True)],
@@ -77,20 +73,12 @@ def test_item3_ordinary_lines_off_the_fast_path(
     assert got.json()["rows"]["access"] == len(lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 items 3 and 4: a 9-digit vcpu field crashes the slow path; fixed, it makes "
-    "a VM the reader refuses",
-)
 def test_item3_nine_digit_vcpu(sandbox: Sandbox) -> None:
     """vcpu 123456789: a field no VM has; a clear refusal or a trace the tool reads."""
     lines = [ln.replace("vcpu 5 ", "vcpu 123456789 ") for ln in log_lines(LKML)]
     convert(sandbox, joined(lines))  # the contract: exit 0 with a readable trace, or one line
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 3: the issue's own reproduction (sed 's/$/ /')"
-)
 def test_item3_issue_reproduction(sandbox: Sandbox) -> None:
     spaced = "".join(ln + " \n" for ln in log_lines(LKML))
     sandbox.put("spaced.txt", spaced)
@@ -118,9 +106,6 @@ def _addressed(address: int) -> str:
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 4: inferred slots past the root level / 2**52 are written"
-)
 @pytest.mark.parametrize("exponent", [50, 52, 60])
 def test_item4_fault_address_beyond_the_guest(sandbox: Sandbox, exponent: int) -> None:
     """Every address edited to 2**N: refused naming the line, or a trace the tool reads."""
@@ -129,7 +114,6 @@ def test_item4_fault_address_beyond_the_guest(sandbox: Sandbox, exponent: int) -
         assert re.search(r"log\.txt:\d+", got.error_line), got.error_line
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 4: a VM of 70,001 vCPUs is written")
 def test_item4_vcpu_beyond_65535(sandbox: Sandbox) -> None:
     lines = [ln.replace("vcpu 5 ", "vcpu 70000 ") for ln in log_lines(LKML)]
     got = convert(sandbox, joined(lines))
@@ -154,7 +138,6 @@ def _tgid_lines(count: int) -> str:
     return joined(out)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 4: VM ids past 65535 are written")
 def test_item4_more_than_65536_processes(sandbox: Sandbox) -> None:
     got = convert(sandbox, _tgid_lines(70_000))
     assert got.returncode == 1, "70,000 VMs cannot be ids 0..65535"
@@ -178,7 +161,6 @@ VM_CONFIG_HEAD = '[[vm]]\nname = "web"\ntgid = 4145\nthreads = [4136, 4146, 4150
         ),
     ],
 )
-@pytest.mark.xfail(strict=True, reason="issue 12 item 4: --vm-config slots are not checked")
 def test_item4_vm_config_slots(sandbox: Sandbox, case: str, slots: str) -> None:
     sandbox.put("vms.toml", VM_CONFIG_HEAD + slots)
     got = convert(sandbox, log_text(LKML), "--vm-config", "vms.toml")
@@ -298,7 +280,6 @@ def test_item6_halves_swapped_are_not_clamped_silently(
 
 
 # -- item 17: FIFOs, long lines, two VMs of one tgid -----------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 12 item 17: a FIFO is called empty")
 def test_item17_fifo_is_streamed(sandbox: Sandbox) -> None:
     """`replay convert <(cat log)`: a pipe has no size; it must be read as `-` is."""
     import os
@@ -329,7 +310,6 @@ def test_item17_fifo_is_streamed(sandbox: Sandbox) -> None:
     assert access_rows(sandbox.path / "t.parquet") == 7
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 17: a line without a newline is held whole")
 def test_item17_a_long_line_without_a_newline(sandbox: Sandbox) -> None:
     """A real line whose payload runs on for 512 MiB (a capture cut while a buffer was garbage).
 
@@ -352,7 +332,6 @@ def test_item17_a_long_line_without_a_newline(sandbox: Sandbox) -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 17: two VMs of one tgid are accepted")
 def test_item17_vm_config_with_two_vms_of_one_tgid(sandbox: Sandbox) -> None:
     sandbox.put("vms.toml", '[[vm]]\nname = "a"\ntgid = 4145\n[[vm]]\nname = "b"\ntgid = 4145\n')
     got = convert(sandbox, log_text(LKML), "--vm-config", "vms.toml")
