@@ -384,18 +384,10 @@ def test_item18_ftrace_and_perf_agree(sandbox: Sandbox) -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 18: the kvm plugin's kvm_mmu_prepare_zap_page text is unreadable",
-)
 def test_item18_trace_cmd_gives_the_same_observed_counts(sandbox: Sandbox) -> None:
     assert _observed(sandbox, "trace-cmd") == _observed(sandbox, "ftrace")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 18: the kvm plugin's kvm_mmu_prepare_zap_page text is unreadable",
-)
 def test_item18_no_plugin_line_is_unreadable(sandbox: Sandbox) -> None:
     sandbox.copy(DATA / CAPTURE["trace-cmd"], "t.txt")
     got = sandbox.run(
