@@ -22,6 +22,7 @@ from replay.convert.prepare import prepared_blocks
 from replay.convert.report import EXAMPLES, FileReport
 from replay.convert.rows import Rows
 from replay.convert.source import MAX_LINE, LogFormatError
+from replay.convert.timeorder import INT64_MAX, OUT_OF_RANGE, TimeOrder
 from replay.convert.vms import MAX_VCPUS
 from replay.errors import ReplayError
 from replay.trace.schema import EVENT_CODE, OP_CODE, PAGE_SHIFT, SOURCE_CODE
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 VCPU_RANGE = f"vcpu field past {MAX_VCPUS - 1} (a trace holds vCPUs 0..{MAX_VCPUS - 1})"
 GPA_RANGE = "fault address beyond what the VM's paging maps (2**52, or its root_level's reach)"
+PENDING_MAX = 1 << 21
+"""Rows held back for the reorder window at most (2 Mi rows, under 200 MiB of columns)."""
 LineEvent = tuple[int, int, str, str, str]
 """A used event read line by line: line number, time (ns), event name, task column, payload."""
 
@@ -69,7 +72,7 @@ class FileConverter:
         self.task_ids: dict[Task, int] = {}
         self.passes = PassBuilder()
         self.pending: dict[str, np.ndarray] | None = None
-        self.last_t = np.iinfo(np.int64).min
+        self.order = TimeOrder()
         self.fault_codes: str | None = (
             None if options.fault_codes == "auto" else options.fault_codes
         )
@@ -158,10 +161,14 @@ class FileConverter:
         blk = prepared.blk
         self._start_block(blk, prepared.unterminated)
         slow = self._slow_lines(blk)
+        left_out = self._judge_time(blk, slow)
+        if len(left_out):
+            gone = set(left_out.tolist())
+            slow = [(line, got) for line, got in slow if line not in gone]
         rows = Rows()
         # Events read line by line, dispatched in line order below: reclaim passes depend on
         # the order of begin, shrinker and end lines.
-        ordered = self._fast_columns(prepared, rows)
+        ordered = self._fast_columns(prepared, rows, left_out)
         for line, got in slow:
             name, perf_style = event_name(got.event)
             self._note_layout(perf_style, line)
@@ -193,6 +200,9 @@ class FileConverter:
             line = int(blk.line_no[i])
             got = slow_line(text)
             if not isinstance(got, str):
+                if got.t_ns > INT64_MAX:
+                    self._bad(line, text, OUT_OF_RANGE)  # cannot be a trace's t_ns
+                    continue
                 events.append((line, got))
             elif got == "lost":
                 report.lost_events += lost_count(text)
@@ -205,23 +215,61 @@ class FileConverter:
                 report.skipped[f"{got} line"] += 1
         return events
 
-    def _fast_columns(self, prepared: Prepared, rows: Rows) -> list[LineEvent]:
+    def _judge_time(self, blk: LineBlock, slow: list[tuple[int, SlowLine]]) -> np.ndarray:
+        """Judge the block's lines by their time stamps (:mod:`.timeorder`, issue 12 item 6).
+
+        Returns the numbers of the block's lines to leave out; the others' rows are re-sorted.
+        """
+        at = np.flatnonzero(blk.ok)
+        lines, t = blk.line_no[at], blk.t_ns[at]
+        if slow:
+            lines = np.concatenate([lines, np.array([ln for ln, _ in slow], dtype=np.int64)])
+            t = np.concatenate([t, np.array([got.t_ns for _, got in slow], dtype=np.int64)])
+            order = np.argsort(lines, kind="stable")
+            lines, t = lines[order], t[order]
+        verdict = self.order.judge(lines, t)
+        self.report.reordered += verdict.reordered
+        first = int(blk.line_no[0])
+        for reason, bad in verdict.bad.items():
+            for line in bad[:EXAMPLES].tolist():
+                text = blk.text(line - first) if line >= first else "(an earlier block's line)"
+                self._bad(line, text, reason)
+            if len(bad) > EXAMPLES:
+                self.report.skipped[reason] += len(bad) - EXAMPLES
+        if len(verdict.retracted) and self.pending is not None:
+            keep = ~np.isin(self.pending["line"], verdict.retracted)
+            self.pending = {k: v[keep] for k, v in self.pending.items()}
+        if not verdict.bad:
+            return np.zeros(0, dtype=np.int64)
+        out = np.concatenate(list(verdict.bad.values()))
+        return np.sort(out[out >= first])
+
+    def _fast_columns(
+        self, prepared: Prepared, rows: Rows, left_out: np.ndarray
+    ) -> list[LineEvent]:
         """Count each event column; the fast events' parsed lines become rows here.
 
-        Returns the used events left to read line by line.
+        Lines ``left_out`` (for their time) are skipped. Returns the used events left to read
+        line by line.
         """
         blk = prepared.blk
         ordered: list[LineEvent] = []
         for eid, column in enumerate(blk.events):
             sel = prepared.selections[eid]
+            fast = prepared.fast.get(eid)
+            if len(left_out) and len(sel):
+                keep = ~np.isin(blk.line_no[sel], left_out)
+                sel = sel[keep]
+                if fast is not None:
+                    fast = ([v[keep] for v in fast[0]], fast[1][keep])
             if not len(sel):
                 continue
             name, perf_style = event_name(column)
             self._note_layout(perf_style, int(blk.line_no[sel[0]]))
             if not self._used(name, len(sel)):
                 continue
-            if eid in prepared.fast:
-                values, good = prepared.fast[eid]
+            if fast is not None:
+                values, good = fast
                 self._fast_event(rows, blk, name, sel[good], [v[good] for v in values])
                 sel = sel[~good]
             ordered += [
@@ -512,27 +560,36 @@ class FileConverter:
         ):
             order = np.lexsort((line, t))
             cols = {k: v[order] for k, v in cols.items()}
-        hold = None if final else self.passes.earliest_open()
-        if hold is not None:
-            cut = int(np.searchsorted(cols["t_ns"], hold, side="left"))
+        if not final:
+            cut = self._ready(cols["t_ns"])
             self.pending = {k: v[cut:] for k, v in cols.items()}
             cols = {k: v[:cut] for k, v in cols.items()}
-        self._clock(cols)
+        self._span(cols)
         return cols
 
-    def _clock(self, cols: dict[str, np.ndarray]) -> None:
-        """Keep time from going backwards across blocks, and note the file's time span."""
+    def _ready(self, t: np.ndarray) -> int:
+        """How many of the sorted rows ``t`` can be written: none a line to come may precede.
+
+        Rows wait while within :data:`.timeorder.WINDOW_NS` of the latest line (a later line
+        may interleave before them) or after an open reclaim pass's start. At most
+        :data:`PENDING_MAX` rows wait for the window: past that, lines that would go before
+        written rows are left out as behind (:mod:`.timeorder`), never moved.
+        """
+        window = self.order.cut()
+        cut = 0 if window is None else int(np.searchsorted(t, window, side="left"))
+        cut = max(cut, len(t) - PENDING_MAX)
+        hold = self.passes.earliest_open()
+        if hold is not None:
+            cut = min(cut, int(np.searchsorted(t, hold, side="left")))
+        if cut:
+            self.order.floor = max(self.order.floor, int(t[cut - 1]))
+        return cut
+
+    def _span(self, cols: dict[str, np.ndarray]) -> None:
+        """Note the file's time span (rows come in time order)."""
         t = cols["t_ns"]
         if not len(t):
             return
-        behind = t < self.last_t
-        if behind.any():
-            self.report.skipped["out-of-order line (time moved up to the previous line's)"] += int(
-                behind.sum()
-            )
-            t = np.maximum.accumulate(np.maximum(t, self.last_t))
-            cols["t_ns"] = t
-        self.last_t = int(t[-1])
         if self.info.first_t_ns is None:
             self.info.first_t_ns = int(t[0])
         self.info.last_t_ns = int(t[-1])

@@ -44,6 +44,8 @@ class ConvertReport:
     examples: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     lost_events: int = 0
+    reordered: int = 0
+    """Lines kept but out of time order within the interleave window (rows re-sorted)."""
     access_source: str = ""
     vms: list[dict[str, Any]] = field(default_factory=list)
     observed: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +72,7 @@ class ConvertReport:
             "unknown_events": dict(self.unknown_events),
             "unused_events": dict(self.unused_events),
             "lost_events": self.lost_events,
+            "reordered": self.reordered,
             "examples": self.examples,
             "warnings": self.warnings,
             "access_source": self.access_source,

@@ -14,6 +14,7 @@ import numpy as np
 
 from replay.convert.report import first_example, nothing_usable, seen, wrap_hint
 from replay.convert.source import LogFormatError
+from replay.convert.timeorder import REORDERED, TIME_REASONS
 from replay.trace.schema import EVENT_CODE, TraceMeta
 
 if TYPE_CHECKING:
@@ -193,6 +194,7 @@ def _warnings(report: ConvertReport, registry: VmRegistry) -> list[str]:
             "differ (perf's runs at an offset from the tracefs clock); events were merged by "
             "their time stamps as printed"
         )
+    out += _time_warnings(report)
     if report.lost_events:
         out.append(f"the kernel lost {report.lost_events:,} events (ring buffer overruns)")
     guesses = report.observed.get("guesses", {})
@@ -205,6 +207,24 @@ def _warnings(report: ConvertReport, registry: VmRegistry) -> list[str]:
         out.append(
             f"{skipped_spte:,} kvm_mmu_spte_requested lines not used: kvm_page_fault is the "
             "access source (one per fault; using both would count faults twice)"
+        )
+    return out
+
+
+def _time_warnings(report: ConvertReport) -> list[str]:
+    """What time stamps out of order did to the trace (rules in :mod:`.timeorder`)."""
+    out = []
+    if report.reordered:
+        out.append(
+            f"{report.reordered:,} lines out of time order by under 1 s ({REORDERED}): "
+            "re-sorted, their time stamps kept"
+        )
+    dropped = {k: v for k, v in report.skipped.items() if k in TIME_REASONS}
+    if dropped:
+        what = ", ".join(f"{k} {v:,}" for k, v in dropped.items())
+        out.append(
+            f"lines left out for their time stamps ({what}); a log made of several captures "
+            "is converted with each part as its own file (files are merged by time)"
         )
     return out
 
