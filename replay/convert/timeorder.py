@@ -7,10 +7,10 @@ keep their time stamps, the rows are re-sorted, and the lines moved are counted
 (``reordered (per-CPU interleave)``) and warned about. Anything else is not, and each case is
 counted by name, warned about, and its lines left out rather than moved in time:
 
-- a **garbled stamp**: a run of at most :data:`RUN_MAX` lines whose time is more than
-  :data:`WINDOW_NS` away from the lines on both sides, while those agree with each other
-  (``81234567.000000`` among stamps of 86 s). A run at the end of a block waits for the next
-  block to be judged;
+- a **garbled stamp**: a run of at most :data:`RUN_MAX` lines whose time jumps more than
+  :data:`WINDOW_NS` away from the line before and jumps back to it after, the lines on both
+  sides agreeing (``81234567.000000`` among stamps of 86 s). A run at the end of a block
+  waits for the next block to be judged;
 - **time going back** by more than :data:`WINDOW_NS` behind the latest line so far, for good:
   a log concatenated twice, two halves swapped, a CPU's section repeated. Those lines are left
   out; a log made of several captures is converted with each part as its own file (files are
@@ -113,9 +113,9 @@ class TimeOrder:
 def _garbled(t: np.ndarray, before: np.ndarray) -> tuple[np.ndarray, int]:
     """Lines of garbled stamps, and how many lines are decided (the rest wait for more).
 
-    A jump (over :data:`WINDOW_NS` from the line before) that comes back to the time before it
-    within :data:`RUN_MAX` lines marks the run in between. Jumps are rare in a real log, so
-    they are looked at one by one.
+    A jump (over :data:`WINDOW_NS` from the line before) followed, within :data:`RUN_MAX`
+    lines, by a jump back to the time before it marks the run in between. Jumps are rare in a
+    real log, so they are looked at one by one.
     """
     n = len(t)
     garbled = np.zeros(n, dtype=bool)
@@ -125,7 +125,11 @@ def _garbled(t: np.ndarray, before: np.ndarray) -> tuple[np.ndarray, int]:
             continue  # in a run already marked, or the line that ends one
         base = int(before[i])
         ahead = t[i + 1 : i + 1 + RUN_MAX]
-        back = np.flatnonzero(np.abs(ahead - base) <= WINDOW_NS)
+        # The run ends with a jump back to the time before it (not a slow drift back).
+        back = np.flatnonzero(
+            (np.abs(ahead - base) <= WINDOW_NS)
+            & (np.abs(ahead - t[i : i + len(ahead)]) > WINDOW_NS)
+        )
         if len(back):
             garbled[i : i + 1 + int(back[0])] = True
         elif i + RUN_MAX >= n and t[i] > base:
