@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.convert.layout import LAYOUTS, Task, event_name, lost_count, parse_task, slow_line
-from replay.convert.passes import Pass, PassBuilder, ShrinkStart
+from replay.convert.passes import DEF_PRIORITY, Pass, PassBuilder, ShrinkStart
 from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, parse_payload
 from replay.convert.prepare import prepared_blocks
 from replay.convert.report import EXAMPLES, FileReport
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 VCPU_RANGE = f"vcpu field past {MAX_VCPUS - 1} (a trace holds vCPUs 0..{MAX_VCPUS - 1})"
 GPA_RANGE = "fault address beyond what the VM's paging maps (2**52, or its root_level's reach)"
+NID_MAX = 0x7FFF
+"""Largest NUMA node a trace holds (its ``nid`` column is int16; kernels have at most 1024)."""
 PENDING_MAX = 1 << 21
 """Rows held back for the reorder window at most (2 Mi rows, under 200 MiB of columns)."""
 LineEvent = tuple[int, int, str, str, str]
@@ -471,6 +473,10 @@ class FileConverter:
         tid = self._task_index(task)
         if name == "mm_shrink_slab_start":
             sname, shrinker, nid, nr, _items, _delta, total, prio = values
+            if not 0 <= nid <= NID_MAX or not (prio is None or 0 <= prio <= DEF_PRIORITY):
+                # A trace's nid is int16 and a priority 0..12: garbage is not wrapped or clamped.
+                self._bad(line, payload, f"nid past 0..{NID_MAX} or priority past 0..12")
+                return
             start = ShrinkStart(
                 task=tid,
                 comm=task.comm,
