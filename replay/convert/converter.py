@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.convert.layout import LAYOUTS, Task, event_name, lost_count, parse_task, slow_line
-from replay.convert.passes import Pass, PassBuilder, ShrinkStart
+from replay.convert.passes import DEF_PRIORITY, Pass, PassBuilder, ShrinkStart
 from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, parse_payload
 from replay.convert.prepare import prepared_blocks
 from replay.convert.report import EXAMPLES, FileReport
 from replay.convert.rows import Rows
-from replay.convert.source import LogFormatError
+from replay.convert.source import MAX_LINE, LogFormatError
+from replay.convert.timeorder import INT64_MAX, OUT_OF_RANGE, TimeOrder
+from replay.convert.vms import MAX_VCPUS
 from replay.errors import ReplayError
-from replay.trace.schema import EVENT_CODE, OP_CODE, SOURCE_CODE
+from replay.trace.schema import EVENT_CODE, OP_CODE, PAGE_SHIFT, SOURCE_CODE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,6 +37,12 @@ if TYPE_CHECKING:
     from replay.convert.report import ConvertReport
     from replay.convert.vms import VmRegistry
 
+VCPU_RANGE = f"vcpu field past {MAX_VCPUS - 1} (a trace holds vCPUs 0..{MAX_VCPUS - 1})"
+GPA_RANGE = "fault address beyond what the VM's paging maps (2**52, or its root_level's reach)"
+NID_MAX = 0x7FFF
+"""Largest NUMA node a trace holds (its ``nid`` column is int16; kernels have at most 1024)."""
+PENDING_MAX = 1 << 21
+"""Rows held back for the reorder window at most (2 Mi rows, under 200 MiB of columns)."""
 LineEvent = tuple[int, int, str, str, str]
 """A used event read line by line: line number, time (ns), event name, task column, payload."""
 
@@ -66,7 +74,7 @@ class FileConverter:
         self.task_ids: dict[Task, int] = {}
         self.passes = PassBuilder()
         self.pending: dict[str, np.ndarray] | None = None
-        self.last_t = np.iinfo(np.int64).min
+        self.order = TimeOrder()
         self.fault_codes: str | None = (
             None if options.fault_codes == "auto" else options.fault_codes
         )
@@ -155,10 +163,14 @@ class FileConverter:
         blk = prepared.blk
         self._start_block(blk, prepared.unterminated)
         slow = self._slow_lines(blk)
+        left_out = self._judge_time(blk, slow)
+        if len(left_out):
+            gone = set(left_out.tolist())
+            slow = [(line, got) for line, got in slow if line not in gone]
         rows = Rows()
         # Events read line by line, dispatched in line order below: reclaim passes depend on
         # the order of begin, shrinker and end lines.
-        ordered = self._fast_columns(prepared, rows)
+        ordered = self._fast_columns(prepared, rows, left_out)
         for line, got in slow:
             name, perf_style = event_name(got.event)
             self._note_layout(perf_style, line)
@@ -190,33 +202,76 @@ class FileConverter:
             line = int(blk.line_no[i])
             got = slow_line(text)
             if not isinstance(got, str):
+                if got.t_ns > INT64_MAX:
+                    self._bad(line, text, OUT_OF_RANGE)  # cannot be a trace's t_ns
+                    continue
                 events.append((line, got))
             elif got == "lost":
                 report.lost_events += lost_count(text)
                 report.skipped["lost-events notice"] += 1
             elif got == "malformed":
                 self._bad(line, text, "malformed line")
+            elif got == "long":
+                self._bad(line, "", f"line longer than {MAX_LINE >> 20} MiB (skipped unread)")
             else:
                 report.skipped[f"{got} line"] += 1
         return events
 
-    def _fast_columns(self, prepared: Prepared, rows: Rows) -> list[LineEvent]:
+    def _judge_time(self, blk: LineBlock, slow: list[tuple[int, SlowLine]]) -> np.ndarray:
+        """Judge the block's lines by their time stamps (:mod:`.timeorder`, issue 12 item 6).
+
+        Returns the numbers of the block's lines to leave out; the others' rows are re-sorted.
+        """
+        at = np.flatnonzero(blk.ok)
+        lines, t = blk.line_no[at], blk.t_ns[at]
+        if slow:
+            lines = np.concatenate([lines, np.array([ln for ln, _ in slow], dtype=np.int64)])
+            t = np.concatenate([t, np.array([got.t_ns for _, got in slow], dtype=np.int64)])
+            order = np.argsort(lines, kind="stable")
+            lines, t = lines[order], t[order]
+        verdict = self.order.judge(lines, t)
+        self.report.reordered += verdict.reordered
+        first = int(blk.line_no[0])
+        for reason, bad in verdict.bad.items():
+            for line in bad[:EXAMPLES].tolist():
+                text = blk.text(line - first) if line >= first else "(an earlier block's line)"
+                self._bad(line, text, reason)
+            if len(bad) > EXAMPLES:
+                self.report.skipped[reason] += len(bad) - EXAMPLES
+        if len(verdict.retracted) and self.pending is not None:
+            keep = ~np.isin(self.pending["line"], verdict.retracted)
+            self.pending = {k: v[keep] for k, v in self.pending.items()}
+        if not verdict.bad:
+            return np.zeros(0, dtype=np.int64)
+        out = np.concatenate(list(verdict.bad.values()))
+        return np.sort(out[out >= first])
+
+    def _fast_columns(
+        self, prepared: Prepared, rows: Rows, left_out: np.ndarray
+    ) -> list[LineEvent]:
         """Count each event column; the fast events' parsed lines become rows here.
 
-        Returns the used events left to read line by line.
+        Lines ``left_out`` (for their time) are skipped. Returns the used events left to read
+        line by line.
         """
         blk = prepared.blk
         ordered: list[LineEvent] = []
         for eid, column in enumerate(blk.events):
             sel = prepared.selections[eid]
+            fast = prepared.fast.get(eid)
+            if len(left_out) and len(sel):
+                keep = ~np.isin(blk.line_no[sel], left_out)
+                sel = sel[keep]
+                if fast is not None:
+                    fast = ([v[keep] for v in fast[0]], fast[1][keep])
             if not len(sel):
                 continue
             name, perf_style = event_name(column)
             self._note_layout(perf_style, int(blk.line_no[sel[0]]))
             if not self._used(name, len(sel)):
                 continue
-            if eid in prepared.fast:
-                values, good = prepared.fast[eid]
+            if fast is not None:
+                values, good = fast
                 self._fast_event(rows, blk, name, sel[good], [v[good] for v in values])
                 sel = sel[~good]
             ordered += [
@@ -247,6 +302,7 @@ class FileConverter:
         vm_of_head, tasks = self._head_vms(blk, heads, t, lines)
         vm = vm_of_head[heads]
         keep = vm >= 0
+        keep &= self._in_range(blk, sel, vm, values, name)
         if name == "kvm_page_fault":
             vcpu = values[0].astype(np.int64)
             # Every (task, vcpu field) pair once, for the registry's vCPU table.
@@ -293,8 +349,34 @@ class FileConverter:
                 self.report.skipped["unreadable task column"] += max(0, len(bad) - EXAMPLES)
                 continue
             tasks[h] = task
-            vm_of_head[h] = self.registry.vm_of(task, int(t[j]))
+            vm_of_head[h] = self.registry.vm_of(task, int(t[j]), self._where(int(lines[j])))
         return vm_of_head, tasks
+
+    def _in_range(
+        self, blk: LineBlock, sel: np.ndarray, vm: np.ndarray, values: list[np.ndarray], name: str
+    ) -> np.ndarray:
+        """Which fault lines a trace can hold; the others are quoted and counted by reason.
+
+        A vcpu field past 65534 or an address past what the VM's paging can map (2**52, or the
+        root level a ``--vm-config`` gives) is a damaged line in an otherwise good log: it is
+        skipped, never written into a trace its own reader would refuse (issue 12 item 4).
+        """
+        limit = self.registry.gpa_limits()[np.maximum(vm, 0)]
+        if name == "kvm_page_fault":
+            bad_vcpu = values[0] >= np.uint64(MAX_VCPUS)
+            bad_gpa = values[1] >= limit
+        else:
+            bad_vcpu = np.zeros(len(sel), dtype=bool)
+            bad_gpa = values[0] >= (limit >> np.uint64(PAGE_SHIFT))
+        bad_gpa &= ~bad_vcpu
+        for mask, reason in ((bad_vcpu, VCPU_RANGE), (bad_gpa, GPA_RANGE)):
+            at = np.flatnonzero(mask & (vm >= 0))
+            for k in at[:EXAMPLES].tolist():
+                self._bad(int(blk.line_no[sel[k]]), blk.text(int(sel[k])), reason)
+            if len(at) > EXAMPLES:
+                self.report.skipped[reason] += len(at) - EXAMPLES
+        ok: np.ndarray = ~(bad_vcpu | bad_gpa)
+        return ok
 
     def _ops(self, error_code: np.ndarray) -> np.ndarray:
         """Access types (read / write / exec) from fault error codes.
@@ -345,13 +427,26 @@ class FileConverter:
         if name != self.access_source:
             self.report.skipped[f"{name} (the access source is {self.access_source})"] += 1
             return
-        vm = self.registry.vm_of(task, t)
+        vm = self.registry.vm_of(task, t, self._where(line))
+        limit = int(self.registry.gpa_limits()[vm])
         if name == "kvm_page_fault":
             vcpu_field, address, code = values
+            if vcpu_field is not None and not 0 <= vcpu_field < MAX_VCPUS:
+                self._bad(line, f"vcpu {vcpu_field}", VCPU_RANGE)
+                return
+            if not 0 <= address < limit:
+                self._bad(line, f"address {address:#x}", GPA_RANGE)
+                return
+            if not 0 <= code < 1 << 64:
+                self._bad(line, f"error_code {code:#x}", "error code past 64 bits")
+                return
             vcpu = self.registry.vcpu_of(vm, task, vcpu_field)
             op = self._ops(np.array([code], dtype=np.uint64))
             gpa = np.array([address], dtype=np.uint64)
         else:
+            if not 0 <= values[0] < limit >> PAGE_SHIFT:
+                self._bad(line, f"gfn {values[0]:#x}", GPA_RANGE)
+                return
             vcpu = self.registry.vcpu_of(vm, task, None)
             op = np.array([OP_CODE["read"]])
             gpa = np.array([values[0] << 12], dtype=np.uint64)
@@ -378,6 +473,10 @@ class FileConverter:
         tid = self._task_index(task)
         if name == "mm_shrink_slab_start":
             sname, shrinker, nid, nr, _items, _delta, total, prio = values
+            if not 0 <= nid <= NID_MAX or not (prio is None or 0 <= prio <= DEF_PRIORITY):
+                # A trace's nid is int16 and a priority 0..12: garbage is not wrapped or clamped.
+                self._bad(line, payload, f"nid past 0..{NID_MAX} or priority past 0..12")
+                return
             start = ShrinkStart(
                 task=tid,
                 comm=task.comm,
@@ -396,13 +495,13 @@ class FileConverter:
         elif name.startswith("mm_vmscan_") and name != "mm_vmscan_kswapd_wake":
             self.passes.episode_event(tid, name)
         elif name == "kvm_mmu_zap_all_fast":
-            vm = self.registry.vm_of(task, t)
+            vm = self.registry.vm_of(task, t, self._where(line))
             rows.add(1, t_ns=t, line=line, event=EVENT_CODE["zap_all"], vm=vm)
             self._observe("zap_all_fast", vm)
         elif name == "kvm_unmap_hva_range":
             self._unmap(rows, t, line, int(values[0]), int(values[1]))
         elif name in ("kvm_mmu_get_page", "kvm_mmu_prepare_zap_page"):
-            self._shadow_page(name, self.registry.vm_of(task, t), values)
+            self._shadow_page(name, self.registry.vm_of(task, t, self._where(line)), values)
 
     def _shadow_page(self, name: str, vm: int, values: tuple[Any, ...]) -> None:
         """Count a shadow page the kernel made, found or zapped (the footer's ``observed``)."""
@@ -438,7 +537,7 @@ class FileConverter:
             return
         cfg = hits[0][0]
         task = Task(cfg.name, cfg.threads[0] if cfg.threads else 0, cfg.tgid)
-        vm = self.registry.vm_of(task, t)
+        vm = self.registry.vm_of(task, t, self._where(line))
         for _, s, lo, hi in hits:
             rows.add(
                 1,
@@ -467,27 +566,36 @@ class FileConverter:
         ):
             order = np.lexsort((line, t))
             cols = {k: v[order] for k, v in cols.items()}
-        hold = None if final else self.passes.earliest_open()
-        if hold is not None:
-            cut = int(np.searchsorted(cols["t_ns"], hold, side="left"))
+        if not final:
+            cut = self._ready(cols["t_ns"])
             self.pending = {k: v[cut:] for k, v in cols.items()}
             cols = {k: v[:cut] for k, v in cols.items()}
-        self._clock(cols)
+        self._span(cols)
         return cols
 
-    def _clock(self, cols: dict[str, np.ndarray]) -> None:
-        """Keep time from going backwards across blocks, and note the file's time span."""
+    def _ready(self, t: np.ndarray) -> int:
+        """How many of the sorted rows ``t`` can be written: none a line to come may precede.
+
+        Rows wait while within :data:`.timeorder.WINDOW_NS` of the latest line (a later line
+        may interleave before them) or after an open reclaim pass's start. At most
+        :data:`PENDING_MAX` rows wait for the window: past that, lines that would go before
+        written rows are left out as behind (:mod:`.timeorder`), never moved.
+        """
+        window = self.order.cut()
+        cut = 0 if window is None else int(np.searchsorted(t, window, side="left"))
+        cut = max(cut, len(t) - PENDING_MAX)
+        hold = self.passes.earliest_open()
+        if hold is not None:
+            cut = min(cut, int(np.searchsorted(t, hold, side="left")))
+        if cut:
+            self.order.floor = max(self.order.floor, int(t[cut - 1]))
+        return cut
+
+    def _span(self, cols: dict[str, np.ndarray]) -> None:
+        """Note the file's time span (rows come in time order)."""
         t = cols["t_ns"]
         if not len(t):
             return
-        behind = t < self.last_t
-        if behind.any():
-            self.report.skipped["out-of-order line (time moved up to the previous line's)"] += int(
-                behind.sum()
-            )
-            t = np.maximum.accumulate(np.maximum(t, self.last_t))
-            cols["t_ns"] = t
-        self.last_t = int(t[-1])
         if self.info.first_t_ns is None:
             self.info.first_t_ns = int(t[0])
         self.info.last_t_ns = int(t[-1])

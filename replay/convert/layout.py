@@ -80,8 +80,11 @@ class SlowLine:
 def slow_line(text: str) -> SlowLine | str:
     """An event line, or why the line is skipped.
 
-    The reason is 'header', 'blank', 'lost' or 'malformed'.
+    The reason is 'header', 'blank', 'lost', 'long' (a line past the reader's limit, which
+    it replaced by a NUL line: :data:`.source.LONG_LINE`) or 'malformed'.
     """
+    if text.startswith("\x00"):
+        return "long"
     if not text.strip():
         return "blank"
     if HEADER.match(text):

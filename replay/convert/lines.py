@@ -49,6 +49,8 @@ from replay.convert.swar import LOW_BYTES, digits_word, has_pair, lowest_byte, s
 
 MAX_INT_DIGITS = 12
 MAX_FRACTION_DIGITS = 9
+MAX_SECONDS = (2**63 - 1) // 1_000_000_000 - 1
+"""Largest whole seconds whose time in ns fits int64 with any fraction."""
 MSG_PAD = 24
 """Spaces looked past at the start of a payload (trace-cmd pads event names to 20 columns)."""
 
@@ -142,7 +144,11 @@ def _timestamp(buf: np.ndarray, p1: np.ndarray, starts: np.ndarray) -> tuple[np.
     frac, ok_f = parse_digits(buf, dot + 1, np.where(ok, p1, dot + 1), MAX_FRACTION_DIGITS)
     digits = p1 - dot - 1
     scale = 10 ** np.clip(MAX_FRACTION_DIGITS - digits, 0, MAX_FRACTION_DIGITS)
-    t = seconds.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64) * scale
+    # Stamps whose ns would not fit int64 (past 2**63 ns) go to the slow path, which counts
+    # them by name, instead of wrapping to a negative time.
+    ok_s &= seconds <= MAX_SECONDS
+    t = np.where(ok_s, seconds, 0).astype(np.int64) * 1_000_000_000
+    t += frac.astype(np.int64) * scale
     return t, ok & ok_s & ok_f, ts_start
 
 

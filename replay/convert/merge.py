@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from replay.convert.rows import SPOOL_COLUMNS
+from replay.errors import InputFileError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -26,14 +27,25 @@ MERGE_BATCH = 1 << 18
 """Rows read from each spool at a time."""
 
 
-def spool_stdin(folder: Path) -> Path:
-    """Copy standard input to a file, so that it can be read twice (access-source scan)."""
+def spool_stdin(folder: Path, source: str = "-") -> Path:
+    """Copy standard input (or a pipe, ``source``) to a file, so that it can be read twice.
+
+    The access-source scan reads a log before its conversion does; a pipe (``-``, a FIFO,
+    ``<(cat log)``) can be read only once, so it is spooled here first.
+    """
     import shutil
     import sys
 
     fd, name = tempfile.mkstemp(prefix=".replay-stdin-", suffix=".log", dir=folder)
     with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        if source == "-":
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        else:
+            try:
+                with Path(source).open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except OSError as exc:
+                raise InputFileError(f"log {source} cannot be read ({exc.strerror})") from None
     return Path(name)
 
 

@@ -93,7 +93,7 @@ PATTERNS: dict[str, list[tuple[re.Pattern[str], tuple[int, ...]]]] = {
     # vcpu, address, error_code (vcpu may be missing on old kernels)
     "kvm_page_fault": [
         (
-            re.compile(rf"^vcpu {_D} rip {_H} address {_H} error_code {_H}\s*$"),
+            re.compile(rf"^vcpu {_D} rip (?:0x)?[0-9a-fA-F]+ address {_H} error_code {_H}\s*$"),
             (10, 16, 16),
         ),
         (re.compile(rf"^()address {_H} error_code {_H}\s*$"), (10, 16, 16)),
@@ -201,9 +201,18 @@ _SP_FTRACE = re.compile(
     r"^sp gen \d+ gfn ([0-9a-f]+) l(\d) \d-byte q\d( direct)? \S+( invalid)? !?nxe !?ad "
     r"root \d+ \w+(?: (new|existing))?\s*$"
 )
-_SP_PLUGIN = re.compile(
-    r"^(?:(new|existing) )?sp gfn ([0-9a-f]+) (\d) q\d( direct)?.*?root \d+ \w+\s*$"
+# trace-cmd's kvm plugin (libtraceevent plugin_kvm.c) prints the role its own way:
+# kvm_mmu_print_role writes "%u q%u%s %s%s %spae %snxe %swp%s%s%s" (level, quadrant, " direct",
+# access, " invalid", then !-flags and " smep"/" smap"/" smm"), or "WORD: %08x" when the file's
+# endianness differs from the host's, then " root %u " and "sync"/"unsync" (and a NUL).
+# kvm_mmu_get_page's handler puts "new "/"existing " and "sp gfn %llx " before it;
+# kvm_mmu_prepare_zap_page is printed by kvm_mmu_print_role alone: no gfn.
+_PLUGIN_ROLE = (
+    r"(?:(\d+) q\d+( direct)? [-wux]{3}(?: invalid)? !?pae !?nxe !?wp(?: smep)?(?: smap)?"
+    r"(?: smm)?|WORD: ([0-9a-fA-F]+)) root \d+ (?:un)?sync\x00?\s*$"
 )
+_SP_PLUGIN = re.compile(r"^(?:(new|existing) )?sp gfn ([0-9a-f]+) " + _PLUGIN_ROLE)
+_SP_PLUGIN_ROLE = re.compile(r"^" + _PLUGIN_ROLE)
 _SP_RAW = re.compile(
     r"^\[FAILED TO PARSE\] mmu_valid_gen=\d+ gfn=(\d+) role=(\d+) root_count=\d+ "
     r"unsync=\d+(?: created=(\d))?\s*$"
@@ -221,7 +230,11 @@ def shadow_page(payload: str) -> tuple[int, int, bool, bool | None] | None:
     m = _SP_PLUGIN.match(payload)
     if m:
         created = None if m.group(1) is None else m.group(1) == "new"
-        return int(m.group(2), 16), int(m.group(3)), m.group(4) is not None, created
+        return (int(m.group(2), 16), *_plugin_role(m.groups()[2:]), created)
+    m = _SP_PLUGIN_ROLE.match(payload)
+    if m:
+        # The plugin's kvm_mmu_prepare_zap_page: the role alone (gfn unknown, not counted).
+        return (-1, *_plugin_role(m.groups()), None)
     m = _SP_RAW.match(payload)
     if m:
         role = int(m.group(2))
@@ -233,6 +246,15 @@ def shadow_page(payload: str) -> tuple[int, int, bool, bool | None] | None:
             created,
         )
     return None
+
+
+def _plugin_role(groups: tuple[str | None, ...]) -> tuple[int, bool]:
+    """(level, direct) of the plugin's role text: its words, or its raw ``WORD: %08x``."""
+    level, direct, word = groups
+    if word is not None:
+        role = int(word, 16)
+        return role & ROLE_LEVEL_MASK, bool(role & ROLE_DIRECT_BIT)
+    return int(level or 0), direct is not None
 
 
 _NO_FIELDS = {name for name in USED if name.endswith(("_reclaim_begin", "_reclaim_end"))}

@@ -87,7 +87,7 @@ def _convert(  # the state of one conversion, handed over from convert_logs
         # main thread) between the two would otherwise leave it behind.
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         tmp.mkdir()
-        paths = [str(spool_stdin(tmp)) if p == "-" else p for p in inputs]
+        paths = [str(spool_stdin(tmp, p)) if _is_stream(p) else p for p in inputs]
         report.access_source = choose_access_source(paths, options.access_source)
         converters = [
             FileConverter(p, report, registry, options, report.access_source) for p in paths
@@ -119,8 +119,20 @@ def _check_inputs(paths: list[str]) -> None:
             raise LogFormatError(f"log {p} does not exist")
         if path.is_dir():
             raise LogFormatError(f"log {p} is a folder; give a text log file")
-        if path.stat().st_size == 0:
+        if path.stat().st_size == 0 and not _is_stream(p):
             raise LogFormatError(f"log {p} is empty; nothing to convert")
+
+
+def _is_stream(path: str) -> bool:
+    """Whether a log is read as a stream (stdin, a FIFO, ``<(cat log)``): no size, read once."""
+    import stat
+
+    if path == "-":
+        return True
+    try:
+        return not stat.S_ISREG(Path(path).stat().st_mode)
+    except OSError:
+        return False  # the conversion reports the unreadable file
 
 
 def choose_access_source(paths: list[str], asked: str) -> str:

@@ -84,17 +84,25 @@ def prepared_blocks(path: str, sha: Any) -> Iterator[Prepared]:
         ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="convert") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="convert-sha") as hasher,  # in file order
     ):
-        pending: deque[Future[Any]] = deque()
+        hashing: deque[Future[Any]] = deque()
+        pending: deque[Future[Prepared]] = deque()
+
+        def hashed(chunk: bytes) -> None:
+            # Every chunk read, in order: the file's own bytes, even those of a line too long
+            # to be kept. At most a few chunks wait for the hash, which bounds memory.
+            hashing.append(hasher.submit(sha.update, chunk))
+            while len(hashing) > PREPARE_AHEAD:
+                hashing.popleft().result()
+
         try:
-            for block in read_blocks(path):
-                pending.append(hasher.submit(sha.update, block.data))
+            for block in read_blocks(path, on_read=hashed):
                 pending.append(pool.submit(prepare, block.data, 0, block.unterminated))
-                if len(pending) >= 2 * PREPARE_AHEAD:
-                    pending.popleft().result()
+                if len(pending) >= PREPARE_AHEAD:
                     yield numbered(pending.popleft().result())
             while pending:
-                pending.popleft().result()
                 yield numbered(pending.popleft().result())
+            while hashing:
+                hashing.popleft().result()
         finally:
-            for future in pending:
+            for future in (*pending, *hashing):
                 future.cancel()

@@ -44,6 +44,8 @@ class ConvertReport:
     examples: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     lost_events: int = 0
+    reordered: int = 0
+    """Lines kept but out of time order within the interleave window (rows re-sorted)."""
     access_source: str = ""
     vms: list[dict[str, Any]] = field(default_factory=list)
     observed: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +72,7 @@ class ConvertReport:
             "unknown_events": dict(self.unknown_events),
             "unused_events": dict(self.unused_events),
             "lost_events": self.lost_events,
+            "reordered": self.reordered,
             "examples": self.examples,
             "warnings": self.warnings,
             "access_source": self.access_source,
@@ -93,6 +96,11 @@ def wrap_hint(report: ConvertReport) -> str:
     return ""
 
 
+def first_example(report: ConvertReport) -> str:
+    """The first skipped line quoted, so that a message of a failed conversion names a line."""
+    return f" (first: {report.examples[0][:200]})" if report.examples else ""
+
+
 def nothing_usable(report: ConvertReport) -> str:
     """The message for logs without a single event a replay can use."""
     found = []
@@ -107,6 +115,7 @@ def nothing_usable(report: ConvertReport) -> str:
         found.append(f"skipped lines ({top})")
     what = "; ".join(found) or "no event lines"
     return (
-        f"no event a replay can use in {report.lines:,} lines: {what}{wrap_hint(report)}; capture "
+        f"no event a replay can use in {report.lines:,} lines: {what}{wrap_hint(report)}"
+        f"{first_example(report)}; capture "
         "kvm:kvm_page_fault (or kvmmmu:kvm_mmu_spte_requested) and vmscan:mm_shrink_slab_start/end"
     )

@@ -11,6 +11,7 @@ becomes ``vm_list`` (head first).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from replay._toml import read_memslot, read_toml
 from replay.errors import ReplayError
-from replay.trace.schema import MMU_MODES, ROOT_LEVELS, Memslot, VmSpec
+from replay.trace.schema import MAX_GPA, MMU_MODES, PAGE_SHIFT, ROOT_LEVELS, Memslot, VmSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from replay.convert.layout import Task
 
 GiB = 1 << 30
+MAX_VMS = 1 << 16
+"""VM ids are 0..65535 (the trace's ``vm`` column is uint16)."""
+MAX_VCPUS = 0xFFFF
+"""A VM's vcpus are 1..65535, so a vCPU index is 0..65534 (the ``vcpu`` column is uint16)."""
 MMIO_WINDOW = (0xFEC0_0000, 0x1_0000_0000)
 """IOAPIC, HPET, local APIC and firmware below 4 GiB: never RAM, never given an inferred slot."""
 
@@ -70,7 +75,25 @@ def load_vm_config(path: Path, default_mmu: str | None = None) -> list[VmConfig]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise root.file.fail("[[vm]]", f"VM name {dup!r} is used twice; give each VM its own name")
+    _check_owners(out, root)
+    if len(out) > MAX_VMS:
+        raise root.file.fail("[[vm]]", f"{len(out):,} VMs; a trace holds at most {MAX_VMS:,}")
     return out
+
+
+def _check_owners(configs: list[VmConfig], root: TomlTable) -> None:
+    """Refuse a process or a thread given to two VMs: its events could not be placed."""
+    owner: dict[tuple[str, int], str] = {}
+    for cfg in configs:
+        ids = [("tgid", cfg.tgid)] if cfg.tgid is not None else []
+        for key in ids + [("thread", t) for t in cfg.threads]:
+            first = owner.setdefault((key[0], int(key[1])), cfg.name)
+            if first != cfg.name:
+                raise root.file.fail(
+                    "[[vm]]",
+                    f"VMs {first!r} and {cfg.name!r} both have {key[0]} {key[1]}; a process "
+                    "or thread belongs to one VM: fix one of them",
+                )
 
 
 def _vm_config(t: TomlTable, mmu: str, root_level: int) -> VmConfig:
@@ -83,13 +106,37 @@ def _vm_config(t: TomlTable, mmu: str, root_level: int) -> VmConfig:
         raise t.fail("give tgid (the VMM's process id) or threads (its thread ids)")
     vm_mmu = t.choice("mmu_mode", MMU_MODES, mmu)
     vm_root = t.integer("root_level", root_level, lo=min(ROOT_LEVELS), hi=max(ROOT_LEVELS))
-    vcpus = t.integer("vcpus", lo=1) if "vcpus" in t else None
+    vcpus = t.integer("vcpus", lo=1, hi=MAX_VCPUS) if "vcpus" in t else None
     slots = []
     for s in t.tables("memslots", [], nonempty=False):
         slot = read_memslot(s, extra_keys={"hva_start"})
         hva_start = s.size("hva_start", positive=False) if "hva_start" in s else None
         slots.append(SlotConfig(slot, hva_start))
+    _check_slots(t, name, vm_root, [s.slot for s in slots])
     return VmConfig(name, tgid, threads, vcpus, vm_mmu, vm_root, tuple(slots))
+
+
+def _check_slots(t: TomlTable, name: str, root_level: int, slots: list[Memslot]) -> None:
+    """Refuse memslots a trace could not hold: overlapping, or past what the root level maps.
+
+    The same rules as the trace reader's (:func:`replay.trace.schema.check_vm`), checked here
+    so that a conversion fails on the config, naming its VM, before reading any log.
+    """
+    reach = 1 << (PAGE_SHIFT + 9 * root_level)
+    for i, slot in enumerate(slots):
+        if slot.gpa_end > reach:
+            raise t.fail(
+                f"memslots[{i}] of VM {name!r} ends at {slot.gpa_end:#x}, beyond the "
+                f"{reach:#x} bytes a {root_level}-level root maps; move it lower or give "
+                "root_level = 5"
+            )
+    ordered = sorted(range(len(slots)), key=lambda i: slots[i].gpa_start)
+    for a, b in itertools.pairwise(ordered):
+        if slots[b].gpa_start < slots[a].gpa_end:
+            raise t.fail(
+                f"memslots[{a}] and memslots[{b}] of VM {name!r} overlap (at "
+                f"{slots[b].gpa_start:#x}); give each slot its own range"
+            )
 
 
 @dataclass
@@ -117,9 +164,13 @@ class VmRegistry:
         self.identity: set[str] = set()
         """How VMs were told apart: 'vm-config', 'tgid', 'single'."""
         self.unconfigured: set[str] = set()
+        self._limits = np.zeros(0, dtype=np.uint64)
 
-    def vm_of(self, task: Task, t_ns: int) -> int:
-        """The (provisional) VM index of a task's event; VMs are made on first sight."""
+    def vm_of(self, task: Task, t_ns: int, where: str = "") -> int:
+        """The (provisional) VM index of a task's event; VMs are made on first sight.
+
+        ``where`` (``file:line``) names the event in the error of a VM past the id space.
+        """
         # A configured thread, a configured process, or its main thread (pid == tgid).
         config = (
             self.by_thread.get(task.pid)
@@ -144,6 +195,14 @@ class VmRegistry:
                 self.unconfigured.add(f"thread {task.comm}-{task.pid}")
         idx = self._index.get(key)
         if idx is None:
+            if len(self.vms) >= MAX_VMS:
+                # A trace's VM ids are 0..65535: a conversion that cannot number every VM
+                # fails here rather than writing a trace its reader refuses.
+                raise VmConfigError(
+                    f"{where or 'log'}: {name} would be VM number {MAX_VMS + 1:,}; a trace "
+                    f"holds at most {MAX_VMS:,} VMs (thread groups): convert fewer processes' "
+                    "events at once, or give --vm-config naming the VMs"
+                )
             idx = len(self.vms)
             self._index[key] = idx
             self.vms.append(_Vm(key, name, config, t_ns))
@@ -151,15 +210,40 @@ class VmRegistry:
             self.vms[idx].first_t = t_ns
         return idx
 
+    def gpa_limits(self) -> np.ndarray:
+        """Per VM (provisional index), the first address its paging cannot map (uint64).
+
+        2**52 (no x86-64 guest is larger; a 5-level root is inferred when needed), or the
+        reach of the root level a ``--vm-config`` gives.
+        """
+        if len(self._limits) != len(self.vms):
+            self._limits = np.array(
+                [
+                    MAX_GPA if v.config is None else 1 << (PAGE_SHIFT + 9 * v.config.root_level)
+                    for v in self.vms
+                ],
+                dtype=np.uint64,
+            )
+        return self._limits
+
     def vcpu_of(self, vm: int, task: Task, field_vcpu: int | None) -> int:
         """The vCPU index: the event's field, else the thread name, else order of appearance."""
         v = self.vms[vm]
         vcpu = field_vcpu if field_vcpu is not None else v.vcpu_of_thread.get(task.pid)
         if vcpu is None:
             vcpu = task.vcpu_from_name
+            if vcpu is not None and vcpu >= MAX_VCPUS:
+                vcpu = None  # a thread name no vCPU can have: numbered in order instead
         if vcpu is None:
             taken = set(v.vcpu_of_thread.values())
             vcpu = next(i for i in range(len(taken) + 1) if i not in taken)
+        if vcpu >= MAX_VCPUS:
+            # Fields past the limit are skipped by the converter: this is 65,535 threads of
+            # one VM numbered in order of appearance.
+            raise VmConfigError(
+                f"VM {v.name}: thread {task.comm}-{task.pid} would be vCPU {vcpu:,}; a VM has "
+                f"at most {MAX_VCPUS:,} vCPUs: give --vm-config naming its threads"
+            )
         v.vcpu_of_thread.setdefault(task.pid, vcpu)
         v.max_vcpu = max(v.max_vcpu, vcpu)
         return vcpu
@@ -213,6 +297,11 @@ class VmRegistry:
                 )
             mmu = mmu_override or (cfg.mmu_mode if cfg else self.default_mmu)
             root = cfg.root_level if cfg else 4
+            if slots[-1].gpa_end > 1 << (PAGE_SHIFT + 9 * root):
+                # Faults past 2**48 (the converter keeps only those below 2**52): only a
+                # 5-level root maps them (MAXPHYADDR 52).
+                root = 5
+                notes.append(f"VM {v.name}: faults above 2**48, so a 5-level root is assumed")
             specs.append(VmSpec(new_id, v.name, vcpus, mmu, root, slots))
         seen = {v.name for v in self.vms}
         for cfg in self.configs:

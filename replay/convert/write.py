@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.convert.report import nothing_usable, seen, wrap_hint
+from replay.convert.report import first_example, nothing_usable, seen, wrap_hint
 from replay.convert.source import LogFormatError
+from replay.convert.timeorder import REORDERED, TIME_REASONS
 from replay.trace.schema import EVENT_CODE, TraceMeta
 
 if TYPE_CHECKING:
@@ -81,7 +82,8 @@ def _check_usable(report: ConvertReport, registry: VmRegistry, rows_written: int
         raise LogFormatError(nothing_usable(report))
     if not report.rows["access"] and registry.vms:
         raise LogFormatError(
-            f"no guest fault in {report.lines:,} lines ({seen(report)}){wrap_hint(report)}; "
+            f"no guest fault in {report.lines:,} lines ({seen(report)}){wrap_hint(report)}"
+            f"{first_example(report)}; "
             "replay run needs "
             "kvm:kvm_page_fault or kvmmmu:kvm_mmu_spte_requested lines"
         )
@@ -214,6 +216,7 @@ def _warnings(report: ConvertReport, registry: VmRegistry) -> list[tuple[str, st
                 "merged by their time stamps as printed",
             )
         )
+    out += _time_warnings(report)
     if report.lost_events:
         out.append(
             ("lost_events", f"the kernel lost {report.lost_events:,} events (ring buffer overruns)")
@@ -230,6 +233,24 @@ def _warnings(report: ConvertReport, registry: VmRegistry) -> list[tuple[str, st
                 f"{skipped_spte:,} kvm_mmu_spte_requested lines not used: kvm_page_fault is the "
                 "access source (one per fault; using both would count faults twice)",
             )
+        )
+    return out
+
+
+def _time_warnings(report: ConvertReport) -> list[str]:
+    """What time stamps out of order did to the trace (rules in :mod:`.timeorder`)."""
+    out = []
+    if report.reordered:
+        out.append(
+            f"{report.reordered:,} lines out of time order by under 1 s ({REORDERED}): "
+            "re-sorted, their time stamps kept"
+        )
+    dropped = {k: v for k, v in report.skipped.items() if k in TIME_REASONS}
+    if dropped:
+        what = ", ".join(f"{k} {v:,}" for k, v in dropped.items())
+        out.append(
+            f"lines left out for their time stamps ({what}); a log made of several captures "
+            "is converted with each part as its own file (files are merged by time)"
         )
     return out
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -128,10 +127,6 @@ mutations = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 items 3 and 6: lines off the fast path crash the slow path; times wrap",
-)
 @PROPERTY
 @given(
     source=st.sampled_from(sorted(SOURCES)),

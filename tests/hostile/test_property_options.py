@@ -9,7 +9,6 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -157,9 +156,6 @@ def test_cost_values(hostile_base: Path, small_trace: Path, costs: dict[str, Any
 
 
 # -- --vm-config values --------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 4: --vm-config slots that overlap are written"
-)
 @PROPERTY
 @given(picks=st.lists(st.tuples(st.integers(0, 1_000), toml_values), min_size=1, max_size=2))
 @example(picks=[(_key_index(VM_CONFIG, "size"), "5GiB")])
