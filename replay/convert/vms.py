@@ -301,7 +301,12 @@ class VmRegistry:
                 # Faults past 2**48 (the converter keeps only those below 2**52): only a
                 # 5-level root maps them (MAXPHYADDR 52).
                 root = 5
-                notes.append(f"VM {v.name}: faults above 2**48, so a 5-level root is assumed")
+                notes.append(
+                    (
+                        "root_guessed",
+                        f"VM {v.name}: faults above 2**48, so a 5-level root is assumed",
+                    )
+                )
             specs.append(VmSpec(new_id, v.name, vcpus, mmu, root, slots))
         seen = {v.name for v in self.vms}
         for cfg in self.configs:

@@ -237,20 +237,27 @@ def _warnings(report: ConvertReport, registry: VmRegistry) -> list[tuple[str, st
     return out
 
 
-def _time_warnings(report: ConvertReport) -> list[str]:
+def _time_warnings(report: ConvertReport) -> list[tuple[str, str]]:
     """What time stamps out of order did to the trace (rules in :mod:`.timeorder`)."""
     out = []
     if report.reordered:
         out.append(
-            f"{report.reordered:,} lines out of time order by under 1 s ({REORDERED}): "
-            "re-sorted, their time stamps kept"
+            (
+                "lines_reordered",
+                f"{report.reordered:,} lines out of time order by under 1 s ({REORDERED}): "
+                "re-sorted, their time stamps kept",
+            )
         )
     dropped = {k: v for k, v in report.skipped.items() if k in TIME_REASONS}
     if dropped:
         what = ", ".join(f"{k} {v:,}" for k, v in dropped.items())
         out.append(
-            f"lines left out for their time stamps ({what}); a log made of several captures "
-            "is converted with each part as its own file (files are merged by time)"
+            (
+                "time_stamps_dropped",
+                f"lines left out for their time stamps ({what}); a log made of several "
+                "captures is converted with each part as its own file (files are merged by "
+                "time)",
+            )
         )
     return out
 
