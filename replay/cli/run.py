@@ -28,6 +28,9 @@ def run(
     costs: Annotated[
         Path | None, typer.Option(help="TOML file overriding the cost model's estimates.")
     ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="TOML file overriding the MMU model's constants.")
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -45,6 +48,7 @@ def run(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Replay a trace under the shrinker policies and attribute every fault."""
+    from replay.fleet.settings import model_from_toml
     from replay.mmu.config import CostModel, MmuConfig, parse_policies
     from replay.run.driver import run_policies
     from replay.run.outputs import caveats, run_staging, write_runs
@@ -59,6 +63,7 @@ def run(
     if bucket_ms <= 0:
         fail(f"--bucket-ms {bucket_ms:g} must be > 0")
     cost_model = CostModel.from_toml(costs) if costs is not None else CostModel()
+    cfg = model_from_toml(model) if model is not None else MmuConfig()
     tf = open_trace(trace)
     if mmu is not None:
         vms = tuple(replace(vm, mmu_mode=mmu) for vm in tf.meta.vms)
@@ -81,7 +86,7 @@ def run(
                 tf,
                 policies,
                 engine="reference" if engine == "reference" else "fast",
-                cfg=MmuConfig(),
+                cfg=cfg,
                 costs=cost_model,
                 bucket_ns=int(bucket_ms * 1e6),
                 progress=update,

@@ -1,0 +1,304 @@
+"""Run a fleet: plan the jobs, skip the finished ones, run the rest, write the fleet's tables.
+
+``FLEET_DIR`` holds ``runs/<trace>-<fingerprint>/<sweep point>/<policy>/`` (each a run as
+``replay run`` writes it), ``fleet.parquet`` (one row per trace, sweep point and policy) and
+``fleet.json`` (settings, jobs, distributions, worst traces, frontier). ``fleet.json`` is first
+written when the fleet starts, so a fleet folder always says which settings it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from replay._schemas import load_schema
+from replay.atomic import PARTIAL_SUFFIX, atomic_output, output_lock, refusal_to_write_in
+from replay.errors import OutputPathError
+from replay.fleet.executor import make_executor
+from replay.fleet.figures import distributions, frontier, worst
+from replay.fleet.inputs import expand_inputs
+from replay.fleet.jobs import Job, finished, tool_version
+from replay.fleet.settings import Sweep, grid, mmu_overrides
+from replay.fleet.table import build_table, job_rows
+from replay.mmu.config import CostModel, MmuConfig
+from replay.run.driver import DEFAULT_BUCKET_NS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import polars as pl
+
+    from replay.fleet.inputs import TraceRef
+    from replay.mmu.config import Policy
+
+FLEET_SCHEMA = load_schema("fleet.v1")
+FLEET_JSON = "fleet.json"
+FLEET_PARQUET = "fleet.parquet"
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """Everything a fleet's runs depend on, apart from its traces."""
+
+    policies: tuple[Policy, ...] = ("zap", "none", "cache")
+    mmu: str | None = None
+    cfg: MmuConfig = field(default_factory=MmuConfig)
+    costs: CostModel = field(default_factory=CostModel)
+    sweeps: tuple[Sweep, ...] = ()
+    bucket_ns: int = DEFAULT_BUCKET_NS
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as ``fleet.json`` records them (and compares them on a re-run)."""
+        return {
+            "policies": list(self.policies),
+            "mmu_mode": self.mmu,
+            "model": mmu_overrides(self.cfg),
+            "costs": self.costs.to_json(),
+            "sweeps": [{"key": s.key, "values": list(s.values)} for s in self.sweeps],
+            "bucket_ns": self.bucket_ns,
+            "kvm_mmu_replay_version": tool_version(),
+        }
+
+
+@dataclass
+class FleetResult:
+    """A finished fleet: its table, its ``fleet.json`` document, and where they are."""
+
+    fleet_dir: Path
+    table: pl.DataFrame
+    doc: dict[str, Any]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """The jobs that failed, each with its one-line error."""
+        return [j for j in self.doc["jobs"] if j["status"] == "failed"]
+
+
+def plan(refs: list[TraceRef], settings: FleetSettings) -> list[Job]:
+    """One job per trace and sweep point; a trace named twice (same name and content) once."""
+    points = grid(settings.sweeps, settings.cfg, settings.costs)
+    version = tool_version()
+    jobs: dict[str, Job] = {}
+    for ref in refs:
+        for point in points:
+            job = Job(ref, point, settings.policies, settings.mmu, settings.bucket_ns, version)
+            jobs.setdefault(job.folder, job)
+    return list(jobs.values())
+
+
+def run_fleet(
+    inputs: list[str],
+    fleet_dir: Path,
+    settings: FleetSettings | None = None,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    on_outcome: Callable[[Job, dict[str, Any]], None] | None = None,
+    on_plan: Callable[[list[Job], list[Job]], None] | None = None,
+) -> FleetResult:
+    """Replay every trace of ``inputs`` at every sweep point; return the fleet's table.
+
+    ``scheduler`` is ``None`` (a local Dask cluster of ``workers`` processes), ``"inprocess"``
+    or a Dask scheduler's address. Jobs whose runs are already in ``fleet_dir`` are skipped.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay.fleet import run_fleet
+    >>> result = run_fleet(["traces/"], Path("fleet"), scheduler="inprocess")  # doctest: +SKIP
+    >>> result.table.select("trace", "policy", "faults").head(3)  # doctest: +SKIP
+    """
+    settings = settings or FleetSettings()
+    refs = expand_inputs(inputs)
+    jobs = plan(refs, settings)
+    _prepare(fleet_dir)
+    with output_lock(fleet_dir / FLEET_JSON, "fleet"):
+        _check_settings(fleet_dir, settings, force)
+        if force:
+            _remove_unplanned(fleet_dir, jobs)
+        _write_json(fleet_dir, _document(settings, inputs, jobs, {}, None, state="running"))
+        outcomes: dict[str, dict[str, Any]] = {}
+        pending = []
+        for job in jobs:
+            if finished(job, fleet_dir) is not None:
+                outcomes[job.key] = {"key": job.key, "status": "skipped", "error": None}
+            else:
+                pending.append(job)
+        if on_plan is not None:
+            on_plan(jobs, pending)
+
+        def record(job: Job, outcome: dict[str, Any]) -> None:
+            outcomes[job.key] = outcome
+            if on_outcome is not None:
+                on_outcome(job, outcome)
+
+        if pending:
+            with make_executor(scheduler, workers) as executor:
+                executor.run(pending, str(fleet_dir.resolve()), record)
+        _remove_leftovers(fleet_dir, jobs)
+        table = _table(fleet_dir, jobs, outcomes, settings)
+        doc = _document(settings, inputs, jobs, outcomes, table, state="complete")
+        with atomic_output(fleet_dir / FLEET_PARQUET, "fleet table") as tmp:
+            table.write_parquet(tmp, statistics=False)
+        _write_json(fleet_dir, doc)
+    return FleetResult(fleet_dir, table, doc)
+
+
+def _prepare(fleet_dir: Path) -> None:
+    if fleet_dir.exists() and not fleet_dir.is_dir():
+        raise OutputPathError(f"fleet folder {fleet_dir} is a file; give a folder (-o)")
+    try:
+        fleet_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(
+            f"cannot create fleet folder {fleet_dir} ({exc.strerror}); choose another -o"
+        ) from None
+    refused = refusal_to_write_in(fleet_dir)
+    if refused:
+        raise OutputPathError(
+            f"fleet folder {fleet_dir} is not writable ({refused}); choose another -o"
+        )
+
+
+def read_fleet_json(fleet_dir: Path) -> dict[str, Any] | None:
+    """The folder's ``fleet.json``, or None if it has none; a damaged one is an error."""
+    path = fleet_dir / FLEET_JSON
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OutputPathError(
+            f"{path} cannot be read ({exc}); remove it or pass --force to start the fleet anew"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("kind") != FLEET_SCHEMA["name"]:
+        raise OutputPathError(f"{path} is not a fleet's summary; choose another -o")
+    return doc
+
+
+def _check_settings(fleet_dir: Path, settings: FleetSettings, force: bool) -> None:
+    """Refuse a folder that holds a fleet of other settings (unless ``force``)."""
+    if force:
+        return
+    if fleet_dir.exists() and any(fleet_dir.iterdir()) and not (fleet_dir / FLEET_JSON).exists():
+        raise OutputPathError(
+            f"fleet folder {fleet_dir} is not empty and holds no fleet; choose another -o or "
+            "pass --force"
+        )
+    doc = read_fleet_json(fleet_dir)
+    if doc is None:
+        return
+    theirs, mine = doc.get("settings", {}), settings.to_json()
+    changed = sorted(k for k in mine.keys() | theirs.keys() if theirs.get(k) != mine.get(k))
+    if changed:
+        raise OutputPathError(
+            f"fleet folder {fleet_dir} holds a fleet of other settings ({', '.join(changed)} "
+            "differ); choose another -o, or pass --force to replace it"
+        )
+
+
+def _remove_unplanned(fleet_dir: Path, jobs: list[Job]) -> None:
+    """With ``--force``: remove the job folders this fleet does not plan (finished ones stay)."""
+    runs = fleet_dir / "runs"
+    if not runs.is_dir():
+        return
+    keep = {Path(j.folder).parts[1]: set() for j in jobs}  # type: dict[str, set[str]]
+    for j in jobs:
+        keep[Path(j.folder).parts[1]].add(j.point.id)
+    for trace_dir in runs.iterdir():
+        if trace_dir.name not in keep:
+            shutil.rmtree(trace_dir, ignore_errors=True)
+            continue
+        for point_dir in trace_dir.iterdir():
+            if point_dir.name not in keep[trace_dir.name]:
+                shutil.rmtree(point_dir, ignore_errors=True)
+
+
+def _remove_leftovers(fleet_dir: Path, jobs: list[Job]) -> None:
+    """Remove the temporary folders of attempts that died: every job has ended by now."""
+    for trace_dir in {(fleet_dir / j.folder).parent for j in jobs}:
+        if not trace_dir.is_dir():
+            continue
+        for entry in trace_dir.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _table(
+    fleet_dir: Path,
+    jobs: list[Job],
+    outcomes: dict[str, dict[str, Any]],
+    settings: FleetSettings,
+) -> pl.DataFrame:
+    point_index = {
+        p.id: i for i, p in enumerate(grid(settings.sweeps, settings.cfg, settings.costs))
+    }
+    rows = []
+    for job in jobs:
+        record = finished(job, fleet_dir)
+        outcome = outcomes.get(job.key, {})
+        error = outcome.get("error") if record is None else None
+        if record is None and error is None:
+            error = "not run (the fleet was interrupted)"
+        rows.extend(job_rows(job, record, error, point_index[job.point.id]))
+    return build_table(rows, [s.key for s in settings.sweeps])
+
+
+def _document(
+    settings: FleetSettings,
+    inputs: list[str],
+    jobs: list[Job],
+    outcomes: dict[str, dict[str, Any]],
+    table: pl.DataFrame | None,
+    *,
+    state: str,
+) -> dict[str, Any]:
+    """The ``fleet.json`` document (schema ``fleet.v1``)."""
+    job_docs = []
+    for job in jobs:
+        outcome = outcomes.get(job.key, {})
+        job_docs.append(
+            {
+                "key": job.key,
+                "trace": job.trace.name,
+                "fingerprint": job.trace.fingerprint,
+                "source": job.trace.source,
+                "point": job.point.id,
+                "folder": job.folder,
+                "status": outcome.get("status", "pending"),
+                "error": outcome.get("error"),
+                "worker": outcome.get("worker"),
+                "wall_s": outcome.get("wall_s"),
+            }
+        )
+    counts = {s: sum(j["status"] == s for j in job_docs) for s in ("done", "skipped", "failed")}
+    doc: dict[str, Any] = {
+        "schema_version": FLEET_SCHEMA["schema_version"],
+        "kind": FLEET_SCHEMA["name"],
+        "state": state,
+        "settings": settings.to_json(),
+        "inputs": list(inputs),
+        "points": [
+            {"id": p.id, "values": dict(p.values), "mmu": asdict(p.cfg), "costs": p.costs.to_json()}
+            for p in grid(settings.sweeps, settings.cfg, settings.costs)
+        ],
+        "counts": {"traces": len({j.trace.fingerprint for j in jobs}), "jobs": len(jobs), **counts},
+        "jobs": job_docs,
+    }
+    if table is not None:
+        doc["distributions"] = distributions(table)
+        doc["worst"] = worst(table)
+        doc["frontier"] = frontier(table)
+    doc["caveats"] = [
+        "stall figures are estimates from the cost model (MODEL.md rule 18), not measurements"
+    ]
+    return doc
+
+
+def _write_json(fleet_dir: Path, doc: dict[str, Any]) -> None:
+    with atomic_output(fleet_dir / FLEET_JSON, "fleet summary") as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,117 @@
+"""The fleet on the terminal: distributions across traces, worst traces, frontier, failures.
+
+Per sweep point, one table with the policies side by side; then the worst traces, the frontier
+of a sweep, and the failed jobs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from replay.fleet.figures import key_figures
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100 or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.2f}"
+
+
+def _spread(d: dict[str, Any]) -> str:
+    """``p50 (p90, max)``: the middle trace, a bad one, and the worst."""
+    if not d.get("n"):
+        return "undefined"
+    return f"{_num(d['p50'])} ({_num(d['p90'])}, {_num(d['max'])})"
+
+
+def print_fleet(doc: dict[str, Any], console: Console | None = None) -> None:
+    """Print ``fleet.json``'s figures as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console.width = max(console.width, 120)
+    for point, by_policy in doc.get("distributions", {}).items():
+        table = Table(
+            title=f"Across traces at sweep point {point}: p50 (p90, max); stall figures are "
+            "estimates",
+            title_justify="left",
+        )
+        table.add_column("")
+        for policy in by_policy:
+            table.add_column(policy, justify="right")
+        table.add_row("traces", *(f"{_first_n(by_policy[p]):,}" for p in by_policy))
+        for name, label in key_figures():
+            table.add_row(label, *(_spread(by_policy[p][name]) for p in by_policy))
+        console.print(table)
+    _print_worst(console, doc.get("worst", []))
+    _print_frontier(console, doc.get("frontier", []))
+    failed = [j for j in doc.get("jobs", []) if j["status"] == "failed"]
+    for job in failed:
+        console.print(f"failed: {job['trace']} at {job['point']}: {job['error']}")
+
+
+def _first_n(figures: dict[str, Any]) -> int:
+    """How many traces a policy's distributions cover (the fault rates are always defined)."""
+    return int(figures["faults_per_m_accesses.none"]["n"])
+
+
+def _print_worst(console: Console, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title="Worst traces by estimated shrinker stall", title_justify="left")
+    for name in (
+        "trace",
+        "point",
+        "policy",
+        "shrinker stall",
+        "pages freed",
+        "per freed page",
+        "run",
+    ):
+        table.add_column(
+            name, justify="left" if name in ("trace", "point", "policy", "run") else "right"
+        )
+    for r in rows:
+        per = r["stall_per_freed_page"]
+        table.add_row(
+            r["trace"],
+            r["point"],
+            r["policy"],
+            f"{r['shrinker_stall_ns'] / 1e6:,.2f} ms",
+            f"{r['pages_freed']:,}",
+            "-" if per is None else f"{per:,.0f} ns",
+            r["run"],
+        )
+    console.print(table)
+
+
+def _print_frontier(console: Console, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    rows = [r for r in rows if r["policy"] != "none"]
+    if not rows:
+        return
+    table = Table(
+        title="Frontier: sweep points no other beats on both pages freed and shrinker stall",
+        title_justify="left",
+    )
+    table.add_column("trace")
+    table.add_column("policy")
+    table.add_column("points (pages freed / est. shrinker stall)")
+    for r in rows:
+        cells = ", ".join(
+            f"{p['point']} ({p['pages_freed']:,} / {p['shrinker_stall_ns'] / 1e6:,.2f} ms)"
+            for p in r["points"]
+        )
+        table.add_row(r["trace"], r["policy"], cells)
+    console.print(table)
