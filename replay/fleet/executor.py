@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = 'replay fleet needs Dask: pip install "kvm-mmu-replay[fleet]"'
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
-CONNECT_TIMEOUT_S = 8
+CONNECT_TIMEOUT_S = 5
 MAX_ATTEMPTS = 3
 """A job whose worker dies this many times is recorded as failed (a local cluster's bound)."""
 

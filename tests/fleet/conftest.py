@@ -1,0 +1,35 @@
+"""Fleet fixtures: six small traces of different scenarios and seeds, and a reference fleet."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from replay.synth import generate, load_scenario
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SCENARIOS = (
+    ("quick", 1),
+    ("quick", 2),
+    ("many-small-vms", 1),
+    ("legacy-mmu-pressure", 1),
+    ("tdp-host-pressure", 2),
+    ("huge-pages", 1),
+)
+ACCESSES = 20_000
+
+
+@pytest.fixture(scope="session")
+def traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of six traces, two of them in a subfolder (folders are searched recursively)."""
+    root = tmp_path_factory.mktemp("traces")
+    for i, (name, seed) in enumerate(SCENARIOS):
+        folder = root / "more" if i >= 4 else root
+        folder.mkdir(exist_ok=True)
+        generate(
+            load_scenario(name, seed=seed, accesses=ACCESSES), folder / f"{name}-{seed}.parquet"
+        )
+    return root

@@ -1,0 +1,96 @@
+"""Sweeps, model files and the grid of sweep points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from replay.fleet.settings import grid, model_from_toml, parse_sweep
+from replay.mmu.config import ConfigError, CostModel, MmuConfig
+
+
+def test_a_sweep_over_a_constant_and_one_over_a_cost() -> None:
+    s = parse_sweep("cache_capacity=20,40,1_00")
+    assert (s.key, s.values, s.is_cost) == ("cache_capacity", (20, 40, 100), False)
+    c = parse_sweep("costs.refill_page_pressure_ns=1000,2500")
+    assert c.is_cost and c.values == (1000, 2500)
+
+
+def test_several_sweeps_make_a_grid_first_slowest() -> None:
+    points = grid(
+        (parse_sweep("shrink_batch=64,128"), parse_sweep("costs.zap_flush_ns=0,5")),
+        MmuConfig(),
+        CostModel(),
+    )
+    assert [p.id for p in points] == [
+        "shrink_batch=64+costs.zap_flush_ns=0",
+        "shrink_batch=64+costs.zap_flush_ns=5",
+        "shrink_batch=128+costs.zap_flush_ns=0",
+        "shrink_batch=128+costs.zap_flush_ns=5",
+    ]
+    assert points[1].cfg.shrink_batch == 64 and points[1].costs.zap_flush_ns == 5
+    assert points[1].costs.fault_base_ns == CostModel().fault_base_ns
+
+
+def test_no_sweep_is_one_default_point_over_the_base_configuration() -> None:
+    base = MmuConfig(cache_capacity=20)
+    (point,) = grid((), base, CostModel())
+    assert point.id == "default" and point.cfg == base
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("cache_size=1,2", "unknown sweep key 'cache_size'"),
+        ("fault_base_ns=1,2", "costs.fault_base_ns"),
+        ("costs.nope=1", "unknown cost estimate 'costs.nope'"),
+        ("seeks=2,x", "value 'x' of seeks is not a whole number"),
+        ("seeks=2.5", "not a whole number"),
+        ("seeks=0", "seeks = 0 must be a whole number >= 1"),
+        ("pte_prefetch=6", "power of 2"),
+        ("min_shadow_page=50", "exceeds cache_capacity"),
+        ("seeks", "write KEY=V1,V2"),
+        ("seeks=2,2", "given twice"),
+        ("costs.zap_flush_ns=-1", ">= 0"),
+    ],
+)
+def test_bad_sweeps_say_what_and_how(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match="--sweep") as err:
+        parse_sweep(text)
+    assert fragment in str(err.value)
+
+
+def test_the_same_key_twice_is_refused() -> None:
+    with pytest.raises(ConfigError, match="given twice"):
+        grid((parse_sweep("seeks=2"), parse_sweep("seeks=20")), MmuConfig(), CostModel())
+
+
+def test_model_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.toml"
+    path.write_text("cache_capacity = 20\nshrink_batch = 64\n")
+    assert model_from_toml(path) == MmuConfig(cache_capacity=20, shrink_batch=64)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("cache_capcity = 20", "unknown MMU constant 'cache_capcity'"),
+        ("seeks = 2.0", "seeks = 2.0 must be a whole number"),
+        ("seeks = true", "must be a whole number"),
+        ('seeks = "20"', "must be a whole number"),
+        ("pte_prefetch = 1024", "pte_prefetch = 1024 must be a whole number from 1 to 512"),
+        ("seeks = ", "not valid TOML"),
+    ],
+)
+def test_bad_model_files(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "model.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match="model file") as err:
+        model_from_toml(path)
+    assert fragment in str(err.value)
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        model_from_toml(tmp_path / "nope.toml")
