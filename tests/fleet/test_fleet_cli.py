@@ -29,7 +29,8 @@ def _assert_one_error_line(proc: subprocess.CompletedProcess[str], *fragments: s
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
 
@@ -116,13 +117,16 @@ def test_fleet_table_and_summary(inprocess_fleet: Path) -> None:
     )
     assert row["fingerprint"] == summary["trace"]["fingerprint"]
     doc = json.loads((inprocess_fleet / "fleet.json").read_text())
-    assert doc["schema_version"] == 1 and doc["state"] == "complete"
+    assert doc["schema_version"] == 1
+    assert doc["state"] == "complete"
     assert doc["counts"] == {"traces": 6, "jobs": 12, "done": 12, "skipped": 0, "failed": 0}
     dist = doc["distributions"]["cache_capacity=20"]["zap"]["pages_freed"]
     freed = sorted(
         table.filter((pl.col("policy") == "zap") & (pl.col("cache_capacity") == 20))["pages_freed"]
     )
-    assert dist["n"] == 6 and dist["min"] == freed[0] and dist["max"] == freed[-1]
+    assert dist["n"] == 6
+    assert dist["min"] == freed[0]
+    assert dist["max"] == freed[-1]
     assert len(doc["worst"]) == 10
     stalls = [w["shrinker_stall_ns"] for w in doc["worst"]]
     assert stalls == sorted(stalls, reverse=True)
@@ -186,7 +190,8 @@ def test_resume_after_ctrl_c(inprocess_fleet: Path, traces: Path, tmp_path: Path
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "run the same command again to resume" in err and "Traceback" not in err
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err
     done = {p.parent: p.stat().st_mtime_ns for p in out.glob("runs/*/*/job.json")}
     assert 4 <= len(done) < 12
     stamps = {f: f.stat().st_mtime_ns for job in done for f in job.rglob("*") if f.is_file()}
@@ -194,7 +199,8 @@ def test_resume_after_ctrl_c(inprocess_fleet: Path, traces: Path, tmp_path: Path
     again = replay(*cmd[3:], "--json")
     assert again.returncode == 0, again.stderr
     doc = json.loads(again.stdout)
-    assert doc["counts"]["skipped"] == len(done) and doc["counts"]["done"] == 12 - len(done)
+    assert doc["counts"]["skipped"] == len(done)
+    assert doc["counts"]["done"] == 12 - len(done)
     assert {f: f.stat().st_mtime_ns for f in stamps} == stamps  # finished jobs untouched
     assert pl.read_parquet(out / "fleet.parquet").equals(
         pl.read_parquet(inprocess_fleet / "fleet.parquet")
@@ -231,8 +237,10 @@ def test_bad_traces_fail_their_jobs_only(traces: Path, tmp_path: Path) -> None:
     status = dict(zip(table["trace"], table["status"], strict=True))
     assert status == {"corrupt": "failed", "future": "failed", "good": "ok"}
     errors = dict(zip(table["trace"], table["error"], strict=True))
-    assert "corrupt.parquet" in errors["corrupt"] and "\n" not in errors["corrupt"]
-    assert "version" in errors["future"] and "99" in errors["future"]
+    assert "corrupt.parquet" in errors["corrupt"]
+    assert "\n" not in errors["corrupt"]
+    assert "version" in errors["future"]
+    assert "99" in errors["future"]
     assert "2 failed" in proc.stderr
     assert any(
         line.startswith("failed: corrupt at default: trace ") for line in proc.stderr.splitlines()

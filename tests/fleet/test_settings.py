@@ -14,7 +14,8 @@ def test_a_sweep_over_a_constant_and_one_over_a_cost() -> None:
     s = parse_sweep("cache_capacity=20,40,1_00")
     assert (s.key, s.values, s.is_cost) == ("cache_capacity", (20, 40, 100), False)
     c = parse_sweep("costs.refill_page_pressure_ns=1000,2500")
-    assert c.is_cost and c.values == (1000, 2500)
+    assert c.is_cost
+    assert c.values == (1000, 2500)
 
 
 def test_several_sweeps_make_a_grid_first_slowest() -> None:
@@ -29,14 +30,16 @@ def test_several_sweeps_make_a_grid_first_slowest() -> None:
         "shrink_batch=128+costs.zap_flush_ns=0",
         "shrink_batch=128+costs.zap_flush_ns=5",
     ]
-    assert points[1].cfg.shrink_batch == 64 and points[1].costs.zap_flush_ns == 5
+    assert points[1].cfg.shrink_batch == 64
+    assert points[1].costs.zap_flush_ns == 5
     assert points[1].costs.fault_base_ns == CostModel().fault_base_ns
 
 
 def test_no_sweep_is_one_default_point_over_the_base_configuration() -> None:
     base = MmuConfig(cache_capacity=20)
     (point,) = grid((), base, CostModel())
-    assert point.id == "default" and point.cfg == base
+    assert point.id == "default"
+    assert point.cfg == base
 
 
 @pytest.mark.parametrize(
