@@ -159,8 +159,12 @@ class DaskExecutor:
         }
         try:
             for future in as_completed(futures):  # type: ignore[no-untyped-call]
-                job = futures[future]
-                on_outcome(job, _outcome_of(future, job))
+                job = futures.pop(future)
+                outcome = _outcome_of(future, job)
+                # Let go of the result at once: a result still wanted when its worker dies is
+                # computed again (the job would find its runs on disk and skip, but why ask).
+                future.release()
+                on_outcome(job, outcome)
         finally:
             # On Ctrl-C the jobs still queued are dropped (their runs were never started) and
             # a job running is abandoned: its temporary folder goes, its finished peers stay.

@@ -50,6 +50,9 @@ def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
     _sweep_own_leftovers(target)
     tmp = target.with_name(f".{target.name}.{_writer()}{PARTIAL_SUFFIX}")
     try:
+        # Made now, not when the runs are written: while the job runs, its folder says which
+        # process (and host) is working on it.
+        tmp.mkdir()
         record = _replay_into(job, tmp)
         (tmp / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n")
         if finished(job, root) is None:

@@ -33,3 +33,17 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
             load_scenario(name, seed=seed, accesses=ACCESSES), folder / f"{name}-{seed}.parquet"
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def plain_runs(traces: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A plain loop of replay run over the traces (default model: cache_capacity 40)."""
+    from tests.fleet.helpers import replay
+
+    out = tmp_path_factory.mktemp("plain")
+    runs = {}
+    for trace in sorted(traces.rglob("*.parquet")):
+        proc = replay("run", str(trace), "-o", str(out / trace.stem))
+        assert proc.returncode == 0, proc.stderr
+        runs[trace.stem] = out / trace.stem
+    return runs

@@ -43,18 +43,6 @@ def inprocess_fleet(traces: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
-@pytest.fixture(scope="module")
-def plain_runs(traces: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A plain loop of replay run over the traces (default model: cache_capacity 40)."""
-    out = tmp_path_factory.mktemp("plain")
-    runs = {}
-    for trace in sorted(traces.rglob("*.parquet")):
-        proc = replay("run", str(trace), "-o", str(out / trace.stem))
-        assert proc.returncode == 0, proc.stderr
-        runs[trace.stem] = out / trace.stem
-    return runs
-
-
 def _job(fleet: Path, trace: str, point: str) -> Path:
     (folder,) = [p for p in (fleet / "runs").iterdir() if p.name.rsplit("-", 1)[0] == trace]
     return folder / point
