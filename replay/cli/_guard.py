@@ -79,7 +79,7 @@ def _click() -> Any:
     try:
         import click  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        from typer import _click as click
+        from typer import _click as click  # type: ignore[no-redef,unused-ignore]
     return click
 
 
