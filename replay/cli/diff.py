@@ -63,6 +63,11 @@ def diff(
         from replay.cli.console import fail
 
         fail("choose one of --json and --markdown")
+    from replay.fleet.load import is_fleet
+
+    if is_fleet(run_a) or is_fleet(run_b):
+        _fleet_diff(run_a, run_b, tuple(fail_on or ()), faults, show_all, limit, json_, markdown)
+        return
     if faults is not None:
         check_output_path(faults, "--faults output")
     a, b = load_run(run_a), load_run(run_b)
@@ -83,4 +88,37 @@ def diff(
             if "CROSSED" in line and (json_ or markdown):
                 note(line)
         note(f"{len(crossed)} --fail-on threshold(s) crossed; exit {THRESHOLD_EXIT}")
+        raise typer.Exit(THRESHOLD_EXIT)
+
+
+def _fleet_diff(
+    fleet_a: Path,
+    fleet_b: Path,
+    fail_on: tuple[str, ...],
+    faults: Path | None,
+    show_all: bool,
+    limit: int,
+    json_: bool,
+    markdown: bool,
+) -> None:
+    """``replay diff FLEET_A FLEET_B``: job by job and fleet-wide; exit 4 past a --fail-on."""
+    from replay.cli.console import fail
+    from replay.fleet.diff import diff_fleets, print_fleet_diff
+    from replay.fleet.load import load_fleet
+
+    if faults is not None or markdown:
+        fail(
+            "--faults and --markdown compare two runs; diff two run folders of the fleets for them"
+        )
+    result = diff_fleets(load_fleet(fleet_a), load_fleet(fleet_b), fail_on)
+    if json_:
+        emit_json(result.to_json())
+    else:
+        print_fleet_diff(result, show_all=show_all, limit=limit or None)
+    crossed = result.crossed
+    if crossed:
+        if json_:
+            for t, r in crossed:
+                note(f"--fail-on {t.text}: CROSSED at {r.scope}")
+        note(f"{len(crossed)} --fail-on crossing(s); exit {THRESHOLD_EXIT}")
         raise typer.Exit(THRESHOLD_EXIT)

@@ -20,6 +20,7 @@ SCENARIOS = (
     ("huge-pages", 1),
 )
 ACCESSES = 20_000
+SWEEP = ("--sweep", "cache_capacity=20,40")
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +48,14 @@ def plain_runs(traces: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         assert proc.returncode == 0, proc.stderr
         runs[trace.stem] = out / trace.stem
     return runs
+
+
+@pytest.fixture(scope="session")
+def inprocess_fleet(traces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The six traces at two sweep points, run in one process."""
+    from tests.fleet.helpers import replay
+
+    out = tmp_path_factory.mktemp("fleet") / "inprocess"
+    proc = replay("fleet", str(traces), "-o", str(out), "--scheduler", "inprocess", *SWEEP)
+    assert proc.returncode == 0, proc.stderr
+    return out

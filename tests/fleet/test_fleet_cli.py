@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.fleet.conftest import SCENARIOS
+from tests.fleet.conftest import SCENARIOS, SWEEP
 from tests.fleet.helpers import (
     assert_same_fleet_runs,
     assert_same_run,
@@ -21,8 +21,6 @@ from tests.fleet.helpers import (
     no_leftovers,
     replay,
 )
-
-SWEEP = ("--sweep", "cache_capacity=20,40")
 
 
 def _assert_one_error_line(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -33,14 +31,6 @@ def _assert_one_error_line(proc: subprocess.CompletedProcess[str], *fragments: s
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def inprocess_fleet(traces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fleet") / "inprocess"
-    proc = replay("fleet", str(traces), "-o", str(out), "--scheduler", "inprocess", *SWEEP)
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 def _job(fleet: Path, trace: str, point: str) -> Path:
