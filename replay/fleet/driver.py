@@ -273,6 +273,7 @@ def _document(
                 "error": outcome.get("error"),
                 "worker": outcome.get("worker"),
                 "wall_s": outcome.get("wall_s"),
+                "peak_rss_mib": outcome.get("peak_rss_mib"),
             }
         )
     counts = {s: sum(j["status"] == s for j in job_docs) for s in ("done", "skipped", "failed")}

@@ -114,6 +114,8 @@ def _alive(pid: int) -> bool:
 def _outcome(
     job: Job, status: str, started: float, *, error: str | None = None, accesses: int = 0
 ) -> dict[str, Any]:
+    import resource
+
     return {
         "key": job.key,
         "status": status,
@@ -121,6 +123,9 @@ def _outcome(
         "accesses": accesses,
         "wall_s": round(time.perf_counter() - started, 3),
         "worker": _writer(),
+        # The worker process's peak so far (Linux: KiB): a worker streams its job, so this
+        # stays that of one replay run however many jobs the worker has done.
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
