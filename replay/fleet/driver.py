@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,13 +116,29 @@ def run_fleet(
     settings = settings or FleetSettings()
     refs = expand_inputs(inputs)
     jobs = plan(refs, settings)
-    _prepare(fleet_dir)
-    with output_lock(fleet_dir / FLEET_JSON, "fleet"):
+    executor = make_executor(scheduler, workers)
+    # Everything that can refuse the command is checked before the folder is touched.
+    if fleet_dir.is_dir():
+        _check_settings(fleet_dir, settings, force)
+    outcomes: dict[str, dict[str, Any]] = {}
+
+    def record(job: Job, outcome: dict[str, Any]) -> None:
+        outcomes[job.key] = outcome
+        if on_outcome is not None:
+            on_outcome(job, outcome)
+
+    with ExitStack() as stack:
+        started = any(finished(job, fleet_dir) is None for job in jobs)
+        if started:
+            # Start (or reach) the cluster first: an unreachable scheduler or a worker of
+            # another version leaves no fleet folder behind.
+            stack.enter_context(executor)
+        _prepare(fleet_dir)
+        stack.enter_context(output_lock(fleet_dir / FLEET_JSON, "fleet"))
         _check_settings(fleet_dir, settings, force)
         if force:
             _remove_unplanned(fleet_dir, jobs)
         _write_json(fleet_dir, _document(settings, inputs, jobs, {}, None, state="running"))
-        outcomes: dict[str, dict[str, Any]] = {}
         pending = []
         for job in jobs:
             if finished(job, fleet_dir) is not None:
@@ -130,15 +147,10 @@ def run_fleet(
                 pending.append(job)
         if on_plan is not None:
             on_plan(jobs, pending)
-
-        def record(job: Job, outcome: dict[str, Any]) -> None:
-            outcomes[job.key] = outcome
-            if on_outcome is not None:
-                on_outcome(job, outcome)
-
         if pending:
-            with make_executor(scheduler, workers) as executor:
-                executor.run(pending, str(fleet_dir.resolve()), record)
+            if not started:  # a job's runs went missing since the first look
+                stack.enter_context(executor)
+            executor.run(pending, str(fleet_dir.resolve()), record)
         _remove_leftovers(fleet_dir, jobs)
         table = _table(fleet_dir, jobs, outcomes, settings)
         doc = _document(settings, inputs, jobs, outcomes, table, state="complete")

@@ -101,6 +101,18 @@ class DaskExecutor:
         # business: the fleet reports what they mean, job by job.
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         if self.address is None:
+            # Workers start with replay's own process settings (replay/cli/_process.py), not
+            # with Dask's defaults for them: one thread for OpenMP (which Arrow obeys) and
+            # freed memory trimmed back to the kernel, both of which slow a replay down.
+            # Set for good, not for a block: the nanny reads it again to restart a worker.
+            dask.config.set(
+                {
+                    "distributed.nanny.pre-spawn-environ": {
+                        "OPENBLAS_NUM_THREADS": 1,
+                        "MIMALLOC_PURGE_DELAY": -1,
+                    }
+                }
+            )
             with dask.config.set({"distributed.scheduler.allowed-failures": MAX_ATTEMPTS - 1}):
                 self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
                     n_workers=self.workers,

@@ -41,6 +41,7 @@ def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
     failure, returned with its one-line message; the fleet goes on. Nothing large travels back
     to the client: the runs are on disk.
     """
+    tune_worker()
     root = Path(fleet_dir)
     started = time.perf_counter()
     if finished(job, root) is not None:
@@ -77,6 +78,35 @@ def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _outcome(job, "done", started, accesses=record["accesses"])
+
+
+def tune_worker() -> None:
+    """Give a Dask worker process the settings ``replay run`` makes for itself.
+
+    A Dask nanny starts its worker with ``OMP_NUM_THREADS=1`` (which Arrow reads: its decoding
+    would run on one thread) and ``MALLOC_TRIM_THRESHOLD_`` (glibc hands freed memory back,
+    and a replay would pay again for every page it re-faults): both undo what
+    ``replay/cli/_process.py`` sets up for a replay, for the reasons given there. Only the
+    settings that can still change once the libraries are loaded are made here; the local
+    cluster starts its workers without those variables (:mod:`replay.fleet.executor`).
+    """
+    import ctypes
+    import sys
+
+    import pyarrow as pa
+
+    cores = os.cpu_count() or 1
+    if pa.cpu_count() < cores:
+        pa.set_cpu_count(cores)
+    if sys.platform != "linux":
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc; absent elsewhere (musl)
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 1 << 30)
+    mallopt(m_trim_threshold, 1 << 30)
 
 
 def _writer() -> str:

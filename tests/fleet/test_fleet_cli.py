@@ -232,6 +232,10 @@ def test_bad_traces_fail_their_jobs_only(traces: Path, tmp_path: Path) -> None:
         (("--sweep", "seeks=two"), ("'two'", "not a whole number")),
         (("--policy", "zip"), ("unknown policy 'zip'",)),
         (("--mmu", "ept"), ("unknown MMU mode 'ept'",)),
+        (
+            ("--scheduler", "tcp://127.0.0.1:9", "--workers", "2"),
+            ("--workers sets the size of the local cluster",),
+        ),
     ],
 )
 def test_bad_options(
@@ -312,6 +316,7 @@ def test_unreachable_scheduler_is_one_line_within_seconds(traces: Path, tmp_path
     )
     assert time.monotonic() - started < 20  # the CLI's own start-up included
     _assert_one_error_line(proc, f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}")
+    assert not (tmp_path / "f").exists()  # nothing written before the cluster was reached
 
 
 def test_without_dask_it_says_how_to_install_it(traces: Path, tmp_path: Path) -> None:
