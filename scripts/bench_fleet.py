@@ -8,7 +8,8 @@ Side by side in one run, on the same traces (scenarios and seeds cycled, generat
 under ``--keep`` for the next run):
 
 * a plain sequential loop of ``replay run``'s code (open, replay the three policies, write the
-  runs) over the traces, in one process: its wall time and peak memory;
+  runs) over the traces, in one process with ``replay run``'s process settings: its wall time
+  and peak memory; and the peak memory of one ``replay run`` command (a fresh process);
 * the same traces as a fleet on a local cluster of 1 worker, then of 2 workers (cluster start-up
   included): wall time, speed-up of 2 workers over 1, overhead of 1 worker over the loop, and
   each worker process's peak memory (reported by the workers themselves);
@@ -34,6 +35,7 @@ SCENARIOS = ("quick", "many-small-vms", "tdp-host-pressure", "legacy-mmu-pressur
 SMALL_ACCESSES = 20_000
 
 _LOOP = """
+import replay.cli._process  # the process settings replay run makes, before numpy and pyarrow
 import json, resource, sys, time
 from pathlib import Path
 from replay.run.driver import run_policies
@@ -71,6 +73,15 @@ print(json.dumps({
 """
 
 
+_ONE_RUN = """
+import json, resource, subprocess, sys
+subprocess.run([sys.executable, "-m", "replay", "run", sys.argv[2], "-o", sys.argv[1]],
+               check=True, capture_output=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"peak_mib": peak}))
+"""
+
+
 def _python(code: str, *args: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
@@ -105,6 +116,10 @@ def bench_fleet(
     with tempfile.TemporaryDirectory(dir=keep) as tmp:
         work = Path(tmp)
         results["loop"] = _python(_LOOP, str(work / "loop"), *big)
+        results["replay_run_peak_mib"] = max(
+            _python(_ONE_RUN, str(work / f"one{i}"), trace)["peak_mib"]
+            for i, trace in enumerate(big[:2])
+        )
         for workers in (1, 2):
             results[f"fleet_{workers}_worker"] = _python(
                 _FLEET, str(work / f"fleet{workers}"), str(workers), *big
@@ -143,7 +158,8 @@ def main() -> None:
         f"\nloop {loop['wall_s']:.1f} s (peak {loop['peak_mib']:.0f} MiB); fleet 1 worker "
         f"{one['wall_s']:.1f} s ({res['overhead_1_worker_over_loop']:.2f}x the loop, target "
         f"<= 1.15x); 2 workers {two['wall_s']:.1f} s ({res['speedup_2_over_1']:.2f}x faster "
-        f"than 1, target >= 1.7x); worker peak {two['worker_peak_mib']:.0f} MiB; client peak "
+        f"than 1, target >= 1.7x); worker peak {two['worker_peak_mib']:.0f} MiB (one replay "
+        f"run: {res['replay_run_peak_mib']:.0f} MiB); client peak "
         + ", ".join(
             f"{res[f'client_{n}_small_traces']['client_peak_mib']:.0f} MiB at {n} traces"
             for n in args.small.split(",")

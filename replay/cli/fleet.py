@@ -92,11 +92,13 @@ def fleet(
                 on_plan=bar.planned,
                 on_outcome=bar.ended,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from replay.cli._guard import TERMINATED_EXIT, Terminated
+
         fail(
             f"interrupted; {bar.finished} finished job(s) are kept in {output}; run the same "
             "command again to resume",
-            INTERRUPTED_EXIT,
+            TERMINATED_EXIT if isinstance(exc, Terminated) else INTERRUPTED_EXIT,
         )
     if json_:
         emit_json({"command": "fleet", "output": str(output), **result.doc})

@@ -101,13 +101,17 @@ class DaskExecutor:
         # business: the fleet reports what they mean, job by job.
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         if self.address is None:
-            # Workers start with replay's own process settings (replay/cli/_process.py), not
-            # with Dask's defaults for them: one thread for OpenMP (which Arrow obeys) and
-            # freed memory trimmed back to the kernel, both of which slow a replay down.
-            # Set for good, not for a block: the nanny reads it again to restart a worker.
+            # Workers start with replay's own process settings (replay/cli/_process.py)
+            # rather than Dask's: no trimming of freed memory (which slows a replay down), and
+            # Arrow's decoding threads (which follow OMP_NUM_THREADS) sharing the cores among
+            # the workers, not one each whatever the cores: one worker on two cores decodes
+            # with both. Set for good, not for a block: the nanny reads it again to restart a
+            # worker.
+            cores = os.cpu_count() or 1
             dask.config.set(
                 {
                     "distributed.nanny.pre-spawn-environ": {
+                        "OMP_NUM_THREADS": max(1, cores // self.workers),
                         "OPENBLAS_NUM_THREADS": 1,
                         "MIMALLOC_PURGE_DELAY": -1,
                     }

@@ -81,23 +81,18 @@ def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
 
 
 def tune_worker() -> None:
-    """Give a Dask worker process the settings ``replay run`` makes for itself.
+    """Keep freed memory for reuse in this worker process, as ``replay run`` does.
 
-    A Dask nanny starts its worker with ``OMP_NUM_THREADS=1`` (which Arrow reads: its decoding
-    would run on one thread) and ``MALLOC_TRIM_THRESHOLD_`` (glibc hands freed memory back,
-    and a replay would pay again for every page it re-faults): both undo what
-    ``replay/cli/_process.py`` sets up for a replay, for the reasons given there. Only the
-    settings that can still change once the libraries are loaded are made here; the local
-    cluster starts its workers without those variables (:mod:`replay.fleet.executor`).
+    A Dask nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_`` set, so glibc hands freed
+    memory back to the kernel, and a replay pays again for every page it faults back in (see
+    ``replay/cli/_process.py``, which makes the same setting for a command's process). mallopt
+    still takes effect once the libraries are loaded, so it is made here, in every worker
+    however it was started. Arrow's decoding threads follow ``OMP_NUM_THREADS``, which the
+    cluster sets to the worker's share of the cores (:mod:`replay.fleet.executor`).
     """
     import ctypes
     import sys
 
-    import pyarrow as pa
-
-    cores = os.cpu_count() or 1
-    if pa.cpu_count() < cores:
-        pa.set_cpu_count(cores)
     if sys.platform != "linux":
         return
     try:
