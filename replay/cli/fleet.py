@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from replay.cli.console import emit_json, fail, note, user_errors
+
+if TYPE_CHECKING:
+    from replay.fleet.driver import FleetResult, FleetSettings
 
 MMU_MODES = ("tdp_mmu", "shadow_direct")
 INTERRUPTED_EXIT = 130
@@ -65,20 +68,9 @@ def fleet(
     json_: Annotated[bool, typer.Option("--json", help="Print fleet.json on stdout.")] = False,
 ) -> None:
     """Replay many traces, under sweeps of the model, on a Dask cluster; compare the fleet."""
-    from replay.fleet.driver import FleetSettings, run_fleet
-    from replay.fleet.render import print_fleet
-    from replay.fleet.settings import model_from_toml, parse_sweep
-    from replay.mmu.config import CostModel, MmuConfig, parse_policies
+    from replay.fleet.driver import run_fleet
 
-    if mmu is not None and mmu not in MMU_MODES:
-        fail(f"unknown MMU mode {mmu!r}; use tdp_mmu or shadow_direct")
-    settings = FleetSettings(
-        policies=parse_policies(policy),
-        mmu=mmu,
-        cfg=model_from_toml(model) if model is not None else MmuConfig(),
-        costs=CostModel.from_toml(costs) if costs is not None else CostModel(),
-        sweeps=tuple(parse_sweep(s) for s in sweep or ()),
-    )
+    settings = _settings(policy, mmu, costs, model, sweep or [])
     bar = _Progress()
     try:
         with bar:
@@ -100,6 +92,32 @@ def fleet(
             "command again to resume",
             TERMINATED_EXIT if isinstance(exc, Terminated) else INTERRUPTED_EXIT,
         )
+    _finish(result, output, json_)
+
+
+def _settings(
+    policy: str, mmu: str | None, costs: Path | None, model: Path | None, sweep: list[str]
+) -> FleetSettings:
+    """The fleet's settings from the options, each checked (one line on a mistake)."""
+    from replay.fleet.driver import FleetSettings
+    from replay.fleet.settings import model_from_toml, parse_sweep
+    from replay.mmu.config import CostModel, MmuConfig, parse_policies
+
+    if mmu is not None and mmu not in MMU_MODES:
+        fail(f"unknown MMU mode {mmu!r}; use tdp_mmu or shadow_direct")
+    return FleetSettings(
+        policies=parse_policies(policy),
+        mmu=mmu,
+        cfg=model_from_toml(model) if model is not None else MmuConfig(),
+        costs=CostModel.from_toml(costs) if costs is not None else CostModel(),
+        sweeps=tuple(parse_sweep(s) for s in sweep),
+    )
+
+
+def _finish(result: FleetResult, output: Path, json_: bool) -> None:
+    """Print the fleet's tables (or its JSON), the summary line, and exit 1 if a job failed."""
+    from replay.fleet.render import print_fleet
+
     if json_:
         emit_json({"command": "fleet", "output": str(output), **result.doc})
     else:

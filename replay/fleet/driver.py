@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     import polars as pl
 
+    from replay.fleet.executor import Executor
     from replay.fleet.inputs import TraceRef
     from replay.mmu.config import Policy
 
@@ -120,14 +121,49 @@ def run_fleet(
     # Everything that can refuse the command is checked before the folder is touched.
     if fleet_dir.is_dir():
         _check_settings(fleet_dir, settings, force)
+    return _run(executor, jobs, fleet_dir, settings, inputs, force, on_outcome, on_plan)
+
+
+class _LeftoversOnError:
+    """On Ctrl-C or an error, remove the temporary folders of the jobs that were running.
+
+    Entered first, so it ends last: after the executor (a local cluster's workers end with it,
+    so none can still be writing) and only once this fleet held the folder's lock (``armed``),
+    so that a fleet refused because another one is running never touches that one's folders.
+    """
+
+    def __init__(self, fleet_dir: Path, jobs: list[Job], local: bool) -> None:
+        self.fleet_dir, self.jobs, self.local = fleet_dir, jobs, local
+        self.armed = False
+
+    def __enter__(self) -> _LeftoversOnError:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None and self.armed and self.local:
+            _remove_leftovers(self.fleet_dir, self.jobs)
+
+
+def _run(
+    executor: Executor,
+    jobs: list[Job],
+    fleet_dir: Path,
+    settings: FleetSettings,
+    inputs: list[str],
+    force: bool,
+    on_outcome: Callable[[Job, dict[str, Any]], None] | None,
+    on_plan: Callable[[list[Job], list[Job]], None] | None,
+) -> FleetResult:
+    """Run the pending jobs of a planned fleet and write its tables (see :func:`run_fleet`)."""
     outcomes: dict[str, dict[str, Any]] = {}
 
-    def record(job: Job, outcome: dict[str, Any]) -> None:
+    def keep(job: Job, outcome: dict[str, Any]) -> None:
         outcomes[job.key] = outcome
         if on_outcome is not None:
             on_outcome(job, outcome)
 
     with ExitStack() as stack:
+        leftovers = stack.enter_context(_LeftoversOnError(fleet_dir, jobs, executor.local))
         started = any(finished(job, fleet_dir) is None for job in jobs)
         if started:
             # Start (or reach) the cluster first: an unreachable scheduler or a worker of
@@ -135,6 +171,7 @@ def run_fleet(
             stack.enter_context(executor)
         _prepare(fleet_dir)
         stack.enter_context(output_lock(fleet_dir / FLEET_JSON, "fleet"))
+        leftovers.armed = True
         _check_settings(fleet_dir, settings, force)
         if force:
             _remove_unplanned(fleet_dir, jobs)
@@ -150,7 +187,7 @@ def run_fleet(
         if pending:
             if not started:  # a job's runs went missing since the first look
                 stack.enter_context(executor)
-            executor.run(pending, str(fleet_dir.resolve()), record)
+            executor.run(pending, str(fleet_dir.resolve()), keep)
         _remove_leftovers(fleet_dir, jobs)
         table = _table(fleet_dir, jobs, outcomes, settings)
         doc = _document(settings, inputs, jobs, outcomes, table, state="complete")

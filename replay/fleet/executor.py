@@ -37,6 +37,8 @@ class Executor(Protocol):
     """Runs jobs and reports each one's outcome as it ends."""
 
     description: str
+    local: bool
+    """Whether every worker ends with the executor (none can still be writing afterwards)."""
 
     def run(
         self, jobs: list[Job], fleet_dir: str, on_outcome: Callable[[Job, dict[str, Any]], None]
@@ -57,6 +59,7 @@ class InProcessExecutor:
     """Every job in this process, one after the other (``--scheduler inprocess``)."""
 
     description = "in this process"
+    local = True
 
     def __enter__(self) -> InProcessExecutor:
         return self
@@ -82,6 +85,7 @@ class DaskExecutor:
 
     def __init__(self, address: str | None, workers: int | None) -> None:
         self.address = address
+        self.local = address is None
         self.workers = workers or os.cpu_count() or 1
         self.description = (
             f"the Dask cluster at {address}"

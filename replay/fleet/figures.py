@@ -21,9 +21,10 @@ WORST = 10
 
 def key_figures() -> list[tuple[str, str]]:
     """``(name, label)`` of each figure whose distribution across traces the fleet shows."""
+    short = {"zapped_page_tables": "zapped tables", "cache_eviction": "cache eviction"}
     return [
         *(
-            (f"faults_per_m_accesses.{a}", f"faults per M accesses, {a.replace('_', ' ')}")
+            (f"faults_per_m_accesses.{a}", f"faults per M accesses, {short.get(a, 'neither')}")
             for a in reversed(ATTRIBUTIONS)
         ),
         ("pages_freed", "pages freed by the shrinker"),

@@ -29,6 +29,10 @@ def _spread(d: dict[str, Any]) -> str:
     return f"{_num(d['p50'])} ({_num(d['p90'])}, {_num(d['max'])})"
 
 
+def _scaled(d: dict[str, Any], factor: float) -> dict[str, Any]:
+    return {k: (v * factor if k != "n" and v is not None else v) for k, v in d.items()}
+
+
 def print_fleet(doc: dict[str, Any], console: Console | None = None) -> None:
     """Print ``fleet.json``'s figures as tables."""
     from rich.console import Console
@@ -49,6 +53,12 @@ def print_fleet(doc: dict[str, Any], console: Console | None = None) -> None:
             table.add_column(policy, justify="right")
         table.add_row("traces", *(f"{_first_n(by_policy[p]):,}" for p in by_policy))
         for name, label in key_figures():
+            if name == "shrinker_stall_ns":  # ms read more easily than nine-digit ns
+                table.add_row(
+                    "est. shrinker stall (ms)",
+                    *(_spread(_scaled(by_policy[p][name], 1e-6)) for p in by_policy),
+                )
+                continue
             table.add_row(label, *(_spread(by_policy[p][name]) for p in by_policy))
         console.print(table)
     _print_worst(console, doc.get("worst", []))
@@ -68,19 +78,12 @@ def _print_worst(console: Console, rows: list[dict[str, Any]]) -> None:
 
     if not rows:
         return
-    table = Table(title="Worst traces by estimated shrinker stall", title_justify="left")
-    for name in (
-        "trace",
-        "point",
-        "policy",
-        "shrinker stall",
-        "pages freed",
-        "per freed page",
-        "run",
-    ):
-        table.add_column(
-            name, justify="left" if name in ("trace", "point", "policy", "run") else "right"
-        )
+    table = Table(
+        title="Worst traces by estimated shrinker stall (their runs: fleet.json, the report)",
+        title_justify="left",
+    )
+    for name in ("trace", "point", "policy", "shrinker stall", "pages freed", "per freed page"):
+        table.add_column(name, justify="left" if name in ("trace", "point", "policy") else "right")
     for r in rows:
         per = r["stall_per_freed_page"]
         table.add_row(
@@ -90,7 +93,6 @@ def _print_worst(console: Console, rows: list[dict[str, Any]]) -> None:
             f"{r['shrinker_stall_ns'] / 1e6:,.2f} ms",
             f"{r['pages_freed']:,}",
             "-" if per is None else f"{per:,.0f} ns",
-            r["run"],
         )
     console.print(table)
 
@@ -98,7 +100,8 @@ def _print_worst(console: Console, rows: list[dict[str, Any]]) -> None:
 def _print_frontier(console: Console, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    rows = [r for r in rows if r["policy"] != "none"]
+    # Under none nothing is freed, nor where a policy freed nothing at any point: no choice.
+    rows = [r for r in rows if any(p["pages_freed"] for p in r["points"])]
     if not rows:
         return
     table = Table(
