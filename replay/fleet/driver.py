@@ -292,7 +292,12 @@ def _table(
         outcome = outcomes.get(job.key, {})
         error = outcome.get("error") if record is None else None
         if record is None and error is None:
-            error = "not run (the fleet was interrupted)"
+            error = (
+                "its worker reported it done but its runs are not in the fleet folder; every "
+                "worker must write FLEET_DIR at the same path (a shared file system)"
+                if outcome.get("status") in ("done", "skipped")
+                else "not run (the fleet was interrupted)"
+            )
         rows.extend(job_rows(job, record, error, point_index[job.point.id]))
     return build_table(rows, [s.key for s in settings.sweeps])
 

@@ -44,6 +44,17 @@ def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
     tune_worker()
     root = Path(fleet_dir)
     started = time.perf_counter()
+    if not root.is_dir():
+        # The client made the folder: a worker that cannot see it is on another host without
+        # the shared file system, and runs written here would never reach the fleet.
+        return _outcome(
+            job,
+            "failed",
+            started,
+            error=f"fleet folder {fleet_dir} does not exist on worker host "
+            f"{socket.gethostname()}; every worker must see FLEET_DIR at the same path (a "
+            "shared file system)",
+        )
     if finished(job, root) is not None:
         return _outcome(job, "skipped", started)
     target = root / job.folder

@@ -70,3 +70,12 @@ def test_a_folder_that_holds_something_else_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OutputPathError, match="is not empty and holds no fleet"):
         run_fleet([str(trace)], tmp_path / "f", FleetSettings(), scheduler="inprocess")
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["notes.txt"]
+
+
+def test_a_worker_that_cannot_see_the_fleet_folder_fails_the_job(tmp_path: Path) -> None:
+    from replay.fleet.worker import run_job
+
+    outcome = run_job(_job(), str(tmp_path / "elsewhere"))
+    assert outcome["status"] == "failed"
+    assert "does not exist on worker host" in outcome["error"]
+    assert not (tmp_path / "elsewhere").exists()  # nothing made on the worker's own disk
