@@ -332,3 +332,44 @@ def test_without_dask_it_says_how_to_install_it(traces: Path, tmp_path: Path) ->
         env={"PYTHONPATH": str(fake.parent)},
     )
     _assert_one_error_line(proc, 'pip install "kvm-mmu-replay[fleet]"')
+
+
+def test_mmu_mode_and_a_cost_sweep_give_replay_runs_answers(traces: Path, tmp_path: Path) -> None:
+    trace = traces / "quick-2.parquet"
+    out = tmp_path / "f"
+    proc = replay(
+        "fleet",
+        str(trace),
+        "-o",
+        str(out),
+        "--scheduler",
+        "inprocess",
+        "--policy",
+        "zap",
+        "--mmu",
+        "shadow_direct",
+        "--sweep",
+        "costs.zap_flush_ns=0,5000",
+    )
+    assert proc.returncode == 0, proc.stderr
+    costs = tmp_path / "costs.toml"
+    costs.write_text("zap_flush_ns = 0\n")
+    plain = tmp_path / "plain"
+    proc = replay(
+        "run",
+        str(trace),
+        "--policy",
+        "zap",
+        "--mmu",
+        "shadow_direct",
+        "--costs",
+        str(costs),
+        "-o",
+        str(plain),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert_same_run(_job(out, "quick-2", "costs.zap_flush_ns=0") / "zap", plain / "zap")
+    table = pl.read_parquet(out / "fleet.parquet")
+    assert table["costs.zap_flush_ns"].to_list() == [0, 5000]
+    assert table["scan_flush_ns"][0] == 0
+    assert table["scan_flush_ns"][1] > 0
