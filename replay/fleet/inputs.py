@@ -2,7 +2,17 @@
 
 The client only lists the traces and reads each one's Parquet footer (a few kilobytes) for its
 fingerprint; the workers read the traces themselves. A remote object is streamed by the worker
-to a local temporary file that it removes after the job (:func:`local_copy`).
+to a local temporary file that it removes after the job (:func:`local_copy`), rather than read
+in place through a ``pyarrow.fs`` file, because:
+
+* the trace reader and the run driver then read a local file exactly as ``replay run`` does
+  (the fingerprint, the error messages naming the file, the read-ahead of row groups), so a
+  fleet's runs are ``replay run``'s by construction, with no second reading path to keep equal;
+* a replay reads every column chunk of every row group once, in order: one sequential GET of
+  the object costs one request's latency, where reading in place costs a ranged request per
+  column chunk (a dozen per row group of 2^20 rows), each with the store's latency;
+* the copy is streamed in 8 MiB chunks, so memory stays flat, and it costs local disk equal to
+  one trace per worker for the length of one job.
 """
 
 from __future__ import annotations
