@@ -103,21 +103,21 @@ def _fleet_diff(
 ) -> None:
     """``replay diff FLEET_A FLEET_B``: job by job and fleet-wide; exit 4 past a --fail-on."""
     from replay.cli.console import fail
-    from replay.fleet.diff import diff_fleets, print_fleet_diff
+    from replay.fleet.diff import diff_fleets, markdown_fleet_diff, print_fleet_diff
     from replay.fleet.load import load_fleet
 
-    if faults is not None or markdown:
-        fail(
-            "--faults and --markdown compare two runs; diff two run folders of the fleets for them"
-        )
+    if faults is not None:
+        fail("--faults compares two runs fault by fault; give two run folders of the fleets")
     result = diff_fleets(load_fleet(fleet_a), load_fleet(fleet_b), fail_on)
     if json_:
         emit_json(result.to_json())
+    elif markdown:
+        sys.stdout.write(markdown_fleet_diff(result, show_all=show_all, limit=limit or None))
     else:
         print_fleet_diff(result, show_all=show_all, limit=limit or None)
     crossed = result.crossed
     if crossed:
-        if json_:
+        if json_ or markdown:
             for t, r in crossed:
                 note(f"--fail-on {t.text}: CROSSED at {r.scope}")
         note(f"{len(crossed)} --fail-on crossing(s); exit {THRESHOLD_EXIT}")

@@ -158,6 +158,39 @@ def diff_fleets(a: LoadedFleet, b: LoadedFleet, fail_on: tuple[str, ...] = ()) -
     )
 
 
+HEADERS = ("scope", "metric", "A", "B", "change", "status")
+
+
+def _cells(r: Row) -> tuple[str, ...]:
+    rel = r.relative
+    change = "-" if rel is None else ("new" if abs(rel) == float("inf") else f"{rel:+.1%}")
+    return (r.scope, r.metric, _n(r.a), _n(r.b), change, r.status)
+
+
+def _sections(d: FleetDiff, show_all: bool, limit: int | None) -> list[tuple[str, list[Row]]]:
+    """The two tables both views show: fleet-wide, then the traces' key figures."""
+    key_rows = [r for r in d.trace_rows if r.metric in KEY_METRICS]
+    return [
+        (
+            "Fleet-wide (sums over the jobs both fleets ran)",
+            [r for r in d.fleet_rows if show_all or r.status != "same"][:limit],
+        ),
+        (
+            "Traces that changed most (key figures)",
+            [r for r in key_rows if show_all or r.status != "same"][:limit],
+        ),
+    ]
+
+
+def _notes(d: FleetDiff) -> list[str]:
+    return [
+        *(f"only in A: {line}" for line in d.only_a),
+        *(f"only in B: {line}" for line in d.only_b),
+        *(f"failed in {line}" for line in d.failed),
+        *(f"--fail-on {t.text}: CROSSED at {r.scope}" for t, r in d.crossed),
+    ]
+
+
 def print_fleet_diff(d: FleetDiff, *, show_all: bool = False, limit: int | None = 40) -> None:
     """The comparison on the terminal: fleet-wide changes, then the traces that changed most."""
     from rich.console import Console
@@ -166,34 +199,35 @@ def print_fleet_diff(d: FleetDiff, *, show_all: bool = False, limit: int | None 
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 120)
-
-    def table(title: str, rows: list[Row]) -> None:
-        shown = [r for r in rows if show_all or r.status != "same"][:limit]
-        t = Table(title=title, title_justify="left")
-        for name in ("scope", "metric", "A", "B", "change", "status"):
-            t.add_column(name, justify="right" if name in ("A", "B", "change") else "left")
-        for r in shown:
-            rel = r.relative
-            change = "-" if rel is None else ("new" if abs(rel) == float("inf") else f"{rel:+.1%}")
-            t.add_row(r.scope, r.metric, _n(r.a), _n(r.b), change, r.status)
-        console.print(t)
-        if not shown:
-            console.print("no change")
-
     console.print(f"A: {d.a}\nB: {d.b}")
-    table("Fleet-wide (sums over the jobs both fleets ran)", d.fleet_rows)
-    table(
-        "Traces that changed most (key figures)",
-        [r for r in d.trace_rows if r.metric in KEY_METRICS],
-    )
-    for line in d.only_a:
-        console.print(f"only in A: {line}")
-    for line in d.only_b:
-        console.print(f"only in B: {line}")
-    for line in d.failed:
-        console.print(f"failed in {line}")
-    for t, r in d.crossed:
-        console.print(f"--fail-on {t.text}: CROSSED at {r.scope}")
+    for title, rows in _sections(d, show_all, limit):
+        t = Table(title=title, title_justify="left")
+        for name in HEADERS:
+            t.add_column(name, justify="right" if name in ("A", "B", "change") else "left")
+        for r in rows:
+            t.add_row(*_cells(r))
+        console.print(t)
+        if not rows:
+            console.print("no change")
+    for line in _notes(d):
+        console.print(line)
+
+
+def markdown_fleet_diff(d: FleetDiff, *, show_all: bool = False, limit: int | None = 40) -> str:
+    """The comparison as GitHub-flavoured Markdown (for pull requests and CI summaries)."""
+    lines = ["## replay diff (fleets)", "", f"- A: `{d.a}`", f"- B: `{d.b}`", ""]
+    for title, rows in _sections(d, show_all, limit):
+        lines += [f"### {title}", ""]
+        if not rows:
+            lines += ["No change.", ""]
+            continue
+        sep = ["---" if h in ("scope", "metric", "status") else "---:" for h in HEADERS]
+        lines += ["| " + " | ".join(HEADERS) + " |", "| " + " | ".join(sep) + " |"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+        lines.append("")
+    lines += [f"- {line}" for line in _notes(d)]
+    lines += ["", "_Stall figures are estimates from the cost model, not measurements._", ""]
+    return "\n".join(lines)
 
 
 def _n(v: float | None) -> str:

@@ -107,6 +107,11 @@ def test_diff_of_two_fleets_job_by_job_with_a_gate(
     gated = replay("diff", str(inprocess_fleet), str(b), "--fail-on", "pages_freed>0")
     assert gated.returncode == 4, gated.stderr
     assert "--fail-on pages_freed>0: CROSSED at zap @ cache_capacity=40" in gated.stdout
+    md = replay("diff", str(inprocess_fleet), str(b), "--markdown", "--fail-on", "pages_freed>0")
+    assert md.returncode == 4, md.stderr
+    assert md.stdout.startswith("## replay diff (fleets)\n")
+    assert "| scope | metric | A | B | change | status |" in md.stdout
+    assert "- --fail-on pages_freed>0: CROSSED at zap @ cache_capacity=40" in md.stdout
     bad = replay("diff", str(inprocess_fleet), str(b), "--fail-on", "pages_fred>0")
     assert bad.returncode == 1
     assert "did you mean pages_freed?" in bad.stderr
