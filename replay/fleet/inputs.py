@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 TRACE_SUFFIX = ".parquet"
 _TAIL = 64 * 1024
 _COPY_CHUNK = 8 * 1024 * 1024
+_FOOTER_READERS = 16
 
 
 @dataclass(frozen=True)
@@ -137,17 +138,25 @@ def expand_inputs(items: list[str]) -> list[TraceRef]:
     """
     if not items:
         raise InputFileError("give at least one trace, folder of traces or URI")
-    seen: set[str] = set()
-    refs = []
+    from concurrent.futures import ThreadPoolExecutor
+
+    found: dict[str, int] = {}
     for item in items:
         for source, size in _expand_one(item):
-            if source in seen:
-                continue
-            seen.add(source)
-            name = source.rsplit("/", 1)[-1].split("?", 1)[0]
-            name = name.removesuffix(TRACE_SUFFIX)
-            refs.append(TraceRef(source, name, size, _fingerprint(source, size)))
-    return refs
+            found.setdefault(source, size)
+    # One footer read per trace: from an object store each is a request's latency, so they
+    # are made side by side (the reads wait on the network, not on the CPU).
+    with ThreadPoolExecutor(max_workers=_FOOTER_READERS) as pool:
+        prints = list(pool.map(_fingerprint, found, found.values()))
+    return [
+        TraceRef(source, _name(source), size, fp)
+        for (source, size), fp in zip(found.items(), prints, strict=True)
+    ]
+
+
+def _name(source: str) -> str:
+    """The trace's file name without ``.parquet`` (and without a URI's query)."""
+    return source.rsplit("/", 1)[-1].split("?", 1)[0].removesuffix(TRACE_SUFFIX)
 
 
 def _open_input(source: str) -> Any:
