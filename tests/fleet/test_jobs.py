@@ -79,3 +79,21 @@ def test_a_worker_that_cannot_see_the_fleet_folder_fails_the_job(tmp_path: Path)
     assert outcome["status"] == "failed"
     assert "does not exist on worker host" in outcome["error"]
     assert not (tmp_path / "elsewhere").exists()  # nothing made on the worker's own disk
+
+
+def test_the_scheduler_comes_from_the_option_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from replay.fleet.executor import DaskExecutor, FleetError, InProcessExecutor, make_executor
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    local = make_executor(None, 3)
+    assert isinstance(local, DaskExecutor)
+    assert (local.address, local.workers, local.local) == (None, 3, True)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.1:8786")
+    remote = make_executor(None, None)
+    assert isinstance(remote, DaskExecutor)
+    assert (remote.address, remote.local) == ("tcp://10.0.0.1:8786", False)
+    assert isinstance(make_executor("inprocess", None), InProcessExecutor)
+    with pytest.raises(FleetError, match="--workers sets the size of the local cluster"):
+        make_executor(None, 2)
