@@ -84,6 +84,7 @@ def faults_per_trace(rows: pl.DataFrame) -> Figure:
     At the first sweep point: the trace-by-trace picture is the same kind at every point.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
 
     first = rows["point"][0]
     at = rows.filter(rows["point"] == first)
@@ -107,7 +108,9 @@ def faults_per_trace(rows: pl.DataFrame) -> Figure:
         ax.set_title(policy, fontsize=10, loc="left")
         ax.grid(axis="x", alpha=0.3)
     axes[-1].set_xlabel("faults per million accesses")
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[-1].xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside right upper")  # clear of the bars
     fig.suptitle(f"Faults by attribution, per trace (sweep point {first})")
     return fig
 
