@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
 from replay.errors import ReplayError
 from replay.fleet.jobs import tool_version
-from replay.fleet.worker import run_job, worker_version
+from replay.fleet.worker import run_job
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -157,8 +158,15 @@ class DaskExecutor:
                 f"the Dask cluster at {self.address} has no worker; start one with "
                 f"dask worker {self.address}"
             ) from None
-        theirs = self._client.run(worker_version)
+        # A standard-library function, so that a worker without kvm-mmu-replay answers too
+        # (with the exception it raised, returned rather than raised here).
+        theirs = self._client.run(metadata.version, "kvm-mmu-replay", on_error="return")
         for worker, version in sorted(theirs.items()):
+            if isinstance(version, BaseException):
+                raise FleetError(
+                    f"worker {worker} cannot run kvm-mmu-replay ({type(version).__name__}: "
+                    f"{version}); install kvm-mmu-replay {mine} on every worker"
+                )
             if version != mine:
                 raise FleetError(
                     f"worker {worker} runs kvm-mmu-replay {version}, this client {mine}; "

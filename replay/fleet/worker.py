@@ -27,13 +27,6 @@ from replay.fleet.jobs import JOB_FILE, Job, finished
 JOB_SCHEMA_VERSION = 1
 
 
-def worker_version() -> str:
-    """The kvm-mmu-replay version installed where this runs (called on every worker)."""
-    from replay.fleet.jobs import tool_version
-
-    return tool_version()
-
-
 def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
     """Run ``job`` unless its runs are already in ``fleet_dir``; return its small outcome.
 
