@@ -23,6 +23,11 @@ million lines), next to ``wc -l`` of the same file.
 ``compare`` replays a large trace under the three policies once, then times ``replay diff``
 (with and without the fault-level output) and ``replay report`` of the three runs, each as a
 fresh process, start-up included.
+
+Every run appends a JSON record of its figures to ``scripts/bench-history.jsonl`` and compares
+them with the last record of the same benchmark and arguments (``scripts/benchlib.py``;
+``--history PATH`` uses another file, ``--no-history`` neither compares nor records).
+``scripts/PERFORMANCE.md`` keeps the measurements and explains them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import benchlib
 
 
 def _child_synth(scenario: str, events: int, out: str) -> None:
@@ -84,7 +91,7 @@ def _run_child(*args: str) -> dict[str, Any]:
     return result
 
 
-def bench_synth(scenario: str, events: int, repeat: int) -> None:
+def bench_synth(scenario: str, events: int, repeat: int) -> list[benchlib.Figure]:
     with tempfile.TemporaryDirectory() as tmp:
         small = _run_child("synth", scenario, str(events // 10), str(Path(tmp) / "small.parquet"))
         print(
@@ -94,8 +101,10 @@ def bench_synth(scenario: str, events: int, repeat: int) -> None:
         trace = str(Path(tmp) / "bench.parquet")
         print(f"synth {scenario}: {events:,} accesses, {repeat} run(s), each in a fresh process")
         best: dict[str, float] | None = None
+        peak = 0.0
         for i in range(repeat):
             r = _run_child("synth", scenario, str(events), trace)
+            peak = max(peak, r["peak_mib"])
             rate = r["rows"] / r["wall_s"]
             print(
                 f"  run {i + 1}: {r['rows']:,.0f} events in {r['wall_s']:.2f} s = "
@@ -113,6 +122,15 @@ def bench_synth(scenario: str, events: int, repeat: int) -> None:
             f"  best synth / pyarrow-write time: {best['wall_s'] / w['wall_s']:.2f}x; "
             f"target >= 3 M events/s and peak < 500 MiB"
         )
+    return [
+        benchlib.memory("small_peak_rss_mib", small["peak_mib"]),
+        benchlib.count("events", best["rows"]),
+        benchlib.seconds("synth_s", best["wall_s"]),
+        benchlib.rate("events_per_s", best["rows"] / best["wall_s"], "events/s"),
+        benchlib.memory("peak_rss_mib", peak),
+        benchlib.rate("pyarrow_rows_per_s", w["rows"] / w["wall_s"], "rows/s"),
+        benchlib.ratio("synth_over_pyarrow", best["wall_s"] / w["wall_s"], "lower"),
+    ]
 
 
 ENGINE_COLUMNS = ["t_ns", "event", "vm", "vcpu", "gpa", "len", "source", "priority", "nr_to_scan"]
@@ -134,7 +152,7 @@ def _time_engine(cls: Any, trace: Any, batches: list[Any]) -> tuple[float, float
         engine.feed(b)
     result = engine.finish()
     wall, used = time.perf_counter() - t0, time.process_time() - c0
-    return wall, used, int(result.sink.num_rows)
+    return wall, used, len(result.faults["row"])
 
 
 def _child_engines(trace_path: str) -> None:
@@ -279,7 +297,7 @@ def _listed(results: list[dict[str, Any]], key: str) -> str:
     return "[" + ", ".join(f"{r[key]:.2f}" for r in results) + "]"
 
 
-def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> None:
+def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> list[benchlib.Figure]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = keep or Path(tmp_name)
         small = tmp / f"legacy-{slice_accesses}.parquet"
@@ -342,6 +360,33 @@ def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> None:
             f"  peak RSS at {accesses // 5:,} accesses: {run_mid['peak_mib']:.0f} MiB, at "
             f"{accesses:,}: {run['peak_mib']:.0f} MiB (target < 1536 MiB, flat)"
         )
+    return [
+        benchlib.seconds("vector_s", e["vector"]),
+        benchlib.seconds("reference_s", e["reference"]),
+        benchlib.ratio("engine_ratio", ratio_of(e, ""), "higher"),
+        benchlib.seconds("vector_cpu_s", e["vector_cpu"]),
+        benchlib.seconds("reference_cpu_s", e["reference_cpu"]),
+        benchlib.ratio("engine_cpu_ratio", ratio_of(e, "_cpu"), "higher"),
+        benchlib.count("vector_faults", e["vector_faults"]),
+        benchlib.count("reference_faults", e["reference_faults"]),
+        benchlib.seconds("run_s", run["wall_s"]),
+        benchlib.seconds("read_first_s", first),
+        benchlib.seconds("read_second_s", second),
+        benchlib.ratio("run_over_read_first", run["wall_s"] / first, "lower"),
+        benchlib.ratio("run_over_read_second", run["wall_s"] / second, "lower"),
+        benchlib.seconds("engine_in_run_s", run["engine_s"]),
+        benchlib.seconds("engine_alone_s", alone["engine_s"]),
+        benchlib.rate(
+            "engine_alone_accesses_per_s", alone["accesses"] / alone["engine_s"], "accesses/s"
+        ),
+        benchlib.memory("peak_rss_mid_mib", run_mid["peak_mib"]),
+        benchlib.memory("peak_rss_mib", run["peak_mib"]),
+    ]
+
+
+def ratio_of(engines: dict[str, Any], suffix: str) -> float:
+    """Reference time over vectorized time (``suffix`` "_cpu" for CPU time)."""
+    return float(engines[f"reference{suffix}"] / engines[f"vector{suffix}"])
 
 
 def _timed(*args: str) -> float:
@@ -356,7 +401,7 @@ def _timed(*args: str) -> float:
     return time.perf_counter() - t0
 
 
-def bench_compare(accesses: int, keep: Path | None, repeat: int) -> None:
+def bench_compare(accesses: int, keep: Path | None, repeat: int) -> list[benchlib.Figure]:
     """`replay diff` of two runs and `replay report` of three, of one large trace."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = keep or Path(tmp_name)
@@ -375,6 +420,7 @@ def bench_compare(accesses: int, keep: Path | None, repeat: int) -> None:
             + ", ".join(f"{p} {n:,}" for p, n in faults.items())
         )
         changed = tmp / "changed.parquet"
+        figures = [benchlib.count(f"fault_rows_{p}", n, "rows") for p, n in faults.items()]
         cases = [
             ("diff zap none", ["diff", str(runs / "zap"), str(runs / "none")]),
             (
@@ -397,6 +443,17 @@ def bench_compare(accesses: int, keep: Path | None, repeat: int) -> None:
             print(
                 f"  replay {label}: " + ", ".join(f"{t:.2f}" for t in times) + " s (target < 10 s)"
             )
+            figures.append(benchlib.seconds(_CASE_FIGURES[label], min(times)))
+    return figures
+
+
+_CASE_FIGURES = {
+    "diff zap none": "diff_s",
+    "diff zap none --faults OUT --json": "diff_faults_json_s",
+    "diff zap cache --markdown": "diff_markdown_s",
+    "report zap none cache": "report_s",
+}
+"""The history's name for each case's best time."""
 
 
 def _child_convert(log: str, out: str) -> None:
@@ -405,7 +462,7 @@ def _child_convert(log: str, out: str) -> None:
     print(json.dumps({"wall_s": wall, "lines": doc["lines"], "peak_mib": peak}))
 
 
-def bench_convert(lines: int, keep: Path | None, repeat: int) -> None:
+def bench_convert(lines: int, keep: Path | None, repeat: int) -> list[benchlib.Figure]:
     """`replay convert` of a rendered ftrace log, next to `wc -l` of the same file."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = keep or Path(tmp_name)
@@ -423,8 +480,10 @@ def bench_convert(lines: int, keep: Path | None, repeat: int) -> None:
             f"rendered ftrace log: {lines:,} kvm_page_fault lines + passes, {size / 2**20:,.0f} MiB"
         )
         print(f"  wc -l: {wc:.2f} s")
+        converts = []
         for i in range(repeat):
             r = _run_child("convert", str(big), str(tmp / "big.parquet"))
+            converts.append(r)
             print(
                 f"  replay convert run {i + 1}: {r['wall_s']:.2f} s = "
                 f"{r['lines'] / r['wall_s'] / 1e6:.2f} M lines/s (target >= 1 M lines/s); "
@@ -435,6 +494,16 @@ def bench_convert(lines: int, keep: Path | None, repeat: int) -> None:
             f"  peak RSS at {small['lines']:,} lines: {small['peak_mib']:.0f} MiB "
             "(memory must not grow with the log)"
         )
+    best = min(converts, key=lambda r: r["wall_s"])
+    return [
+        benchlib.count("log_bytes", size, "bytes"),
+        benchlib.count("lines", best["lines"]),
+        benchlib.seconds("wc_s", wc),
+        benchlib.seconds("convert_s", best["wall_s"]),
+        benchlib.rate("lines_per_s", best["lines"] / best["wall_s"], "lines/s"),
+        benchlib.memory("peak_rss_mib", max(r["peak_mib"] for r in converts)),
+        benchlib.memory("small_peak_rss_mib", small["peak_mib"]),
+    ]
 
 
 def pq_rows(path: Path) -> int:
@@ -443,24 +512,19 @@ def pq_rows(path: Path) -> int:
     return int(pq.read_metadata(path).num_rows)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, *rest = sys.argv[2:]
-        if kind == "synth":
-            _child_synth(rest[0], int(rest[1]), rest[2])
-        elif kind == "write":
-            _child_pyarrow_write(rest[0], rest[1])
-        elif kind == "engines":
-            _child_engines(rest[0])
-        elif kind == "read":
-            _child_read(rest[0])
-        elif kind == "engine_after_read":
-            _child_engine_after_read(rest[0])
-        elif kind == "run":
-            _child_run(rest[0], rest[1])
-        elif kind == "convert":
-            _child_convert(rest[0], rest[1])
-        return
+CHILDREN: dict[str, Any] = {
+    "synth": lambda a: _child_synth(a[0], int(a[1]), a[2]),
+    "write": lambda a: _child_pyarrow_write(a[0], a[1]),
+    "engines": lambda a: _child_engines(a[0]),
+    "read": lambda a: _child_read(a[0]),
+    "engine_after_read": lambda a: _child_engine_after_read(a[0]),
+    "run": lambda a: _child_run(a[0], a[1]),
+    "convert": lambda a: _child_convert(a[0], a[1]),
+}
+"""What a fresh child process measures (``bench.py --child KIND ARGS...``)."""
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("synth", help="trace generation throughput and peak memory")
@@ -479,16 +543,32 @@ def main() -> None:
     v.add_argument("--lines", type=int, default=5_000_000)
     v.add_argument("--repeat", type=int, default=2)
     v.add_argument("--keep", type=Path, help="folder to keep (and reuse) the rendered logs")
-    args = parser.parse_args()
-    if args.what == "convert":
-        bench_convert(args.lines, args.keep, args.repeat)
+    for p in (s, r, c, v):
+        p.add_argument("--history", type=Path, default=benchlib.HISTORY, help="the results file")
+        p.add_argument("--no-history", action="store_true", help="neither compare nor record")
+    return parser
+
+
+BENCHES: dict[str, Any] = {
+    "convert": lambda a: bench_convert(a.lines, a.keep, a.repeat),
+    "synth": lambda a: bench_synth(a.scenario, a.events, a.repeat),
+    "compare": lambda a: bench_compare(a.accesses, a.keep, a.repeat),
+    "replay": lambda a: bench_replay(a.accesses, a.slice, a.keep),
+}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, *rest = sys.argv[2:]
+        CHILDREN[kind](rest)
         return
-    if args.what == "synth":
-        bench_synth(args.scenario, args.events, args.repeat)
-    elif args.what == "compare":
-        bench_compare(args.accesses, args.keep, args.repeat)
-    else:
-        bench_replay(args.accesses, args.slice, args.keep)
+    args = _parser().parse_args()
+    figures = BENCHES[args.what](args)
+    # What the figures depend on: every argument but where files are kept and recorded.
+    settings = {
+        k: v for k, v in vars(args).items() if k not in ("what", "keep", "history", "no_history")
+    }
+    benchlib.finish(args.what, settings, figures, None if args.no_history else args.history)
 
 
 if __name__ == "__main__":

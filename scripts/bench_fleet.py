@@ -5,7 +5,7 @@ Usage::
     python scripts/bench_fleet.py [--traces 8] [--accesses 5000000] [--small 8,64] [--keep DIR]
 
 Side by side in one run, on the same traces (scenarios and seeds cycled, generated once and kept
-under ``--keep`` for the next run):
+under ``--keep``, by default in the system's temporary folder, for the next run):
 
 * a plain sequential loop of ``replay run``'s code (open, replay the three policies, write the
   runs) over the traces, in one process with ``replay run``'s process settings: its wall time
@@ -159,7 +159,12 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=8)
     parser.add_argument("--accesses", type=int, default=5_000_000)
     parser.add_argument("--small", default="8,64", help="counts of small traces, for the client")
-    parser.add_argument("--keep", type=Path, default=Path(".benchmarks/fleet"))
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "kvm-mmu-replay-bench-fleet",
+        help="folder for the generated traces, kept for the next run",
+    )
     parser.add_argument("--repeat", type=int, default=2, help="runs of each fleet, alternated")
     args = parser.parse_args()
     t0 = time.perf_counter()

@@ -1,28 +1,21 @@
-"""Shared builders: tests make their own tiny traces and scenarios."""
+"""pytest's fixtures and hypothesis profiles; the builders tests import are in ``builders.py``."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from replay.trace.schema import (
-    COLUMNS,
-    EVENT_CODE,
-    OP_CODE,
-    SOURCE_CODE,
-    Memslot,
-    TraceMeta,
-    VmSpec,
-)
-from replay.trace.writer import build_table, write_trace
+from tests.builders import TINY_SCENARIO, write_rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from replay.trace.schema import TraceMeta
+    from tests.builders import Row
 
 settings.register_profile(
     "default", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
@@ -36,56 +29,6 @@ settings.register_profile(
 )
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
-GiB = 1 << 30
-
-
-def two_vm_meta() -> TraceMeta:
-    """VM 0: 2 vCPUs, one 1 GiB slot at 0. VM 5: 1 vCPU, slots at 0 (1 GiB) and 4 GiB (1 GiB)."""
-    return TraceMeta(
-        vms=(
-            VmSpec(0, "a", 2, "tdp_mmu", 4, (Memslot(0, GiB),)),
-            VmSpec(5, "b", 1, "shadow_direct", 4, (Memslot(0, GiB), Memslot(4 * GiB, GiB, "2m"))),
-        ),
-        coverage="all-accesses",
-        provenance={"generator": "tests"},
-    )
-
-
-Row = dict[str, Any]
-
-
-def write_rows(path: Path, rows: list[Row], meta: TraceMeta | None = None) -> Path:
-    """Write a trace from rows such as ``{"t_ns": 1, "event": "access", "vm": 0, ...}``."""
-    meta = meta or two_vm_meta()
-    n = len(rows)
-    names = COLUMNS
-    dtypes = {
-        "t_ns": np.int64,
-        "event": np.int8,
-        "vm": np.uint16,
-        "vcpu": np.uint16,
-        "gpa": np.uint64,
-        "len": np.uint64,
-        "op": np.int8,
-        "source": np.int8,
-        "priority": np.int8,
-        "nid": np.int16,
-        "nr_to_scan": np.uint32,
-    }
-    codes = {"event": EVENT_CODE, "op": OP_CODE, "source": SOURCE_CODE}
-    values = {}
-    valid = {}
-    for name in names:
-        col = [r.get(name) for r in rows]
-        mask = np.array([v is not None for v in col], dtype=bool)
-        if name in codes:
-            col = [codes[name][v] if v is not None else 0 for v in col]
-        values[name] = np.array([0 if v is None else v for v in col], dtype=dtypes[name])
-        valid[name] = mask
-    with write_trace(path, meta) as sink:
-        sink.write(build_table(n, values, valid))
-    return path
-
 
 @pytest.fixture
 def trace_builder(tmp_path: Path) -> Callable[..., Path]:
@@ -95,39 +38,6 @@ def trace_builder(tmp_path: Path) -> Callable[..., Path]:
         return write_rows(tmp_path / f"t{next(counter)}.parquet", rows, meta)
 
     return build
-
-
-def access(t: int, vm: int = 0, vcpu: int = 0, gpa: int = 0x1000, op: str = "read") -> Row:
-    return {"t_ns": t, "event": "access", "vm": vm, "vcpu": vcpu, "gpa": gpa, "op": op}
-
-
-def reclaim(t: int, source: str = "kswapd", priority: int = 12, nid: int = 0) -> Row:
-    return {"t_ns": t, "event": "reclaim", "source": source, "priority": priority, "nid": nid}
-
-
-TINY_SCENARIO = """
-[scenario]
-name = "tiny"
-seed = 1
-duration_s = 1.0
-accesses = 5000
-
-[[vm]]
-name = "a"
-vcpus = 2
-mmu_mode = "shadow_direct"
-memslots = [{ gpa_start = 0, size = "64MiB" }]
-
-[[vm.workload]]
-kind = "uniform"
-rate = 1000
-
-[[pressure]]
-kind = "kswapd"
-start_s = 0.2
-end_s = 0.5
-interval_ms = 50
-"""
 
 
 @pytest.fixture

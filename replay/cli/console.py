@@ -1,4 +1,4 @@
-"""What every command shares: the error contract, JSON on stdout, progress on stderr.
+"""What every command shares: the error contract, JSON on stdout, the console, progress.
 
 This is the only place that turns a :class:`~replay.errors.ReplayError` into an exit: one line
 on stderr, exit code 1, no traceback. Bugs keep their traceback.
@@ -18,6 +18,8 @@ from replay.errors import ReplayError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from rich.console import Console
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,13 +62,27 @@ def note(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
+def make_console(*, stderr: bool = False, min_width: int = 120) -> Console:
+    """The rich console a command prints its tables on (stdout unless ``stderr``).
+
+    Rich does not colour numbers or paths on its own: what is styled, the command styles.
+    Output to a pipe or a file is at least ``min_width`` columns wide: with no terminal to
+    measure, rich would fold the tables to its default of 80 columns.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, min_width)
+    return console
+
+
 @contextmanager
 def progress(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr, drawn only when stderr is a terminal.
 
     Yields ``update(done, total)``.
     """
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -75,7 +91,7 @@ def progress(description: str, total: int) -> Iterator[Callable[[int, int], None
         TimeRemainingColumn,
     )
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from replay.cli.console import emit_json, fail, note, user_errors
+from replay.cli.options import AccessSource, FaultCodes, ForceFlag, JsonFlag, LogLayout, MmuMode
 
 
 @user_errors
-def convert(
+def convert(  # typer declares a command's options as its parameters: more than 8 here
     logs: Annotated[
         list[str],
         typer.Argument(
@@ -20,52 +21,48 @@ def convert(
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Trace file to write.")],
     format_: Annotated[
-        str | None,
-        typer.Option("--format", help="Force the layout: ftrace, perf or trace-cmd."),
+        LogLayout | None,
+        typer.Option("--format", help="Force the layout (default: recognised from the lines)."),
     ] = None,
     fault_codes: Annotated[
-        str,
+        FaultCodes,
         typer.Option(
             help="How kvm_page_fault error codes are written: vmx (EPT exit qualification), "
             "svm (NPF / #PF error code) or auto."
         ),
-    ] = "auto",
+    ] = FaultCodes.AUTO,
     vm_config: Annotated[
         Path | None,
         typer.Option(help="TOML file naming each VM's threads, memslots and MMU mode."),
     ] = None,
     mmu: Annotated[
-        str | None,
-        typer.Option(help="MMU mode of VMs the config does not set: tdp_mmu or shadow_direct."),
+        MmuMode | None, typer.Option(help="MMU mode of VMs the config does not set.")
     ] = None,
     access_source: Annotated[
-        str,
+        AccessSource,
         typer.Option(
             help="Event that marks a guest fault: kvm_page_fault, kvm_mmu_spte_requested, or "
             "auto (the first if the logs have it)."
         ),
-    ] = "auto",
+    ] = AccessSource.AUTO,
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at the first line that cannot be read.")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    force: ForceFlag = False,
+    json_: JsonFlag = False,
 ) -> None:
     """Convert kernel trace text into a trace that replay run accepts."""
     from replay.convert import ConvertOptions, convert_logs
-    from replay.trace.schema import MMU_MODES
 
-    if mmu is not None and mmu not in MMU_MODES:
-        fail(f"unknown MMU mode {mmu!r}; use tdp_mmu or shadow_direct")
     if output.exists() and not force:
         fail(f"output {output} exists; pass --force to overwrite it or choose another -o")
     options = ConvertOptions(
-        layout=format_,
-        fault_codes=fault_codes,
+        layout=None if format_ is None else format_.value,
+        fault_codes=fault_codes.value,
         vm_config=vm_config,
-        mmu=mmu,
+        mmu=None if mmu is None else mmu.value,
         strict=strict,
-        access_source=access_source,
+        access_source=access_source.value,
     )
     report = convert_logs(logs, output, options)
     doc = report.to_json()

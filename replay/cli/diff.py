@@ -9,13 +9,14 @@ from typing import Annotated
 import typer
 
 from replay.cli.console import emit_json, note, user_errors
+from replay.cli.options import JsonFlag
 
 THRESHOLD_EXIT = 4
 """Exit code when a ``--fail-on`` threshold is crossed."""
 
 
 @user_errors
-def diff(
+def diff(  # typer declares a command's options as its parameters: more than 8 here
     run_a: Annotated[Path, typer.Argument(help="Baseline run folder, e.g. runs/quick/zap.")],
     run_b: Annotated[Path, typer.Argument(help="Run to compare with it, e.g. runs/quick/cache.")],
     force: Annotated[
@@ -49,14 +50,14 @@ def diff(
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print GitHub-flavoured Markdown on stdout.")
     ] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    json_: JsonFlag = False,
 ) -> None:
     """Compare run B with run A: metrics (regressions first), per VM, and fault by fault."""
     from replay.atomic import check_output_path
     from replay.diff import diff_runs
     from replay.diff.faults import write_fault_diff
     from replay.diff.render import markdown as render_markdown
-    from replay.diff.render import print_terminal, threshold_lines
+    from replay.diff.render import threshold_lines
     from replay.run.load import load_run
 
     if json_ and markdown:
@@ -79,6 +80,8 @@ def diff(
     elif markdown:
         sys.stdout.write(render_markdown(result, show_all=show_all, limit=limit or None))
     else:
+        from replay.cli.diff_view import print_terminal
+
         print_terminal(result, show_all=show_all, limit=limit or None)
     if faults is not None:
         note(f"wrote {faults}")
@@ -103,7 +106,8 @@ def _fleet_diff(
 ) -> None:
     """``replay diff FLEET_A FLEET_B``: job by job and fleet-wide; exit 4 past a --fail-on."""
     from replay.cli.console import fail
-    from replay.fleet.diff import diff_fleets, markdown_fleet_diff, print_fleet_diff
+    from replay.cli.fleet_view import print_fleet_diff
+    from replay.fleet.diff import diff_fleets, markdown_fleet_diff
     from replay.fleet.load import load_fleet
 
     if faults is not None:

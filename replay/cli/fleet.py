@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from replay.cli.console import emit_json, fail, note, user_errors
+from replay.cli.options import JsonFlag, MmuMode
 
 if TYPE_CHECKING:
     from replay.fleet.driver import FleetResult, FleetSettings
 
-MMU_MODES = ("tdp_mmu", "shadow_direct")
 INTERRUPTED_EXIT = 130
 
 
 @user_errors
-def fleet(
+def fleet(  # typer declares a command's options as its parameters: more than 8 here
     inputs: Annotated[
         list[str],
         typer.Argument(
@@ -34,10 +34,7 @@ def fleet(
     policy: Annotated[
         str, typer.Option("--policy", "-p", help="Policies, comma-separated: zap, none, cache.")
     ] = "zap,none,cache",
-    mmu: Annotated[
-        str | None,
-        typer.Option(help="Replay every VM with this MMU mode: tdp_mmu or shadow_direct."),
-    ] = None,
+    mmu: Annotated[MmuMode | None, typer.Option(help="Replay every VM with this MMU mode.")] = None,
     costs: Annotated[
         Path | None, typer.Option(help="TOML file overriding the cost model's estimates.")
     ] = None,
@@ -65,7 +62,7 @@ def fleet(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a fleet of other settings in the folder.")
     ] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print fleet.json on stdout.")] = False,
+    json_: JsonFlag = False,
 ) -> None:
     """Replay many traces, under sweeps of the model, on a Dask cluster; compare the fleet."""
     from replay.fleet.driver import run_fleet
@@ -96,19 +93,17 @@ def fleet(
 
 
 def _settings(
-    policy: str, mmu: str | None, costs: Path | None, model: Path | None, sweep: list[str]
+    policy: str, mmu: MmuMode | None, costs: Path | None, model: Path | None, sweep: list[str]
 ) -> FleetSettings:
     """The fleet's settings from the options, each checked (one line on a mistake)."""
     from replay.fleet.driver import FleetSettings
-    from replay.fleet.settings import model_from_toml, parse_sweep
+    from replay.fleet.settings import parse_sweep
     from replay.mmu.config import CostModel, MmuConfig, parse_policies
 
-    if mmu is not None and mmu not in MMU_MODES:
-        fail(f"unknown MMU mode {mmu!r}; use tdp_mmu or shadow_direct")
     return FleetSettings(
         policies=parse_policies(policy),
-        mmu=mmu,
-        cfg=model_from_toml(model) if model is not None else MmuConfig(),
+        mmu=None if mmu is None else str(mmu.value),
+        cfg=MmuConfig.from_toml(model) if model is not None else MmuConfig(),
         costs=CostModel.from_toml(costs) if costs is not None else CostModel(),
         sweeps=tuple(parse_sweep(s) for s in sweep),
     )
@@ -116,7 +111,7 @@ def _settings(
 
 def _finish(result: FleetResult, output: Path, json_: bool) -> None:
     """Print the fleet's tables (or its JSON), the summary line, and exit 1 if a job failed."""
-    from replay.fleet.render import print_fleet
+    from replay.cli.fleet_view import print_fleet
 
     if json_:
         emit_json({"command": "fleet", "output": str(output), **result.doc})

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-
-from replay.cli.console import emit_json, progress, user_errors
+from replay.cli.console import emit_json, make_console, progress, user_errors
+from replay.cli.options import JsonFlag, TraceArgument
 
 if TYPE_CHECKING:
     from replay.trace.summary import TraceSummary
@@ -15,8 +13,8 @@ if TYPE_CHECKING:
 
 @user_errors
 def inspect(
-    trace: Annotated[Path, typer.Argument(help="A trace file (.parquet).")],
-    json_: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    trace: TraceArgument,
+    json_: JsonFlag = False,
 ) -> None:
     """Show a trace's schema version, VMs, time span and events; validates every row."""
     from replay.trace.summary import summarize_trace
@@ -30,13 +28,10 @@ def inspect(
 
 
 def _print(s: TraceSummary) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     meta = s.trace.meta
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 120)  # pipes and files get the whole table
+    console = make_console()
     span = (
         f"{s.t_first_ns / 1e9:.6f} s .. {s.t_last_ns / 1e9:.6f} s "
         f"({(s.t_last_ns - s.t_first_ns) / 1e9:.3f} s)"

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from replay.cli.console import emit_json, note, user_errors
+from replay.cli.options import ForceFlag, JsonFlag
 
 
 def default_output(runs: list[Path]) -> Path:
@@ -36,8 +37,8 @@ def report(
             help="The HTML file (default: report.html beside the runs). PNGs go beside it.",
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing report.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    force: ForceFlag = False,
+    json_: JsonFlag = False,
 ) -> None:
     """Write one self-contained HTML report of runs, with its plots also as PNGs."""
     from replay.fleet.load import is_fleet

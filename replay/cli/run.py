@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from replay.cli.console import emit_json, fail, note, progress, user_errors
+from replay.cli.console import emit_json, fail, make_console, note, progress, user_errors
+from replay.cli.options import EngineChoice, ForceFlag, JsonFlag, MmuMode, TraceArgument
 
-ENGINES = ("fast", "reference")
-MMU_MODES = ("tdp_mmu", "shadow_direct")
+if TYPE_CHECKING:
+    from replay.trace.reader import TraceFile
 
 
 @user_errors
-def run(
-    trace: Annotated[Path, typer.Argument(help="A trace file (.parquet).")],
+def run(  # typer declares a command's options as its parameters: more than 8 here
+    trace: TraceArgument,
     policy: Annotated[
         str, typer.Option("--policy", "-p", help="Policies, comma-separated: zap, none, cache.")
     ] = "zap,none,cache",
-    mmu: Annotated[
-        str | None,
-        typer.Option(help="Replay every VM with this MMU mode: tdp_mmu or shadow_direct."),
-    ] = None,
-    engine: Annotated[str, typer.Option(help="fast (vectorized) or reference (scalar).")] = "fast",
+    mmu: Annotated[MmuMode | None, typer.Option(help="Replay every VM with this MMU mode.")] = None,
+    engine: Annotated[
+        EngineChoice, typer.Option(help="fast (vectorized) or reference (scalar).")
+    ] = EngineChoice.FAST,
     costs: Annotated[
         Path | None, typer.Option(help="TOML file overriding the cost model's estimates.")
     ] = None,
@@ -40,52 +40,32 @@ def run(
     bucket_ms: Annotated[
         float, typer.Option(help="Width of the timeline's time buckets, in ms.")
     ] = 100.0,
-    force: Annotated[bool, typer.Option("--force", help="Replace existing runs.")] = False,
+    force: ForceFlag = False,
     report: Annotated[
         bool,
         typer.Option("--report", help="Also write report.html (and its PNGs) beside the runs."),
     ] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    json_: JsonFlag = False,
 ) -> None:
     """Replay a trace under the shrinker policies and attribute every fault."""
-    from replay.fleet.settings import model_from_toml
     from replay.mmu.config import CostModel, MmuConfig, parse_policies
     from replay.run.driver import run_policies
     from replay.run.outputs import caveats, run_staging, write_runs
-    from replay.trace.reader import open_trace
-    from replay.trace.schema import TraceMeta
 
     policies = parse_policies(policy)
-    if engine not in ENGINES:
-        fail(f"unknown engine {engine!r}; use fast or reference")
-    if mmu is not None and mmu not in MMU_MODES:
-        fail(f"unknown MMU mode {mmu!r}; use tdp_mmu or shadow_direct")
     if bucket_ms <= 0:
         fail(f"--bucket-ms {bucket_ms:g} must be > 0")
     cost_model = CostModel.from_toml(costs) if costs is not None else CostModel()
-    cfg = model_from_toml(model) if model is not None else MmuConfig()
-    tf = open_trace(trace)
-    if mmu is not None:
-        vms = tuple(replace(vm, mmu_mode=mmu) for vm in tf.meta.vms)
-        tf = replace(
-            tf,
-            meta=TraceMeta(
-                vms, tf.meta.coverage, tf.meta.provenance, tf.meta.observed, tf.meta.schema_version
-            ),
-        )
+    cfg = MmuConfig.from_toml(model) if model is not None else MmuConfig()
+    tf = _open(trace, mmu)
     out_dir = output if output is not None else Path("runs") / trace.stem
-    for p in policies:
-        if (out_dir / p).exists() and not force:
-            fail(
-                f"run directory {out_dir / p} exists; pass --force to replace it or choose "
-                "another -o"
-            )
+    # The staging folder checks first that the runs may be written, before a long replay.
     with run_staging(out_dir, policies, force=force) as staging:
         with progress(f"replay {trace.name}", tf.num_rows) as update:
             replay = run_policies(
                 tf,
                 policies,
-                engine="reference" if engine == "reference" else "fast",
+                engine="reference" if engine is EngineChoice.REFERENCE else "fast",
                 cfg=cfg,
                 costs=cost_model,
                 bucket_ns=int(bucket_ms * 1e6),
@@ -93,13 +73,7 @@ def run(
                 workdir=staging,
             )
         docs = write_runs(replay, out_dir, force=force, staging=staging)
-    report_path = None
-    if report:
-        from replay.report import write_report
-        from replay.run.load import load_run
-
-        report_path = out_dir / "report.html"
-        write_report([load_run(out_dir / d["policy"]) for d in docs], report_path, force=True)
+    report_path = _write_report(out_dir, docs) if report else None
     if json_:
         emit_json(
             {
@@ -118,9 +92,33 @@ def run(
         note(f"wrote {report_path} and its PNGs")
 
 
+def _open(trace: Path, mmu: MmuMode | None) -> TraceFile:
+    """The trace, with every VM's MMU mode set to ``mmu`` if given."""
+    from replay.trace.reader import open_trace
+    from replay.trace.schema import TraceMeta
+
+    tf = open_trace(trace)
+    if mmu is None:
+        return tf
+    meta = tf.meta
+    vms = tuple(replace(vm, mmu_mode=mmu.value) for vm in meta.vms)
+    return replace(
+        tf, meta=TraceMeta(vms, meta.coverage, meta.provenance, meta.observed, meta.schema_version)
+    )
+
+
+def _write_report(out_dir: Path, docs: list[dict[str, Any]]) -> Path:
+    """``report.html`` of the runs just written, beside them."""
+    from replay.report import write_report
+    from replay.run.load import load_run
+
+    report_path = out_dir / "report.html"
+    write_report([load_run(out_dir / d["policy"]) for d in docs], report_path, force=True)
+    return report_path
+
+
 def _print_observed(observed: dict[str, Any], docs: list[dict[str, Any]]) -> None:
     """What the kernel's own events said (a converted trace), beside what each replay did."""
-    from rich.console import Console
     from rich.table import Table
 
     per_vm = observed["per_vm"]
@@ -130,9 +128,7 @@ def _print_observed(observed: dict[str, Any], docs: list[dict[str, Any]]) -> Non
             v for counts in per_vm.values() for k, v in counts.items() if k.startswith(prefix)
         )
 
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
+    console = make_console()
     table = Table(title="Observed in the log vs replayed", title_justify="left")
     table.add_column("")
     table.add_column("log", justify="right")
@@ -155,14 +151,11 @@ def _print_observed(observed: dict[str, Any], docs: list[dict[str, Any]]) -> Non
 
 
 def _print_table(docs: list[dict[str, Any]], notes: list[str]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from replay.run.table import TITLE, policy_rows
 
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
+    console = make_console()
     table = Table(title=TITLE, title_justify="left")
     table.add_column("")
     for d in docs:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from replay.cli.console import emit_json, fail, note, progress, user_errors
+from replay.cli.options import ForceFlag, JsonFlag, LogLayout
+
+if TYPE_CHECKING:
+    from replay.synth import SynthResult
 
 
 @user_errors
-def synth(
+def synth(  # typer declares a command's options as its parameters: more than 8 here
     scenario: Annotated[
         str | None,
         typer.Argument(help="A shipped scenario's name (see --list) or a path to a .toml file."),
@@ -32,20 +36,28 @@ def synth(
     duration: Annotated[
         float | None, typer.Option(help="Trace length in seconds (overrides the scenario's).")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="NAME=VALUE",
+            help="Give a scenario variable a value (repeatable): --set vcpus=4 --set mem=256MiB.",
+        ),
+    ] = None,
+    force: ForceFlag = False,
     as_: Annotated[
-        str | None,
+        LogLayout | None,
         typer.Option(
             "--as",
             help=(
-                "Write kernel trace text instead of Parquet: ftrace, perf or trace-cmd "
+                "Write kernel trace text instead of Parquet "
                 "(accesses as kvm_page_fault lines, passes as mm_shrink_slab lines; the VMs "
                 "go to OUTPUT.vms.toml for replay convert --vm-config)."
             ),
         ),
     ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the shipped scenarios.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    json_: JsonFlag = False,
 ) -> None:
     """Generate a seeded synthetic trace from a scenario file."""
     from replay.synth import generate, list_scenarios, load_scenario
@@ -58,38 +70,57 @@ def synth(
             "give a SCENARIO (a name or a .toml path); replay synth --list shows the shipped ones",
             2,
         )
-    from replay.convert.render import LAYOUTS
-
-    if as_ is not None and as_ not in LAYOUTS:
-        fail(f"--as {as_!r}: use one of {', '.join(LAYOUTS)}")
-    sc = load_scenario(scenario, seed=seed, accesses=accesses, duration_s=duration)
-    suffix = ".parquet" if as_ is None else f".{as_}.txt"
+    sc = load_scenario(
+        scenario,
+        seed=seed,
+        accesses=accesses,
+        duration_s=duration,
+        variables=_assignments(set_ or []),
+    )
+    suffix = ".parquet" if as_ is None else f".{as_.value}.txt"
     out = output if output is not None else Path(f"{sc.name}{suffix}")
     if out.exists() and not force:
         fail(f"output {out} exists; pass --force to overwrite it or choose another -o")
     if as_ is not None:
-        _render(sc, out, as_, json_)
+        _render(sc, out, as_.value, json_)
         return
     with progress(f"synth {sc.name}", 1) as update:
         result = generate(sc, out, progress=update)
-    if json_:
+    _written(result, sc.name, sc.seed, json_)
+
+
+def _written(result: SynthResult, name: str, seed: int, as_json: bool) -> None:
+    """Say what a generation wrote: JSON on stdout, or one line on stderr."""
+    out = result.path
+    if as_json:
         emit_json(
             {
                 "command": "synth",
                 "output": str(out),
-                "scenario": sc.name,
-                "seed": sc.seed,
+                "scenario": name,
+                "seed": seed,
                 "rows": result.rows,
                 "accesses": result.accesses,
                 "host_events": result.host_events,
                 "size_bytes": out.stat().st_size,
             }
         )
-    else:
-        note(
-            f"wrote {out}: {result.rows:,} events ({result.accesses:,} accesses, "
-            f"{result.host_events:,} host events), scenario {sc.name}, seed {sc.seed}"
-        )
+        return
+    note(
+        f"wrote {out}: {result.rows:,} events ({result.accesses:,} accesses, "
+        f"{result.host_events:,} host events), scenario {name}, seed {seed}"
+    )
+
+
+def _assignments(items: list[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` options as a mapping; a later one for the same name wins."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            fail(f"--set {item!r}: write NAME=VALUE, e.g. --set vcpus=4")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def _render(sc: object, out: Path, layout: str, as_json: bool) -> None:

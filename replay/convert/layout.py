@@ -3,7 +3,8 @@
 ftrace (the tracefs ``trace`` file): ``comm-pid [(tgid)] [CPU] FLAGS SECONDS: event: payload``,
 12 ``#`` header lines. perf script: ``comm tid [CPU] SECONDS: group:event: payload`` (``comm
 pid/tid`` with ``-F +pid``). trace-cmd report: ``comm-pid [CPU] SECONDS: event: payload``, a
-``cpus=N`` first line, kvm plugin texts, optional ``instance:`` prefix. KERNEL-NOTES.md §5.1.
+``cpus=N`` first line, kvm plugin texts, optional ``instance:`` prefix (see
+traces/logs/README.md, "Line layouts").
 """
 
 from __future__ import annotations

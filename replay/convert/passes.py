@@ -80,6 +80,26 @@ class KvmScan:
     freed: int | None = None
 
 
+@dataclass(frozen=True)
+class ShrinkStart:
+    """An ``mm_shrink_slab_start`` line, with what the pass rule reads of it."""
+
+    task: int
+    """The converter's number for the line's task (passes are grouped per task)."""
+    comm: str
+    t_ns: int
+    line: int
+    name: str
+    """The shrinker's scan function (``mmu_shrink_scan`` is KVM's)."""
+    shrinker: int
+    """The shrinker's address: two shrinkers may share a scan function."""
+    nid: int
+    nr_deferred: int
+    total_scan: int
+    priority: int | None
+    """None when the kernel printed none (before 4.16)."""
+
+
 class PassBuilder:
     """Fed one file's vmscan events in time order; hands out passes as they close."""
 
@@ -121,37 +141,33 @@ class PassBuilder:
         else:
             self.episode.pop(task, None)
 
-    def shrink_start(
-        self,
-        task: int,
-        comm: str,
-        t_ns: int,
-        line: int,
-        name: str,
-        shrinker: int,
-        nid: int,
-        nr: int,
-        total_scan: int,
-        priority: int | None,
-    ) -> None:
+    def shrink_start(self, start: ShrinkStart) -> None:
         """An ``mm_shrink_slab_start`` line."""
+        task, name, shrinker = start.task, start.name, start.shrinker
         p = self.open.get(task)
         root_only = name in ROOT_ONLY
         if (
             p is None
-            or p.priority != priority
-            or p.nid != nid
+            or p.priority != start.priority
+            or p.nid != start.nid
             or (root_only and (name, shrinker) in p.root_seen)
         ):
             self._close(task)
-            p = _Open(t_ns, line, priority, nid, self.episode.get(task), bool(KSWAPD.match(comm)))
+            p = _Open(
+                start.t_ns,
+                start.line,
+                start.priority,
+                start.nid,
+                self.episode.get(task),
+                bool(KSWAPD.match(start.comm)),
+            )
             self.open[task] = p
         if root_only:
             p.root_seen.add((name, shrinker))
             if not p.emitted:
                 self._emit(p)  # a memcg episode that reaches the root call: proactive
         if name == KVM_SHRINKER:
-            scan = KvmScan(t_ns, nr, total_scan)
+            scan = KvmScan(start.t_ns, start.nr_deferred, start.total_scan)
             self.kvm_scans.append(scan)
             self._kvm_open[task] = scan
 

@@ -11,25 +11,29 @@ and are matched line by line.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.convert.lines import (
-    _LOW_BYTES,
+from replay.convert.buffer import (
     PAD,
     SPACE,
-    LineBlock,
-    _first_in_window,
-    _hex_digits_word,
-    _last_in_window,
-    _window,
-    _word,
-    _words,
+    first_in_window,
+    last_in_window,
     parse_digits,
+    window,
+)
+from replay.convert.swar import (
+    LOW_BYTES,
+    hex_digits_word,
     swar_hex_words,
     text_word,
+    word,
+    words,
 )
+
+if TYPE_CHECKING:
+    from replay.convert.lines import LineBlock
 
 USED = (
     "kvm_page_fault",
@@ -270,19 +274,19 @@ TAIL = 40
 """Bytes at a payload's end searched for its last space."""
 
 
-def _literal(buf: np.ndarray, at: np.ndarray, word: np.ndarray) -> np.ndarray:
-    """Whether ``word`` (at most 16 bytes) is written at each ``at``: compared as words."""
-    text = word.tobytes()
-    ok: np.ndarray = (_word(buf, at) & _LOW_BYTES[min(len(text), 8)]) == text_word(text[:8])
+def _literal(buf: np.ndarray, at: np.ndarray, literal: np.ndarray) -> np.ndarray:
+    """Whether ``literal`` (at most 16 bytes) is written at each ``at``: compared as words."""
+    text = literal.tobytes()
+    ok: np.ndarray = (word(buf, at) & LOW_BYTES[min(len(text), 8)]) == text_word(text[:8])
     if len(text) > 8:
-        ok &= _word(buf, at + len(text) - 8) == text_word(text[-8:])
+        ok &= word(buf, at + len(text) - 8) == text_word(text[-8:])
     return ok
 
 
 def _last_space(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Position of the last space in ``[lo, hi)`` within :data:`TAIL` bytes of ``hi``."""
-    tail = _window(buf, hi - TAIL, TAIL)
-    col = _last_in_window(tail, 32)
+    tail = window(buf, hi - TAIL, TAIL)
+    col = last_in_window(tail, 32)
     out: np.ndarray = np.where((col >= 0) & (hi - TAIL + col >= lo), hi - TAIL + col, -1)
     return out
 
@@ -291,8 +295,8 @@ _ADDRESS_W = text_word(b"address ")
 _ERROR_W = text_word(b" error_c")
 _ODE_W = text_word(b"ode 0x")
 _VCPU_W = text_word(b"vcpu ")
-_HEX_MASK6 = _LOW_BYTES[6]
-_HEX_MASK5 = _LOW_BYTES[5]
+_HEX_MASK6 = LOW_BYTES[6]
+_HEX_MASK5 = LOW_BYTES[5]
 
 
 def _page_faults_vmx(block: LineBlock, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -302,17 +306,17 @@ def _page_faults_vmx(block: LineBlock, rows: np.ndarray) -> tuple[list[np.ndarra
     fixed distance from the end of the line; "vcpu N " starts the payload.
     """
     buf = block.buf
-    words = _words(buf)
+    buf_words = words(buf)
     lo = block.msg_start[rows] + PAD
     hi = block.ends[rows] + PAD
-    ok = (hi - lo > 43) & (words[hi - 43] == _ADDRESS_W)
-    ok &= (words[hi - 35] & np.uint64(0xFFFF)) == np.uint64(0x7830)  # "0x"
-    ok &= (words[hi - 17] == _ERROR_W) & ((words[hi - 9] & _HEX_MASK6) == _ODE_W)
-    high, ok_h = swar_hex_words(words[hi - 33])
-    low, ok_l = swar_hex_words(words[hi - 25])
+    ok = (hi - lo > 43) & (buf_words[hi - 43] == _ADDRESS_W)
+    ok &= (buf_words[hi - 35] & np.uint64(0xFFFF)) == np.uint64(0x7830)  # "0x"
+    ok &= (buf_words[hi - 17] == _ERROR_W) & ((buf_words[hi - 9] & _HEX_MASK6) == _ODE_W)
+    high, ok_h = swar_hex_words(buf_words[hi - 33])
+    low, ok_l = swar_hex_words(buf_words[hi - 25])
     address = (high << np.uint64(32)) | low
-    code, ok_c = swar_hex_words(_hex_digits_word(words[hi - 8], 3))
-    head = words[lo]
+    code, ok_c = swar_hex_words(hex_digits_word(buf_words[hi - 8], 3))
+    head = buf_words[lo]
     ok &= ok_h & ok_l & ok_c & ((head & _HEX_MASK5) == _VCPU_W)
     # vcpu: up to 3 digits in bytes 5-7, then a space.
     b5, b6, b7 = ((head >> np.uint64(8 * k)) & np.uint64(0xFF) for k in (5, 6, 7))
@@ -369,16 +373,16 @@ def _fields_searched(
         )
         address, ok_a = parse_digits(buf, addr_lo, addr_hi, 16, 16)
         ok &= ok_a & _literal(buf, lo, _VCPU)
-        head = _window(buf, lo + len(_VCPU), 8)
-        digits = _first_in_window(head, 32)
+        head = window(buf, lo + len(_VCPU), 8)
+        digits = first_in_window(head, 32)
         vcpu, ok_v = parse_digits(buf, lo + len(_VCPU), lo + len(_VCPU) + digits, 6, 10)
         ok &= ok_v & (digits > 0)
         return [vcpu, address, code], ok
     # gfn <hex> pfn <hex> level <n>
     level, ok_l = parse_digits(buf, last + 1, hi, 2, 10)
     ok &= ok_l & _literal(buf, last - len(_LEVEL) + 1, _LEVEL) & _literal(buf, lo, _GFN)
-    head = _window(buf, lo + len(_GFN), 20)
-    digits = _first_in_window(head, 32)
+    head = window(buf, lo + len(_GFN), 20)
+    digits = first_in_window(head, 32)
     gfn, ok_g = parse_digits(buf, lo + len(_GFN), lo + len(_GFN) + digits, 16, 16)
     ok &= ok_g & (digits > 0)
     return [gfn, np.zeros(len(rows), dtype=np.uint64), level], ok

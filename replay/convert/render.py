@@ -5,7 +5,8 @@ printed: each access as a ``kvm:kvm_page_fault`` line (VMX exit qualification: 0
 0x182 write, 0x184 fetch), each reclaim pass as ``vmscan:mm_shrink_slab_start/end`` lines (a
 root-only shrinker and a memcg-aware one, so the pass is recognisable; direct and memcg passes
 inside ``mm_vmscan_*_reclaim_begin/end``), each ``zap_all`` as ``kvmmmu:kvm_mmu_zap_all_fast``.
-The lines follow the tracefs ``print fmt`` and each tool's line layout (KERNEL-NOTES.md §5).
+The lines follow the tracefs ``print fmt`` and each tool's line layout (see
+traces/logs/README.md, "Line layouts").
 Beside the log, ``FILE.vms.toml`` describes the VMs (thread ids, MMU mode, memslots) for
 ``replay convert --vm-config``. ``unmap`` and ``shrink`` events have no text that converts back
 without a host address map, so they are counted and left out.

@@ -11,19 +11,19 @@ becomes ``vm_list`` (head first).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay._toml import read_memslot, read_toml
 from replay.errors import ReplayError
-from replay.synth.scenario import TableReader
 from replay.trace.schema import MMU_MODES, ROOT_LEVELS, Memslot, VmSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from replay._toml import TomlTable
     from replay.convert.layout import Task
 
 GiB = 1 << 30
@@ -56,75 +56,40 @@ class VmConfig:
     slots: tuple[SlotConfig, ...]
 
 
-class _ConfigReader(TableReader):
-    what = "vm config"
-    error = VmConfigError
-
-    def read(self, doc: dict[str, Any], default_mmu: str | None) -> list[VmConfig]:
-        self.keys(doc, "top level", {"mmu_mode", "root_level", "vm"}, {"vm"})
-        mmu = doc.get("mmu_mode", default_mmu or "tdp_mmu")
-        if mmu not in MMU_MODES:
-            raise self.fail("top level", f"mmu_mode {mmu!r} must be one of {', '.join(MMU_MODES)}")
-        root = doc.get("root_level", 4)
-        tables = doc["vm"]
-        if not isinstance(tables, list) or not tables:
-            raise self.fail("[[vm]]", "give at least one [[vm]] table")
-        out = []
-        for i, t in enumerate(tables):
-            where = f"[[vm]] #{i + 1}"
-            self.keys(
-                t,
-                where,
-                {"name", "tgid", "threads", "vcpus", "mmu_mode", "root_level", "memslots"},
-                {"name"},
-            )
-            name = t["name"]
-            if not isinstance(name, str) or not name:
-                raise self.fail(where, "name must be a non-empty string")
-            tgid = self.integer(t["tgid"], where, "tgid", lo=1) if "tgid" in t else None
-            threads = t.get("threads", [])
-            if not isinstance(threads, list):
-                raise self.fail(where, "threads must be a list of thread ids")
-            thread_ids = tuple(self.integer(x, where, "threads", lo=1) for x in threads)
-            if tgid is None and not thread_ids:
-                raise self.fail(
-                    where, "give tgid (the VMM's process id) or threads (its thread ids)"
-                )
-            vm_mmu = t.get("mmu_mode", mmu)
-            if vm_mmu not in MMU_MODES:
-                raise self.fail(where, f"mmu_mode {vm_mmu!r} must be one of {', '.join(MMU_MODES)}")
-            vm_root = self.integer(t.get("root_level", root), where, "root_level", lo=4, hi=5)
-            if vm_root not in ROOT_LEVELS:
-                raise self.fail(where, f"root_level must be one of {ROOT_LEVELS}")
-            vcpus = self.integer(t["vcpus"], where, "vcpus", lo=1) if "vcpus" in t else None
-            slots = []
-            for j, s in enumerate(t.get("memslots", [])):
-                sw = f"{where} memslots[{j}]"
-                if not isinstance(s, dict):
-                    raise self.fail(sw, "must be a table")
-                hva = s.get("hva_start")
-                rest = {k: v for k, v in s.items() if k != "hva_start"}
-                slot = self.memslot(rest, sw)
-                hva_start = None if hva is None else self.size(hva, sw, "hva_start", positive=False)
-                slots.append(SlotConfig(slot, hva_start))
-            out.append(VmConfig(name, tgid, thread_ids, vcpus, vm_mmu, vm_root, tuple(slots)))
-        names = [v.name for v in out]
-        if len(set(names)) != len(names):
-            raise self.fail("[[vm]]", "two VMs have the same name")
-        return out
+VM_KEYS = frozenset({"name", "tgid", "threads", "vcpus", "mmu_mode", "root_level", "memslots"})
 
 
 def load_vm_config(path: Path, default_mmu: str | None = None) -> list[VmConfig]:
     """Read a ``--vm-config`` TOML file (format in the README's convert section)."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VmConfigError(f"vm config {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VmConfigError(f"vm config {path} cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise VmConfigError(f"vm config {path}: not valid TOML ({exc})") from None
-    return _ConfigReader(path).read(doc, default_mmu)
+    root = read_toml(path, "vm config", VmConfigError)
+    root.check_keys({"mmu_mode", "root_level", "vm"}, {"vm"})
+    mmu = root.choice("mmu_mode", MMU_MODES, default_mmu or "tdp_mmu")
+    root_level = root.integer("root_level", 4, lo=min(ROOT_LEVELS), hi=max(ROOT_LEVELS))
+    out = [_vm_config(t, mmu, root_level) for t in root.tables("vm")]
+    names = [v.name for v in out]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise root.file.fail("[[vm]]", f"VM name {dup!r} is used twice; give each VM its own name")
+    return out
+
+
+def _vm_config(t: TomlTable, mmu: str, root_level: int) -> VmConfig:
+    """One ``[[vm]]`` table."""
+    t.check_keys(VM_KEYS, {"name"})
+    name = t.text("name", nonempty=True)
+    tgid = t.integer("tgid", lo=1) if "tgid" in t else None
+    threads = t.integers("threads", [], lo=1)
+    if tgid is None and not threads:
+        raise t.fail("give tgid (the VMM's process id) or threads (its thread ids)")
+    vm_mmu = t.choice("mmu_mode", MMU_MODES, mmu)
+    vm_root = t.integer("root_level", root_level, lo=min(ROOT_LEVELS), hi=max(ROOT_LEVELS))
+    vcpus = t.integer("vcpus", lo=1) if "vcpus" in t else None
+    slots = []
+    for s in t.tables("memslots", [], nonempty=False):
+        slot = read_memslot(s, extra_keys={"hva_start"})
+        hva_start = s.size("hva_start", positive=False) if "hva_start" in s else None
+        slots.append(SlotConfig(slot, hva_start))
+    return VmConfig(name, tgid, threads, vcpus, vm_mmu, vm_root, tuple(slots))
 
 
 @dataclass

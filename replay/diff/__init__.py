@@ -1,8 +1,9 @@
 """``replay diff``: the exact difference between two runs.
 
 :func:`diff_runs` compares two run directories metric by metric (:mod:`.metrics`) and fault by
-fault (:mod:`.faults`); :mod:`.render` prints the result for people (terminal, Markdown) and
-:meth:`Diff.to_json` for programs.
+fault (:mod:`.faults`); :mod:`.render` words the result for people (the lines of the terminal
+view, Markdown) and :meth:`Diff.to_json` for programs. Nothing here prints: ``replay.cli``
+does.
 """
 
 from __future__ import annotations
@@ -92,7 +93,46 @@ def diff_runs(
     fail_on: tuple[str, ...] = (),
     faults: bool = True,
 ) -> Diff:
-    """Compare run B with run A (the baseline)."""
+    """Compare run B with run A (the baseline).
+
+    Parameters
+    ----------
+    a, b : RunDir
+        The runs, as :func:`replay.load_run` reads them; A is the baseline.
+    force : bool, optional
+        Compare runs of different traces (by fingerprint) anyway.
+    fail_on : tuple of str, optional
+        Thresholds such as ``"faults>2%"`` or ``"hits<-1%"`` on the change from A to B; the
+        result's :attr:`Diff.crossed` lists those crossed.
+    faults : bool, optional
+        Also match the two runs' faults row by row (:attr:`Diff.faults`).
+
+    Returns
+    -------
+    Diff
+        Every metric of both runs, the settings that differ, and the fault-level comparison.
+
+    Raises
+    ------
+    DifferentTracesError
+        The runs replayed different traces and ``force`` is not set.
+    ReplayError
+        A threshold is not ``METRIC>LIMIT`` or ``METRIC<LIMIT``, or names an unknown metric.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import diff_runs, generate, load_run, load_scenario, open_trace
+    >>> from replay import run_policies, write_runs
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> _ = write_runs(run_policies(open_trace("quick.parquet"), ("zap", "cache")), Path("runs"))
+    >>> d = diff_runs(load_run(Path("runs/zap")), load_run(Path("runs/cache")))
+    >>> d.faults.counts["only_a"], d.faults.counts["only_b"]  # faults only zap had
+    (702, 0)
+    >>> row = d.total("faults_by_attribution.zapped_page_tables")
+    >>> row.a, row.b, row.status
+    (702, 0, 'improvement')
+    """
     if a.fingerprint != b.fingerprint and not force:
         raise DifferentTracesError(
             f"runs {a.path} and {b.path} replayed different traces "

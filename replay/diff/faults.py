@@ -15,6 +15,7 @@ import numpy as np
 from replay._schemas import load_schema
 from replay.mmu.config import ATTRIBUTIONS, CAUSES, REFILLS
 from replay.run.load import RunFormatError
+from replay.run.schema import FAULTS_FILE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -85,7 +86,7 @@ def _read(run: RunDir, suffix: str) -> pl.DataFrame:
     import polars as pl
     import pyarrow.parquet as pq
 
-    path = run.file("faults.parquet")
+    path = run.file(FAULTS_FILE)
     cols = ["row", *KEY, *ENUMS, *DETAIL]
     try:
         table = pq.read_table(path, columns=cols)

@@ -1,9 +1,14 @@
-"""``replay diff`` for people: a terminal view (rich) and Markdown, from the same lines."""
+"""``replay diff`` for people, as text: table cells, the verdict line, Markdown.
+
+These return strings and print nothing: the terminal view (``replay.cli.diff_view``) lays the
+same lines out as tables, and :func:`markdown` is a document a program can write anywhere (a
+pull request comment, a CI summary), like :meth:`~replay.diff.Diff.to_json`.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from replay.diff.metrics import Row
 
@@ -218,60 +223,6 @@ def threshold_lines(diff: Diff) -> list[str]:
         state = "CROSSED" if t.crossed(r) else "ok"
         out.append(f"fail-on {t.text}: change {shown} ({STATUS_TEXT[r.status]}): {state}")
     return out
-
-
-def print_terminal(diff: Diff, *, show_all: bool = False, limit: int | None = 40) -> None:
-    """The diff on the terminal: who, the verdict, fault accounting, totals, per VM."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 150)
-
-    def say(line: str) -> None:
-        console.print(line, markup=False)
-
-    def table(title: str, headers: tuple[str, ...], body: list[tuple[str, ...]], **kw: Any) -> None:
-        t = Table(title=title, title_justify="left")
-        for i, h in enumerate(headers):
-            t.add_column(h, justify="left" if i == 0 or h == "" else "right", no_wrap=True)
-        styles = kw.get("styles", [None] * len(body))
-        for cells_, style in zip(body, styles, strict=True):
-            t.add_row(*cells_, style=style)
-        console.print(t)
-
-    for line in header_lines(diff):
-        say(line)
-    say(verdict(diff))
-    accounting = fault_summary(diff)
-    if accounting is not None:
-        say(accounting)
-        trans = fault_lines(diff)
-        if trans:
-            table("Changed faults by attribution", ("in A", "in B", "faults"), trans)
-    rows, cut, same = shown_rows(diff, show_all, limit)
-    if rows:
-        colour = {"regression": "red", "improvement": "green"}
-        table(
-            "Totals, regressions first (B against A; stall figures are estimates)",
-            HEADERS,
-            [cells(r) for r in rows],
-            styles=[colour.get(r.status) for r in rows],
-        )
-    else:
-        say("no total changed")
-    if cut:
-        say(f"{cut} more changed totals not shown (--limit 0 shows all)")
-    if same and not show_all:
-        say(f"{same} unchanged totals hidden (--all shows them)")
-    vms = vm_rows(diff)
-    if vms and (show_all or any(v[-1] != "same" for v in vms)):
-        table(
-            "Per VM (A -> B)", VM_HEADERS, vms if show_all else [v for v in vms if v[-1] != "same"]
-        )
-    for line in threshold_lines(diff):
-        say(line)
 
 
 def markdown(diff: Diff, *, show_all: bool = False, limit: int | None = None) -> str:

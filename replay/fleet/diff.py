@@ -161,13 +161,14 @@ def diff_fleets(a: LoadedFleet, b: LoadedFleet, fail_on: tuple[str, ...] = ()) -
 HEADERS = ("scope", "metric", "A", "B", "change", "status")
 
 
-def _cells(r: Row) -> tuple[str, ...]:
+def cells(r: Row) -> tuple[str, ...]:
+    """A row's cells, as :data:`HEADERS` names them."""
     rel = r.relative
     change = "-" if rel is None else ("new" if abs(rel) == float("inf") else f"{rel:+.1%}")
     return (r.scope, r.metric, _n(r.a), _n(r.b), change, r.status)
 
 
-def _sections(d: FleetDiff, show_all: bool, limit: int | None) -> list[tuple[str, list[Row]]]:
+def sections(d: FleetDiff, show_all: bool, limit: int | None) -> list[tuple[str, list[Row]]]:
     """The two tables both views show: fleet-wide, then the traces' key figures."""
     key_rows = [r for r in d.trace_rows if r.metric in KEY_METRICS]
     return [
@@ -182,7 +183,8 @@ def _sections(d: FleetDiff, show_all: bool, limit: int | None) -> list[tuple[str
     ]
 
 
-def _notes(d: FleetDiff) -> list[str]:
+def notes(d: FleetDiff) -> list[str]:
+    """The lines after the tables: jobs one fleet holds, failed jobs, crossed thresholds."""
     return [
         *(f"only in A: {line}" for line in d.only_a),
         *(f"only in B: {line}" for line in d.only_b),
@@ -191,41 +193,19 @@ def _notes(d: FleetDiff) -> list[str]:
     ]
 
 
-def print_fleet_diff(d: FleetDiff, *, show_all: bool = False, limit: int | None = 40) -> None:
-    """The comparison on the terminal: fleet-wide changes, then the traces that changed most."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
-    console.print(f"A: {d.a}\nB: {d.b}")
-    for title, rows in _sections(d, show_all, limit):
-        t = Table(title=title, title_justify="left")
-        for name in HEADERS:
-            t.add_column(name, justify="right" if name in ("A", "B", "change") else "left")
-        for r in rows:
-            t.add_row(*_cells(r))
-        console.print(t)
-        if not rows:
-            console.print("no change")
-    for line in _notes(d):
-        console.print(line)
-
-
 def markdown_fleet_diff(d: FleetDiff, *, show_all: bool = False, limit: int | None = 40) -> str:
     """The comparison as GitHub-flavoured Markdown (for pull requests and CI summaries)."""
     lines = ["## replay diff (fleets)", "", f"- A: `{d.a}`", f"- B: `{d.b}`", ""]
-    for title, rows in _sections(d, show_all, limit):
+    for title, rows in sections(d, show_all, limit):
         lines += [f"### {title}", ""]
         if not rows:
             lines += ["No change.", ""]
             continue
         sep = ["---" if h in ("scope", "metric", "status") else "---:" for h in HEADERS]
         lines += ["| " + " | ".join(HEADERS) + " |", "| " + " | ".join(sep) + " |"]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
         lines.append("")
-    lines += [f"- {line}" for line in _notes(d)]
+    lines += [f"- {line}" for line in notes(d)]
     lines += ["", "_Stall figures are estimates from the cost model, not measurements._", ""]
     return "\n".join(lines)
 

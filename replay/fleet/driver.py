@@ -43,7 +43,31 @@ FLEET_PARQUET = "fleet.parquet"
 
 @dataclass(frozen=True)
 class FleetSettings:
-    """Everything a fleet's runs depend on, apart from its traces."""
+    """Everything a fleet's runs depend on, apart from its traces.
+
+    Parameters
+    ----------
+    policies : tuple of str
+        The shrinker policies every job replays, in one pass.
+    mmu : str or None
+        Replay every VM with this MMU mode (``--mmu``), or as the trace says.
+    cfg : MmuConfig
+        The base constants (``--model``), which the sweeps override.
+    costs : CostModel
+        The base cost estimates (``--costs``), which the sweeps override.
+    sweeps : tuple of Sweep
+        ``--sweep`` options (:func:`~replay.fleet.parse_sweep`); several make a grid.
+    bucket_ns : int
+        Width of the timelines' time buckets.
+
+    Examples
+    --------
+    >>> from replay import FleetSettings
+    >>> from replay.fleet import parse_sweep
+    >>> s = FleetSettings(policies=("zap", "cache"), sweeps=(parse_sweep("seeks=2,20"),))
+    >>> s.to_json()["sweeps"]
+    [{'key': 'seeks', 'values': [2, 20]}]
+    """
 
     policies: tuple[Policy, ...] = ("zap", "none", "cache")
     mmu: str | None = None
@@ -104,15 +128,48 @@ def run_fleet(
 ) -> FleetResult:
     """Replay every trace of ``inputs`` at every sweep point; return the fleet's table.
 
-    ``scheduler`` is ``None`` (a local Dask cluster of ``workers`` processes), ``"inprocess"``
-    or a Dask scheduler's address. Jobs whose runs are already in ``fleet_dir`` are skipped.
+    Jobs whose runs are already in ``fleet_dir`` (by content key) are skipped; the others run
+    on the executor, and ``fleet.parquet`` and ``fleet.json`` are written at the end.
+
+    Parameters
+    ----------
+    inputs : list of str
+        Trace files, folders of traces, globs, or ``pyarrow.fs`` URIs (``s3://...``).
+    fleet_dir : Path
+        The fleet folder: runs, ``fleet.parquet``, ``fleet.json``.
+    settings : FleetSettings, optional
+        Policies, model, costs and sweeps (default: all policies, no sweep).
+    scheduler : str, optional
+        ``None`` (a local Dask cluster of ``workers`` processes), ``"inprocess"``, or a Dask
+        scheduler's address.
+    workers : int, optional
+        Worker processes of the local cluster (default: one per core).
+    force : bool
+        Replace a fleet of other settings in ``fleet_dir``.
+    on_outcome, on_plan : callable, optional
+        Called with each job and its outcome as it ends; with the jobs and the pending ones
+        once the plan is known (for a progress bar).
+
+    Returns
+    -------
+    FleetResult
+        The fleet table (a polars DataFrame), the ``fleet.json`` document, the failed jobs.
+
+    Raises
+    ------
+    ReplayError
+        An input names nothing, an option is invalid, the folder holds a fleet of other
+        settings, or the cluster cannot be used (a failed job is not an error: it is listed).
 
     Examples
     --------
     >>> from pathlib import Path
-    >>> from replay.fleet import run_fleet
-    >>> result = run_fleet(["traces/"], Path("fleet"), scheduler="inprocess")  # doctest: +SKIP
-    >>> result.table.select("trace", "policy", "faults").head(3)  # doctest: +SKIP
+    >>> from replay import FleetSettings, generate, load_scenario, run_fleet
+    >>> Path("traces").mkdir()
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("traces/quick.parquet"))
+    >>> result = run_fleet(["traces/"], Path("fleet"), FleetSettings(), scheduler="inprocess")
+    >>> result.doc["counts"]["done"], result.failed
+    (1, [])
     """
     settings = settings or FleetSettings()
     refs = expand_inputs(inputs)

@@ -1,106 +1,59 @@
-"""What a fleet replays under: the model file, the sweeps, and the grid of sweep points.
+"""What a fleet replays under: the sweeps, and the grid of sweep points.
 
 A sweep point is a set of overrides of :class:`~replay.mmu.config.MmuConfig` constants (MODEL.md
 section 1) and :class:`~replay.mmu.config.CostModel` estimates (rule 18), on top of the base
-configuration that ``--model`` and ``--costs`` give. ``replay run --model`` reads the same model
-files, so any point of a sweep can be replayed alone.
+configuration that ``--model`` (:meth:`MmuConfig.from_toml`) and ``--costs`` give; a swept
+value is checked as a model or costs file's value would be, so ``replay run --model`` and
+``--costs`` replay any point alone.
 """
 
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import asdict, dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
 
-from replay.mmu.config import ConfigError, CostModel, MmuConfig
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from replay._toml import INT64_MAX
+from replay.mmu.config import COST_MAX_NS, MODEL_RANGES, ConfigError, CostModel, MmuConfig
 
 COSTS_PREFIX = "costs."
 """Sweep keys naming a cost estimate start so: ``costs.refill_page_pressure_ns``."""
 
-_BIG = 1 << 30
-MMU_BOUNDS: dict[str, tuple[int, int]] = {
-    # Rule 4: a cache never runs dry inside a fault; 5 objects cover the deepest walk (four
-    # levels below a 5-level root and the root), so the topup minimums may not go below 5.
-    "cache_capacity": (5, _BIG),
-    "min_shadow_page": (5, _BIG),
-    "min_page_header": (5, _BIG),
-    "min_pte_list_desc": (1, _BIG),
-    "shrink_batch": (1, _BIG),  # rule 10 divides the scan into batches of this size
-    "seeks": (1, _BIG),  # rule 10 divides by it
-    "pte_prefetch": (1, 512),  # rule 3e; a power of 2, checked by MmuConfig itself
-    "min_free_mmu_pages": (0, _BIG),
-    "refill_pages": (0, _BIG),
-    "n_max_min": (1, _BIG),
-    "n_max_divisor": (1, _BIG),  # rule 26 divides by it
+COST_RANGES: dict[str, tuple[int, int]] = {
+    **{f.name: (0, COST_MAX_NS) for f in fields(CostModel)},
+    "pressure_window_ns": (0, INT64_MAX),  # only compared with time differences
 }
-"""The whole numbers each ``MmuConfig`` constant may take."""
+"""The values a swept cost estimate may take: those a costs file may give."""
 
 
-def check_mmu(values: dict[str, Any], where: str) -> MmuConfig:
+def check_mmu(values: dict[str, int], where: str) -> MmuConfig:
     """Build an ``MmuConfig`` from overrides, each a whole number in its range.
 
-    ``where`` starts every message (``model file m.toml``, ``--sweep``).
+    The ranges and cross-checks are a model file's (:meth:`MmuConfig.from_toml`):
+    :data:`~replay.mmu.config.MODEL_RANGES`, a power of 2 for ``pte_prefetch`` (rule 3e), and
+    no cache minimum above ``cache_capacity`` (a topup fills a cache to capacity, rule 3a).
+    ``where`` starts every message (``--sweep cache_capacity=...``).
     """
-    known = {f.name for f in fields(MmuConfig)}
     for key, value in values.items():
-        if key not in known:
-            raise ConfigError(
-                f"{where}: unknown MMU constant {key!r}; known constants are "
-                f"{', '.join(sorted(known))}"
-            )
-        lo, hi = MMU_BOUNDS[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            limit = f"from {lo} to {hi}" if hi < _BIG else f">= {lo}"
-            raise ConfigError(f"{where}: {key} = {value!r} must be a whole number {limit}")
-    cfg = replace(MmuConfig(), **values) if values else MmuConfig()
+        lo, hi = MODEL_RANGES[key]
+        if not lo <= value <= hi:
+            raise ConfigError(f"{where}: {key} = {value} is out of range; it must be {lo}..{hi}")
+    try:
+        cfg = replace(MmuConfig(), **values)
+    except ValueError as exc:  # MmuConfig's own check of pte_prefetch
+        raise ConfigError(f"{where}: {exc}") from None
     for small in ("min_shadow_page", "min_page_header", "min_pte_list_desc"):
         if getattr(cfg, small) > cfg.cache_capacity:
-            # A topup refills to capacity: a minimum above it could never be met (rule 3a).
             raise ConfigError(
-                f"{where}: {small} = {getattr(cfg, small)} exceeds cache_capacity = "
+                f"{where}: {small} = {getattr(cfg, small)} is more than cache_capacity = "
                 f"{cfg.cache_capacity}; a topup fills a cache to its capacity"
             )
     return cfg
-
-
-def _check_pte_prefetch(values: dict[str, Any], where: str) -> None:
-    grp = values.get("pte_prefetch")
-    if isinstance(grp, int) and not isinstance(grp, bool) and grp & (grp - 1):
-        raise ConfigError(f"{where}: pte_prefetch = {grp} must be a power of 2 from 1 to 512")
 
 
 def mmu_overrides(cfg: MmuConfig) -> dict[str, int]:
     """The constants of ``cfg`` that differ from the defaults."""
     default = asdict(MmuConfig())
     return {k: v for k, v in asdict(cfg).items() if default[k] != v}
-
-
-def model_from_toml(path: Path) -> MmuConfig:
-    """Read a model file: ``name = value`` lines overriding ``MmuConfig`` constants.
-
-    Examples
-    --------
-    >>> from pathlib import Path
-    >>> _ = Path("model.toml").write_text("cache_capacity = 20")  # doctest: +SKIP
-    >>> model_from_toml(Path("model.toml")).cache_capacity  # doctest: +SKIP
-    20
-    """
-    where = f"model file {path}"
-    if not path.is_file():
-        raise ConfigError(f"{where} does not exist; check the path")
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML ({exc})") from None
-    except OSError as exc:
-        raise ConfigError(f"{where} cannot be read ({exc.strerror})") from None
-    _check_pte_prefetch(doc, where)
-    return check_mmu(doc, where)
 
 
 @dataclass(frozen=True)
@@ -152,10 +105,12 @@ def parse_sweep(text: str) -> Sweep:
     sweep = Sweep(key, tuple(values))
     for value in sweep.values:
         if sweep.is_cost:
-            if value < 0:
-                raise ConfigError(f"{where}: {key} = {value} must be a whole number of ns >= 0")
+            lo, hi = COST_RANGES[key.removeprefix(COSTS_PREFIX)]
+            if not lo <= value <= hi:
+                raise ConfigError(
+                    f"{where}: {key} = {value} is out of range; it must be {lo}..{hi} (ns)"
+                )
         else:
-            _check_pte_prefetch({key: value}, where)
             check_mmu({key: value}, where)
     return sweep
 

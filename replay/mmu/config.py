@@ -5,11 +5,11 @@ Everything a run used is written into its ``summary.json``; both engines read on
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Literal
 
+from replay._toml import INT64_MAX
 from replay.errors import ReplayError
 
 if TYPE_CHECKING:
@@ -62,6 +62,41 @@ class MmuConfig:
 
     ``n_max_mmu_pages`` is not here: it is per VM, ``max(64, guest_pages // 50)`` (rule 26);
     ``n_max_min`` and ``n_max_divisor`` set it.
+
+    Parameters
+    ----------
+    cache_capacity : int
+        Objects a vCPU cache holds when full (``KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE``).
+    min_shadow_page, min_page_header : int
+        A fault tops a cache up when it holds fewer objects than this (rule 3a).
+    min_pte_list_desc : int
+        The same for shadow_direct's ``pte_list_desc`` cache.
+    shrink_batch : int
+        ``SHRINK_BATCH``: the most one scan call is asked for (rule 9).
+    seeks : int
+        The KVM shrinker's ``seeks`` (rule 9).
+    pte_prefetch : int
+        Entries of a prefetch group (rule 3e): a power of 2 from 1 to 512.
+    min_free_mmu_pages, refill_pages : int
+        When the shadow_direct page limit acts, and how much it makes room for (rule 13).
+    n_max_min, n_max_divisor : int
+        A VM's page limit is ``max(n_max_min, guest_pages // n_max_divisor)`` (rule 26).
+
+    Raises
+    ------
+    ValueError
+        If ``pte_prefetch`` is not a power of 2 from 1 to 512.
+
+    Examples
+    --------
+    >>> from replay import MmuConfig
+    >>> cfg = MmuConfig(pte_prefetch=16)
+    >>> cfg.n_max_mmu_pages(guest_pages=262_144)  # a 1 GiB guest
+    5242
+    >>> MmuConfig(pte_prefetch=6)
+    Traceback (most recent call last):
+    ...
+    ValueError: pte_prefetch must be a power of 2 from 1 to 512, not 6
     """
 
     cache_capacity: int = 40
@@ -86,10 +121,77 @@ class MmuConfig:
         """The shadow_direct page limit of a VM (rule 26)."""
         return max(self.n_max_min, guest_pages // self.n_max_divisor)
 
+    @classmethod
+    def from_toml(cls, path: Path) -> MmuConfig:
+        """Read overrides of the constants from a model file of ``name = value`` lines.
+
+        Any subset of the fields may be given, each a whole number within
+        :data:`MODEL_RANGES`; a cache's minimum must not exceed ``cache_capacity`` (a topup
+        fills a cache to capacity, rule 3a) and ``pte_prefetch`` must be a power of 2 (rule 3e).
+
+        Raises
+        ------
+        ConfigError
+            The file is missing or not TOML, names an unknown key, or a value is out of range.
+
+        Examples
+        --------
+        >>> from pathlib import Path
+        >>> from tempfile import TemporaryDirectory
+        >>> with TemporaryDirectory() as tmp:
+        ...     path = Path(tmp, "model.toml")
+        ...     _ = path.write_text("cache_capacity = 64")
+        ...     cfg = MmuConfig.from_toml(path)
+        >>> cfg.cache_capacity, cfg.min_shadow_page
+        (64, 5)
+        """
+        values = _overrides(path, "model file", MODEL_RANGES)
+        try:
+            cfg = replace(cls(), **values)
+        except ValueError as exc:  # __post_init__'s own checks
+            raise ConfigError(f"model file {path}: {exc}") from None
+        for name in ("min_shadow_page", "min_page_header", "min_pte_list_desc"):
+            if getattr(cfg, name) > cfg.cache_capacity:
+                raise ConfigError(
+                    f"model file {path}: {name} = {getattr(cfg, name)} is more than "
+                    f"cache_capacity = {cfg.cache_capacity}; a topup fills a cache to its "
+                    "capacity, so lower the minimum or raise the capacity"
+                )
+        return cfg
+
 
 @dataclass(frozen=True)
 class CostModel:
-    """Estimated costs in ns (rule 18). Estimates: every output labels them as such."""
+    """Estimated costs in ns (rule 18). Estimates: every output labels them as such.
+
+    Parameters
+    ----------
+    fault_base_ns : int
+        Every fault: an EPT violation exit and the slow fault path.
+    sp_alloc_ns : int
+        Each page-table page the fault allocates.
+    refill_page_ns : int
+        Each page a cache refill allocates, without memory pressure.
+    refill_page_pressure_ns : int
+        The same within ``pressure_window_ns`` after a reclaim pass.
+    pressure_window_ns : int
+        How long a reclaim pass counts as pressure (the bound included).
+    zap_flush_ns : int
+        One remote TLB flush of a VM, charged to the scan call or fault whose zap caused it
+        (rule 25).
+
+    Examples
+    --------
+    The first fault of a VM with a 4-level root allocates 4 page-table pages and refills its
+    vCPU's cache with 40 pages:
+
+    >>> from replay import CostModel
+    >>> costs = CostModel()
+    >>> costs.fault_base_ns + 4 * costs.sp_alloc_ns + 40 * costs.refill_page_ns
+    13200
+    >>> CostModel(sp_alloc_ns=500).to_json()["sp_alloc_ns"]
+    500
+    """
 
     fault_base_ns: int = 2000
     sp_alloc_ns: int = 300
@@ -100,32 +202,64 @@ class CostModel:
 
     @classmethod
     def from_toml(cls, path: Path) -> CostModel:
-        """Read overrides from a TOML file of ``name = value`` lines (any subset)."""
-        if not path.is_file():
-            raise ConfigError(f"costs file {path} does not exist; check the path")
-        try:
-            with path.open("rb") as fh:
-                doc = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"costs file {path}: not valid TOML ({exc})") from None
-        known = {f.name for f in fields(cls)}
-        values: dict[str, int] = {}
-        for key, value in doc.items():
-            if key not in known:
-                raise ConfigError(
-                    f"costs file {path}: unknown key {key!r}; known keys are "
-                    f"{', '.join(sorted(known))}"
-                )
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(
-                    f"costs file {path}: {key} = {value!r} must be a whole number of ns >= 0"
-                )
-            values[key] = value
-        return replace(cls(), **values)
+        """Read overrides from a TOML file of ``name = value`` lines (any subset).
+
+        Every value is a whole number of ns; a per-event cost is at most :data:`COST_MAX_NS`.
+
+        Raises
+        ------
+        ConfigError
+            The file is missing or not TOML, names an unknown key, or a value is not a whole
+            number in range.
+        """
+        return replace(cls(), **_overrides(path, "costs file", _COST_RANGES))
 
     def to_json(self) -> dict[str, Any]:
         """The cost model as written into a run's summary."""
         return asdict(self)
+
+
+_INT32_MAX = (1 << 31) - 1
+"""Counts that land in a fault row's int32 columns (pages refilled, SPs recycled)."""
+MODEL_RANGES: dict[str, tuple[int, int]] = {
+    "cache_capacity": (1, _INT32_MAX),
+    # Rule 4: a cache never runs dry inside a fault. The deepest walk (a 5-level root and
+    # its 4 tables) takes 5 objects of each cache that holds SPs.
+    "min_shadow_page": (5, _INT32_MAX),
+    "min_page_header": (5, _INT32_MAX),
+    "min_pte_list_desc": (0, _INT32_MAX),
+    "shrink_batch": (1, _INT32_MAX),  # 0 would never end the scan loop (rule 9)
+    "seeks": (1, _INT32_MAX),  # a divisor (rule 9)
+    "pte_prefetch": (1, 512),  # a group is part of one page table (rule 3e)
+    "min_free_mmu_pages": (0, _INT32_MAX),
+    "refill_pages": (0, _INT32_MAX),
+    "n_max_min": (1, INT64_MAX),
+    "n_max_divisor": (1, INT64_MAX),  # a divisor (rule 26)
+}
+"""Range of each constant a model file may set (:meth:`MmuConfig.from_toml`)."""
+COST_MAX_NS = 10**9
+"""The largest per-event cost a costs file may give: a second is beyond any real fault, and it
+keeps one fault's estimate (rule 18: a base, SPs and up to ``cache_capacity`` pages) exact in
+64 bits."""
+_COST_RANGES: dict[str, tuple[int, int]] = {
+    "fault_base_ns": (0, COST_MAX_NS),
+    "sp_alloc_ns": (0, COST_MAX_NS),
+    "refill_page_ns": (0, COST_MAX_NS),
+    "refill_page_pressure_ns": (0, COST_MAX_NS),
+    "pressure_window_ns": (0, INT64_MAX),  # only compared with time differences
+    "zap_flush_ns": (0, COST_MAX_NS),
+}
+
+
+def _overrides(path: Path, what: str, ranges: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """The ``name = whole number`` lines of a costs or model file, each checked for range."""
+    from replay._toml import read_toml
+
+    table = read_toml(path, what, ConfigError)
+    table.check_keys(ranges)
+    return {
+        key: table.integer(key, lo=lo, hi=hi) for key, (lo, hi) in ranges.items() if key in table
+    }
 
 
 def parse_policies(text: str) -> tuple[Policy, ...]:

@@ -24,7 +24,7 @@ from itertools import pairwise
 import numpy as np
 
 from replay._arrays import concat_ranges
-from replay.trace.schema import BACKING_LEVEL, TraceMeta
+from replay.trace.schema import BACKING_LEVEL, Memslot, TraceMeta
 
 VM_SHIFT = 40
 """A (vm index, gfn) pair packs into one uint64: ``vm << 40 | gfn`` (gfns are below 2**40)."""
@@ -93,122 +93,44 @@ class Layout:
     @classmethod
     def build(cls, meta: TraceMeta, n_max: list[int]) -> Layout:
         """Build the tables of every VM of ``meta``; ``n_max`` is each VM's page limit."""
-        n_vms = len(meta.vms)
-        vm_index = np.full(0x10000, -1, dtype=np.int64)
-        vcpu_base = np.zeros(n_vms, dtype=np.int64)
-        total_vcpus = 0
-        for i, vm in enumerate(meta.vms):
-            vm_index[vm.id] = i
-            vcpu_base[i] = total_vcpus
-            total_vcpus += vm.vcpus
-
-        segs: list[tuple[int, int, int, int, int, bool]] = []  # vm, lo, hi, level, key_base, dirty
-        sp_rows: list[np.ndarray] = []  # blocks of (vm, level, region) rows, roots first per VM
-        n_sps = 0
-        sp_ranges: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
-        vm_key_lo, vm_key_hi, vm_sp_lo, vm_sp_hi, root_sp = [], [], [], [], []
-        key_count = 0
-        for i, vm in enumerate(meta.vms):
-            key_count = -(-key_count // 512) * 512
-            vm_key_lo.append(key_count)
-            for slot in sorted(vm.memslots, key=lambda s: s.gpa_start):
-                top = 1 if slot.dirty_log else BACKING_LEVEL[slot.backing]
-                lo, hi = slot.gfn_start, slot.gfn_start + slot.npages
-                for a, b, level in _leaf_segments(lo, hi, top):
-                    key_count = -(-key_count // 512) * 512 + (a % 512 if level == 1 else 0)
-                    segs.append((i, a, b, level, key_count, slot.dirty_log))
-                    key_count += (b - a) >> (9 * (level - 1))
-            vm_key_hi.append(key_count)
-            # SP regions of every level below the root: the union of the slots' regions.
-            vm_sp_lo.append(n_sps)
-            root_sp.append(n_sps)
-            sp_rows.append(np.array([[i, vm.root_level, 0]], dtype=np.int64))
-            n_sps += 1
-            for level in range(vm.root_level - 1, 0, -1):
-                spans = sorted(
-                    (s.gfn_start >> (9 * level), (s.gfn_start + s.npages - 1) >> (9 * level))
-                    for s in vm.memslots
-                )
-                merged: list[list[int]] = []
-                for a, b in spans:
-                    if merged and a <= merged[-1][1] + 1:
-                        merged[-1][1] = max(merged[-1][1], b)
-                    else:
-                        merged.append([a, b])
-                ranges = []
-                for a, b in merged:
-                    ranges.append((a, b, n_sps))
-                    block = np.empty((b - a + 1, 3), dtype=np.int64)
-                    block[:, 0], block[:, 1] = i, level
-                    block[:, 2] = np.arange(a, b + 1)
-                    sp_rows.append(block)
-                    n_sps += b - a + 1
-                sp_ranges[(i, level)] = ranges
-            vm_sp_hi.append(n_sps)
-
-        sp_arr = np.concatenate(sp_rows) if sp_rows else np.zeros((0, 3), dtype=np.int64)
-        seg_arr = np.array([s[:5] for s in segs], dtype=np.int64).reshape(-1, 5)
-        seg_vm, seg_lo, seg_hi, seg_lvl, seg_base = seg_arr.T
-        seg_sp_off = np.zeros((len(segs), MAX_LEVEL), dtype=np.int64)
-        for k, (vi, lo, _hi, _lv, _b, _d) in enumerate(segs):
-            for level in range(1, meta.vms[vi].root_level):
-                region = lo >> (9 * level)
-                for a, b, base in sp_ranges[(vi, level)]:
-                    if a <= region <= b:
-                        seg_sp_off[k, level] = base - a
-                        break
-        # Parent of each SP: the region one level up, or the root.
-        sp_parent = np.full(n_sps, n_sps, dtype=np.int64)
-        for vi, vm in enumerate(meta.vms):
-            for level in range(1, vm.root_level):
-                for a, b, base in sp_ranges[(vi, level)]:
-                    ids = np.arange(base, base + b - a + 1)
-                    if level + 1 == vm.root_level:
-                        sp_parent[ids] = root_sp[vi]
-                        continue
-                    regions = np.arange(a, b + 1) >> 9
-                    for pa, pb, pbase in sp_ranges[(vi, level + 1)]:
-                        inside = (regions >= pa) & (regions <= pb)
-                        sp_parent[ids[inside]] = pbase + regions[inside] - pa
-        packed_start = (seg_vm.astype(np.uint64) << np.uint64(VM_SHIFT)) | seg_lo.astype(np.uint64)
-        packed_end = (seg_vm.astype(np.uint64) << np.uint64(VM_SHIFT)) | seg_hi.astype(np.uint64)
+        vm_index, vcpu_base, n_vcpus = _vm_tables(meta)
+        segs = _Segments.number(meta)
+        sps = _SpRegions.number(meta)
+        seg_vm, seg_lo, seg_hi = segs.vm, segs.gfn_lo, segs.gfn_hi
+        vm_bits = seg_vm.astype(np.uint64) << np.uint64(VM_SHIFT)
         layout = cls(
-            n_vms=n_vms,
+            n_vms=len(meta.vms),
             vm_ids=np.array([vm.id for vm in meta.vms], dtype=np.int64),
             vm_index=vm_index,
             root_level=np.array([vm.root_level for vm in meta.vms], dtype=np.int64),
             shadow_direct=np.array([vm.mmu_mode == "shadow_direct" for vm in meta.vms]),
             n_max=np.array(n_max, dtype=np.int64),
             vcpu_base=vcpu_base,
-            n_vcpus=total_vcpus,
-            seg_start=packed_start,
-            seg_end=packed_end,
+            n_vcpus=n_vcpus,
+            seg_start=vm_bits | seg_lo.astype(np.uint64),
+            seg_end=vm_bits | seg_hi.astype(np.uint64),
             seg_gfn_lo=seg_lo.astype(np.uint64),
             seg_gfn_hi=seg_hi.astype(np.int64),
-            seg_level=seg_lvl,
-            seg_key_base=seg_base,
-            seg_dirty=np.array([s[5] for s in segs], dtype=bool),
+            seg_level=segs.level,
+            seg_key_base=segs.key_base,
+            seg_dirty=segs.dirty,
             seg_vm=seg_vm,
-            seg_sp_off=seg_sp_off,
-            n_keys=-(-key_count // 512) * 512,
-            vm_key_lo=np.array(vm_key_lo, dtype=np.int64),
-            vm_key_hi=np.array(vm_key_hi, dtype=np.int64),
-            n_sps=n_sps,
-            root_sp=np.array(root_sp, dtype=np.int64),
-            sp_level=sp_arr[:, 1].copy(),
-            sp_vm=sp_arr[:, 0].copy(),
-            sp_parent=sp_parent,
-            sp_key_lo=np.zeros(n_sps, dtype=np.int64),
-            sp_key_hi=np.zeros(n_sps, dtype=np.int64),
-            vm_sp_lo=np.array(vm_sp_lo, dtype=np.int64),
-            vm_sp_hi=np.array(vm_sp_hi, dtype=np.int64),
-            level_blocks=[],
+            seg_sp_off=sps.segment_offsets(meta, segs),
+            n_keys=-(-segs.key_count // 512) * 512,
+            vm_key_lo=np.array(segs.vm_key_lo, dtype=np.int64),
+            vm_key_hi=np.array(segs.vm_key_hi, dtype=np.int64),
+            n_sps=sps.n_sps,
+            root_sp=np.array(sps.root_sp, dtype=np.int64),
+            sp_level=sps.rows[:, 1].copy(),
+            sp_vm=sps.rows[:, 0].copy(),
+            sp_parent=sps.parents(meta),
+            sp_key_lo=np.zeros(sps.n_sps, dtype=np.int64),
+            sp_key_hi=np.zeros(sps.n_sps, dtype=np.int64),
+            vm_sp_lo=np.array(sps.vm_sp_lo, dtype=np.int64),
+            vm_sp_hi=np.array(sps.vm_sp_hi, dtype=np.int64),
+            level_blocks=sps.level_blocks(),
         )
-        for lo, hi in zip(vm_sp_lo, vm_sp_hi, strict=True):
-            levels = sp_arr[lo:hi, 1]
-            cuts = [lo, *(lo + np.flatnonzero(levels[1:] != levels[:-1]) + 1).tolist(), hi]
-            layout.level_blocks.append(list(pairwise(cuts)))
-        layout._fill_key_tables(sp_arr, meta)
+        layout._fill_key_tables(sps.rows, meta)
         return layout
 
     @cached_property
@@ -347,3 +269,182 @@ class Layout:
         vm_lo, vm_hi = int(self.vm_key_lo[vm_index]), int(self.vm_key_hi[vm_index])
         out = np.where(same_vm, np.where(gfn < hi, inside, after), vm_lo)
         return np.clip(out, vm_lo, vm_hi)
+
+
+def _vm_tables(meta: TraceMeta) -> tuple[np.ndarray, np.ndarray, int]:
+    """The VM table's lookups: VM id -> index, first global vCPU per VM, number of vCPUs.
+
+    The id table has 65536 entries (every uint16 id), -1 for unknown ids.
+    """
+    vm_index = np.full(0x10000, -1, dtype=np.int64)
+    vcpu_base = np.zeros(len(meta.vms), dtype=np.int64)
+    total_vcpus = 0
+    for i, vm in enumerate(meta.vms):
+        vm_index[vm.id] = i
+        vcpu_base[i] = total_vcpus
+        total_vcpus += vm.vcpus
+    return vm_index, vcpu_base, total_vcpus
+
+
+@dataclass
+class _Segments:
+    """Every VM's leaf segments in (VM, gfn) order, with their leaf keys numbered."""
+
+    rows: list[tuple[int, int, int, int, int, bool]]
+    """(VM index, first gfn, end gfn, leaf level, first key, dirty_log) per segment."""
+    vm_key_lo: list[int]
+    vm_key_hi: list[int]
+    key_count: int
+
+    @classmethod
+    def number(cls, meta: TraceMeta) -> _Segments:
+        """Split every slot into segments (rule 3b) and number their keys.
+
+        Each segment starts in a fresh block of 512 keys, a 4 KiB segment at its first gfn's
+        offset in its 2 MiB region, so that 4 KiB keys are congruent to their gfns modulo 512.
+        """
+        rows: list[tuple[int, int, int, int, int, bool]] = []
+        vm_key_lo: list[int] = []
+        vm_key_hi: list[int] = []
+        key_count = 0
+        for i, vm in enumerate(meta.vms):
+            key_count = -(-key_count // 512) * 512
+            vm_key_lo.append(key_count)
+            for slot in sorted(vm.memslots, key=lambda s: s.gpa_start):
+                top = 1 if slot.dirty_log else BACKING_LEVEL[slot.backing]
+                lo, hi = slot.gfn_start, slot.gfn_start + slot.npages
+                for a, b, level in _leaf_segments(lo, hi, top):
+                    key_count = -(-key_count // 512) * 512 + (a % 512 if level == 1 else 0)
+                    rows.append((i, a, b, level, key_count, slot.dirty_log))
+                    key_count += (b - a) >> (9 * (level - 1))
+            vm_key_hi.append(key_count)
+        return cls(rows, vm_key_lo, vm_key_hi, key_count)
+
+    @cached_property
+    def _columns(self) -> np.ndarray:
+        return np.array([r[:5] for r in self.rows], dtype=np.int64).reshape(-1, 5)
+
+    @property
+    def vm(self) -> np.ndarray:
+        """VM index of each segment."""
+        return self._columns[:, 0]
+
+    @property
+    def gfn_lo(self) -> np.ndarray:
+        """First gfn of each segment."""
+        return self._columns[:, 1]
+
+    @property
+    def gfn_hi(self) -> np.ndarray:
+        """One past the last gfn of each segment."""
+        return self._columns[:, 2]
+
+    @property
+    def level(self) -> np.ndarray:
+        """Leaf level of each segment."""
+        return self._columns[:, 3]
+
+    @property
+    def key_base(self) -> np.ndarray:
+        """First leaf key of each segment."""
+        return self._columns[:, 4]
+
+    @property
+    def dirty(self) -> np.ndarray:
+        """Dirty logging of each segment's slot."""
+        return np.array([r[5] for r in self.rows], dtype=bool)
+
+
+@dataclass
+class _SpRegions:
+    """Every VM's SP ids, numbered top-down: the root, then each level's regions."""
+
+    rows: np.ndarray
+    """(VM index, level, region) per SP id."""
+    ranges: dict[tuple[int, int], list[tuple[int, int, int]]]
+    """(VM index, level) -> runs of regions (first, last, SP id of the first)."""
+    root_sp: list[int]
+    vm_sp_lo: list[int]
+    vm_sp_hi: list[int]
+
+    @property
+    def n_sps(self) -> int:
+        """The number of SP ids."""
+        return len(self.rows)
+
+    @classmethod
+    def number(cls, meta: TraceMeta) -> _SpRegions:
+        """Number the SPs that can exist: below the root, the union of the slots' regions."""
+        blocks: list[np.ndarray] = []  # blocks of (vm, level, region) rows, roots first per VM
+        n_sps = 0
+        ranges: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        root_sp, vm_sp_lo, vm_sp_hi = [], [], []
+        for i, vm in enumerate(meta.vms):
+            vm_sp_lo.append(n_sps)
+            root_sp.append(n_sps)
+            blocks.append(np.array([[i, vm.root_level, 0]], dtype=np.int64))
+            n_sps += 1
+            for level in range(vm.root_level - 1, 0, -1):
+                ranges[(i, level)] = []
+                for a, b in _merged_regions(vm.memslots, level):
+                    ranges[(i, level)].append((a, b, n_sps))
+                    block = np.empty((b - a + 1, 3), dtype=np.int64)
+                    block[:, 0], block[:, 1] = i, level
+                    block[:, 2] = np.arange(a, b + 1)
+                    blocks.append(block)
+                    n_sps += b - a + 1
+            vm_sp_hi.append(n_sps)
+        rows = np.concatenate(blocks) if blocks else np.zeros((0, 3), dtype=np.int64)
+        return cls(rows, ranges, root_sp, vm_sp_lo, vm_sp_hi)
+
+    def segment_offsets(self, meta: TraceMeta, segs: _Segments) -> np.ndarray:
+        """[segment, level] -> SP id minus region, for the levels below its VM's root."""
+        out = np.zeros((len(segs.rows), MAX_LEVEL), dtype=np.int64)
+        for k, (vi, lo, _hi, _lv, _b, _d) in enumerate(segs.rows):
+            for level in range(1, meta.vms[vi].root_level):
+                region = lo >> (9 * level)
+                for a, b, base in self.ranges[(vi, level)]:
+                    if a <= region <= b:
+                        out[k, level] = base - a
+                        break
+        return out
+
+    def parents(self, meta: TraceMeta) -> np.ndarray:
+        """Parent of each SP: the region one level up, or the root (n_sps for roots)."""
+        n_sps = self.n_sps
+        parent = np.full(n_sps, n_sps, dtype=np.int64)
+        for vi, vm in enumerate(meta.vms):
+            for level in range(1, vm.root_level):
+                for a, b, base in self.ranges[(vi, level)]:
+                    ids = np.arange(base, base + b - a + 1)
+                    if level + 1 == vm.root_level:
+                        parent[ids] = self.root_sp[vi]
+                        continue
+                    regions = np.arange(a, b + 1) >> 9
+                    for pa, pb, pbase in self.ranges[(vi, level + 1)]:
+                        inside = (regions >= pa) & (regions <= pb)
+                        parent[ids[inside]] = pbase + regions[inside] - pa
+        return parent
+
+    def level_blocks(self) -> list[list[tuple[int, int]]]:
+        """Per VM, the SP id ranges of each level, root first."""
+        out = []
+        for lo, hi in zip(self.vm_sp_lo, self.vm_sp_hi, strict=True):
+            levels = self.rows[lo:hi, 1]
+            cuts = [lo, *(lo + np.flatnonzero(levels[1:] != levels[:-1]) + 1).tolist(), hi]
+            out.append(list(pairwise(cuts)))
+        return out
+
+
+def _merged_regions(memslots: tuple[Memslot, ...], level: int) -> list[list[int]]:
+    """The level's regions the slots touch, as merged runs [first, last]."""
+    spans = sorted(
+        (s.gfn_start >> (9 * level), (s.gfn_start + s.npages - 1) >> (9 * level)) for s in memslots
+    )
+    merged: list[list[int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
-from replay.mmu.results import FAULT_COLUMNS, EngineResult, FaultSink, ScanRow
+from replay.mmu.results import FAULT_COLUMNS, EngineResult, FaultConsumer, FaultRows, ScanRow
 from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import BACKING_LEVEL, EVENT_KINDS, OPS, SOURCES, TraceMeta, VmSpec
 
@@ -123,7 +123,7 @@ class ReferenceEngine:
         policy: Policy,
         cfg: MmuConfig,
         costs: CostModel,
-        sink: FaultSink | None = None,
+        sink: FaultConsumer | None = None,
     ) -> None:
         self.policy = policy
         self.cfg = cfg
@@ -145,7 +145,7 @@ class ReferenceEngine:
         self.nr_deferred = 0
         self.sp_seq = 0
         self.last_reclaim_t: int | None = None
-        self.faults = sink if sink is not None else FaultSink()
+        self.faults = sink if sink is not None else FaultRows()
         self._rows: dict[str, list[int]] = {k: [] for k in _ROW_FIELDS}
         self.scans: list[ScanRow] = []
         self.sp_removals: list[tuple[int, int, int, int]] = []
@@ -204,51 +204,82 @@ class ReferenceEngine:
     # -- section 3: a guest access --------------------------------------------------------------
 
     def access(self, row: int, t: int, vm_id: int, vcpu_id: int, gpa: int, op: str) -> None:
-        """Rules 1-4 (and 5-8 for the fault row)."""
+        """Rules 1-4 (and 5-8 for the fault row), in the order MODEL.md section 3 gives."""
         del op  # rule 30: the access type does not change leaves in v1
         vm = self.vms[vm_id]
         gfn = gpa >> 12
         slot = vm.slot_of(gfn)
         if slot is None:
-            # Rule 1 and rule 22: MMIO; cost fault_base_ns, no cache, not busy.
-            self._emit(
-                row=row,
-                t_ns=t,
-                vm=vm_id,
-                vcpu=vcpu_id,
-                gfn=gfn,
-                cause=Cause.MMIO,
-                est_ns=self.costs.fault_base_ns,
-            )
+            self._mmio(row, t, vm_id, vcpu_id, gfn)  # rule 1
             return
-        goal = vm.goal_level(slot, gfn)
+        goal = vm.goal_level(slot, gfn)  # rule 3b
         leaf: LeafKey = (goal, gfn >> (9 * (goal - 1)))
         # The path: the root, then levels root_level - 1 down to the goal level.
         path: list[SpKey] = [(lv, gfn >> (9 * lv)) for lv in range(vm.root_level, goal - 1, -1)]
-        linked = all(k in vm.sps and vm.sps[k].linked for k in path)
-        if leaf in vm.present and linked:
-            return  # Rule 2: hit.
+        if self._hit(vm, leaf, path):
+            return  # rule 2
+        cause = self._cause(vm, leaf, path)  # rule 5, read before anything changes
+        vcpu = vm.vcpus[vcpu_id]
+        refill, pages_refilled = self._topup(vcpu)  # rule 3a
+        recycled = self._page_limit(row, t, vm) if vm.shadow_direct else 0  # rule 3c
+        new_sps, relinked = self._walk(vm, vcpu, path)  # rule 3d
+        self._install_fault(vm, leaf, gfn)  # rule 3e
+        est = self._cost(t, new_sps, pages_refilled, recycled)  # rule 18
+        vcpu.busy_until = max(vcpu.busy_until, t + est)  # rule 16
+        self._emit(
+            row=row,
+            t_ns=t,
+            vm=vm_id,
+            vcpu=vcpu_id,
+            gfn=gfn,
+            cause=cause,
+            refill=refill,
+            attribution=_attribution(cause, refill),  # rule 7
+            leaf_level=goal,
+            new_sps=new_sps,
+            relinked_sps=relinked,
+            recycled_sps=recycled,
+            pages_refilled=pages_refilled,
+            est_ns=est,
+        )
 
-        # Rule 5 / rule 20: the cause, read before anything changes.
+    def _mmio(self, row: int, t: int, vm_id: int, vcpu_id: int, gfn: int) -> None:
+        """Rules 1 and 22: an MMIO fault costs fault_base_ns, touches no cache, is not busy."""
+        self._emit(
+            row=row,
+            t_ns=t,
+            vm=vm_id,
+            vcpu=vcpu_id,
+            gfn=gfn,
+            cause=Cause.MMIO,
+            est_ns=self.costs.fault_base_ns,
+        )
+
+    @staticmethod
+    def _hit(vm: Vm, leaf: LeafKey, path: list[SpKey]) -> bool:
+        """Rule 2: the leaf is present and every SP of its path exists and is linked."""
+        linked = all(k in vm.sps and vm.sps[k].linked for k in path)
+        return leaf in vm.present and linked
+
+    @staticmethod
+    def _cause(vm: Vm, leaf: LeafKey, path: list[SpKey]) -> Cause:
+        """Rules 5 and 20: why the translation is missing.
+
+        A present leaf that is cut off takes the cause recorded on the lowest unlinked SP of
+        its path; a missing leaf, its last-removal cause (cold if never removed).
+        """
         if leaf in vm.present:
-            # A present leaf that is cut off: the cause recorded on the lowest unlinked SP.
             cause = next(
                 vm.sps[k].unlink_cause
                 for k in reversed(path)
                 if k in vm.sps and not vm.sps[k].linked
             )
             assert cause is not None
-        else:
-            cause = vm.removal_cause.get(leaf, Cause.COLD)
+            return cause
+        return vm.removal_cause.get(leaf, Cause.COLD)
 
-        vcpu = vm.vcpus[vcpu_id]
-        refill, pages_refilled = self._topup(vcpu)  # rule 3a
-
-        recycled = 0
-        if vm.shadow_direct:
-            recycled = self._page_limit(row, t, vm)  # rule 3c / 13
-
-        # Rule 3d: walk from the root down to the goal level.
+    def _walk(self, vm: Vm, vcpu: Vcpu, path: list[SpKey]) -> tuple[int, int]:
+        """Rule 3d: walk from the root down to the goal level; return SPs new and relinked."""
         new_sps = relinked = 0
         for depth, key in enumerate(path):
             sp = vm.sps.get(key)
@@ -272,49 +303,32 @@ class ReferenceEngine:
                 new_sps += 1
             if parent is not None:
                 parent.children.add(key)
+        return new_sps, relinked
 
-        # Rule 3e: install the leaf (unless it was present: the fault only relinked tables).
-        if leaf not in vm.present:
-            self._install(vm, leaf)
-            if vm.shadow_direct and goal == 1:
-                self._prefetch(vm, gfn)
+    def _install_fault(self, vm: Vm, leaf: LeafKey, gfn: int) -> None:
+        """Rule 3e: install the faulting leaf, and prefetch (shadow_direct, 4 KiB leaves).
 
-        # Rule 18: the estimated cost; rule 25: a page-limit zap's flush goes to this fault.
+        A fault whose leaf was present (it only relinked tables) changes no leaf.
+        """
+        if leaf in vm.present:
+            return
+        self._install(vm, leaf)
+        if vm.shadow_direct and leaf[0] == 1:
+            self._prefetch(vm, gfn)
+
+    def _cost(self, t: int, new_sps: int, pages_refilled: int, recycled: int) -> int:
+        """Rule 18: the fault's estimated cost (rule 25: a page-limit zap's flush is its)."""
         rate = self.costs.refill_page_ns
         if (
             self.last_reclaim_t is not None
             and t - self.last_reclaim_t <= self.costs.pressure_window_ns
         ):
             rate = self.costs.refill_page_pressure_ns
-        est = (
+        return (
             self.costs.fault_base_ns
             + self.costs.sp_alloc_ns * new_sps
             + rate * pages_refilled
             + (self.costs.zap_flush_ns if recycled else 0)
-        )
-        vcpu.busy_until = max(vcpu.busy_until, t + est)  # rule 16
-        # Rule 7.
-        if cause == Cause.ZAPPED:
-            attribution = Attribution.ZAPPED_PAGE_TABLES
-        elif refill == Refill.SHRINKER:
-            attribution = Attribution.CACHE_EVICTION
-        else:
-            attribution = Attribution.NONE
-        self._emit(
-            row=row,
-            t_ns=t,
-            vm=vm_id,
-            vcpu=vcpu_id,
-            gfn=gfn,
-            cause=cause,
-            refill=refill,
-            attribution=attribution,
-            leaf_level=goal,
-            new_sps=new_sps,
-            relinked_sps=relinked,
-            recycled_sps=recycled,
-            pages_refilled=pages_refilled,
-            est_ns=est,
         )
 
     def _topup(self, vcpu: Vcpu) -> tuple[Refill, int]:
@@ -538,3 +552,12 @@ class ReferenceEngine:
 
 
 _ROW_FIELDS = tuple(FAULT_COLUMNS)
+
+
+def _attribution(cause: Cause, refill: Refill) -> Attribution:
+    """Rule 7: zapped page tables first, then a refill the shrinker caused."""
+    if cause == Cause.ZAPPED:
+        return Attribution.ZAPPED_PAGE_TABLES
+    if refill == Refill.SHRINKER:
+        return Attribution.CACHE_EVICTION
+    return Attribution.NONE

@@ -26,10 +26,27 @@ class SlabPass:
 def shrink_slab_pass(freeable: int, nr_deferred: int, priority: int, cfg: MmuConfig) -> SlabPass:
     """Rule 9: the scan calls of one pass, and the deferred work it leaves.
 
+    Parameters
+    ----------
+    freeable : int
+        The policy's ``count()`` at the start of the pass.
+    nr_deferred : int
+        The shrinker's deferred work before the pass.
+    priority : int
+        The reclaim priority, 12 (``DEF_PRIORITY``) down to 0 (drop_caches).
+    cfg : MmuConfig
+        Supplies ``seeks`` and ``shrink_batch``.
+
+    Returns
+    -------
+    SlabPass
+        The ``nr_to_scan`` of each scan call, in order, and the deferred work left.
+
     Examples
     --------
-    The worked examples of KERNEL-NOTES.md section 1.5:
+    Two worked examples of replay/mmu/MODEL.md appendix A.2 (23,614 shadow pages):
 
+    >>> from replay.mmu.config import MmuConfig
     >>> cfg = MmuConfig()
     >>> shrink_slab_pass(23_614, 0, 12, cfg).scans   # priority 12 scans nothing
     ()

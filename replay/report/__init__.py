@@ -37,7 +37,42 @@ def png_paths(html_path: Path) -> dict[str, Path]:
 
 
 def write_report(runs: list[RunDir], out: Path, *, force: bool = False) -> Report:
-    """Write the report of ``runs`` to ``out`` (an .html path) and its PNGs beside it."""
+    """Write the report of ``runs`` to ``out`` (an .html path) and its PNGs beside it.
+
+    Every file is written under a temporary name and renamed into place once all are complete.
+
+    Parameters
+    ----------
+    runs : list of RunDir
+        The runs to show, in order (:func:`replay.load_run` reads one).
+    out : Path
+        The HTML file; the PNGs go beside it as ``<stem>-<figure>.png``.
+    force : bool, optional
+        Replace files that exist.
+
+    Returns
+    -------
+    Report
+        The paths written: the HTML page and the PNGs.
+
+    Raises
+    ------
+    OutputPathError
+        No runs were given, a file exists and ``force`` is not set, or the folder refuses new
+        files.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, load_run, load_scenario, open_trace, run_policies
+    >>> from replay import write_report, write_runs
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> _ = write_runs(run_policies(open_trace("quick.parquet"), ("zap", "cache")), Path("runs"))
+    >>> report = write_report([load_run(Path("runs/zap")), load_run(Path("runs/cache"))],
+    ...                       Path("report.html"))
+    >>> report.html.name, [png.name for png in report.pngs][:2]
+    ('report.html', ['report-headline.png', 'report-faults.png'])
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # headless, whatever the user's configuration says

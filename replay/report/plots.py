@@ -126,9 +126,13 @@ def _mark_sparse_buckets(ax: Any, centres: np.ndarray, rates: list[np.ndarray], 
     top = np.zeros(len(busy))
     for values, (_, _, colour) in zip(rates, ATTRIBUTION_STYLE, strict=True):
         band = values[busy]
-        top += band
+        bottom, top = top, top + band
         shown = band > 0
-        ax.scatter(centres[busy][shown], top[shown], s=28, color=colour, zorder=3, clip_on=False)
+        # A bar a few pixels wide over the band, capped by a dot: visible at any bucket width.
+        x = centres[busy][shown]
+        ax.vlines(x, bottom[shown], top[shown], color=colour, linewidth=3, zorder=3)
+        ax.scatter(x, top[shown], s=28, color=colour, zorder=3, clip_on=False)
+    ax.set_ylim(0, float(top.max()) * 1.15)
     return len(busy)
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from replay.errors import TraceDataError
+from replay.errors import ReplayError, TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
-from replay.mmu.results import FaultSink
-from replay.run.summary import FaultStats
+from replay.run.records import ENGINES, EngineName, PolicyRun, Replay, TraceCounts
+from replay.run.schema import run_stamp
+from replay.run.sink import FaultSink
+from replay.run.stats import FaultStats
 from replay.trace.reader import EventBatch, TraceFile, iter_batches
 from replay.trace.schema import EVENT_CODE, SOURCES
 
@@ -25,10 +27,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from replay.mmu.results import EngineResult
+    from replay.mmu.results import EngineResult, FaultConsumer
     from replay.trace.schema import VmSpec
 
-EngineName = Literal["fast", "reference"]
 DEFAULT_BUCKET_NS = 100_000_000
 
 
@@ -56,9 +57,11 @@ def make_engine(
     policy: Policy,
     cfg: MmuConfig,
     costs: CostModel,
-    sink: FaultSink | None = None,
+    sink: FaultConsumer | None = None,
 ) -> Engine:
-    """Build the named engine."""
+    """Build the named engine, writing its fault rows into ``sink`` (kept in memory if None)."""
+    if name not in ENGINES:
+        raise ReplayError(f"unknown engine {name!r}; use {' or '.join(ENGINES)}")
     if name == "reference":
         from replay.mmu.reference import ReferenceEngine
 
@@ -66,24 +69,6 @@ def make_engine(
     from replay.mmu.engine import VectorEngine
 
     return VectorEngine(trace.meta, policy, cfg, costs, sink)
-
-
-def run_stamp(policy: Policy, fingerprint: str) -> dict[bytes, bytes]:
-    """The ``replay.run`` key every Parquet file of a run carries.
-
-    It names no engine, so that both engines write the same bytes.
-    """
-    import json
-
-    from replay._schemas import load_schema
-
-    schema = load_schema("run.v1")
-    doc = {
-        "schema_version": schema["schema_version"],
-        "policy": policy,
-        "trace_fingerprint": fingerprint,
-    }
-    return {str(schema["metadata_key"]).encode(): json.dumps(doc).encode()}
 
 
 @dataclass
@@ -128,47 +113,6 @@ class _Histogram:
                 [self.counts, np.zeros(end - len(self.counts), dtype=np.int64)]
             )
         self.counts[at:end] += add
-
-
-@dataclass
-class TraceCounts:
-    """Policy-independent counts of a trace."""
-
-    accesses: dict[tuple[int, int], int]
-    """Accesses per (vm, vcpu)."""
-    reclaim_by_source: dict[str, int]
-    t_first_ns: int | None
-    t_last_ns: int | None
-    bucket_ns: int
-    accesses_by_bucket: np.ndarray
-    reclaim_by_bucket: np.ndarray
-    rows: int
-
-
-@dataclass
-class PolicyRun:
-    """One policy's replay of a trace."""
-
-    policy: Policy
-    engine: EngineName
-    result: EngineResult
-    wall_s: float
-    """Time spent inside the engine (reading and validating the trace excluded)."""
-    stats: FaultStats
-    """Its fault statistics, fed as the fault rows were produced."""
-
-
-@dataclass
-class Replay:
-    """A trace replayed under one or more policies."""
-
-    trace: TraceFile
-    fingerprint: str
-    cfg: MmuConfig
-    costs: CostModel
-    counts: TraceCounts
-    runs: list[PolicyRun]
-    read_s: float
 
 
 class _PerVcpu:
@@ -224,6 +168,60 @@ def fingerprint(trace: TraceFile) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+class _TraceCounter:
+    """The policy-independent counts of a trace (:class:`TraceCounts`), a batch at a time."""
+
+    def __init__(self, vms: tuple[VmSpec, ...], bucket_ns: int) -> None:
+        self.bucket_ns = bucket_ns
+        self.access_hist = _Histogram(bucket_ns)
+        self.reclaim_hist = _Histogram(bucket_ns)
+        self.per_vcpu = _PerVcpu(vms)
+        self.by_source = np.zeros(len(SOURCES), dtype=np.int64)
+        self.first: int | None = None
+        self.last: int | None = None
+        self.rows = 0
+
+    def add(self, batch: EventBatch) -> None:
+        """Count a batch of events (not empty)."""
+        if self.first is None:
+            self.first = int(batch.t_ns[0])
+            self.access_hist.t0 = self.reclaim_hist.t0 = self.first
+        self.last = int(batch.t_ns[-1])
+        host = batch.host
+        self.per_vcpu.add(batch.vm, batch.vcpu, host)
+        self.access_hist.add_sorted(batch.t_ns, batch.t_ns[host])
+        rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
+        self.reclaim_hist.add(batch.t_ns[rec])
+        self.by_source += np.bincount(batch.source[rec], minlength=len(SOURCES))
+        self.rows += len(batch)
+
+    def check(self, trace: TraceFile) -> None:
+        """Refuse a trace with nothing to replay."""
+        if self.rows == 0:
+            raise TraceDataError(
+                f"trace {trace.path} has no events; nothing to replay (generate one with "
+                "replay synth)"
+            )
+        if not self.per_vcpu.counts.any():
+            raise TraceDataError(
+                f"trace {trace.path} has no access events (only host pressure); a replay needs "
+                "guest accesses or faults"
+            )
+
+    def counts(self) -> TraceCounts:
+        """Everything counted."""
+        return TraceCounts(
+            accesses=self.per_vcpu.by_vcpu(),
+            reclaim_by_source={s: int(self.by_source[i]) for i, s in enumerate(SOURCES)},
+            t_first_ns=self.first,
+            t_last_ns=self.last,
+            bucket_ns=self.bucket_ns,
+            accesses_by_bucket=self.access_hist.counts,
+            reclaim_by_bucket=self.reclaim_hist.counts,
+            rows=self.rows,
+        )
+
+
 def run_policies(
     trace: TraceFile,
     policies: tuple[Policy, ...],
@@ -237,9 +235,44 @@ def run_policies(
 ) -> Replay:
     """Replay ``trace`` under every policy in ``policies``, reading it once.
 
-    With ``workdir``, each policy's fault rows are written to ``workdir/<policy>.faults.parquet``
-    as they are produced (memory then does not grow with the trace); otherwise they stay in
-    memory.
+    Parameters
+    ----------
+    trace
+        An opened trace (:func:`replay.open_trace`).
+    policies
+        Shrinker policies to replay, each with its own engine: ``zap``, ``none``, ``cache``.
+    engine
+        ``fast`` (vectorized) or ``reference`` (the scalar oracle); both give the same rows.
+    cfg, costs
+        The model's constants and the cost model (defaults: MODEL.md sections 1 and 8).
+    bucket_ns
+        Width of the timeline's time buckets.
+    progress
+        Called with (rows done, rows in all) after every batch.
+    workdir
+        Where each policy's fault rows are written as they are produced
+        (``workdir/<policy>.faults.parquet``), so memory does not grow with the trace; without
+        it they stay in memory.
+
+    Returns
+    -------
+    Replay
+        The trace's policy-independent counts and one :class:`~replay.run.records.PolicyRun`
+        per policy, in the order given; :func:`replay.write_runs` writes them.
+
+    Raises
+    ------
+    ReplayError
+        A row of the trace breaks the schema (named by its row), or the trace holds no access.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, load_scenario, open_trace, run_policies
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> replay = run_policies(open_trace("quick.parquet"), ("zap", "cache"))
+    >>> replay.counts.rows, [(run.policy, len(run.result.faults["row"])) for run in replay.runs]
+    (20018, [('zap', 8801), ('cache', 8099)])
     """
     cfg = cfg or MmuConfig()
     costs = costs or CostModel()
@@ -261,60 +294,28 @@ def run_policies(
     for st, eng in zip(stats, engines, strict=True):
         st.attach(eng.sp_removals, eng.cache_frees)
     walls = [0.0] * len(engines)
-    access_hist = _Histogram(bucket_ns)
-    reclaim_hist = _Histogram(bucket_ns)
-    per_vcpu = _PerVcpu(trace.meta.vms)
-    by_source = np.zeros(len(SOURCES), dtype=np.int64)
-    first = last = None
-    rows = 0
+    counter = _TraceCounter(trace.meta.vms, bucket_ns)
     read_s = 0.0
     t_read = time.perf_counter()
     for batch in iter_batches(trace, read_ahead=True):
         read_s += time.perf_counter() - t_read
-        n = len(batch)
-        if n:
-            if first is None:
-                first = int(batch.t_ns[0])
-                access_hist.t0 = reclaim_hist.t0 = first
+        if len(batch):
+            if counter.first is None:
                 for st in stats:
-                    st.t0 = first
-            last = int(batch.t_ns[-1])
-            host = batch.host
-            per_vcpu.add(batch.vm, batch.vcpu, host)
-            access_hist.add_sorted(batch.t_ns, batch.t_ns[host])
-            rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
-            reclaim_hist.add(batch.t_ns[rec])
-            by_source += np.bincount(batch.source[rec], minlength=len(SOURCES))
+                    st.t0 = int(batch.t_ns[0])
+            counter.add(batch)
             for i, eng in enumerate(engines):
                 t0 = time.perf_counter()
                 eng.feed(batch)
                 walls[i] += time.perf_counter() - t0
-        rows += n
         if progress is not None:
-            progress(rows, trace.num_rows)
+            progress(counter.rows, trace.num_rows)
         t_read = time.perf_counter()
-    if rows == 0:
-        raise TraceDataError(
-            f"trace {trace.path} has no events; nothing to replay (generate one with replay synth)"
-        )
-    if not per_vcpu.counts.any():
-        raise TraceDataError(
-            f"trace {trace.path} has no access events (only host pressure); a replay needs guest "
-            "accesses or faults"
-        )
-    results = []
-    for policy, eng, wall, st in zip(policies, engines, walls, stats, strict=True):
+    counter.check(trace)
+    runs = []
+    for policy, eng, wall, st, sink in zip(policies, engines, walls, stats, sinks, strict=True):
         t0 = time.perf_counter()
         result = eng.finish()
-        results.append(PolicyRun(policy, engine, result, wall + time.perf_counter() - t0, st))
-    counts = TraceCounts(
-        accesses=per_vcpu.by_vcpu(),
-        reclaim_by_source={s: int(by_source[i]) for i, s in enumerate(SOURCES)},
-        t_first_ns=first,
-        t_last_ns=last,
-        bucket_ns=bucket_ns,
-        accesses_by_bucket=access_hist.counts,
-        reclaim_by_bucket=reclaim_hist.counts,
-        rows=rows,
-    )
-    return Replay(trace, trace_fingerprint, cfg, costs, counts, results, read_s)
+        engine_s = wall + time.perf_counter() - t0
+        runs.append(PolicyRun(policy, engine, result, engine_s, st, sink))
+    return Replay(trace, trace_fingerprint, cfg, costs, counter.counts(), runs, read_s)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from replay.errors import InputFileError
-from replay.run.outputs import RUN_SCHEMA_VERSION
+from replay.run.schema import RUN_SCHEMA_VERSION, SUMMARY_FILE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,7 +59,7 @@ class RunDir:
 
 def is_run(path: Path) -> bool:
     """Whether ``path`` looks like a run directory (it has a ``summary.json``)."""
-    return (path / "summary.json").is_file()
+    return (path / SUMMARY_FILE).is_file()
 
 
 def runs_in(path: Path) -> list[Path]:
@@ -70,14 +70,41 @@ def runs_in(path: Path) -> list[Path]:
 
 
 def load_run(path: Path) -> RunDir:
-    """Check that ``path`` is a run this version reads, and load its ``summary.json``."""
+    """Check that ``path`` is a run this version reads, and load its ``summary.json``.
+
+    Parameters
+    ----------
+    path
+        One policy's run folder, as ``replay run`` wrote it (``runs/quick/zap``).
+
+    Returns
+    -------
+    RunDir
+        The folder and its summary; :meth:`RunDir.file` finds its other files.
+
+    Raises
+    ------
+    RunFormatError
+        The folder is missing, is not a run (a folder of runs is named as such), or holds a
+        summary that is damaged or of a newer run schema.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, load_run, load_scenario, open_trace, run_policies, write_runs
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> _ = write_runs(run_policies(open_trace("quick.parquet"), ("none",)), Path("runs"))
+    >>> run = load_run(Path("runs/none"))
+    >>> run.policy, run.summary["totals"]["pages_freed"]
+    ('none', 0)
+    """
     if not path.exists():
         raise RunFormatError(f"run folder {path} does not exist; give a folder replay run wrote")
     if not path.is_dir():
         raise RunFormatError(
             f"{path} is a file, not a run; give a folder replay run wrote, e.g. runs/quick/zap"
         )
-    summary_path = path / "summary.json"
+    summary_path = path / SUMMARY_FILE
     if not summary_path.is_file():
         inner = [p.name for p in runs_in(path)]
         if inner:

@@ -14,27 +14,28 @@ from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from replay._schemas import load_schema
 from replay.atomic import refusal_to_write_in
 from replay.errors import OutputPathError
-from replay.mmu.results import FAULT_PARQUET, fault_table
-from replay.run.driver import run_stamp
-from replay.run.summary import TIMELINE_COLUMNS, summarize_with_timeline
+from replay.run.schema import (
+    COSTS_CAVEAT,
+    FAULTS_FILE,
+    FAULTS_ONLY_CAVEAT,
+    RUN_SCHEMA_VERSION,
+    SCANS_FILE,
+    SUMMARY_FILE,
+    TIMELINE_COLUMNS,
+    TIMELINE_FILE,
+    VCPU_CACHE_FILE,
+    run_stamp,
+)
+from replay.run.sink import FAULT_PARQUET, fault_table
+from replay.run.summary import summarize_with_timeline
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from replay.run.driver import PolicyRun, Replay
-
-RUN_SCHEMA = load_schema("run.v1")
-RUN_SCHEMA_VERSION: int = int(RUN_SCHEMA["schema_version"])
-RUN_KEY: str = str(RUN_SCHEMA["metadata_key"])
-FAULTS_ONLY_CAVEAT = (
-    "faults-only trace: accesses that hit were never recorded, so this replay can only remove "
-    "faults the kernel took, not add faults the kernel avoided"
-)
-COSTS_CAVEAT = "est_ns and every stall figure are estimates from the cost model, not measurements"
+    from replay.run.records import PolicyRun, Replay
 
 
 def caveats(replay: Replay) -> list[str]:
@@ -118,20 +119,18 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
 
     folder.mkdir()
     stamp = run_stamp(run.policy, replay.fingerprint)
-    sink = run.result.sink
+    sink = run.sink
     if sink.spill_path is not None:
-        sink.spill_path.replace(folder / "faults.parquet")  # written and stamped as it ran
-        sink.spill_path = folder / "faults.parquet"
+        sink.spill_path.replace(folder / FAULTS_FILE)  # written and stamped as it ran
+        sink.spill_path = folder / FAULTS_FILE
     else:
-        _write_parquet(fault_table(sink.arrays()), folder / "faults.parquet", stamp, FAULT_PARQUET)
-    _write_parquet(scans_table(run), folder / "scans.parquet", stamp)
+        _write_parquet(fault_table(sink.arrays()), folder / FAULTS_FILE, stamp, FAULT_PARQUET)
+    _write_parquet(scans_table(run), folder / SCANS_FILE, stamp)
     blocks, tl, vcpu_cache = summarize_with_timeline(replay, run)
-    _write_parquet(
-        pa.table({k: tl[k] for k in TIMELINE_COLUMNS}), folder / "timeline.parquet", stamp
-    )
-    _write_parquet(pa.table(vcpu_cache), folder / "vcpu_cache.parquet", stamp)
+    _write_parquet(pa.table({k: tl[k] for k in TIMELINE_COLUMNS}), folder / TIMELINE_FILE, stamp)
+    _write_parquet(pa.table(vcpu_cache), folder / VCPU_CACHE_FILE, stamp)
     doc = summary_document(replay, run, blocks)
-    (folder / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (folder / SUMMARY_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
 
@@ -178,8 +177,36 @@ def write_runs(
 ) -> list[dict[str, Any]]:
     """Write every policy's run under ``out_dir``, all or nothing.
 
-    ``staging`` is the folder of :func:`run_staging` the replay wrote its fault rows into, if
-    any; without one, a staging folder is made here.
+    Parameters
+    ----------
+    replay
+        What :func:`replay.run_policies` returned.
+    out_dir
+        The runs folder: each policy's run goes to ``out_dir/<policy>/``.
+    force
+        Replace existing runs; without it, an existing run is an error.
+    staging
+        The folder of :func:`run_staging` the replay wrote its fault rows into, if any; without
+        one, a staging folder is made here.
+
+    Returns
+    -------
+    list of dict
+        Each run's ``summary.json`` document, in the replay's policy order.
+
+    Raises
+    ------
+    OutputPathError
+        A run exists (without ``force``), or the folder cannot be written.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, load_scenario, open_trace, run_policies, write_runs
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> docs = write_runs(run_policies(open_trace("quick.parquet"), ("zap",)), Path("runs"))
+    >>> sorted(p.name for p in Path("runs/zap").iterdir())
+    ['faults.parquet', 'scans.parquet', 'summary.json', 'timeline.parquet', 'vcpu_cache.parquet']
     """
     policies = tuple(run.policy for run in replay.runs)
     if staging is None:

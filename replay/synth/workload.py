@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from replay.errors import ScenarioError
 from replay.trace.schema import PAGE_SHIFT
 
 if TYPE_CHECKING:
@@ -25,8 +26,8 @@ def zipf_ranks(u: np.ndarray, n: int, exponent: float) -> np.ndarray:
     """Map uniform draws ``u`` to ranks 0..n-1 with probability falling as ``rank ** -exponent``.
 
     The inverse CDF of the continuous density ``x ** -exponent`` on ``[1, n + 1)``, floored: one
-    power per draw instead of a binary search over an n-entry table, which was a third of the
-    generator's time. It matches the discrete Zipf law closely except for the first few ranks.
+    power per draw instead of a binary search over an n-entry table (log n scattered reads per
+    draw). It matches the discrete Zipf law closely except for the first few ranks.
     """
     if abs(exponent - 1.0) < 1e-9:
         x = np.power(float(n + 1), u)
@@ -176,8 +177,15 @@ def vcpu_streams(
 ) -> list[VcpuStream]:
     """Bind each vCPU of ``vm`` to the workload that drives it (the first that names it)."""
     streams = []
+    driver = [
+        next(w for w in vm.workloads if w.vcpus is None or vcpu in w.vcpus)
+        for vcpu in range(vm.vcpus)
+    ]
     for vcpu in range(vm.vcpus):
-        workload = next(w for w in vm.workloads if w.vcpus is None or vcpu in w.vcpus)
+        workload = driver[vcpu]
+        # A partitioned workload splits its footprint among the vCPUs it drives, in id order.
+        members = [v for v in range(vm.vcpus) if driver[v] is workload]
+        share, slice_no = (len(members), members.index(vcpu)) if workload.partition else (1, 0)
         rng = rngs[vcpu]
         phases: list[PhaseStream] = []
         count = 0.0
@@ -186,7 +194,13 @@ def vcpu_streams(
             nxt = workload.phases[i + 1].at_s if i + 1 < len(workload.phases) else None
             end = duration_ns if nxt is None else min(round(nxt * 1e9), duration_ns)
             ram = sum(s.size for s in vm.memslots)
-            pages = (ph.footprint if ph.footprint is not None else ram - ph.offset) >> PAGE_SHIFT
+            span = (ph.footprint if ph.footprint is not None else ram - ph.offset) >> PAGE_SHIFT
+            pages = span // share
+            if pages < 1:
+                raise ScenarioError(
+                    f"VM {vm.name}: a partitioned footprint of {span} pages cannot give each of "
+                    f"its {share} vCPUs a page; enlarge the footprint"
+                )
             per_ns = ph.rate / 1e9
             phases.append(
                 PhaseStream(
@@ -195,7 +209,7 @@ def vcpu_streams(
                     end_ns=end,
                     count_at_start=count,
                     rate_per_ns=per_ns,
-                    first_page=ph.offset >> PAGE_SHIFT,
+                    first_page=(ph.offset >> PAGE_SHIFT) + slice_no * pages,
                     pages=pages,
                     multiplier=_coprime_multiplier(pages, rng),
                 )

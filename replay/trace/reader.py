@@ -15,15 +15,12 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from replay.errors import InputFileError, TraceDataError, TraceSchemaError
+from replay.trace.checks import RowChecker
 from replay.trace.schema import (
     COLUMN_TYPES,
     COLUMNS,
-    ENUMS,
     EVENT_CODE,
-    EVENT_KINDS,
     FOOTER_KEY,
-    PRIORITY_MAX,
-    REQUIRED_BY_EVENT,
     TraceMeta,
     arrow_schema,
 )
@@ -85,12 +82,33 @@ class EventBatch:
 def open_trace(path: str | Path) -> TraceFile:
     """Open a trace and check its footer and column types (not its rows).
 
+    Parameters
+    ----------
+    path : str or Path
+        A trace: a Parquet file with the ``replay.trace`` footer key.
+
+    Returns
+    -------
+    TraceFile
+        The path, the footer (``meta``), the numbers of rows and row groups, and the size.
+
+    Raises
+    ------
+    InputFileError
+        The file does not exist, is a folder, cannot be read, or is not Parquet.
+    TraceSchemaError
+        The file has no footer, or its footer or columns do not match the schema.
+    TraceVersionError
+        The footer has another schema version.
+
     Examples
     --------
-    >>> from replay.trace import open_trace
-    >>> trace = open_trace("traces/samples/quick.parquet")  # doctest: +SKIP
-    >>> trace.meta.vms[0].mmu_mode  # doctest: +SKIP
-    'tdp_mmu'
+    >>> from pathlib import Path
+    >>> from replay import generate, load_scenario, open_trace
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> trace = open_trace("quick.parquet")
+    >>> trace.num_rows, [vm.mmu_mode for vm in trace.meta.vms]
+    (20018, ['tdp_mmu', 'shadow_direct'])
     """
     path = Path(path)
     pf = _parquet_file(path)
@@ -117,19 +135,44 @@ def iter_batches(
 ) -> Iterator[EventBatch]:
     """Yield the trace's rows in order as validated :class:`EventBatch` es.
 
-    Raises :class:`TraceDataError` naming the first bad row: ``t_ns`` going backwards, an event
-    without a column its kind needs, a VM or vCPU the footer does not declare, a priority out of
-    range.
+    Parameters
+    ----------
+    trace : TraceFile
+        A trace :func:`open_trace` opened.
+    batch_rows : int, optional
+        The most rows a batch holds.
+    read_ahead : bool, optional
+        Decode and check the next batches on a background thread while the caller works.
+
+    Yields
+    ------
+    EventBatch
+        The next rows, as numpy arrays, enumerations as integer codes.
+
+    Raises
+    ------
+    TraceDataError
+        Naming the first bad row: ``t_ns`` going backwards, an event without a column its kind
+        needs, a VM or vCPU the footer does not declare, a priority out of range.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, iter_batches, load_scenario, open_trace
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> trace = open_trace("quick.parquet")
+    >>> [len(batch) for batch in iter_batches(trace, batch_rows=8_000)]
+    [8000, 8000, 4018]
     """
     from pyarrow import ArrowException
 
     pf = _parquet_file(trace.path)
-    checker = _RowChecker(trace)
+    checker = RowChecker(trace.path, trace.meta)
 
     def checked() -> Iterator[EventBatch]:
         start = 0
         # Arrow decodes with its own threads even when reading ahead: decoding is the larger
-        # part of a replay's work, and one thread alone would hold the engine back.
+        # part of a replay's work, and more than one thread can keep up with while the engine runs.
         record_batches = _record_batches(pf, batch_rows)
         while True:
             try:
@@ -138,7 +181,9 @@ def iter_batches(
                 return
             except (OSError, ArrowException) as exc:
                 raise _damaged(trace, start, exc) from None
-            batch = checker.check(record_batch, start)
+            columns, host_rows = checker.check(record_batch, start)
+            batch = EventBatch(start_row=start, **columns)
+            batch.__dict__["host"] = host_rows  # found by the checks; saves consumers a pass
             start += len(batch)
             yield batch
 
@@ -166,9 +211,9 @@ def _damaged(trace: TraceFile, row: int, exc: BaseException) -> TraceDataError:
 def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches of at most ``batch_rows``, a row group at a time.
 
-    Reading whole row groups (with Arrow's threads) keeps memory flat; ``iter_batches`` over a
-    whole file was seen to grow the process by a few MiB per row group. A row group much larger
-    than a batch is streamed on its own instead.
+    Reading whole row groups (with Arrow's threads) keeps memory flat, where ``iter_batches``
+    over a whole file lets the process grow with every row group it reads. A row group much
+    larger than a batch is streamed on its own instead.
     """
     import pyarrow as pa
 
@@ -325,244 +370,3 @@ def _check_columns(path: Path, schema: pa.Schema) -> None:
             raise TraceSchemaError(
                 f"trace {path}: column {fld.name!r} has type {got}, expected {want}; {_FIX}"
             )
-
-
-_NP_TYPES: dict[str, type[np.generic]] = {
-    "int8": np.int8,
-    "int16": np.int16,
-    "int64": np.int64,
-    "uint16": np.uint16,
-    "uint32": np.uint32,
-    "uint64": np.uint64,
-}
-# Which event kinds need each column (the schema's "required" lists, inverted), and the same
-# as lookup tables indexed by event code.
-_NEEDED_BY: dict[str, list[int]] = {name: [] for name in COLUMNS}
-for _kind, _required in REQUIRED_BY_EVENT.items():
-    for _name in _required:
-        _NEEDED_BY[_name].append(EVENT_CODE[_kind])
-_NEEDS: dict[str, np.ndarray] = {
-    name: np.isin(np.arange(256), kinds) for name, kinds in _NEEDED_BY.items()
-}
-
-
-class _RowChecker:
-    """Turns record batches into :class:`EventBatch` es, checking every row.
-
-    Columns are viewed, not copied, wherever Arrow allows; a value in a null slot is left as
-    Arrow stored it, since every consumer reads a column only on rows whose kind requires it,
-    and this checker has made sure those rows are not null.
-    """
-
-    def __init__(self, trace: TraceFile) -> None:
-        self.path = trace.path
-        self.meta = trace.meta
-        self.last_t: int | None = None
-        # vcpus_of[vm id] = number of vCPUs, 0 for an id the footer does not declare.
-        self.vcpus_of = np.zeros(0x10000, dtype=np.int32)
-        for vm in trace.meta.vms:
-            self.vcpus_of[vm.id] = vm.vcpus
-        ids = sorted(vm.id for vm in trace.meta.vms)
-        self._n_vms = len(ids)
-        self._vcpus = trace.meta.vms[0].vcpus
-        self._dense = ids == list(range(len(ids))) and all(
-            vm.vcpus == self._vcpus for vm in trace.meta.vms
-        )
-
-    def _fail(self, row: int, what: str, fix: str) -> TraceDataError:
-        return TraceDataError(f"trace {self.path}, row {row}: {what}; {fix}")
-
-    def check(self, rb: pa.RecordBatch, start: int) -> EventBatch:
-        cols = {name: rb.column(name) for name in COLUMNS}
-        t_col = cols["t_ns"]
-        if t_col.null_count:
-            row = start + _first(~_valid(t_col))
-            raise self._fail(row, "t_ns is null", "every event needs a time")
-        t_ns = self._ints(t_col, "t_ns", start)
-        self._check_order(t_ns, start)
-
-        event_col = cols["event"]
-        if event_col.null_count:
-            row = start + _first(~_valid(event_col))
-            raise self._fail(row, "event is null", f"use one of {', '.join(EVENT_KINDS)}")
-        event = self._codes(event_col, "event", start).view(np.uint8)
-        # Accesses (code 0) are nearly every row: count the other kinds on their few rows.
-        host_rows = np.flatnonzero(event)
-        counts = np.bincount(event[host_rows], minlength=len(EVENT_KINDS))
-        counts[EVENT_CODE["access"]] = len(event) - len(host_rows)
-        for name, kinds in _NEEDED_BY.items():
-            col = cols[name]
-            needing = sum(int(counts[k]) for k in kinds)
-            if not col.null_count or not needing:
-                continue
-            # Look at whichever is fewer: the null slots, or the rows whose kind needs the column.
-            if col.null_count <= needing:
-                nulls = np.flatnonzero(~_valid(col))
-                bad = nulls[_NEEDS[name][event[nulls]]]
-            else:
-                rows = host_rows[_NEEDS[name][event[host_rows]]]
-                bad = rows[~_valid(col)[rows]]
-            if len(bad):
-                i = int(bad.min())
-                kind = EVENT_KINDS[event[i]]
-                required = REQUIRED_BY_EVENT[kind]
-                raise self._fail(
-                    start + i,
-                    f"{kind} event has no {name}",
-                    f"a {kind} event needs {', '.join(required)}",
-                )
-        out = {
-            name: self._ints(cols[name], name, start)
-            for name in ("vm", "vcpu", "gpa", "len", "priority", "nid", "nr_to_scan")
-        }
-        op = self._codes(cols["op"], "op", start)
-        source = self._codes(cols["source"], "source", start)
-
-        access, unmap, zap_all = EVENT_CODE["access"], EVENT_CODE["unmap"], EVENT_CODE["zap_all"]
-        if counts[access] + counts[unmap] + counts[zap_all] and not self._plainly_valid(out):
-            vcpus = self.vcpus_of[out["vm"]]
-            unknown_vm = _NEEDS["vm"][event] & (vcpus == 0)
-            if unknown_vm.any():
-                i = _first(unknown_vm)
-                known = ", ".join(str(v.id) for v in self.meta.vms)
-                raise self._fail(
-                    start + i,
-                    f"VM {out['vm'][i]} is not in the footer's VM table (known: {known})",
-                    "fix the vm column or add the VM to the footer",
-                )
-            bad_vcpu = (event == access) & (out["vcpu"] >= vcpus)
-            if bad_vcpu.any():
-                i = _first(bad_vcpu)
-                raise self._fail(
-                    start + i,
-                    f"vCPU {out['vcpu'][i]} of VM {out['vm'][i]} is beyond the VM's "
-                    f"{vcpus[i]} vCPUs",
-                    "fix the vcpu column or the VM's vcpus in the footer",
-                )
-        if counts[EVENT_CODE["reclaim"]]:
-            prio = out["priority"]
-            bad_prio = (event == EVENT_CODE["reclaim"]) & ((prio < 0) | (prio > PRIORITY_MAX))
-            if bad_prio.any():
-                i = _first(bad_prio)
-                raise self._fail(start + i, f"priority {prio[i]} is out of range", "use 0..12")
-        batch = EventBatch(start_row=start, t_ns=t_ns, event=event, op=op, source=source, **out)
-        batch.__dict__["host"] = host_rows  # found above; saves its consumers a pass
-        return batch
-
-    def _plainly_valid(self, out: dict[str, np.ndarray]) -> bool:
-        """Tell whether every vm and vcpu value is plainly in range.
-
-        True when the VM ids are 0..n-1 with one vCPU count, and every vm and vcpu value (null
-        slots included) is below those bounds; otherwise the row-by-row check runs.
-        """
-        if not self._dense or not len(out["vm"]):
-            return False
-        return bool(out["vm"].max() < self._n_vms and out["vcpu"].max() < self._vcpus)
-
-    def _check_order(self, t_ns: np.ndarray, start: int) -> None:
-        if self.last_t is not None and len(t_ns) and t_ns[0] < self.last_t:
-            raise self._fail(
-                start,
-                f"t_ns goes backwards ({t_ns[0]} after {self.last_t})",
-                "sort the trace by t_ns",
-            )
-        backwards = t_ns[1:] < t_ns[:-1]
-        if backwards.any():
-            i = _first(backwards) + 1
-            raise self._fail(
-                start + i,
-                f"t_ns goes backwards ({t_ns[i]} after {t_ns[i - 1]})",
-                "sort the trace by t_ns",
-            )
-        if len(t_ns):
-            self.last_t = int(t_ns[-1])
-
-    def _ints(self, col: pa.Array, name: str, start: int) -> np.ndarray:
-        """An integer column as numpy, viewed without a copy when it has the schema's type."""
-        import pyarrow as pa
-
-        target = arrow_schema().field(name).type
-        dtype = _NP_TYPES[COLUMN_TYPES[name]]
-        if col.type != target:
-            try:
-                col = col.cast(target, safe=True)
-            except pa.ArrowException:
-                raise self._fail(
-                    start + _first_misfit(col, target),
-                    f"{name} {_misfit_value(col, target)} does not fit {target}",
-                    f"write {name} as {target}",
-                ) from None
-        if col.null_count == len(col):
-            # Read only on rows that need the column, and none does: no memory behind it.
-            return np.broadcast_to(np.zeros(1, dtype=dtype), (len(col),))
-        data = col.buffers()[1]
-        view = np.frombuffer(data, dtype=dtype, count=col.offset + len(col))[col.offset :]
-        return view
-
-    def _codes(self, col: pa.Array, name: str, start: int) -> np.ndarray:
-        """An enumeration column as schema codes (int8); unspecified in null slots."""
-        import pyarrow as pa
-
-        allowed = ENUMS[COLUMN_TYPES[name].removeprefix("enum:")]
-        if not pa.types.is_dictionary(col.type):
-            col = col.dictionary_encode()
-        values = col.dictionary.to_pylist()
-        indices = col.indices
-        if len(indices) == indices.null_count:
-            return np.zeros(len(indices), dtype=np.int8)
-        if tuple(values) == allowed[: len(values)] and pa.types.is_int8(indices.type):
-            # The dictionary is the schema's own order (as this package writes it): the
-            # indices are the codes.
-            data = indices.buffers()[1]
-            return np.frombuffer(data, np.int8, count=indices.offset + len(indices))[
-                indices.offset :
-            ]
-        if indices.null_count:
-            indices = indices.fill_null(len(values))
-        idx = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        lut = np.full(len(values) + 1, -1, dtype=np.int8)
-        for i, value in enumerate(values):
-            if value in allowed:
-                lut[i] = allowed.index(value)
-                continue
-            used = idx == i
-            if used.any():
-                raise self._fail(
-                    start + _first(used),
-                    f"{name} {value!r} is unknown",
-                    f"use one of {', '.join(allowed)}",
-                )
-        codes: np.ndarray = lut[idx]
-        return codes
-
-
-def _misfits(col: pa.Array, target: pa.DataType) -> np.ndarray:
-    """Which values of an integer column fall outside ``target``'s range (nulls do not)."""
-    info = np.iinfo(target.to_pandas_dtype())
-    values = np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False))
-    if values.dtype.kind == "u":
-        return values > info.max
-    return (values < info.min) | (values > info.max)
-
-
-def _first_misfit(col: pa.Array, target: pa.DataType) -> int:
-    return _first(_misfits(col, target))
-
-
-def _misfit_value(col: pa.Array, target: pa.DataType) -> str:
-    return str(col[_first_misfit(col, target)].as_py())
-
-
-def _valid(col: pa.Array) -> np.ndarray:
-    """The column's validity as booleans, unpacked straight from Arrow's bitmap."""
-    if col.null_count == 0:
-        return np.ones(len(col), dtype=bool)
-    bitmap = col.buffers()[0]
-    if bitmap is None:  # pragma: no cover - null_count > 0 implies a bitmap for these types
-        return np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
-    return bits[col.offset : col.offset + len(col)].view(bool)
-
-
-def _first(mask: np.ndarray) -> int:
-    return int(np.argmax(mask))

@@ -82,7 +82,29 @@ def arrow_schema() -> pa.Schema:
 
 @dataclass(frozen=True)
 class Memslot:
-    """One RAM memslot of a VM: ``[gpa_start, gpa_start + size)`` backed by ``backing`` pages."""
+    """One RAM memslot of a VM: ``[gpa_start, gpa_start + size)`` backed by ``backing`` pages.
+
+    The values are checked when a trace is read or written, not here.
+
+    Parameters
+    ----------
+    gpa_start : int
+        The slot's first guest physical byte, a multiple of 4096.
+    size : int
+        Its length in bytes, a positive multiple of 4096.
+    backing : str
+        The host page size behind it, ``"4k"``, ``"2m"`` or ``"1g"``: the largest leaf a fault
+        can install there (MODEL.md rule 3b).
+    dirty_log : bool
+        Whether dirty logging is on; every leaf is then 4 KiB.
+
+    Examples
+    --------
+    >>> from replay import Memslot
+    >>> slot = Memslot(gpa_start=4 << 30, size=1 << 30, backing="2m")
+    >>> slot.gfn_start, slot.npages, hex(slot.gpa_end)
+    (1048576, 262144, '0x140000000')
+    """
 
     gpa_start: int
     size: int
@@ -116,7 +138,35 @@ class Memslot:
 
 @dataclass(frozen=True)
 class VmSpec:
-    """One VM of the footer's VM table."""
+    """One VM of the footer's VM table.
+
+    The values are checked when a trace is read or written, not here.
+
+    Parameters
+    ----------
+    id : int
+        The VM's id in the trace's ``vm`` column, 0 to 65535, unique in the trace.
+    name : str
+        A name for people.
+    vcpus : int
+        Its vCPUs, numbered 0 to ``vcpus - 1``.
+    mmu_mode : str
+        ``"tdp_mmu"`` or ``"shadow_direct"`` (MODEL.md section 0).
+    root_level : int
+        4, or 5 for 5-level EPT/NPT.
+    memslots : tuple of Memslot
+        Its RAM; a guest physical address in none of them is MMIO.
+
+    Examples
+    --------
+    >>> from replay import Memslot, VmSpec
+    >>> slots = (Memslot(0, 3 << 30), Memslot(4 << 30, 1 << 30, "2m"))
+    >>> vm = VmSpec(0, "web-1", 4, "shadow_direct", 4, slots)
+    >>> vm.guest_pages
+    1048576
+    >>> vm.to_json()["memslots"][1]
+    {'gpa_start': 4294967296, 'size': 1073741824, 'backing': '2m', 'dirty_log': False}
+    """
 
     id: int
     name: str
@@ -144,7 +194,32 @@ class VmSpec:
 
 @dataclass(frozen=True)
 class TraceMeta:
-    """The footer of a trace: everything about it that is not a row."""
+    """The footer of a trace: everything about it that is not a row.
+
+    Parameters
+    ----------
+    vms : tuple of VmSpec
+        The VM table, in ``vm_list`` order, head first (MODEL.md section 2).
+    coverage : str
+        ``"all-accesses"`` (every guest access, as ``replay synth`` writes) or
+        ``"faults-only"`` (only the faults a kernel log recorded).
+    provenance : dict
+        Where the trace came from: generator, scenario and seed, or converted files.
+    observed : dict, optional
+        For converted traces, what the kernel's own events reported.
+    schema_version : int, optional
+        The trace schema's major version.
+
+    Examples
+    --------
+    >>> from replay import Memslot, TraceMeta, VmSpec
+    >>> vm = VmSpec(0, "a", 1, "tdp_mmu", 4, (Memslot(0, 1 << 30),))
+    >>> meta = TraceMeta(vms=(vm,), coverage="all-accesses", provenance={"generator": "doc"})
+    >>> meta.to_json()[:46]
+    '{"schema_version":1,"coverage":"all-accesses",'
+    >>> TraceMeta.from_json(meta.to_json(), "example") == meta
+    True
+    """
 
     vms: tuple[VmSpec, ...]
     coverage: str

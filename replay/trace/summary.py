@@ -49,7 +49,37 @@ class TraceSummary:
 
 
 def summarize_trace(path: str, progress: Callable[[int, int], None] | None = None) -> TraceSummary:
-    """Open, validate and count a whole trace in one streamed pass."""
+    """Open, validate and count a whole trace in one streamed pass (``replay inspect``).
+
+    Parameters
+    ----------
+    path : str
+        The trace file.
+    progress : callable, optional
+        Called as ``progress(rows_done, rows_total)`` after each batch.
+
+    Returns
+    -------
+    TraceSummary
+        Events by kind, by VM and by reclaim source, MMIO accesses and the time span.
+
+    Raises
+    ------
+    ReplayError
+        What :func:`open_trace` and :func:`iter_batches` raise: the file, its footer or a row
+        is not a valid trace.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from replay import generate, load_scenario, summarize_trace
+    >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
+    >>> summary = summarize_trace("quick.parquet")
+    >>> summary.events_by_kind
+    {'access': 20000, 'reclaim': 17, 'shrink': 1, 'unmap': 0, 'zap_all': 0}
+    >>> summary.mmio_accesses
+    10
+    """
     trace = open_trace(path)
     n_kinds = len(EVENT_KINDS)
     by_kind = np.zeros(n_kinds, dtype=np.int64)

@@ -21,12 +21,12 @@ if TYPE_CHECKING:
 ROW_GROUP_SIZE = 1 << 20
 """Rows per Parquet row group: about 8-16 MiB of columns, a unit a reader streams comfortably."""
 ZSTD_LEVEL = 1
-"""zstd level 1: within a few percent of level 3's size on these integer columns, and faster."""
+"""zstd level 1: higher levels compress these integer columns barely better, and cost write time."""
 
 STATISTICS_COLUMNS = [n for n, kind in COLUMN_TYPES.items() if not kind.startswith("enum:")]
 """Min/max statistics on every integer column, so readers prune row groups by time, VM or gpa.
-The enumerations get none: string bounds such as "access".."zap_all" prune nothing, and they cost
-a fifth of the write time."""
+The enumerations get none: string bounds such as "access".."zap_all" prune nothing, and computing
+them is a large share of the write time."""
 DICTIONARY_COLUMNS = [*(n for n, k in COLUMN_TYPES.items() if k.startswith("enum:")), "vm", "vcpu"]
 """Dictionary-encode the enumerations and the low-cardinality ids; not times or addresses."""
 

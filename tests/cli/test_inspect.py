@@ -6,7 +6,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from replay.cli import app
-from tests.conftest import access, reclaim, write_rows
+from tests.builders import access, reclaim, write_rows
 
 runner = CliRunner()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import pytest
 
-from replay.convert import ConvertOptions, ConvertReport, _FileConverter, _Rows
+from replay.convert import ConvertOptions, ConvertReport
+from replay.convert.converter import FileConverter
+from replay.convert.rows import Rows
 from replay.convert.vms import GiB, VmConfigError, VmRegistry, inferred_slots, load_vm_config
 from replay.trace.schema import EVENT_CODE
 
@@ -58,15 +61,58 @@ def test_vm_config(tmp_path: Path) -> None:
         load_vm_config(path)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('name = "b"', 'name = "a"', "[[vm]]: VM name 'a' is used twice"),
+        ("threads = [201, 202]", 'threads = "201"', "[[vm]] #2: threads must be a list of whole"),
+        ("threads = [201, 202]", "threads = [201, 0]", "[[vm]] #2: threads = 0 is out of range"),
+        ('mmu_mode = "tdp_mmu"', 'mmu_mode = "ept"', "[[vm]] #2: mmu_mode 'ept' must be one of"),
+        ('mmu_mode = "shadow_direct"', "root_level = 6", "root_level = 6 is out of range"),
+        (
+            'hva_start = "0x7e0000000000"',
+            'hva_start = "0x7e0000000000"\nhva_strat = 1',
+            "[[vm]] #2 memslots[0]: unknown key 'hva_strat'; did you mean 'hva_start'?",
+        ),
+        (
+            'hva_start = "0x7f0000000000"',
+            "hva_start = -1",
+            "[[vm]] #1 memslots[0]: hva_start = -1 must be >= 0",
+        ),
+        ('size = "2GiB"', "size = 4097", "[[vm]] #2 memslots[0]: size 4097 must be a positive"),
+    ],
+)
+def test_bad_vm_configs_name_the_entry_and_the_key(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    path = tmp_path / "vms.toml"
+    assert old in CONFIG
+    path.write_text(CONFIG.replace(old, new, 1))
+    with pytest.raises(VmConfigError, match=re.escape(message)) as exc:
+        load_vm_config(path)
+    assert str(exc.value).startswith(f"vm config {path}: ")
+
+
+def test_a_vm_config_that_is_not_a_toml_file(tmp_path: Path) -> None:
+    with pytest.raises(VmConfigError, match="does not exist; check the path"):
+        load_vm_config(tmp_path / "nope.toml")
+    with pytest.raises(VmConfigError, match="is a folder"):
+        load_vm_config(tmp_path)
+    path = tmp_path / "vms.toml"
+    path.write_text("[[vm]\n")
+    with pytest.raises(VmConfigError, match=r"not valid TOML: .* at line 1, column 5"):
+        load_vm_config(path)
+
+
 def test_unmaps_are_placed_through_the_slots_host_addresses(tmp_path: Path) -> None:
     path = tmp_path / "vms.toml"
     path.write_text(CONFIG)
     configs = load_vm_config(path)
     report = ConvertReport()
-    conv = _FileConverter(
-        "-", report, VmRegistry(configs, "tdp_mmu"), ConvertOptions(), "kvm_page_fault", 0
+    conv = FileConverter(
+        "-", report, VmRegistry(configs, "tdp_mmu"), ConvertOptions(), "kvm_page_fault"
     )
-    rows = _Rows()
+    rows = Rows()
     conv._unmap(rows, 10, 1, 0x7E0000000000 + 0x3000, 0x7E0000000000 + 0x5000)  # in b's slot
     conv._unmap(rows, 11, 2, 0x100000, 0x200000)  # in no slot
     got = rows.take()

@@ -231,7 +231,6 @@ def test_bad_traces_fail_their_jobs_only(traces: Path, tmp_path: Path) -> None:
         (("--sweep", "cache_size=1,2"), ("unknown sweep key 'cache_size'",)),
         (("--sweep", "seeks=two"), ("'two'", "not a whole number")),
         (("--policy", "zip"), ("unknown policy 'zip'",)),
-        (("--mmu", "ept"), ("unknown MMU mode 'ept'",)),
         (
             ("--scheduler", "tcp://127.0.0.1:9", "--workers", "2"),
             ("--workers sets the size of the local cluster",),
@@ -245,6 +244,15 @@ def test_bad_options(
         "fleet", str(traces), "-o", str(tmp_path / "f"), "--scheduler", "inprocess", *args
     )
     _assert_one_error_line(proc, *fragments)
+    assert not (tmp_path / "f").exists()
+
+
+def test_an_unknown_mmu_mode_is_a_usage_error(traces: Path, tmp_path: Path) -> None:
+    proc = replay("fleet", str(traces), "-o", str(tmp_path / "f"), "--mmu", "ept")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "'ept' is not one of 'tdp_mmu', 'shadow_direct'" in lines[0]
     assert not (tmp_path / "f").exists()
 
 

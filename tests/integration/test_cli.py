@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TINY_SCENARIO, access, write_rows
+from tests.builders import TINY_SCENARIO, access, write_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +39,15 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def assert_usage_error(proc: subprocess.CompletedProcess[str], option: str, value: str) -> None:
+    """Typer refused ``option``'s ``value`` before the command ran: exit 2, nothing on stdout."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert f"Invalid value for '{option}'" in proc.stderr
+    assert f"'{value}' is not one of" in proc.stderr
 
 
 def test_help_lists_every_command() -> None:

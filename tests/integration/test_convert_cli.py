@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from tests.convert.helpers import LOGS
-from tests.integration.test_cli import assert_user_error, replay
+from tests.integration.test_cli import assert_usage_error, assert_user_error, replay
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -143,10 +143,14 @@ def test_bad_input(tmp_path: Path) -> None:
     wrapped.write_text("\n".join(part for x in lines for part in (x[:72], x[72:])) + "\n")
     proc = replay("convert", str(wrapped), "-o", out)
     assert_user_error(proc, "no event a replay can use", "malformed line", "mail client")
-    assert_user_error(
-        replay("convert", str(LOGS / "ftrace-kvm-head.txt"), "-o", out, "--format", "xml"),
-        "--format",
-    )
+    for option, value in (
+        ("--format", "xml"),
+        ("--fault-codes", "arm"),
+        ("--access-source", "kvm_exit"),
+        ("--mmu", "ept"),
+    ):
+        proc = replay("convert", str(LOGS / "ftrace-kvm-head.txt"), "-o", out, option, value)
+        assert_usage_error(proc, option, value)
     assert_user_error(
         replay(
             "convert", str(LOGS / "ftrace-kvm-head.txt"), "-o", str(tmp_path / "no" / "t.parquet")
@@ -184,3 +188,9 @@ def test_synth_as_each_layout_converts_back(tmp_path: Path) -> None:
         doc = json.loads(back.stdout)
         assert doc["rows"]["access"] == 2000
         assert doc["files"][0]["layout"] == layout
+
+
+def test_synth_as_an_unknown_layout_is_a_usage_error(tmp_path: Path) -> None:
+    proc = replay("synth", "quick", "--as", "xml", "-o", str(tmp_path / "q.txt"))
+    assert_usage_error(proc, "--as", "xml")
+    assert list(tmp_path.iterdir()) == []

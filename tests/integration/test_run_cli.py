@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from replay.trace.schema import Memslot, TraceMeta, VmSpec
-from tests.conftest import access, reclaim, write_rows
-from tests.integration.test_cli import assert_user_error, replay
+from tests.builders import access, reclaim, write_rows
+from tests.integration.test_cli import assert_usage_error, assert_user_error, replay
 
 SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "samples" / "quick.parquet"
 
@@ -106,16 +106,23 @@ def test_bad_traces(tmp_path: Path, rows: list[dict[str, object]], fragment: str
     assert not (tmp_path / "r").exists()
 
 
+def test_unknown_policy(tmp_path: Path) -> None:
+    proc = replay("run", str(SAMPLE), "--policy", "zap,shrink", "-o", str(tmp_path / "r"))
+    assert_user_error(proc, "unknown policy 'shrink'")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize(
-    ("args", "fragment"),
-    [
-        (["--policy", "zap,shrink"], "unknown policy 'shrink'"),
-        (["--mmu", "ept"], "unknown MMU mode 'ept'"),
-        (["--engine", "gpu"], "unknown engine 'gpu'"),
-    ],
+    ("option", "value", "choices"),
+    [("--mmu", "ept", "'tdp_mmu', 'shadow_direct'"), ("--engine", "gpu", "'fast', 'reference'")],
 )
-def test_bad_options(tmp_path: Path, args: list[str], fragment: str) -> None:
-    assert_user_error(replay("run", str(SAMPLE), *args, "-o", str(tmp_path / "r")), fragment)
+def test_unknown_choice_is_a_usage_error(
+    tmp_path: Path, option: str, value: str, choices: str
+) -> None:
+    proc = replay("run", str(SAMPLE), option, value, "-o", str(tmp_path / "r"))
+    assert_usage_error(proc, option, value)
+    assert choices in proc.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_costs_file_with_unknown_key(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from replay.mmu import tables
 from replay.mmu.config import POLICIES, Cause, CostModel, MmuConfig
 from replay.mmu.engine import VectorEngine
+from replay.mmu.hits import HitTest
 from replay.mmu.reference import ReferenceEngine
 from replay.synth import generate, list_scenarios, load_scenario
 from replay.trace import iter_batches, open_trace
@@ -133,8 +135,10 @@ def test_engines_agree_without_the_block_tables(
     """Guests too large for the 2 MiB-block tables: every access is placed by binary search."""
     meta, rows, cfg, costs = drawn
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(VectorEngine, "_LUT_MAX", 0)
-        assert VectorEngine(meta, "zap", cfg, costs)._fast_key is None
+        mp.setattr(tables, "BLOCK_TABLE_MAX", 0)
+        engine = VectorEngine(meta, "zap", cfg, costs)
+        assert engine.tables.blocks is None
+        assert engine.state.hits.live_key is None
         both(rows, meta, policy, cfg, costs)  # type: ignore[arg-type]
 
 
@@ -145,24 +149,12 @@ def test_hit_test_variants_agree(tmp_path: Path, chunk: int, pack_from: int) -> 
     generate(load_scenario("legacy-mmu-pressure", seed=7, accesses=20_000), path)
     default = _run(VectorEngine, path, "zap")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(VectorEngine, "_CHUNK", chunk)
+        mp.setattr(HitTest, "CHUNK", chunk)
         mp.setattr(VectorEngine, "_PACK_FROM", pack_from)  # always packed, or never
         variant = _run(VectorEngine, path, "zap")
     for k in default.faults:
         assert np.array_equal(default.faults[k], variant.faults[k]), k
     assert len(default.faults["row"]) > 1000
-
-
-def test_eight_flags_pack_into_a_byte_by_one_multiply() -> None:
-    """Every pattern of eight 0/1 bytes, as VectorEngine._mirror packs them, equals packbits."""
-    from replay.mmu.engine import _GATHER_FLAGS
-
-    flags = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.uint8)
-    words = flags.copy().view(np.uint64).ravel()
-    words *= _GATHER_FLAGS
-    words >>= np.uint64(56)
-    expected = np.packbits(flags, axis=1, bitorder="little").ravel()
-    assert words.astype(np.uint8).tolist() == expected.tolist() == list(range(256))
 
 
 @pytest.mark.parametrize("at_most", [1, 1 << 18])
@@ -220,22 +212,3 @@ def test_epochs_in_steps_of_any_size_agree(tmp_path: Path, scenario: str, at_mos
             assert np.array_equal(ref.faults[k], vec.faults[k]), (policy, k)
         assert ref.scans == vec.scans, policy
         assert len(ref.faults["row"]) > 100
-
-
-@settings(max_examples=50)
-@given(st.lists(st.lists(st.integers(0, 30), max_size=40), min_size=1, max_size=6), st.booleans())
-def test_first_seen_marks_each_ids_first_position(calls: list[list[int]], near_top: bool) -> None:
-    """Against a dictionary, over several calls on one table (stale marks must not count), also
-    when the rising base is about to overflow and the table is cleared."""
-    from replay.mmu.engine import _FirstSeen
-
-    seen = _FirstSeen(31)
-    if near_top:
-        seen.base = np.iinfo(np.int32).max - 50
-    for ids in calls:
-        pos = np.arange(0, 3 * len(ids), 3)  # ascending, not 0..n-1
-        got = seen(np.array(ids, dtype=np.int64), pos)
-        first: dict[int, int] = {}
-        for i, x in enumerate(ids):
-            first.setdefault(x, i)
-        assert got.tolist() == [first[x] == i for i, x in enumerate(ids)]

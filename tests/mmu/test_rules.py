@@ -1,17 +1,25 @@
-"""One focused test (or more) per numbered rule of MODEL.md, numbers worked out by hand.
+"""One focused test (or more) per numbered rule of replay/mmu/MODEL.md, numbers worked out by hand.
 
 Every test replays with both engines (tests/mmu/helpers.both), which must agree row for row.
 Default costs: fault_base 2000, sp_alloc 300, refill 250 (2500 under pressure), flush 10000.
+MODEL.md's table "Where each rule lives" names the tests of each rule; tests/mmu/test_model_doc.py
+checks that every rule has one.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import pytest
 
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Refill
 from replay.mmu.results import ScanRow
 from replay.trace.schema import Memslot
-from tests.mmu.helpers import A, GiB, MiB, R, S, U, Z, both, fault_rows, meta, vm
+from tests.builders import write_rows
+from tests.mmu.helpers import A, GiB, MiB, R, Row, S, U, Z, both, fault_rows, meta, vm
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TDP = meta(vm(mode="tdp_mmu"))
 
@@ -83,6 +91,22 @@ def test_rule_3b_1g_backing_needs_whole_aligned_block() -> None:
     assert [r["leaf_level"] for r in rows] == [3, 2]
 
 
+def test_rule_3c_page_limit_acts_before_the_walk() -> None:
+    """n_max 7. gfn 0's fault leaves 4 live SPs and fills the group 0..7. gfn 8 (next group,
+    same PT, path linked) finds 7 - 4 = 3 < 5 free: the page limit zaps every non-root SP (3,
+    PT 0 among them) BEFORE the walk, so the walk allocates PDPT, PD and PT 0 again (3 new)
+    and the leaf goes into the new PT: est 2000 + 3*300 + one flush 10000 = 12900. Had the
+    limit acted after the walk, the fault would allocate nothing and its leaf would be gone;
+    instead gfn 8 then hits, and gfn 0 (its PT zapped) faults recycled."""
+    cfg = MmuConfig(n_max_min=7, n_max_divisor=1 << 40)
+    rows = fault_rows(both([A(0, 0), A(1, 8), A(2, 8), A(3, 0)], cfg=cfg))
+    assert [(r["gfn"], r["cause"], r["new_sps"], r["recycled_sps"], r["est_ns"]) for r in rows] == [
+        (0, Cause.COLD, 4, 0, 13200),
+        (8, Cause.COLD, 3, 3, 12900),
+        (0, Cause.RECYCLED, 3, 3, 12900),
+    ]
+
+
 def test_rule_3e_prefetch_fills_the_8_group_in_shadow_direct() -> None:
     """shadow_direct, 4 KiB: the fault on gfn 3 maps gfns 0..7; gfn 5 then hits, gfn 8 faults.
     tdp_mmu does not prefetch: gfn 5 faults."""
@@ -121,6 +145,106 @@ def test_rule_3e_a_group_cut_off_faults_on_its_path_then_on_its_missing_leaf() -
         (0, Cause.COLD, 4, 0),
         (0, Cause.ZAPPED, 1, 1),
         (1, Cause.NOTIFIER, 0, 0),
+    ]
+
+
+def test_rule_5_cause_names_what_last_removed_the_translation() -> None:
+    """shadow_direct, one trace, every cause but recycled (rule 13's test has that one):
+    gfn 0 first: cold (root, PDPT, PD, PT: 4 SPs, 40 pages, 13200). unmap of gfn 0, then gfn
+    0: notifier (its path is linked: no SP, 2000). shrink(1) zaps the PDPT, unlinking the PD;
+    gfn 0 (present, cut off): zapped, a new PDPT and the PD relinked (2300). zap_all, then gfn
+    0: invalidated, 4 new SPs from the 35 left (no refill: 2000 + 1200 = 3200). gfn 0x40000
+    lies past the only slot: mmio, leaf level 0, 2000."""
+    trace = [A(0, 0), U(10, 0, 4096), A(20, 0), S(30, 1), A(40, 0), Z(50), A(60, 0)]
+    rows = fault_rows(both([*trace, A(70, 0x40000)]))
+    assert [(r["cause"], r["new_sps"], r["relinked_sps"], r["est_ns"]) for r in rows] == [
+        (Cause.COLD, 4, 0, 13200),
+        (Cause.NOTIFIER, 0, 0, 2000),
+        (Cause.ZAPPED, 1, 1, 2300),
+        (Cause.INVALIDATED, 4, 0, 3200),
+        (Cause.MMIO, 0, 0, 2000),
+    ]
+    assert rows[-1]["leaf_level"] == 0
+
+
+def test_rule_6_refill_kind_and_pages_counted_apart() -> None:
+    """TDP, policy cache, one vCPU. Fault 0 (gfn 0): both caches filled, natural, 40 pages;
+    4 SPs leave 36 and 36. Fault 1 (gfn 512, a new PT): 35 and 35, no refill. A scan empties
+    shadow_page (35 pages, flagged); page_header is never touched. Fault 2 (gfn 1024):
+    shadow_page refills 40 after the shrinker: refill shrinker (the flag is cleared), 39 and 34
+    left. Faults 3.. each need one new PT: page_header finds 34 - (k - 3) and first falls
+    below 5 at fault 33 (4 left): a refill of slab objects only, natural, 0 pages. shadow_page
+    finds 39 - (k - 3) and falls below 5 at fault 38: natural (the flag was cleared), 36 pages."""
+    trace = [A(0, 0), A(1, 512), S(10**9, 1), A(2 * 10**9, 1024)]
+    trace += [A(2 * 10**9 + j, (2 + j) * 512) for j in range(1, 37)]
+    rows = fault_rows(both(trace, TDP, policy="cache"))
+    refills = [(i, r["refill"], r["pages_refilled"]) for i, r in enumerate(rows) if r["refill"]]
+    assert refills == [
+        (0, Refill.NATURAL, 40),
+        (2, Refill.SHRINKER, 40),
+        (33, Refill.NATURAL, 0),
+        (38, Refill.NATURAL, 36),
+    ]
+
+
+def test_rule_7_attribution_cause_first_then_refill() -> None:
+    """Policy cache: gfn 0 unmapped, then a scan empties the vCPU's cache; gfn 0's refault has
+    cause notifier (not zapped) and a refill after the shrinker: cache_eviction, though the
+    fault itself would have happened anyway (est 2000 + 40*250 = 12000, no SP). Policy zap: a
+    page-limit refault (cause recycled) is attributed to neither: the page limit is not the
+    shrinker. Rule 3d's test has zapped -> zapped_page_tables."""
+    cache = fault_rows(
+        both([A(0, 0), U(10, 0, 4096), S(10**9, 128), A(2 * 10**9, 0)], TDP, policy="cache")
+    )
+    r = cache[1]
+    assert (r["cause"], r["refill"], r["attribution"], r["est_ns"]) == (
+        Cause.NOTIFIER,
+        Refill.SHRINKER,
+        Attribution.CACHE_EVICTION,
+        12000,
+    )
+    cfg = MmuConfig(n_max_min=7, n_max_divisor=1 << 40)
+    zap = fault_rows(both([A(0, 0), A(1, 512), A(2, 1024), A(3, 1)], cfg=cfg))
+    assert (zap[3]["cause"], zap[3]["attribution"]) == (Cause.RECYCLED, Attribution.NONE)
+
+
+def test_rule_8_every_column_of_a_fault_row() -> None:
+    """Rule 3d's trace, whole rows: the first fault and the relinking refault after shrink(1)
+    (a new PDPT, the PD relinked, no refill: 2000 + 300)."""
+    rows = fault_rows(both([A(0, 0), S(1_000_000, 1), A(2_000_000, 3)]))
+    assert rows == [
+        {
+            "row": 0,
+            "t_ns": 0,
+            "vm": 0,
+            "vcpu": 0,
+            "gfn": 0,
+            "cause": Cause.COLD,
+            "refill": Refill.NATURAL,
+            "attribution": Attribution.NONE,
+            "leaf_level": 1,
+            "new_sps": 4,
+            "relinked_sps": 0,
+            "recycled_sps": 0,
+            "pages_refilled": 40,
+            "est_ns": 13200,
+        },
+        {
+            "row": 2,
+            "t_ns": 2_000_000,
+            "vm": 0,
+            "vcpu": 0,
+            "gfn": 3,
+            "cause": Cause.ZAPPED,
+            "refill": Refill.NONE,
+            "attribution": Attribution.ZAPPED_PAGE_TABLES,
+            "leaf_level": 1,
+            "new_sps": 1,
+            "relinked_sps": 1,
+            "recycled_sps": 0,
+            "pages_refilled": 0,
+            "est_ns": 2300,
+        },
     ]
 
 
@@ -253,6 +377,26 @@ def test_rule_15_and_28_zap_all_invalidates_existing_leaves_only() -> None:
     ]
 
 
+def test_rule_27_the_root_comes_with_the_first_fault_and_is_never_zapped_oldest_first() -> None:
+    """shadow_direct, 2 vCPUs. vCPU 0's first fault allocates the root with PDPT, PD and PT 0
+    (4 SPs, 13200); vCPU 1's first fault (gfn 512) allocates only PT 1 (12300, from its own
+    refill). shrink(128) zaps oldest first but skips the root: 4 freed, the root alone left.
+    zap_all then removes that root (1 SP). The next fault (vCPU 1, gfn 1024, never mapped: cold)
+    allocates a new root and its path: 4 SPs from vCPU 1's 39, no refill: 2000 + 1200."""
+    res = both(
+        [A(0, 0, vcpu=0), A(1, 512, vcpu=1), S(10, 128), Z(20), A(30, 1024, vcpu=1)],
+        meta(vm(0, vcpus=2)),
+    )
+    rows = fault_rows(res)
+    assert [(r["vcpu"], r["cause"], r["new_sps"], r["est_ns"]) for r in rows] == [
+        (0, Cause.COLD, 4, 13200),
+        (1, Cause.COLD, 1, 12300),
+        (1, Cause.COLD, 4, 3200),
+    ]
+    assert [(s.freed, s.vms) for s in res.scans] == [(4, (0,))]
+    assert res.sp_removals == [(2, 10, 0, 4), (3, 20, 0, 1)]
+
+
 def test_rule_17_ties_keep_file_order() -> None:
     """A shrink at the same ns as an access, listed after it, acts after it."""
     res = both([A(5, 0), S(5, 3), A(5, 1)])
@@ -298,6 +442,73 @@ def test_rule_10_and_29_shrink_scans_even_when_count_is_zero() -> None:
     assert [c[3] for c in res.cache_frees] == [0]
 
 
+def test_rule_19_what_every_run_reports(tmp_path: Path) -> None:
+    """VM 0 shadow_direct with 2 vCPUs, VM 1 TDP with 1; policy zap.
+    t0 VM 0 vCPU 0, gfn 0: root, PDPT, PD, PT 0 (4 SPs), 40 pages, 13200.
+    t1 VM 0 vCPU 1, gfn 512: PT 1 only (1 SP), its own 40 pages: 12300.
+    t2 VM 1, gfn 0: 4 SPs, 40 pages, 13200. Peak SPs now 5 + 4 = 9; caches 36 + 39 + 36 = 111.
+    t10 shrink(2): VM 0 (head) loses its PDPT and PD (2 freed, one flush 10000); PT 0 and PT 1
+    are unlinked (zapped).
+    t20 VM 0 vCPU 0, gfn 3 (prefetched, cut off): new PDPT and PD, PT 0 relinked: 2600.
+    t30 VM 0 vCPU 1, gfn 515 (prefetched by t1): PT 1 relinked: 2000.  t40 VM 1 gfn 0: hit.
+    Stall zapped_page_tables 2600 + 2000 = 4600; none 13200 + 12300 + 13200 = 38700; stall
+    per freed page (4600 + 0 + 10000) / 2 = 7300. The reference engine reports the same."""
+    tmeta = meta(vm(0, vcpus=2), vm(1, mode="tdp_mmu"))
+    trace = [
+        A(0, 0, vm=0, vcpu=0),
+        A(1, 512, vm=0, vcpu=1),
+        A(2, 0, vm=1),
+        S(10, 2),
+        A(20, 3, vm=0, vcpu=0),
+        A(30, 515, vm=0, vcpu=1),
+        A(40, 0, vm=1),
+    ]
+    from replay import open_trace, run_policies, write_runs
+
+    path = write_rows(tmp_path / "t.parquet", trace, tmeta)
+    docs = {
+        engine: write_runs(
+            run_policies(open_trace(path), ("zap",), engine=engine), tmp_path / engine
+        )[0]
+        for engine in ("fast", "reference")
+    }
+    doc = docs["fast"]
+    t = doc["totals"]
+    assert (t["accesses"], t["faults"], t["hits"]) == (6, 5, 1)
+    assert t["faults_by_attribution"] == {"none": 3, "cache_eviction": 0, "zapped_page_tables": 2}
+    assert (t["faults_by_cause"]["cold"], t["faults_by_cause"]["zapped"]) == (3, 2)
+    assert t["refills_by_kind"] == {"none": 2, "natural": 3, "shrinker": 0}
+    assert (t["pages_refilled"], t["sps_allocated"], t["sps_relinked"]) == (120, 11, 2)
+    assert (t["pages_freed"], t["scan_calls"], t["scan_flush_ns"]) == (2, 1, 10000)
+    assert (t["peak_sp_pages"], t["peak_cache_pages"]) == (9, 111)
+    assert t["stall_ns_by_attribution"] == {
+        "none": 38700,
+        "cache_eviction": 0,
+        "zapped_page_tables": 4600,
+    }
+    assert t["stall_per_freed_page"] == 7300.0
+    vm0, vm1 = doc["per_vm"]["0"], doc["per_vm"]["1"]
+    assert (vm0["faults"], vm0["accesses"], vm0["pages_freed"], vm0["scan_calls"]) == (4, 4, 2, 1)
+    assert (vm0["peak_sp_pages"], vm0["peak_cache_pages"], vm0["stall_per_freed_page"]) == (
+        5,
+        75,
+        7300.0,
+    )
+    assert (vm1["faults"], vm1["accesses"], vm1["pages_freed"], vm1["scan_calls"]) == (1, 2, 0, 0)
+    assert vm1["stall_per_freed_page"] is None  # nothing freed: undefined, not 0
+    per_vcpu = doc["per_vcpu"]
+    assert {
+        k: (v["faults"], v["sps_allocated"], v["peak_cache_pages"]) for k, v in per_vcpu.items()
+    } == {
+        "0/0": (2, 6, 36),
+        "0/1": (2, 1, 39),
+        "1/0": (1, 4, 36),
+    }
+    assert per_vcpu["0/0"]["stall_ns_by_attribution"]["zapped_page_tables"] == 2600
+    ref = docs["reference"]
+    assert (ref["totals"], ref["per_vm"], ref["per_vcpu"]) == (t, doc["per_vm"], per_vcpu)
+
+
 def test_rule_20_worked_example() -> None:
     """shrink(1) frees the PDPT: PD unlinked (zapped). The page limit (n_max 7, refill 5) then
     frees the orphaned PD first: its PT is unlinked (recycled). gfn 3 (present, cut off below
@@ -341,6 +552,26 @@ def test_rule_31_cache_eviction_stall_is_the_refill_part() -> None:
 
     res = both([A(0, 0), S(10**9, 128), A(2 * 10**9, 8)], TDP, policy="cache")
     assert _stall(res.faults, CostModel())["cache_eviction"] == 40 * 250
+
+
+def test_rule_30_the_access_type_changes_no_leaf() -> None:
+    """v1 models no fast faults and no NX huge-page rule: an access's op changes nothing. On a
+    dirty-logging 2m slot (4 KiB leaves, rule 3b) under TDP, a read of gfn 0 faults; a write
+    and an exec of gfn 0 then hit (no write-protection fault, no huge page split for exec);
+    gfn 1 faults on its own leaf. The same trace with every op read gives the same rows."""
+    dirty = meta(vm(mode="tdp_mmu", slots=(Memslot(0, GiB, "2m", dirty_log=True),)))
+
+    def with_op(row: Row, op: str) -> Row:
+        return {**row, "op": op}
+
+    accesses = [(0, "read"), (0, "write"), (0, "exec"), (1, "exec")]
+    trace = [with_op(A(t, gfn), op) for t, (gfn, op) in enumerate(accesses)]
+    rows = fault_rows(both(trace, dirty))
+    assert [(r["row"], r["gfn"], r["leaf_level"], r["new_sps"]) for r in rows] == [
+        (0, 0, 1, 4),
+        (3, 1, 1, 0),
+    ]
+    assert fault_rows(both([with_op(r, "read") for r in trace], dirty)) == rows
 
 
 def test_rule_4_deepest_walk_fits_the_minimum() -> None:

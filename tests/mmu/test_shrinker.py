@@ -1,4 +1,4 @@
-"""Rule 9's core arithmetic, on the worked examples of KERNEL-NOTES.md section 1.5."""
+"""Rule 9's core arithmetic, on the worked examples of replay/mmu/MODEL.md appendix A.2."""
 
 from __future__ import annotations
 

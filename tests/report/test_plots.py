@@ -11,7 +11,7 @@ import pytest
 from replay import open_trace, run_policies, write_runs
 from replay.report.data import expand, load_series
 from replay.report.plots import faults_over_time, freed_vs_stall, render_all
-from tests.conftest import access, reclaim, write_rows
+from tests.builders import access, reclaim, write_rows
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -10,10 +10,11 @@ import pytest
 
 from replay.errors import OutputPathError, TraceDataError
 from replay.run.driver import run_policies
-from replay.run.outputs import RUN_KEY, write_runs
+from replay.run.outputs import write_runs
+from replay.run.schema import RUN_KEY
 from replay.synth import generate, load_scenario
 from replay.trace import open_trace
-from tests.conftest import reclaim, write_rows
+from tests.builders import reclaim, write_rows
 
 
 @pytest.fixture(scope="module")

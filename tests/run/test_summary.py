@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import replay.mmu.results as results
-from replay.mmu.results import FAULT_COLUMNS, FaultSink
-from replay.run.summary import _Peaks
+import replay.run.sink as sink_module
+from replay.mmu.results import FAULT_COLUMNS, FaultStore
+from replay.run.sink import FaultSink
+from replay.run.stats import _Peaks
 
 
 def test_peaks_follow_trace_rows_across_chunks() -> None:
@@ -57,8 +58,9 @@ def _chunk(start: int, n: int) -> dict[str, np.ndarray]:
 
 
 def test_spilled_sink_reads_back_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(results, "SPILL_ROWS", 100)
+    monkeypatch.setattr(sink_module, "SPILL_ROWS", 100)
     sink = FaultSink(tmp_path / "f.parquet", {b"k": b"v"})
+    assert isinstance(sink, FaultStore)  # what an engine writes into and EngineResult reads
     for start, n in ((0, 30), (30, 150), (180, 7)):
         sink.add(_chunk(start, n))
     sink.close()
@@ -92,12 +94,13 @@ def test_stats_fed_during_the_replay_match_stats_from_the_rows(
     generate(load_scenario(scenario, accesses=30_000), trace)
     policies: tuple[Policy, ...] = ("zap", "cache")
     whole = run_policies(open_trace(trace), policies, bucket_ns=10_000_000)
-    monkeypatch.setattr(results, "SPILL_ROWS", 97)
+    monkeypatch.setattr(sink_module, "SPILL_ROWS", 97)
     work = tmp_path / "work"
     work.mkdir()
     streamed = run_policies(open_trace(trace), policies, bucket_ns=10_000_000, workdir=work)
     for a, b in zip(whole.runs, streamed.runs, strict=True):
-        assert b.result.sink.spill_path is not None
+        assert b.sink.spill_path is not None
+        assert b.result.sink is b.sink
         removals = a.result.sp_removals if a.policy == "zap" else a.result.cache_frees
         assert len(removals) > 20, "removals between the chunks are what this test is about"
         blocks_a, timeline_a, levels_a = summarize_with_timeline(whole, a)

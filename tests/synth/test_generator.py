@@ -13,7 +13,7 @@ from replay.synth import generate, list_scenarios, load_scenario
 from replay.trace import count_mmio, iter_batches
 from replay.trace.schema import EVENT_CODE, SOURCE_CODE
 from replay.trace.summary import summarize_trace
-from tests.conftest import TINY_SCENARIO
+from tests.builders import TINY_SCENARIO
 from tests.synth.helpers import read_all
 
 Make = Callable[..., Path]

@@ -8,7 +8,7 @@ import numpy as np
 from replay.synth import load_scenario
 from replay.synth.pressure import host_events
 from replay.trace.schema import EVENT_CODE, SOURCE_CODE
-from tests.conftest import TINY_SCENARIO
+from tests.builders import TINY_SCENARIO
 
 Make = Callable[..., Path]
 

@@ -11,7 +11,7 @@ import pytest
 from replay.errors import InputFileError, TraceDataError, TraceSchemaError, TraceVersionError
 from replay.trace import count_mmio, iter_batches, open_trace
 from replay.trace.schema import EVENT_CODE, FOOTER_KEY, OP_CODE, SOURCE_CODE
-from tests.conftest import access, reclaim, two_vm_meta
+from tests.builders import access, reclaim, two_vm_meta
 
 Builder = Callable[..., Path]
 

@@ -10,7 +10,7 @@ import pytest
 from replay._schemas import load_schema
 from replay.errors import TraceSchemaError, TraceVersionError
 from replay.trace.schema import COLUMNS, FOOTER_KEY, TraceMeta, arrow_schema
-from tests.conftest import two_vm_meta
+from tests.builders import two_vm_meta
 
 
 def test_arrow_schema_follows_the_json_definition() -> None:

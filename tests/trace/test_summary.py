@@ -4,7 +4,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from replay.trace.summary import summarize_trace
-from tests.conftest import access, reclaim
+from tests.builders import access, reclaim
 
 Builder = Callable[..., Path]
 

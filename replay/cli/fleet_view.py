@@ -1,17 +1,20 @@
-"""The fleet on the terminal: distributions across traces, worst traces, frontier, failures.
+"""``replay fleet`` and ``replay diff FLEET_A FLEET_B`` on the terminal, as rich tables.
 
-Per sweep point, one table with the policies side by side; then the worst traces, the frontier
-of a sweep, and the failed jobs.
+The figures are made in ``replay.fleet`` (:mod:`~replay.fleet.figures`, the distributions in
+``fleet.json``; :mod:`~replay.fleet.diff`, the comparison's cells); this module only lays them
+out and prints them, since the CLI is the only printer.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from replay.fleet.figures import key_figures
+from replay.cli.console import make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from replay.fleet.diff import FleetDiff
 
 
 def _num(value: float | None) -> str:
@@ -33,15 +36,22 @@ def _scaled(d: dict[str, Any], factor: float) -> dict[str, Any]:
     return {k: (v * factor if k != "n" and v is not None else v) for k, v in d.items()}
 
 
+def _first_n(figures: dict[str, Any]) -> int:
+    """How many traces a policy's distributions cover (the fault rates are always defined)."""
+    return int(figures["faults_per_m_accesses.none"]["n"])
+
+
 def print_fleet(doc: dict[str, Any], console: Console | None = None) -> None:
-    """Print ``fleet.json``'s figures as tables."""
-    from rich.console import Console
+    """Print ``fleet.json``'s figures as tables.
+
+    Per sweep point, the distributions across traces with the policies side by side; then the
+    worst traces, the frontier of a sweep, and the failed jobs.
+    """
     from rich.table import Table
 
-    if console is None:
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console.width = max(console.width, 120)
+    from replay.fleet.figures import key_figures
+
+    console = console or make_console()
     for point, by_policy in doc.get("distributions", {}).items():
         table = Table(
             title=f"Across traces at sweep point {point}: p50 (p90, max); stall figures are "
@@ -63,14 +73,9 @@ def print_fleet(doc: dict[str, Any], console: Console | None = None) -> None:
         console.print(table)
     _print_worst(console, doc.get("worst", []))
     _print_frontier(console, doc.get("frontier", []))
-    failed = [j for j in doc.get("jobs", []) if j["status"] == "failed"]
-    for job in failed:
-        console.print(f"failed: {job['trace']} at {job['point']}: {job['error']}")
-
-
-def _first_n(figures: dict[str, Any]) -> int:
-    """How many traces a policy's distributions cover (the fault rates are always defined)."""
-    return int(figures["faults_per_m_accesses.none"]["n"])
+    for job in doc.get("jobs", []):
+        if job["status"] == "failed":
+            console.print(f"failed: {job['trace']} at {job['point']}: {job['error']}")
 
 
 def _print_worst(console: Console, rows: list[dict[str, Any]]) -> None:
@@ -112,9 +117,30 @@ def _print_frontier(console: Console, rows: list[dict[str, Any]]) -> None:
     table.add_column("policy")
     table.add_column("points (pages freed / est. shrinker stall)")
     for r in rows:
-        cells = ", ".join(
+        points = ", ".join(
             f"{p['point']} ({p['pages_freed']:,} / {p['shrinker_stall_ns'] / 1e6:,.2f} ms)"
             for p in r["points"]
         )
-        table.add_row(r["trace"], r["policy"], cells)
+        table.add_row(r["trace"], r["policy"], points)
     console.print(table)
+
+
+def print_fleet_diff(d: FleetDiff, *, show_all: bool = False, limit: int | None = 40) -> None:
+    """The comparison on the terminal: fleet-wide changes, then the traces that changed most."""
+    from rich.table import Table
+
+    from replay.fleet.diff import HEADERS, cells, notes, sections
+
+    console = make_console()
+    console.print(f"A: {d.a}\nB: {d.b}")
+    for title, rows in sections(d, show_all, limit):
+        table = Table(title=title, title_justify="left")
+        for name in HEADERS:
+            table.add_column(name, justify="right" if name in ("A", "B", "change") else "left")
+        for r in rows:
+            table.add_row(*cells(r))
+        console.print(table)
+        if not rows:
+            console.print("no change")
+    for line in notes(d):
+        console.print(line)

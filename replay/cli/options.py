@@ -1,0 +1,66 @@
+"""What several commands declare alike: the choices typer checks, and shared options.
+
+A choice is an enum, so typer lists its values in ``--help`` and refuses any other value with
+a usage error (exit 2) before the command runs. The values are defined where the library
+reads them (``replay.trace.schema.MMU_MODES``, ``replay.convert``'s ``LAYOUTS``,
+``FAULT_CODES`` and ``ACCESS_SOURCES``, ``replay.run.records.ENGINES``); they are spelled out
+again here so that ``replay --help`` does not import those modules, and a test checks that
+both agree.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class EngineChoice(StrEnum):
+    """``replay run --engine``."""
+
+    FAST = "fast"
+    REFERENCE = "reference"
+
+
+class MmuMode(StrEnum):
+    """``--mmu`` of ``replay run`` and ``replay convert``: a VM's MMU mode."""
+
+    TDP_MMU = "tdp_mmu"
+    SHADOW_DIRECT = "shadow_direct"
+
+
+class LogLayout(StrEnum):
+    """``replay convert --format`` and ``replay synth --as``: a kernel trace text layout."""
+
+    FTRACE = "ftrace"
+    PERF = "perf"
+    TRACE_CMD = "trace-cmd"
+
+
+class FaultCodes(StrEnum):
+    """``replay convert --fault-codes``: how kvm_page_fault's error codes are written."""
+
+    AUTO = "auto"
+    VMX = "vmx"
+    SVM = "svm"
+
+
+class AccessSource(StrEnum):
+    """``replay convert --access-source``: the event that marks a guest fault."""
+
+    AUTO = "auto"
+    KVM_PAGE_FAULT = "kvm_page_fault"
+    KVM_MMU_SPTE_REQUESTED = "kvm_mmu_spte_requested"
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+"""``--json`` of every command: one JSON document on stdout, messages stay on stderr."""
+
+ForceFlag = Annotated[bool, typer.Option("--force", help="Replace outputs that exist.")]
+"""``--force`` of the commands that write: without it an existing output is an error.
+(``replay diff --force`` means something else and declares its own.)"""
+
+TraceArgument = Annotated[Path, typer.Argument(help="A trace file (.parquet).")]
+"""The trace ``replay run`` and ``replay inspect`` read."""

@@ -1,0 +1,1 @@
+"""The hostile-input contract tests of the whole command line (issue 12)."""
