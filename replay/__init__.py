@@ -31,6 +31,7 @@ from replay.errors import ReplayError
 
 if TYPE_CHECKING:
     from replay.diff import diff_runs
+    from replay.fleet import FleetSettings, fleet_table, run_fleet
     from replay.mmu.config import CostModel, MmuConfig
     from replay.report import write_report
     from replay.run.driver import run_policies
@@ -44,6 +45,9 @@ _LAZY = {
     "CostModel": "replay.mmu.config",
     "MmuConfig": "replay.mmu.config",
     "diff_runs": "replay.diff",
+    "FleetSettings": "replay.fleet",
+    "fleet_table": "replay.fleet",
+    "run_fleet": "replay.fleet",
     "load_run": "replay.run.load",
     "run_policies": "replay.run.driver",
     "write_report": "replay.report",
@@ -60,17 +64,20 @@ _LAZY = {
 
 __all__ = [
     "CostModel",
+    "FleetSettings",
     "Memslot",
     "MmuConfig",
     "ReplayError",
     "TraceMeta",
     "VmSpec",
     "diff_runs",
+    "fleet_table",
     "generate",
     "iter_batches",
     "load_run",
     "load_scenario",
     "open_trace",
+    "run_fleet",
     "run_policies",
     "summarize_trace",
     "write_report",

@@ -20,6 +20,7 @@ LONG_PARAMETER_LISTS = {
     # typer takes each option of a command as a parameter of the command function.
     "replay/cli/convert.py:convert",
     "replay/cli/diff.py:diff",
+    "replay/cli/fleet.py:fleet",
     "replay/cli/run.py:run",
     "replay/cli/synth.py:synth",
 }

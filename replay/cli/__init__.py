@@ -14,6 +14,7 @@ import typer
 import replay.cli._process  # noqa: F401  (tunes this process before numpy and pyarrow load)
 from replay.cli import convert as convert_cmd
 from replay.cli import diff as diff_cmd
+from replay.cli import fleet as fleet_cmd
 from replay.cli import inspect as inspect_cmd
 from replay.cli import report as report_cmd
 from replay.cli import run as run_cmd
@@ -38,8 +39,9 @@ app.command("synth")(synth_cmd.synth)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("diff")(diff_cmd.diff)
 app.command("report")(report_cmd.report)
+app.command("fleet")(fleet_cmd.fleet)
 
-COMMANDS = {"run", "convert", "synth", "inspect", "diff", "report"}
+COMMANDS = {"run", "convert", "synth", "inspect", "diff", "report", "fleet"}
 
 
 def main() -> None:

@@ -80,11 +80,15 @@ def run_guarded(app: Callable[..., Any], args: list[str]) -> None:
 
 
 def _click() -> Any:
-    """click, which typer vendors from version 0.16 on (before, it depends on it)."""
+    """The click typer uses: its own copy from version 0.16 on (before, it depends on click).
+
+    Its copy first: click itself may be installed beside it (Dask's ``distributed`` depends on
+    it), and typer raises the exceptions of its copy, not of that one.
+    """
     try:
-        import click  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
         from typer import _click as click
+    except ImportError:
+        import click  # type: ignore[import-not-found,no-redef,unused-ignore]
     return click
 
 

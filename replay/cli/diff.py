@@ -72,6 +72,11 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
 
     if json_ and markdown:
         fail("choose one of --json and --markdown")
+    from replay.fleet.load import is_fleet
+
+    if is_fleet(run_a) or is_fleet(run_b):
+        _fleet_diff(run_a, run_b, tuple(fail_on or ()), faults, show_all, limit, json_, markdown)
+        return
     if faults is not None:
         check_output_path(faults, "--faults output")
         if faults.exists() and not force:
@@ -100,4 +105,38 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
             if "CROSSED" in line and (json_ or markdown):
                 note(line)
         note(f"{len(crossed)} --fail-on threshold(s) crossed; exit {THRESHOLD_EXIT}")
+        raise typer.Exit(THRESHOLD_EXIT)
+
+
+def _fleet_diff(
+    fleet_a: Path,
+    fleet_b: Path,
+    fail_on: tuple[str, ...],
+    faults: Path | None,
+    show_all: bool,
+    limit: int,
+    json_: bool,
+    markdown: bool,
+) -> None:
+    """``replay diff FLEET_A FLEET_B``: job by job and fleet-wide; exit 4 past a --fail-on."""
+    from replay.cli.console import fail
+    from replay.cli.fleet_view import print_fleet_diff
+    from replay.fleet.diff import diff_fleets, markdown_fleet_diff
+    from replay.fleet.load import load_fleet
+
+    if faults is not None:
+        fail("--faults compares two runs fault by fault; give two run folders of the fleets")
+    result = diff_fleets(load_fleet(fleet_a), load_fleet(fleet_b), fail_on)
+    if json_:
+        emit_json(result.to_json())
+    elif markdown:
+        sys.stdout.write(markdown_fleet_diff(result, show_all=show_all, limit=limit or None))
+    else:
+        print_fleet_diff(result, show_all=show_all, limit=limit or None)
+    crossed = result.crossed
+    if crossed:
+        if json_ or markdown:
+            for t, r in crossed:
+                note(f"--fail-on {t.text}: CROSSED at {r.scope}")
+        note(f"{len(crossed)} --fail-on crossing(s); exit {THRESHOLD_EXIT}")
         raise typer.Exit(THRESHOLD_EXIT)

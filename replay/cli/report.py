@@ -43,6 +43,11 @@ def report(
     json_: JsonFlag = False,
 ) -> None:
     """Write one self-contained HTML report of runs, with its plots also as PNGs."""
+    from replay.fleet.load import is_fleet
+
+    if len(runs) == 1 and is_fleet(runs[0]):
+        _fleet_report(runs[0], output, force, json_)
+        return
     from replay.report import write_report
     from replay.report.data import expand
 
@@ -64,3 +69,27 @@ def report(
         )
         return
     note(f"wrote {result.html} ({len(loaded)} runs) and {len(result.pngs)} PNGs beside it")
+
+
+def _fleet_report(folder: Path, output: Path | None, force: bool, json_: bool) -> None:
+    """``replay report FLEET_DIR``: the fleet's report (default: FLEET_DIR/report.html)."""
+    from replay.fleet.load import load_fleet
+    from replay.fleet.report import write_fleet_report
+
+    out = output if output is not None else folder / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        from replay.cli.console import fail
+
+        fail(f"report {out} must end in .html (the PNGs are written beside it)")
+    result = write_fleet_report(load_fleet(folder), out, force=force)
+    if json_:
+        emit_json(
+            {
+                "command": "report",
+                "html": str(result.html),
+                "pngs": [str(p) for p in result.pngs],
+                "fleet": str(folder),
+            }
+        )
+        return
+    note(f"wrote {result.html} (fleet {folder}) and {len(result.pngs)} PNGs beside it")

@@ -39,6 +39,10 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
         Path | None,
         typer.Option(help="TOML file overriding the cost model's estimates.", readable=False),
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="TOML file overriding the MMU model's constants.", readable=False),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -69,6 +73,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
     policies = parse_policies(policy)
     bucket_ns = bucket_ns_of(bucket_ms)
     cost_model = CostModel.from_toml(costs) if costs is not None else CostModel()
+    cfg = MmuConfig.from_toml(model) if model is not None else MmuConfig()
     tf = _open(trace, mmu)
     out_dir = output if output is not None else Path("runs") / trace.stem
     # The runs folder is locked and checked first (may the runs be written?), before a long
@@ -81,7 +86,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
                     tf,
                     policies,
                     engine="reference" if engine is EngineChoice.REFERENCE else "fast",
-                    cfg=MmuConfig(),
+                    cfg=cfg,
                     costs=cost_model,
                     bucket_ns=bucket_ns,
                     progress=update,

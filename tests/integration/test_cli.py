@@ -53,7 +53,7 @@ def assert_usage_error(proc: subprocess.CompletedProcess[str], option: str, valu
 def test_help_lists_every_command() -> None:
     proc = replay("--help")
     assert proc.returncode == 0
-    for command in ("run", "synth", "inspect", "diff", "report"):
+    for command in ("run", "synth", "inspect", "diff", "report", "fleet"):
         assert command in proc.stdout
 
 

@@ -1,0 +1,216 @@
+"""What a worker does for one job: replay its trace and write its runs, whole or not at all.
+
+The runs are written by the same code as ``replay run`` (:func:`~replay.run.driver.run_policies`
+and :func:`~replay.run.outputs.write_runs`), into a temporary folder named after this process,
+which is renamed into place with the job's record (``job.json``) inside once everything is
+written. A worker killed mid-job leaves only that temporary folder, which the next job in the
+same place (or the client at the end) removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from replay.atomic import PARTIAL_SUFFIX, replace_whole
+from replay.errors import ReplayError
+from replay.fleet.inputs import local_copy
+from replay.fleet.jobs import JOB_FILE, Job, finished
+
+JOB_SCHEMA_VERSION = 1
+
+
+def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
+    """Run ``job`` unless its runs are already in ``fleet_dir``; return its small outcome.
+
+    A problem with the job's own input (a trace that cannot be read, a bad row) is the job's
+    failure, returned with its one-line message; the fleet goes on. Nothing large travels back
+    to the client: the runs are on disk.
+    """
+    tune_worker()
+    root = Path(fleet_dir)
+    started = time.perf_counter()
+    if not root.is_dir():
+        # The client made the folder: a worker that cannot see it is on another host without
+        # the shared file system, and runs written here would never reach the fleet.
+        return _outcome(
+            job,
+            "failed",
+            started,
+            error=f"fleet folder {fleet_dir} does not exist on worker host "
+            f"{socket.gethostname()}; every worker must see FLEET_DIR at the same path (a "
+            "shared file system)",
+        )
+    if finished(job, root) is not None:
+        return _outcome(job, "skipped", started)
+    target = root / job.folder
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_own_leftovers(target)
+    tmp = target.with_name(f".{target.name}.{_writer()}{PARTIAL_SUFFIX}")
+    try:
+        # Made now, not when the runs are written: while the job runs, its folder says which
+        # process (and host) is working on it.
+        tmp.mkdir()
+        record = _replay_into(job, tmp)
+        (tmp / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if finished(job, root) is None:
+            try:
+                replace_whole(tmp, target)
+            except OSError:
+                # Another attempt of the same job (on a worker presumed lost that was not)
+                # renamed its folder in first; it holds the same content, so keep it.
+                if finished(job, root) is None:
+                    raise
+    except ReplayError as exc:
+        return _outcome(job, "failed", started, error=" ".join(str(exc).split()))
+    except Exception as exc:  # a bug: the job fails, the fleet goes on, the message says so
+        name = type(exc).__name__
+        tb = traceback.format_exc(limit=-3)
+        return _outcome(
+            job,
+            "failed",
+            started,
+            error=f"internal error in kvm-mmu-replay ({name}: {exc}); this is a bug: {tb}",
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _outcome(job, "done", started, accesses=record["accesses"])
+
+
+def tune_worker() -> None:
+    """Keep freed memory for reuse in this worker process, as ``replay run`` does.
+
+    A Dask nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_`` set, so glibc hands freed
+    memory back to the kernel, and a replay pays again for every page it faults back in (see
+    ``replay/cli/_process.py``, which makes the same setting for a command's process). mallopt
+    still takes effect once the libraries are loaded, so it is made here, in every worker
+    however it was started. Arrow's decoding threads follow ``OMP_NUM_THREADS``, which the
+    cluster sets to the worker's share of the cores (:mod:`replay.fleet.executor`).
+    """
+    import ctypes
+    import sys
+
+    if sys.platform != "linux":
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc; absent elsewhere (musl)
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 1 << 30)
+    mallopt(m_trim_threshold, 1 << 30)
+
+
+def _writer() -> str:
+    """``host-pid``, the writer's name in temporary folder names.
+
+    The host is in it because workers on several hosts may share the fleet folder, and a
+    process id means nothing on another host.
+    """
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _sweep_own_leftovers(target: Path) -> None:
+    """Remove this job's temporary folders that a killed worker of this host left behind.
+
+    Only this host's: whether the writer of another host's folder is alive cannot be told from
+    here. The client removes whatever is left once every job has ended.
+    """
+    host = socket.gethostname()
+    for entry in target.parent.glob(f".{target.name}.{host}-*{PARTIAL_SUFFIX}"):
+        pid = entry.name.removesuffix(PARTIAL_SUFFIX).rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _outcome(
+    job: Job, status: str, started: float, *, error: str | None = None, accesses: int = 0
+) -> dict[str, Any]:
+    import resource
+
+    return {
+        "key": job.key,
+        "status": status,
+        "error": error,
+        "accesses": accesses,
+        "wall_s": round(time.perf_counter() - started, 3),
+        "worker": _writer(),
+        # The worker process's peak so far (Linux: KiB): a worker streams its job, so this
+        # stays that of one replay run however many jobs the worker has done.
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _replay_into(job: Job, out: Path) -> dict[str, Any]:
+    """Replay the job's trace and write its runs into folder ``out``; return its record."""
+    from replay.run.driver import run_policies
+    from replay.run.outputs import run_staging, write_runs
+    from replay.trace.reader import open_trace
+
+    with local_copy(job.trace.source) as path:
+        tf = with_mmu_mode(open_trace(path), job.mmu)
+        with run_staging(out, job.policies) as staging:
+            replay = run_policies(
+                tf,
+                job.policies,
+                cfg=job.point.cfg,
+                costs=job.point.costs,
+                bucket_ns=job.bucket_ns,
+                workdir=staging,
+            )
+            docs = write_runs(replay, out, staging=staging)
+    if job.trace.is_remote:
+        # The runs were replayed from a temporary copy: record where the trace really is.
+        for doc in docs:
+            doc["trace"]["path"] = job.trace.source
+            summary = out / str(doc["policy"]) / "summary.json"
+            summary.write_text(json.dumps(doc, indent=2) + "\n")
+    return {
+        "schema_version": JOB_SCHEMA_VERSION,
+        "key": job.key,
+        "trace": {
+            "name": job.trace.name,
+            "source": job.trace.source,
+            "fingerprint": job.trace.fingerprint,
+            "size_bytes": job.trace.size,
+        },
+        "point": {"id": job.point.id, "values": dict(job.point.values)},
+        "policies": list(job.policies),
+        "vms": len(tf.meta.vms),
+        "vcpus": sum(vm.vcpus for vm in tf.meta.vms),
+        "accesses": sum(replay.counts.accesses.values()),
+        "rows": replay.counts.rows,
+        "wall_s": round(sum(r.wall_s for r in replay.runs) + replay.read_s, 3),
+        "worker": _writer(),
+        "totals": {str(d["policy"]): d["totals"] for d in docs},
+    }
+
+
+def with_mmu_mode(tf: Any, mmu: str | None) -> Any:
+    """The trace with every VM's MMU mode set to ``mmu`` (``--mmu``), as ``replay run`` does."""
+    if mmu is None:
+        return tf
+    from replay.trace.schema import TraceMeta
+
+    vms = tuple(replace(vm, mmu_mode=mmu) for vm in tf.meta.vms)
+    meta = tf.meta
+    return replace(
+        tf, meta=TraceMeta(vms, meta.coverage, meta.provenance, meta.observed, meta.schema_version)
+    )
