@@ -105,9 +105,20 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
             }
         )
         return
-    _print_table(docs, caveats(replay))
-    if tf.meta.observed.get("per_vm"):
-        _print_observed(tf.meta.observed, docs)
+    _say_written(out_dir, docs, caveats(replay), tf.meta.observed, report_path)
+
+
+def _say_written(
+    out_dir: Path,
+    docs: list[dict[str, Any]],
+    notes: list[str],
+    observed: dict[str, Any],
+    report_path: Path | None,
+) -> None:
+    """The tables on stdout, and what was written on stderr."""
+    _print_table(docs, notes)
+    if observed.get("per_vm"):
+        _print_observed(observed, docs)
     note(f"wrote {', '.join(str(out_dir / d['policy']) for d in docs)}")
     if report_path is not None:
         note(f"wrote {report_path} and its PNGs")
