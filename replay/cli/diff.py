@@ -63,7 +63,6 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
     json_: JsonFlag = False,
 ) -> None:
     """Compare run B with run A: metrics (regressions first), per VM, and fault by fault."""
-    from replay.atomic import check_output_path
     from replay.diff import diff_runs
     from replay.diff.faults import write_fault_diff
     from replay.diff.render import markdown as render_markdown
@@ -78,13 +77,7 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
         _fleet_diff(run_a, run_b, tuple(fail_on or ()), faults, show_all, limit, json_, markdown)
         return
     if faults is not None:
-        check_output_path(faults, "--faults output")
-        if faults.exists() and not force:
-            fail(
-                f"--faults output {faults} exists; pass --force to replace it or choose another "
-                "path"
-            )
-        sweep(faults.parent)
+        _check_faults_output(faults, force)
     a, b = load_run(run_a), load_run(run_b)
     result = diff_runs(a, b, force=force, fail_on=tuple(fail_on or ()))
     if faults is not None and result.faults is not None:
@@ -140,3 +133,13 @@ def _fleet_diff(
                 note(f"--fail-on {t.text}: CROSSED at {r.scope}")
         note(f"{len(crossed)} --fail-on crossing(s); exit {THRESHOLD_EXIT}")
         raise typer.Exit(THRESHOLD_EXIT)
+
+
+def _check_faults_output(faults: Path, force: bool) -> None:
+    """Refuse an existing ``--faults`` file without ``force`` (and again when it is written)."""
+    from replay.atomic import check_output_path
+
+    check_output_path(faults, "--faults output")
+    if faults.exists() and not force:
+        fail(f"--faults output {faults} exists; pass --force to replace it or choose another path")
+    sweep(faults.parent)

@@ -111,10 +111,21 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
             }
         )
         return
+    _say_written(out_dir, docs, caveats(replay), tf.meta.observed, report_path)
+
+
+def _say_written(
+    out_dir: Path,
+    docs: list[dict[str, Any]],
+    notes: list[str],
+    observed: dict[str, Any],
+    report_path: Path | None,
+) -> None:
+    """The tables on stdout, and what was written on stderr."""
     _print_fidelity(docs)  # first: how much of the log the model explains (issue 12 item 19)
-    _print_table(docs, caveats(replay))
-    if tf.meta.observed.get("per_vm"):
-        _print_observed(tf.meta.observed, docs)
+    _print_table(docs, notes)
+    if observed.get("per_vm"):
+        _print_observed(observed, docs)
     note(f"wrote {', '.join(str(out_dir / d['policy']) for d in docs)}")
     if report_path is not None:
         note(f"wrote {report_path} and its PNGs")
