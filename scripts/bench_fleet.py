@@ -41,16 +41,17 @@ import replay.cli._process  # the process settings replay run makes, before nump
 import json, resource, sys, time
 from pathlib import Path
 from replay.run.driver import run_policies
-from replay.run.outputs import run_staging, write_runs
+from replay.run.folder import runs_folder
+from replay.run.outputs import write_runs
 from replay.trace.reader import open_trace
 out = Path(sys.argv[1])
 t0 = time.perf_counter()
 for i, trace in enumerate(sys.argv[2:]):
     target = out / str(i)
     policies = ("zap", "none", "cache")
-    with run_staging(target, policies) as staging:
-        replay = run_policies(open_trace(trace), policies, workdir=staging)
-        write_runs(replay, target, staging=staging)
+    with runs_folder(target) as folder:
+        replay = run_policies(open_trace(trace), policies, workdir=folder.staging)
+        write_runs(replay, target, folder=folder)
 wall = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"wall_s": wall, "peak_mib": peak}))

@@ -161,21 +161,22 @@ def _outcome(
 def _replay_into(job: Job, out: Path) -> dict[str, Any]:
     """Replay the job's trace and write its runs into folder ``out``; return its record."""
     from replay.run.driver import run_policies
-    from replay.run.outputs import run_staging, write_runs
+    from replay.run.folder import runs_folder
+    from replay.run.outputs import write_runs
     from replay.trace.reader import open_trace
 
     with local_copy(job.trace.source) as path:
         tf = with_mmu_mode(open_trace(path), job.mmu)
-        with run_staging(out, job.policies) as staging:
+        with runs_folder(out) as folder:
             replay = run_policies(
                 tf,
                 job.policies,
                 cfg=job.point.cfg,
                 costs=job.point.costs,
                 bucket_ns=job.bucket_ns,
-                workdir=staging,
+                workdir=folder.staging,
             )
-            docs = write_runs(replay, out, staging=staging)
+            docs = write_runs(replay, out, folder=folder)
     if job.trace.is_remote:
         # The runs were replayed from a temporary copy: record where the trace really is.
         for doc in docs:
