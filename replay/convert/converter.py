@@ -17,7 +17,7 @@ import numpy as np
 
 from replay.convert.layout import LAYOUTS, Task, event_name, lost_count, parse_task, slow_line
 from replay.convert.passes import DEF_PRIORITY, Pass, PassBuilder, ShrinkStart
-from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, parse_payload
+from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, access_ops, parse_payload
 from replay.convert.prepare import prepared_blocks
 from replay.convert.report import EXAMPLES, FileReport
 from replay.convert.rows import Rows
@@ -379,21 +379,9 @@ class FileConverter:
         return ok
 
     def _ops(self, error_code: np.ndarray) -> np.ndarray:
-        """Access types (read / write / exec) from fault error codes.
-
-        The bits are described in traces/logs/README.md, "Fault error codes".
-        """
-        ec = error_code.astype(np.uint64)
-        if self.fault_codes is None and len(ec):
-            if np.any(ec >> np.uint64(32)):
-                self.fault_codes = "svm"
-            elif np.any(ec & np.uint64(0x180)):
-                self.fault_codes = "vmx"
-        codes = self.fault_codes or "svm"
-        write = (ec & np.uint64(0x2)) != 0
-        fetch_bit = np.uint64(0x4 if codes == "vmx" else 0x10)
-        fetch = (ec & fetch_bit) != 0
-        return np.where(write, OP_CODE["write"], np.where(fetch, OP_CODE["exec"], OP_CODE["read"]))
+        """Access types from fault error codes; ``auto`` fault codes are told on first sight."""
+        ops, self.fault_codes = access_ops(error_code, self.fault_codes)
+        return ops
 
     def _accesses(
         self,
@@ -520,14 +508,7 @@ class FileConverter:
         counts[key] += 1
 
     def _unmap(self, rows: Rows, t: int, line: int, start: int, end: int) -> None:
-        hits = []
-        for cfg in self.registry.configs:
-            for s in cfg.slots:
-                if s.hva_start is None:
-                    continue
-                lo, hi = max(start, s.hva_start), min(end, s.hva_start + s.slot.size)
-                if lo < hi:
-                    hits.append((cfg, s, lo, hi))
+        hits = self.registry.unmap_hits(start, end)
         if len({h[0].name for h in hits}) != 1:
             reason = "outside every configured memslot" if not hits else "in several VMs' memslots"
             self.report.skipped[f"kvm_unmap_hva_range {reason} (kept as observed)"] += 1

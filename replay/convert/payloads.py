@@ -257,6 +257,28 @@ def _plugin_role(groups: tuple[str | None, ...]) -> tuple[int, bool]:
     return int(level or 0), direct is not None
 
 
+def access_ops(error_code: np.ndarray, codes: str | None) -> tuple[np.ndarray, str | None]:
+    """Access types (read / write / exec) from fault error codes, and the codes' kind.
+
+    ``codes`` is 'vmx', 'svm' or None (not told yet: told here from the first codes that
+    show it, else read as svm). The bits are described in traces/logs/README.md, "Fault
+    error codes".
+    """
+    from replay.trace.schema import OP_CODE
+
+    ec = error_code.astype(np.uint64)
+    if codes is None and len(ec):
+        if np.any(ec >> np.uint64(32)):
+            codes = "svm"
+        elif np.any(ec & np.uint64(0x180)):
+            codes = "vmx"
+    write = (ec & np.uint64(0x2)) != 0
+    fetch_bit = np.uint64(0x4 if codes == "vmx" else 0x10)
+    fetch = (ec & fetch_bit) != 0
+    ops = np.where(write, OP_CODE["write"], np.where(fetch, OP_CODE["exec"], OP_CODE["read"]))
+    return ops, codes
+
+
 _NO_FIELDS = {name for name in USED if name.endswith(("_reclaim_begin", "_reclaim_end"))}
 """Reclaim episode boundaries: their time and task are all a replay needs."""
 

@@ -210,6 +210,18 @@ class VmRegistry:
             self.vms[idx].first_t = t_ns
         return idx
 
+    def unmap_hits(self, start: int, end: int) -> list[tuple[VmConfig, SlotConfig, int, int]]:
+        """The configured memslots a host range ``[start, end)`` overlaps, with the overlap."""
+        hits = []
+        for cfg in self.configs:
+            for s in cfg.slots:
+                if s.hva_start is None:
+                    continue
+                lo, hi = max(start, s.hva_start), min(end, s.hva_start + s.slot.size)
+                if lo < hi:
+                    hits.append((cfg, s, lo, hi))
+        return hits
+
     def gpa_limits(self) -> np.ndarray:
         """Per VM (provisional index), the first address its paging cannot map (uint64).
 
