@@ -227,7 +227,7 @@ def _run(
             # another version leaves no fleet folder behind.
             stack.enter_context(executor)
         _prepare(fleet_dir)
-        stack.enter_context(output_lock(fleet_dir / FLEET_JSON, "fleet"))
+        stack.enter_context(output_lock(fleet_dir, "fleet folder"))  # one fleet writer at a time
         leftovers.armed = True
         _check_settings(fleet_dir, settings, force)
         if force:
