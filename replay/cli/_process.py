@@ -21,7 +21,16 @@ def tune() -> None:
     """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("MIMALLOC_PURGE_DELAY", "-1")
-    if sys.platform != "linux" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        keep_freed_memory()
+
+
+def keep_freed_memory() -> None:
+    """Glibc keeps freed blocks up to 1 GiB in its heap and never trims it (see :func:`tune`).
+
+    mallopt takes effect whenever it is called, also after the libraries are loaded.
+    """
+    if sys.platform != "linux":
         return
     try:
         mallopt = ctypes.CDLL(None).mallopt  # glibc; absent elsewhere (musl)

@@ -94,18 +94,9 @@ def tune_worker() -> None:
     however it was started. Arrow's decoding threads follow ``OMP_NUM_THREADS``, which the
     cluster sets to the worker's share of the cores (:mod:`replay.fleet.executor`).
     """
-    import ctypes
-    import sys
+    from replay.cli._process import keep_freed_memory
 
-    if sys.platform != "linux":
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # glibc; absent elsewhere (musl)
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 1 << 30)
-    mallopt(m_trim_threshold, 1 << 30)
+    keep_freed_memory()
 
 
 def _writer() -> str:
