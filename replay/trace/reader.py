@@ -21,6 +21,8 @@ from replay.trace.schema import (
     COLUMNS,
     EVENT_CODE,
     FOOTER_KEY,
+    MAX_GPA,
+    PAGE_SHIFT,
     TraceMeta,
     arrow_schema,
 )
@@ -300,24 +302,40 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 
 def count_mmio(meta: TraceMeta, batch: EventBatch) -> int:
-    """Count the batch's accesses whose gpa lies outside every memslot of their VM (rule 1)."""
+    """Count the batch's accesses whose gpa lies outside every memslot of their VM (rule 1).
+
+    Every slot of every VM is one range of packed ``vm << 40 | gfn`` keys (slots are page
+    aligned and end below 2**52, so a gfn fits 40 bits); slots of a VM do not overlap, so one
+    binary search over the slots' sorted starts places every access: the cost grows with the
+    log of the number of slots, not with it (a VMM with 30,000 memslots).
+    """
     is_access = batch.event == EVENT_CODE["access"]
     if not is_access.any():
         return 0
-    vm = batch.vm[is_access]
+    vm = batch.vm[is_access].astype(np.uint64)
     gpa = batch.gpa[is_access]
-    max_slots = max(len(v.memslots) for v in meta.vms)
-    inside = np.zeros(len(gpa), dtype=bool)
-    for j in range(max_slots):
-        # Slot j of every VM, padded with empty ranges for VMs with fewer slots.
-        starts = np.zeros(0x10000, dtype=np.uint64)
-        ends = np.zeros(0x10000, dtype=np.uint64)
-        for v in meta.vms:
-            if j < len(v.memslots):
-                starts[v.id] = v.memslots[j].gpa_start
-                ends[v.id] = v.memslots[j].gpa_end
-        inside |= (gpa >= starts[vm]) & (gpa < ends[vm])
+    starts, ends = _slot_keys(meta)
+    shift = np.uint64(_GFN_BITS)
+    gfn = np.minimum(gpa >> np.uint64(PAGE_SHIFT), np.uint64((1 << _GFN_BITS) - 1))
+    key = (vm << shift) | gfn
+    slot = np.searchsorted(starts, key, side="right") - 1
+    inside = (slot >= 0) & (key < ends[np.maximum(slot, 0)]) & (gpa < np.uint64(MAX_GPA))
     return int(len(gpa) - np.count_nonzero(inside))
+
+
+_GFN_BITS = 40
+"""Bits of a gfn below 2**52 (MAX_GPA): the low part of a packed (VM, gfn) key."""
+
+
+def _slot_keys(meta: TraceMeta) -> tuple[np.ndarray, np.ndarray]:
+    """Every memslot as packed (VM id, gfn) keys [start, end), sorted by start."""
+    rows = sorted(
+        ((v.id << _GFN_BITS) | s.gfn_start, (v.id << _GFN_BITS) | (s.gfn_start + s.npages))
+        for v in meta.vms
+        for s in v.memslots
+    )
+    keys = np.array(rows, dtype=np.uint64).reshape(-1, 2)
+    return keys[:, 0].copy(), keys[:, 1].copy()
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:

@@ -227,9 +227,6 @@ def test_item17_type_errors_name_the_bad_row(
     assert f"row {row}" in got.error_line, f"the bad value is on row {row}"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 17: inspect's MMIO count costs slots x accesses"
-)
 def test_item17_inspect_a_footer_of_30000_memslots(sandbox: Sandbox) -> None:
     """A hang guard, not a benchmark: the bound is ten times what the work needs.
 
