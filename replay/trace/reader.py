@@ -222,23 +222,47 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
     columns = list(COLUMNS)
     leaf = {pf.metadata.schema.column(j).path: j for j in range(pf.metadata.num_columns)}
     nulls: dict[tuple[str, int], pa.Array] = {}  # read-only, so shared by every row group
-    for i in range(pf.metadata.num_row_groups):
-        group = pf.metadata.row_group(i)
-        if group.num_rows > 4 * batch_rows:
-            yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
+    for run in _row_group_runs(pf, batch_rows):
+        groups = [pf.metadata.row_group(i) for i in run]
+        rows = sum(g.num_rows for g in groups)
+        if rows > 4 * batch_rows:
+            yield from pf.iter_batches(batch_size=batch_rows, row_groups=run, columns=columns)
             continue
         # A column whose statistics say every value is null (the host-event columns of a
         # stretch of accesses) is made, not decoded: decoding it costs as much as a column of
         # values, for nothing.
-        empty = [c for c in columns if c in leaf and _all_null(group, leaf[c])]
-        table = pf.read_row_group(i, columns=[c for c in columns if c not in empty])
+        empty = [c for c in columns if c in leaf and all(_all_null(g, leaf[c]) for g in groups)]
+        wanted = [c for c in columns if c not in empty]
+        if len(run) == 1:
+            table = pf.read_row_group(run[0], columns=wanted)
+        else:
+            table = pf.read_row_groups(run, columns=wanted)
         for name in empty:
             field = pf.schema_arrow.field(name)
-            key = (name, group.num_rows)
+            key = (name, rows)
             if key not in nulls:
-                nulls[key] = pa.nulls(group.num_rows, type=field.type)
+                nulls[key] = pa.nulls(rows, type=field.type)
             table = table.append_column(field, nulls[key])
         yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
+
+
+def _row_group_runs(pf: pq.ParquetFile, batch_rows: int) -> Iterator[list[int]]:
+    """Row groups in runs read together: each large group alone, small neighbours together.
+
+    A file written with tiny row groups (one row each, say) would otherwise cost a read, a
+    check and an engine step per group; runs of up to ``batch_rows`` rows cost one each.
+    """
+    run: list[int] = []
+    rows = 0
+    for i in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if run and rows + n > batch_rows:
+            yield run
+            run, rows = [], 0
+        run.append(i)
+        rows += n
+    if run:
+        yield run
 
 
 def _all_null(group: pq.RowGroupMetaData, column: int) -> bool:
