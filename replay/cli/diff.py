@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from replay.cli.console import emit_json, fail, note, sweep, user_errors
 from replay.cli.options import JsonFlag
+
+if TYPE_CHECKING:
+    from replay.diff import Diff
 
 THRESHOLD_EXIT = 4
 """Exit code when a ``--fail-on`` threshold is crossed."""
@@ -65,8 +68,6 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
     """Compare run B with run A: metrics (regressions first), per VM, and fault by fault."""
     from replay.diff import diff_runs
     from replay.diff.faults import write_fault_diff
-    from replay.diff.render import markdown as render_markdown
-    from replay.diff.render import threshold_lines
     from replay.run.load import load_run
 
     if json_ and markdown:
@@ -82,6 +83,21 @@ def diff(  # typer declares a command's options as its parameters: more than 8 h
     result = diff_runs(a, b, force=force, fail_on=tuple(fail_on or ()))
     if faults is not None and result.faults is not None:
         write_fault_diff(result.faults, faults, a, b, force=force)
+    _show(result, faults, show_all, limit, json_, markdown)
+
+
+def _show(
+    result: Diff,
+    faults: Path | None,
+    show_all: bool,
+    limit: int,
+    json_: bool,
+    markdown: bool,
+) -> None:
+    """The comparison on stdout in the form asked for; exit 4 past a --fail-on limit."""
+    from replay.diff.render import markdown as render_markdown
+    from replay.diff.render import threshold_lines
+
     if json_:
         emit_json(result.to_json())
     elif markdown:

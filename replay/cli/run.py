@@ -102,16 +102,20 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
             interrupted(exc, f"the runs in {out_dir} are complete")
         report_path = _report_phase(out_dir, docs) if report else None
     if json_:
-        emit_json(
-            {
-                "command": "run",
-                "output": str(out_dir),
-                "runs": {d["policy"]: d for d in docs},
-                "report": None if report_path is None else str(report_path),
-            }
-        )
+        _emit_json(out_dir, docs, report_path)
         return
     _say_written(out_dir, docs, caveats(replay), tf.meta.observed, report_path)
+
+
+def _emit_json(out_dir: Path, docs: list[dict[str, Any]], report_path: Path | None) -> None:
+    emit_json(
+        {
+            "command": "run",
+            "output": str(out_dir),
+            "runs": {d["policy"]: d for d in docs},
+            "report": None if report_path is None else str(report_path),
+        }
+    )
 
 
 def _say_written(

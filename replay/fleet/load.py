@@ -31,8 +31,15 @@ class LoadedFleet:
 
 
 def is_fleet(path: Path) -> bool:
-    """Whether ``path`` is a fleet folder (it has a ``fleet.json``)."""
-    return (path / "fleet.json").is_file()
+    """Whether ``path`` is a fleet folder (it has a ``fleet.json``).
+
+    A folder that cannot be read is not taken for one: the run loader then names it in one
+    line (Python 3.11's ``is_file`` raises on a permission error).
+    """
+    try:
+        return (path / "fleet.json").is_file()
+    except OSError:
+        return False
 
 
 def load_fleet(path: Path) -> LoadedFleet:
