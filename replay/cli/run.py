@@ -60,12 +60,19 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
         bool,
         typer.Option("--report", help="Also write report.html (and its PNGs) beside the runs."),
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads for the replay (default: one per core); 1 replays on one thread.",
+            min=1,
+        ),
+    ] = None,
     json_: JsonFlag = False,
 ) -> None:
     """Replay a trace under the shrinker policies and attribute every fault."""
     from replay.atomic import raise_if_disk_full
     from replay.mmu.config import CostModel, MmuConfig, parse_policies
-    from replay.run.driver import run_policies
+    from replay.run.driver import cores, run_policies
     from replay.run.folder import runs_folder
     from replay.run.outputs import caveats, write_runs
     from replay.run.span import bucket_ns_of
@@ -91,6 +98,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
                     bucket_ns=bucket_ns,
                     progress=update,
                     workdir=folder.staging,
+                    threads=threads or cores(),
                 )
             docs = write_runs(replay, out_dir, force=force, folder=folder)
         except OSError as exc:
