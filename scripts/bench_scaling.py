@@ -117,8 +117,9 @@ def _synth(scenario: str, accesses: int, path: Path) -> None:
         )
 
 
-def _measured(cmd: list[str]) -> dict[str, float]:
-    """Run ``cmd`` in a fresh child of a fresh child: wall, CPU and peak RSS of it alone."""
+def _measured(cmd: list[str]) -> dict[str, Any]:
+    """Run ``cmd`` in a fresh child of a fresh child: wall, CPU and peak RSS of it alone (and
+    its standard output, ``out``)."""
     probe = (
         "import json, resource, subprocess, sys, time\n"
         "t0 = time.perf_counter()\n"
@@ -150,7 +151,7 @@ def bench_scaling(keep: Path, accesses: int, repeat: int) -> dict[str, Any]:
     for scenario in TRACES:
         trace = keep / f"{scenario}-{accesses}.parquet"
         _synth(scenario, accesses, trace)
-        samples: dict[str, list[dict[str, float]]] = {}
+        samples: dict[str, list[dict[str, Any]]] = {}
         for _ in range(repeat):
             read = _measured([sys.executable, "-c", _READ, str(trace), json.dumps(READ_COLUMNS)])
             read["call_s"] = json.loads(read.pop("out"))["call_s"]
