@@ -63,7 +63,11 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
     threads: Annotated[
         int | None,
         typer.Option(
-            help="Threads for the replay (default: one per core); 1 replays on one thread.",
+            help=(
+                "Threads for the replay: the policies side by side, then each epoch's VMs "
+                "split between the threads left (default: one per core, for the policies); "
+                "1 replays on one thread."
+            ),
             min=1,
         ),
     ] = None,
@@ -72,7 +76,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
     """Replay a trace under the shrinker policies and attribute every fault."""
     from replay.atomic import raise_if_disk_full
     from replay.mmu.config import CostModel, MmuConfig, parse_policies
-    from replay.run.driver import cores, run_policies
+    from replay.run.driver import run_policies
     from replay.run.folder import runs_folder
     from replay.run.outputs import caveats, write_runs
     from replay.run.span import bucket_ns_of
@@ -98,7 +102,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
                     bucket_ns=bucket_ns,
                     progress=update,
                     workdir=folder.staging,
-                    threads=threads or cores(),
+                    threads=threads,
                 )
             docs = write_runs(replay, out_dir, force=force, folder=folder)
         except OSError as exc:

@@ -247,7 +247,7 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     bucket_ns: int = DEFAULT_BUCKET_NS,
     progress: Callable[[int, int], None] | None = None,
     workdir: Path | None = None,
-    threads: int = 1,
+    threads: int | None = 1,
 ) -> Replay:
     """Replay ``trace`` under every policy in ``policies``, reading it once.
 
@@ -271,9 +271,10 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         it they stay in memory.
     threads
         Threads for the engines: the policies are replayed side by side (they share the trace
-        and nothing else), and threads left over split each epoch's VMs between lanes
-        (``replay.mmu.lanes``). 1 replays everything on the calling thread; the rows are the
-        same whatever it is.
+        and nothing else), and the threads left over split each epoch's VMs between lanes
+        (``replay.mmu.lanes``). 1 replays everything on the calling thread. None means one
+        thread per core for the policies and no lanes: on the GIL, lanes cost more CPU than
+        they save (ENGINE.md, "Lanes"). The rows are the same whatever it is.
 
     Returns
     -------
@@ -311,7 +312,10 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         )
         for p, st in zip(policies, stats, strict=True)
     ]
-    lanes = max(1, threads // len(policies))
+    if threads is None:
+        threads, lanes = min(cores(), len(policies)), 1
+    else:
+        lanes = max(1, threads // len(policies))
     engines = [
         make_engine(engine, trace, p, cfg, costs, s, lanes)
         for p, s in zip(policies, sinks, strict=True)
