@@ -19,7 +19,14 @@ from replay.cli.console import (
     shown,
     user_errors,
 )
-from replay.cli.options import EngineChoice, ForceFlag, JsonFlag, MmuMode, TraceArgument
+from replay.cli.options import (
+    EngineChoice,
+    ForceFlag,
+    JsonFlag,
+    MmuMode,
+    ThreadsOption,
+    TraceArgument,
+)
 
 if TYPE_CHECKING:
     from replay.trace.reader import TraceFile
@@ -60,17 +67,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
         bool,
         typer.Option("--report", help="Also write report.html (and its PNGs) beside the runs."),
     ] = False,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            help=(
-                "Threads for the replay: the policies side by side, then each epoch's VMs "
-                "split between the threads left (default: one per core, for the policies); "
-                "1 replays on one thread."
-            ),
-            min=1,
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
     json_: JsonFlag = False,
 ) -> None:
     """Replay a trace under the shrinker policies and attribute every fault."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -28,10 +28,43 @@ from replay.mmu.candidates import CandidateSelector
 from replay.mmu.results import FaultRows
 
 if TYPE_CHECKING:
-    from replay.mmu.engine import VectorEngine, _Accesses
+    from replay.mmu.layout import Layout
+    from replay.mmu.machine import MmuState
+    from replay.mmu.results import FaultConsumer
+    from replay.mmu.tables import LookupTables
 
 MIN_SPLIT = 1 << 15
 """Epochs shorter than this run on one lane: handing them out costs more than it saves."""
+
+
+class Epoch(Protocol):
+    """A run of accesses between two host events (the engine's ``Epoch``)."""
+
+    @property
+    def vm(self) -> np.ndarray:
+        """Each access's VM id."""
+
+    def __len__(self) -> int:
+        """The number of accesses."""
+
+    def of_lane(self, lanes: np.ndarray, lane: int) -> Epoch:
+        """The accesses of lane ``lane``; ``lanes`` holds every access's lane."""
+
+
+class VectorEngine(Protocol):
+    """What a lane is: the vectorized engine (``replay.mmu.engine.VectorEngine``)."""
+
+    lay: Layout
+    tables: LookupTables
+    state: MmuState
+    selector: CandidateSelector
+    faults: FaultConsumer
+    sp_removals: list[tuple[int, int, int, int]]
+    lanes: Lanes | None
+    _carried_recycled: int
+
+    def _steps(self, epoch: Any) -> None:  # the engine's own epoch type, which is an Epoch
+        """Replay an epoch's accesses, a step at a time."""
 
 
 class Lanes:
@@ -47,11 +80,11 @@ class Lanes:
         self.engines = [_lane_engine(engine) for _ in range(self.n)]
         self._pool: ThreadPoolExecutor | None = None
 
-    def splits(self, epoch: _Accesses) -> bool:
+    def splits(self, epoch: Epoch) -> bool:
         """Whether ``epoch`` is worth splitting."""
         return self.n > 1 and len(epoch) >= MIN_SPLIT
 
-    def run(self, epoch: _Accesses) -> None:
+    def run(self, epoch: Epoch) -> None:
         """Replay ``epoch`` on every lane, then hand the merged rows to the engine's sink."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.n - 1, thread_name_prefix="engine-lane")
@@ -113,7 +146,7 @@ def _lane_engine(engine: VectorEngine) -> VectorEngine:
     return lane
 
 
-def _run_share(lane: VectorEngine, epoch: _Accesses, lanes: np.ndarray, k: int) -> None:
+def _run_share(lane: VectorEngine, epoch: Epoch, lanes: np.ndarray, k: int) -> None:
     """Lane ``k``'s share of ``epoch`` (``lanes``: each access's lane), in trace order."""
     share = epoch.of_lane(lanes, k)
     if len(share):
