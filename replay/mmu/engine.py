@@ -86,7 +86,7 @@ class _Accesses:
         """The accesses of lane ``lane``; ``lanes`` holds every access's lane."""
         at = np.flatnonzero(lanes == lane)
         return _Accesses(
-            self.row0, self.t[at], self.vm[at], self.vcpu[at], self.gpa[at], self.row0 + at
+            self.row0, self.t[at], self.vm[at], self.vcpu[at], self.gpa[at], self.rows_at(at)
         )
 
 
