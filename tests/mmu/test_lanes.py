@@ -139,6 +139,17 @@ def test_lanes_are_used_and_stopped() -> None:
     assert np.all(np.diff(result.faults["row"]) > 0)
 
 
+def test_the_reference_engine_on_several_threads(tmp_path: Path) -> None:
+    """The policies side by side also with the scalar engine: the same rows as one thread."""
+    path = tmp_path / "t.parquet"
+    generate(load_scenario("many-small-vms", seed=2, accesses=3_000), path)
+    trace = open_trace(path)
+    one, three = (run_policies(trace, POLICIES, engine="reference", threads=n) for n in (1, 3))
+    for a, b in zip(one.runs, three.runs, strict=True):
+        _assert_same(a.result, b.result, a.policy)
+        assert len(a.result.faults["row"]) > 100
+
+
 def _with_mmu(trace: TraceFile, mmu: str) -> TraceFile:
     meta = trace.meta
     vms = tuple(replace(vm, mmu_mode=mmu) for vm in meta.vms)
@@ -166,22 +177,25 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 def test_every_scenario_writes_the_same_runs_whatever_the_threads(
     tmp_path: Path, scenario: str, mmu: str
 ) -> None:
-    """Every shipped scenario, every policy, both MMU modes, 1, 2, 3 and 8 threads: the
-    same bytes in every file of the runs (faults, scans, timelines, cache levels, summary)."""
+    """Every shipped scenario, every policy, both MMU modes, 1, 2, 3 and 8 threads and the
+    default: the same bytes in every file of the runs (faults, scans, timelines, cache levels,
+    summary)."""
     path = tmp_path / "t.parquet"
-    generate(load_scenario(scenario, seed=3, accesses=20_000), path)
+    # host-swap's pressure comes by the second (14,000 host events in its 20 s): 2 s of it.
+    duration = 2.0 if scenario == "host-swap" else None
+    generate(load_scenario(scenario, seed=3, accesses=10_000, duration_s=duration), path)
     trace = _with_mmu(open_trace(path), mmu)
-    outputs = {}
+    outputs: dict[int | None, dict[str, bytes]] = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(lanes, "MIN_SPLIT", 0)
-        for threads in (1, *THREADS):
+        for threads in (1, *THREADS, None):  # None: replay run's default (policies side by side)
             work = tmp_path / f"work{threads}"
             work.mkdir()
             replay = run_policies(trace, POLICIES, workdir=work, threads=threads)
             write_runs(replay, tmp_path / f"runs{threads}")
             outputs[threads] = _outputs(tmp_path / f"runs{threads}")
     assert len(outputs[1]) >= 3 * 4
-    for threads in THREADS:
+    for threads in (*THREADS, None):
         assert outputs[threads].keys() == outputs[1].keys()
         for name, data in outputs[1].items():
             assert outputs[threads][name] == data, (threads, name)
