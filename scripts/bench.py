@@ -6,6 +6,7 @@ Usage::
     python scripts/bench.py replay [--accesses 50000000] [--slice 1000000]
     python scripts/bench.py compare [--accesses 50000000] [--keep DIR]
     python scripts/bench.py convert [--lines 5000000] [--keep DIR]
+    python scripts/bench.py scaling [--accesses 20000000] [--repeat 3] [--keep DIR]
 
 ``synth`` generates a trace with ``replay synth``'s code path (Parquet write included), prints
 events per second and the peak resident memory of a child process that does only that, and
@@ -19,6 +20,11 @@ columns the engine needs; the engine's own throughput; and peak memory at two tr
 ``convert`` renders legacy-mmu-pressure as a 5-million-line ftrace log (``replay synth --as``)
 and times ``replay convert`` of it in a fresh process (lines per second, peak memory at 1 and 5
 million lines), next to ``wc -l`` of the same file.
+
+``scaling`` (``scripts/bench_scaling.py``) runs ``replay run`` at ``--threads 1`` and ``2``,
+one policy and three, on legacy-mmu-pressure (8 VMs) and many-small-vms (100 VMs) side by side
+with a fresh process that only reads the same columns with pyarrow (medians of ``--repeat``;
+wall, CPU, peak RSS), and measures the serial part of a one-thread replay for Amdahl's bound.
 
 ``compare`` replays a large trace under the three policies once, then times ``replay diff``
 (with and without the fault-level output) and ``replay report`` of the three runs, each as a
@@ -549,7 +555,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--small", default="8,64", help="counts of small traces, for the client")
     f.add_argument("--repeat", type=int, default=2)
     f.add_argument("--keep", type=Path, help="folder to keep (and reuse) the generated traces")
-    for p in (s, r, c, v, f):
+    g = sub.add_parser("scaling", help="replay run on 1 and 2 threads, next to a pyarrow read")
+    g.add_argument("--accesses", type=int, default=20_000_000)
+    g.add_argument("--repeat", type=int, default=3)
+    g.add_argument("--keep", type=Path, help="folder to keep (and reuse) the generated traces")
+    for p in (s, r, c, v, f, g):
         p.add_argument("--history", type=Path, default=benchlib.HISTORY, help="the results file")
         p.add_argument("--no-history", action="store_true", help="neither compare nor record")
     return parser
@@ -561,7 +571,40 @@ BENCHES: dict[str, Any] = {
     "compare": lambda a: bench_compare(a.accesses, a.keep, a.repeat),
     "replay": lambda a: bench_replay(a.accesses, a.slice, a.keep),
     "fleet": lambda a: bench_fleet_figures(a),
+    "scaling": lambda a: bench_scaling_figures(a),
 }
+
+
+def bench_scaling_figures(args: argparse.Namespace) -> list[Any]:
+    """``scripts/bench_scaling.py``'s measurements, printed there and kept as figures."""
+    from bench_scaling import bench_scaling
+
+    keep = args.keep or Path(tempfile.gettempdir()) / "kvm-mmu-replay-bench-scaling"
+    res = bench_scaling(keep, args.accesses, args.repeat)
+    figures = []
+    for scenario, short in (("legacy-mmu-pressure", "legacy"), ("many-small-vms", "many")):
+        m, serial = res[scenario], res[f"{scenario}_serial"]
+        read = m["read"]["wall_s"]
+        figures += [
+            benchlib.seconds(f"{short}_read_s", read),
+            benchlib.seconds(f"{short}_zap_1_s", m["zap@1"]["wall_s"]),
+            benchlib.seconds(f"{short}_zap_2_s", m["zap@2"]["wall_s"]),
+            benchlib.seconds(f"{short}_three_1_s", m["zap,none,cache@1"]["wall_s"]),
+            benchlib.seconds(f"{short}_three_2_s", m["zap,none,cache@2"]["wall_s"]),
+            benchlib.seconds(f"{short}_zap_2_cpu_s", m["zap@2"]["cpu_s"]),
+            benchlib.ratio(f"{short}_zap_2_over_read", m["zap@2"]["wall_s"] / read, "lower"),
+            benchlib.ratio(
+                f"{short}_three_2_over_read", m["zap,none,cache@2"]["wall_s"] / read, "lower"
+            ),
+            benchlib.memory(f"{short}_zap_2_peak_rss_mib", m["zap@2"]["peak_mib"]),
+            benchlib.ratio(
+                f"{short}_zap_rss_2_over_1",
+                m["zap@2"]["peak_mib"] / m["zap@1"]["peak_mib"],
+                "lower",
+            ),
+            benchlib.ratio(f"{short}_serial_fraction", serial["serial_fraction"], "lower"),
+        ]
+    return figures
 
 
 def bench_fleet_figures(args: argparse.Namespace) -> list[Any]:

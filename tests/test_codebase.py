@@ -23,6 +23,9 @@ LONG_PARAMETER_LISTS = {
     "replay/cli/fleet.py:fleet",
     "replay/cli/run.py:run",
     "replay/cli/synth.py:synth",
+    # The library's replay call: keyword-only options, each independent and with a default
+    # (issue 16 added ``threads``); a settings object would only move them.
+    "replay/run/driver.py:run_policies",
 }
 
 

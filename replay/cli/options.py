@@ -55,6 +55,19 @@ class AccessSource(StrEnum):
     KVM_MMU_SPTE_REQUESTED = "kvm_mmu_spte_requested"
 
 
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        help=(
+            "Threads for the replay: the policies side by side, then each epoch's VMs split "
+            "between the threads left (default: one per core, for the policies); 1 replays on "
+            "one thread."
+        ),
+        min=1,
+    ),
+]
+"""``replay run --threads`` (issue 16; ``replay.run.driver.run_policies``'s ``threads``)."""
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 """``--json`` of every command: one JSON document on stdout, messages stay on stderr."""
 

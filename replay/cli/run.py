@@ -19,7 +19,14 @@ from replay.cli.console import (
     shown,
     user_errors,
 )
-from replay.cli.options import EngineChoice, ForceFlag, JsonFlag, MmuMode, TraceArgument
+from replay.cli.options import (
+    EngineChoice,
+    ForceFlag,
+    JsonFlag,
+    MmuMode,
+    ThreadsOption,
+    TraceArgument,
+)
 
 if TYPE_CHECKING:
     from replay.trace.reader import TraceFile
@@ -60,6 +67,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
         bool,
         typer.Option("--report", help="Also write report.html (and its PNGs) beside the runs."),
     ] = False,
+    threads: ThreadsOption = None,
     json_: JsonFlag = False,
 ) -> None:
     """Replay a trace under the shrinker policies and attribute every fault."""
@@ -91,6 +99,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
                     bucket_ns=bucket_ns,
                     progress=update,
                     workdir=folder.staging,
+                    threads=threads,
                 )
             docs = write_runs(replay, out_dir, force=force, folder=folder)
         except OSError as exc:

@@ -33,6 +33,7 @@ from replay.mmu.caches import VcpuCaches
 from replay.mmu.candidates import Candidates, CandidateSelector, Faults
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
 from replay.mmu.host import HostEvents
+from replay.mmu.lanes import Lanes
 from replay.mmu.layout import Layout
 from replay.mmu.machine import MmuState
 from replay.mmu.results import EngineResult, FaultConsumer, FaultRows
@@ -50,24 +51,43 @@ _ATTR_ZAPPED = int(Attribution.ZAPPED_PAGE_TABLES)
 
 @dataclass(frozen=True)
 class _Accesses:
-    """A run of accesses (an epoch, or a step of one) in trace order: trace rows ``row0`` on."""
+    """A run of accesses (an epoch, or a step of one) in trace order.
+
+    Their trace rows are ``row0`` on, or ``rows`` when given: a lane of a parallel epoch
+    replays some VMs' accesses, whose rows are not consecutive.
+    """
 
     row0: int
     t: np.ndarray
     vm: np.ndarray
     vcpu: np.ndarray
     gpa: np.ndarray
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.t)
 
+    def rows_at(self, at: np.ndarray) -> np.ndarray:
+        """The trace rows of the accesses at positions ``at``."""
+        rows: np.ndarray = self.row0 + at if self.rows is None else self.rows[at]
+        return rows
+
     def head(self, n: int) -> _Accesses:
         """The first ``n`` accesses."""
-        return _Accesses(self.row0, self.t[:n], self.vm[:n], self.vcpu[:n], self.gpa[:n])
+        rows = None if self.rows is None else self.rows[:n]
+        return _Accesses(self.row0, self.t[:n], self.vm[:n], self.vcpu[:n], self.gpa[:n], rows)
 
     def tail(self, n: int) -> _Accesses:
         """The accesses after the first ``n``."""
-        return _Accesses(self.row0 + n, self.t[n:], self.vm[n:], self.vcpu[n:], self.gpa[n:])
+        rows = None if self.rows is None else self.rows[n:]
+        return _Accesses(self.row0 + n, self.t[n:], self.vm[n:], self.vcpu[n:], self.gpa[n:], rows)
+
+    def of_lane(self, lanes: np.ndarray, lane: int) -> _Accesses:
+        """The accesses of lane ``lane``; ``lanes`` holds every access's lane."""
+        at = np.flatnonzero(lanes == lane)
+        return _Accesses(
+            self.row0, self.t[at], self.vm[at], self.vcpu[at], self.gpa[at], self.rows_at(at)
+        )
 
 
 class VectorEngine:
@@ -80,6 +100,7 @@ class VectorEngine:
         cfg: MmuConfig,
         costs: CostModel,
         sink: FaultConsumer | None = None,
+        threads: int = 1,
     ) -> None:
         self.meta = meta
         self.policy = policy
@@ -98,6 +119,10 @@ class VectorEngine:
         self._carried_recycled = 0
         """SPs the page-limit zap at the end of the last step freed, for the next step's first
         fault (the fault that triggered it, rule 25)."""
+        self.lanes: Lanes | None = None
+        """With ``threads`` over 1, the lanes that replay an epoch's VMs side by side."""
+        if threads > 1 and self.lay.n_vms > 1:
+            self.lanes = Lanes(self, threads)
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -121,6 +146,7 @@ class VectorEngine:
 
     def finish(self) -> EngineResult:
         """The replay's results."""
+        self.close()
         self.faults.close()
         return EngineResult(
             sink=self.faults,
@@ -129,6 +155,11 @@ class VectorEngine:
             cache_frees=self.cache_frees,
             nr_deferred=self.host.nr_deferred,
         )
+
+    def close(self) -> None:
+        """Stop the lanes' threads, if any (a replay that stops early calls it too)."""
+        if self.lanes is not None:
+            self.lanes.close()
 
     _EPOCH_MAX = 1 << 18
     """Accesses per step of an epoch. The state only grows within an epoch, so any prefix is an
@@ -145,15 +176,22 @@ class VectorEngine:
         A step also ends where the page limit or a slot-edge prefetch group needs it.
         """
         leaves = self.state.leaves
-        carried: int | None = None
         if self.tables.fast is not None and len(epoch) * self._PACK_FROM >= len(leaves.present):
             leaves.pack()
+        try:
+            if self.lanes is not None and self.lanes.splits(epoch):
+                self.lanes.run(epoch)
+            else:
+                self._steps(epoch)
+        finally:
+            leaves.unpack()  # host events change ``present`` between epochs
+
+    def _steps(self, epoch: _Accesses) -> None:
+        """The steps of an epoch (or of a lane's share of one, ENGINE.md "Lanes")."""
+        carried: int | None = None
         while len(epoch):
             done, carried = self._step(epoch.head(self._EPOCH_MAX), carried)
-            if carried is not None and leaves.bits is not None:
-                leaves.pack()  # the page limit zapped tables: leaves went
             epoch = epoch.tail(done)
-        leaves.unpack()  # host events change ``present`` between epochs
 
     def _step(self, step: _Accesses, carried: int | None) -> tuple[int, int | None]:
         """Replay a prefix of ``step``; return how many accesses it consumed, and a cause.
@@ -178,7 +216,9 @@ class VectorEngine:
         next_carried = int(cands.causes(stopped, self.state)[0])
         at = int(cands.at[limit_at])
         vi = int(cands.vi[limit_at])
-        self._carried_recycled = self._zap_page_limit(vi, step.row0 + at, int(step.t[at]))
+        self._carried_recycled = self._zap_page_limit(
+            vi, int(step.rows_at(np.array([at]))[0]), int(step.t[at])
+        )
         return consumed, next_carried
 
     def _stop(self, cands: Candidates, carried: int | None, n: int) -> tuple[int, int, int | None]:
@@ -238,6 +278,8 @@ class VectorEngine:
         ids = self.state.sps.oldest(vi, self.cfg.refill_pages - avail)
         if len(ids):
             removals.zap(self.state, vi, ids, Cause.RECYCLED)
+            # Leaves went: the packed copy of the epoch (if any) is re-packed for this VM only.
+            self.state.leaves.repack(int(self.lay.vm_key_lo[vi]), int(self.lay.vm_key_hi[vi]))
             self.sp_removals.append((row, t, int(self.lay.vm_ids[vi]), len(ids)))
         return len(ids)
 
@@ -372,7 +414,7 @@ class VectorEngine:
             np.maximum.at(self.caches.busy_until, g_vcpu[real], t[real] + est[real])
         self.faults.add(
             {
-                "row": step.row0 + at,
+                "row": step.rows_at(at),
                 "t_ns": t,
                 "vm": step.vm[at],
                 "vcpu": vcpu,

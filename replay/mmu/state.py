@@ -7,6 +7,7 @@ vCPU caches are in ``replay.mmu.caches``; what removes state, in ``replay.mmu.re
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,6 +41,16 @@ class Leaves:
         for one pass to pack it; the installs keep it in step (:meth:`mirror`).
         """
         self.bits = np.packbits(self.present, bitorder="little")
+
+    def repack(self, lo: int, hi: int) -> None:
+        """Re-pack the packed copy over keys ``lo`` to ``hi`` (byte-aligned: one VM's keys).
+
+        A page-limit zap drops one VM's leaves in the middle of an epoch; re-packing that VM's
+        keys alone leaves the other VMs' bytes to the lanes that are updating them.
+        """
+        if self.bits is not None:
+            a, b = lo & ~7, (hi + 7) & ~7  # whole bytes; the keys past a VM's last are padding
+            self.bits[a >> 3 : b >> 3] = np.packbits(self.present[a:b], bitorder="little")
 
     def unpack(self) -> None:
         """Drop the packed copy (host events change ``present`` without mirroring)."""
@@ -95,16 +106,24 @@ class Sps:
         """Live SPs per VM, the root and unlinked ones included (rule 26)."""
         self.zap_mark = np.zeros(lay.n_sps + 1, dtype=bool)
         """Scratch marks of the SPs a zap frees, clear between zaps."""
+        self._seq_lock = threading.Lock()
 
     def allocate(self, ids: np.ndarray) -> None:
         """Rule 3d: allocate SPs ``ids``, linked, created in the order given."""
         self.exists[ids] = True
         self.linked[ids] = True
         self.unlink_cause[ids] = 0
-        self.seq[ids] = self.next_seq + np.arange(len(ids))
-        self.next_seq += len(ids)
-        if len(ids):
-            self.live += np.bincount(self.lay.sp_vm[ids], minlength=self.lay.n_vms)
+        if not len(ids):
+            return
+        # Lanes of a parallel epoch allocate at once, each for its own VMs (ENGINE.md, "Lanes"):
+        # the counter is shared, so it is taken under a lock; the order it gives is only ever
+        # compared within one VM (rule 11's oldest first), where it is creation order still.
+        with self._seq_lock:
+            first = self.next_seq
+            self.next_seq += len(ids)
+        self.seq[ids] = first + np.arange(len(ids))
+        # Element by element: a whole-array ``live +=`` would overwrite another lane's counts.
+        np.add.at(self.live, self.lay.sp_vm[ids], 1)
 
     def relink(self, ids: np.ndarray) -> None:
         """Rule 3d: relink unlinked SPs ``ids``, which clears their unlink cause (rule 20)."""

@@ -8,9 +8,10 @@ policy: accesses per vCPU and per time bucket, reclaim passes by source.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
     from replay.trace.schema import VmSpec
 
 DEFAULT_BUCKET_NS = 100_000_000
+
+
+def cores() -> int:
+    """The cores this process may run on (``replay run --threads``'s default)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
 
 
 class Engine(Protocol):
@@ -59,8 +68,13 @@ def make_engine(
     cfg: MmuConfig,
     costs: CostModel,
     sink: FaultConsumer | None = None,
+    lanes: int = 1,
 ) -> Engine:
-    """Build the named engine, writing its fault rows into ``sink`` (kept in memory if None)."""
+    """Build the named engine, writing its fault rows into ``sink`` (kept in memory if None).
+
+    ``lanes`` over 1 lets the vectorized engine replay an epoch's VMs on that many threads
+    (``replay.mmu.lanes``); the reference engine replays one event at a time whatever it is.
+    """
     if name not in ENGINES:
         raise ReplayError(f"unknown engine {name!r}; use {' or '.join(ENGINES)}")
     if name == "reference":
@@ -69,7 +83,7 @@ def make_engine(
         return ReferenceEngine(trace.meta, policy, cfg, costs, sink)
     from replay.mmu.engine import VectorEngine
 
-    return VectorEngine(trace.meta, policy, cfg, costs, sink)
+    return VectorEngine(trace.meta, policy, cfg, costs, sink, threads=lanes)
 
 
 @dataclass
@@ -223,7 +237,7 @@ class _TraceCounter:
         )
 
 
-def run_policies(
+def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codebase.py
     trace: TraceFile,
     policies: tuple[Policy, ...],
     *,
@@ -233,6 +247,7 @@ def run_policies(
     bucket_ns: int = DEFAULT_BUCKET_NS,
     progress: Callable[[int, int], None] | None = None,
     workdir: Path | None = None,
+    threads: int | None = 1,
 ) -> Replay:
     """Replay ``trace`` under every policy in ``policies``, reading it once.
 
@@ -254,6 +269,12 @@ def run_policies(
         Where each policy's fault rows are written as they are produced
         (``workdir/<policy>.faults.parquet``), so memory does not grow with the trace; without
         it they stay in memory.
+    threads
+        Threads for the engines: the policies are replayed side by side (they share the trace
+        and nothing else), and the threads left over split each epoch's VMs between lanes
+        (``replay.mmu.lanes``). 1 replays everything on the calling thread. None means one
+        thread per core for the policies and no lanes: on the GIL, lanes cost more CPU than
+        they save (ENGINE.md, "Lanes"). The rows are the same whatever it is.
 
     Returns
     -------
@@ -291,35 +312,95 @@ def run_policies(
         )
         for p, st in zip(policies, stats, strict=True)
     ]
+    if threads is None:
+        threads, lanes = min(cores(), len(policies)), 1
+    else:
+        lanes = max(1, threads // len(policies))
     engines = [
-        make_engine(engine, trace, p, cfg, costs, s) for p, s in zip(policies, sinks, strict=True)
+        make_engine(engine, trace, p, cfg, costs, s, lanes)
+        for p, s in zip(policies, sinks, strict=True)
     ]
     for st, eng in zip(stats, engines, strict=True):
         st.attach(eng.sp_removals, eng.cache_frees)
-    walls = [0.0] * len(engines)
     counter = _TraceCounter(trace.meta.vms, bucket_ns)
+    feeder = _Feeder(engines, min(threads, len(engines)))
     read_s = 0.0
     t_read = time.perf_counter()
-    for batch in iter_batches(trace, read_ahead=True):
-        read_s += time.perf_counter() - t_read
-        if len(batch):
-            span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
-            if counter.first is None:
-                for st in stats:
-                    st.t0 = int(batch.t_ns[0])
-            counter.add(batch)
-            for i, eng in enumerate(engines):
-                t0 = time.perf_counter()
-                eng.feed(batch)
-                walls[i] += time.perf_counter() - t0
-        if progress is not None:
-            progress(counter.rows, trace.num_rows)
-        t_read = time.perf_counter()
+    try:
+        for batch in iter_batches(trace, read_ahead=True):
+            read_s += time.perf_counter() - t_read
+            if len(batch):
+                span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
+                if counter.first is None:
+                    for st in stats:
+                        st.t0 = int(batch.t_ns[0])
+                counter.add(batch)
+                feeder.feed(batch)
+            if progress is not None:
+                progress(counter.rows, trace.num_rows)
+            t_read = time.perf_counter()
+    finally:
+        feeder.close()
     counter.check(trace)
     runs = []
-    for policy, eng, wall, st, sink in zip(policies, engines, walls, stats, sinks, strict=True):
+    for policy, eng, wall, st, sink in zip(
+        policies, engines, feeder.walls, stats, sinks, strict=True
+    ):
         t0 = time.perf_counter()
         result = eng.finish()
         engine_s = wall + time.perf_counter() - t0
         runs.append(PolicyRun(policy, engine, result, engine_s, st, sink))
     return Replay(trace, trace_fingerprint, cfg, costs, counter.counts(), runs, read_s)
+
+
+class _Feeder:
+    """Hands every batch to every engine: the policies side by side on ``threads`` threads.
+
+    The engines share the trace's batches, which nobody writes, and nothing else, so they
+    need no join but the one after each batch (which keeps the read-ahead bounded). The
+    calling thread replays the first engine itself.
+    """
+
+    def __init__(self, engines: list[Engine], threads: int) -> None:
+        self.engines = engines
+        self.walls = [0.0] * len(engines)
+        """Each engine's time in ``feed``, seconds."""
+        self._pool: Any = None
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="policy")
+
+    def feed(self, batch: EventBatch) -> None:
+        """Feed ``batch`` to every engine; re-raise the first error once all have stopped."""
+        if self._pool is None:
+            for i in range(len(self.engines)):
+                self._feed_one(i, batch)
+            return
+        futures = [self._pool.submit(self._feed_one, i, batch) for i in range(1, len(self.engines))]
+        errors: list[BaseException] = []
+        try:
+            self._feed_one(0, batch)
+        except BaseException as exc:  # the other engines still stop before it propagates
+            errors.append(exc)
+        for fut in futures:
+            failed = fut.exception()
+            if failed is not None:
+                errors.append(failed)
+        if errors:
+            raise errors[0]
+
+    def _feed_one(self, i: int, batch: EventBatch) -> None:
+        t0 = time.perf_counter()
+        self.engines[i].feed(batch)
+        self.walls[i] += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the threads, the engines' lanes included: nothing is left running."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for eng in self.engines:
+            close = getattr(eng, "close", None)
+            if close is not None:
+                close()
