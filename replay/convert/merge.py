@@ -19,9 +19,10 @@ from replay.convert.rows import SPOOL_COLUMNS
 from replay.errors import InputFileError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from replay.convert.converter import FileConverter
+    from replay.convert.damo import DamoFile
 
 MERGE_BATCH = 1 << 18
 """Rows read from each spool at a time."""
@@ -51,7 +52,7 @@ def spool_stdin(folder: Path, source: str = "-") -> Path:
 
 def counted(
     chunks: Iterator[dict[str, np.ndarray]],
-    converters: list[FileConverter],
+    converters: Sequence[FileConverter | DamoFile],
     progress: Callable[[int], None] | None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """``chunks``, telling ``progress`` the lines read so far (over all files) at each."""

@@ -18,6 +18,10 @@ SPOOL_COLUMNS = (
     "source",
     "priority",
     "nid",
+    "nr_accesses",
+    "window_ns",
+    "sample_ns",
+    "age",
 )
 """Columns of a converter's rows (the trace's, with the line for ordering)."""
 
