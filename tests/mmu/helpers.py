@@ -75,6 +75,10 @@ def batch(rows: list[Row], start_row: int = 0) -> EventBatch:
         priority=col("priority", np.int8),
         nid=col("nid", np.int16),
         nr_to_scan=col("nr_to_scan", np.uint32),
+        nr_accesses=col("nr_accesses", np.uint32),
+        window_ns=col("window_ns", np.uint64),
+        sample_ns=col("sample_ns", np.uint64),
+        age=col("age", np.uint32),
     )
 
 
