@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.convert.damon import DAMON_USED, task_monitor
+from replay.convert.damon import DAMON_USED, DamonPlacer, task_monitor
 from replay.convert.damontext import DamonLines
 from replay.convert.kernelrows import KernelRows
 from replay.convert.layout import LAYOUTS, Task, event_name, lost_count, parse_task, slow_line
@@ -32,7 +32,6 @@ from replay.trace.schema import EVENT_CODE, OP_CODE, PAGE_SHIFT
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from replay.convert.damon import DamonPlacer
     from replay.convert.layout import SlowLine
     from replay.convert.lines import LineBlock
     from replay.convert.options import ConvertOptions
@@ -65,7 +64,7 @@ class FileConverter(KernelRows):
         registry: VmRegistry,
         options: ConvertOptions,
         access_source: str,
-        damon: DamonPlacer,
+        damon: DamonPlacer | None = None,
     ) -> None:
         self.path = path
         self.name = "<stdin>" if path == "-" else path
@@ -87,6 +86,10 @@ class FileConverter(KernelRows):
         self.layouts_seen: dict[str, int] = {}
         self.cut_line = -1
         """Number of the log's last line when it has no newline (the capture stopped in it)."""
+        if damon is None:  # a converter on its own: DAMON targets placed by the config alone
+            damon = DamonPlacer(
+                registry.configs, [(path, self.name)], registry, options.damon_intervals, report
+            )
         self.damon = DamonLines(self.name, damon, report, self._bad)
 
     def shown_as(self, name: str) -> None:

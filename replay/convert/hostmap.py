@@ -117,12 +117,15 @@ def scan_tables(paths: Iterable[tuple[str, str]]) -> tuple[list[SlotTable], list
                 continue
             space, slot, hs, ret, pid = got
             at = text.find("kvm_set_user_memory")
-            if pid is None and at > 0 and "@" not in text[:at]:
-                pid = _task_pid(text, at)
-            key = (shown, pid)
+            # A kernel trace (QEMU's ftrace backend) may hold several VMMs: one table per
+            # process. QEMU's own log is one VMM; its pid@ is a thread id, kept as the pid.
+            task = _task_pid(text, at) if pid is None and at > 0 else None
+            key = (shown, task)
             table = tables.setdefault(
-                key, SlotTable(shown if pid is None else f"{shown} (pid {pid})", pid)
+                key, SlotTable(shown if task is None else f"{shown} (pid {task})", task)
             )
+            if table.pid is None:
+                table.pid = pid
             table.lines += 1
             if ret != 0:
                 continue

@@ -12,7 +12,7 @@ becomes ``vm_list`` (head first).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -345,9 +345,9 @@ class VmRegistry:
             cfg = v.config
             vcpus = max(v.max_vcpu + 1, cfg.vcpus if cfg and cfg.vcpus else 1)
             if cfg is not None and cfg.slots:
-                slots = tuple(s.slot for s in cfg.slots)
+                slots = tuple(replace(s.slot, hva_start=s.hva_start) for s in cfg.slots)
             elif v.host_slots:
-                slots = tuple(Memslot(s.gpa, s.size, "4k", False) for s in v.host_slots)
+                slots = tuple(Memslot(s.gpa, s.size, "4k", False, s.hva) for s in v.host_slots)
             else:
                 slots = inferred_slots(v.gfn_ranges)
                 what = (
@@ -379,7 +379,9 @@ class VmRegistry:
         for cfg in self.configs:
             if cfg.name not in seen:
                 # Declared but silent in the log: listed after the VMs that were seen.
-                slots = tuple(s.slot for s in cfg.slots) or inferred_slots(set())
+                slots = tuple(
+                    replace(s.slot, hva_start=s.hva_start) for s in cfg.slots
+                ) or inferred_slots(set())
                 mmu = mmu_override or cfg.mmu_mode
                 specs.append(
                     VmSpec(len(specs), cfg.name, cfg.vcpus or 1, mmu, cfg.root_level, slots)
