@@ -22,7 +22,7 @@ from replay.convert.passes import DEF_PRIORITY, PassBuilder, ShrinkStart
 from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, access_ops, parse_payload
 from replay.convert.prepare import prepared_blocks
 from replay.convert.report import EXAMPLES, FileReport
-from replay.convert.rows import Rows
+from replay.convert.rows import Rows, joined
 from replay.convert.source import MAX_LINE, LogFormatError
 from replay.convert.timeorder import INT64_MAX, OUT_OF_RANGE, TimeOrder
 from replay.convert.vms import MAX_VCPUS
@@ -537,7 +537,7 @@ class FileConverter(KernelRows):
             self._pass_row(rows, p)
         cols = rows.take()
         if self.pending is not None:
-            cols = {k: np.concatenate([self.pending[k], cols[k]]) for k in cols}
+            cols = joined(self.pending, cols)
             self.pending = None
         t, line = cols["t_ns"], cols["line"]
         # Rows come nearly in order (the fast path's in line order, a few others after):

@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.convert.buffer import SPACE, first_in_window, parse_digits, window
+from replay.convert.buffer import PAD, SPACE, first_in_window, window
 from replay.convert.hostmap import aligned, place
 from replay.convert.report import EXAMPLES
 from replay.convert.source import LogFormatError
+from replay.convert.swar import decimal_spans
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -117,26 +118,26 @@ def aggregated_fields(block: LineBlock, rows: np.ndarray) -> tuple[list[np.ndarr
     values = []
     at = lo + 10
     for stop, skip, width, literal in (
-        (SPACE, 12, 15, b" nr_regions="),
+        (SPACE, 12, 20, b" nr_regions="),
         (SPACE, 1, 10, None),
-        (ord("-"), 1, 15, None),
-        (ord(":"), 2, 15, None),
+        (ord("-"), 1, 16, None),
+        (ord(":"), 2, 16, None),
     ):
         end = at + first_in_window(window(buf, at, width + 1), stop)
         ok &= end > at
         if literal is not None:
             ok &= _has(buf, end, literal)
-        value, good = parse_digits(buf, at, np.where(ok, end, at + 1), width)
+        value, good = decimal_spans(buf, at, np.where(ok, end, at + 1))
         values.append(value)
         ok &= good
         at = end + skip
-    ok &= buf[at - 1 + 256] == SPACE
+    ok &= buf[at - 1 + PAD] == SPACE
     space = first_in_window(window(buf, at, 11), SPACE)
     with_age = (space > 0) & (at + space < hi)
     acc_end = np.where(with_age, at + space, hi)
-    nacc, good = parse_digits(buf, at, acc_end, 10)
+    nacc, good = decimal_spans(buf, at, acc_end)
     ok &= good
-    age, good_age = parse_digits(buf, acc_end + 1, np.where(with_age, hi, acc_end + 2), 10)
+    age, good_age = decimal_spans(buf, acc_end + 1, np.where(with_age, hi, acc_end + 2))
     ok &= good_age | ~with_age
     age_col = np.where(with_age, age.astype(np.int64), NO_AGE)
     return [*values, nacc, age_col], ok

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replay.convert.rows import SPOOL_COLUMNS
+from replay.convert.rows import SPOOL_COLUMNS, complete
 from replay.errors import InputFileError
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def spool(chunks: Iterator[dict[str, np.ndarray]], path: Path) -> Path:
 
     schema = pa.schema([(c, pa.int64()) for c in SPOOL_COLUMNS])
     with pq.ParquetWriter(path, schema, compression="none") as writer:
-        for cols in chunks:
+        for cols in map(complete, chunks):
             if len(cols["t_ns"]):
                 writer.write_table(pa.table({c: cols[c] for c in SPOOL_COLUMNS}, schema=schema))
     return path

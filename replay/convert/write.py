@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.convert.report import first_example, nothing_usable, seen, wrap_hint
+from replay.convert.rows import complete
 from replay.convert.source import LogFormatError
 from replay.convert.timeorder import REORDERED, TIME_REASONS
 from replay.trace.schema import EVENT_CODE, TraceMeta
@@ -173,6 +174,7 @@ def trace_columns(
     cols: dict[str, np.ndarray], remap: np.ndarray
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | bool]]:
     """A converter's int64 columns as the trace's typed columns, and where each is valid."""
+    cols = complete(cols)
     event = cols["event"]
     has_vm = cols["vm"] >= 0
     vm = remap[np.maximum(cols["vm"], 0)] if len(remap) else np.zeros(len(event), np.int64)

@@ -79,14 +79,10 @@ def _regions(trace: pl.DataFrame) -> pl.DataFrame:
 
 @pytest.mark.parametrize("name", HEADS + BOUNDARIES)
 def test_real_captures_every_region_as_in_the_text(tmp_path: Path, name: str) -> None:
-    report, trace = convert(
-        tmp_path, name, vm_config=_config(tmp_path), damon_intervals=INTERVALS
-    )
+    report, trace = convert(tmp_path, name, vm_config=_config(tmp_path), damon_intervals=INTERVALS)
     text = _regions_in_text(name)
     assert report.events["damon_aggregated"] == len(text) > 0
-    assert report.unused_events["damos_before_apply"] == len(
-        lines_with(name, "damos_before_apply")
-    )
+    assert report.unused_events["damos_before_apply"] == len(lines_with(name, "damos_before_apply"))
     got = _regions(trace)
     assert got.height == len(text)
     assert got["gpa"].to_list() == [s - (4 << 30) for s, _, _, _ in text]
@@ -106,23 +102,23 @@ def test_real_captures_every_region_as_in_the_text(tmp_path: Path, name: str) ->
 def test_three_layouts_of_one_capture_give_the_same_regions(tmp_path: Path) -> None:
     seen = []
     for name in HEADS[:4]:
-        _, trace = convert(
-            tmp_path, name, vm_config=_config(tmp_path), damon_intervals=INTERVALS
-        )
+        _, trace = convert(tmp_path, name, vm_config=_config(tmp_path), damon_intervals=INTERVALS)
         seen.append(_regions(trace).select("gpa", "len", "nr_accesses", "age"))
     for other in seen[1:]:
         assert other.equals(seen[0])
 
 
 def test_paddr_record_without_a_map_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(LogFormatError, match="--vm-config with hva_start.*kvm_set_user_memory"):
+    with pytest.raises(LogFormatError, match=r"--vm-config with hva_start.*kvm_set_user_memory"):
         convert(tmp_path, HEADS[0], damon_intervals=INTERVALS)
 
 
 def test_paddr_record_outside_every_memslot_says_paddr(tmp_path: Path) -> None:
     elsewhere = PRETEND.replace("0x100000000", "0x7f0000000000")
-    with pytest.raises(LogFormatError, match="paddr record .* host-physical to guest map"):
-        convert(tmp_path, HEADS[0], vm_config=_config(tmp_path, elsewhere), damon_intervals=INTERVALS)
+    with pytest.raises(LogFormatError, match=r"paddr record .* host-physical to guest map"):
+        convert(
+            tmp_path, HEADS[0], vm_config=_config(tmp_path, elsewhere), damon_intervals=INTERVALS
+        )
 
 
 def test_intervals_missing_names_the_option(tmp_path: Path) -> None:
@@ -132,7 +128,7 @@ def test_intervals_missing_names_the_option(tmp_path: Path) -> None:
 
 def test_intervals_that_cannot_be_the_monitors_are_refused(tmp_path: Path) -> None:
     """nr_accesses 10 occurs: aggregations of 5 samples cannot hold it."""
-    with pytest.raises(LogFormatError, match="nr_accesses 1[01] past the 5 sampling checks"):
+    with pytest.raises(LogFormatError, match=r"nr_accesses 1[01] past the 5 sampling checks"):
         convert(tmp_path, HEADS[0], vm_config=_config(tmp_path), damon_intervals=(1000, 5000))
 
 
@@ -174,17 +170,15 @@ def test_overlapping_region_is_counted_and_quoted(tmp_path: Path) -> None:
 def test_target_that_is_no_vm_is_counted(tmp_path: Path) -> None:
     other = PRETEND.replace("damon_target = 0", "damon_target = 3")
     faults = "ftrace-kvm-head.txt"
-    with pytest.raises(LogFormatError, match="no guest fault|no event"):
+    with pytest.raises(LogFormatError, match=r"no guest fault|no event"):
         convert(tmp_path, HEADS[0], vm_config=_config(tmp_path, other), damon_intervals=INTERVALS)
-    report, trace = convert(
+    _, trace = convert(
         tmp_path, faults, vm_config=_config(tmp_path, other), damon_intervals=INTERVALS
     )
     assert _regions(trace).height == 0
     # With the faults of a kvm log beside it (its own clock): the target is counted, not placed.
     text = (LOGS / HEADS[0]).read_text()
-    shifted = re.sub(
-        r"   600\.(\d+):", lambda m: f"   {_kvm_second()}.{m.group(1)}:", text
-    )
+    shifted = re.sub(r"   600\.(\d+):", lambda m: f"   {_kvm_second()}.{m.group(1)}:", text)
     (tmp_path / "d.txt").write_text(shifted)
     report2, trace2 = _convert_path(
         tmp_path,
@@ -229,7 +223,9 @@ def test_old_payloads_without_age_and_failed_to_parse(tmp_path: Path) -> None:
     at = [i for i, ln in enumerate(lines) if "damon_aggregated" in ln]
     edit = {}
     for i in at[:50]:
-        edit[i] = re.sub(r"target_id=0 (.*: \d+) \d+$", r"target_id=18446623435582458880 \1", lines[i])
+        edit[i] = re.sub(
+            r"target_id=0 (.*: \d+) \d+$", r"target_id=18446623435582458880 \1", lines[i]
+        )
     for i in at[50:60]:
         m = re.search(r"nr_regions=(\d+) (\d+)-(\d+): (\d+) (\d+)$", lines[i])
         assert m is not None
@@ -252,20 +248,18 @@ DAMO = "damon-damo-v3.3.0-trimmed.json"
 
 
 def _damo_regions() -> list[tuple[int, int, int, int, int]]:
-    out = []
-    for record in json.loads((LOGS / DAMO).read_text()):
-        for snap in record["snapshots"]:
-            for r in snap["regions"]:
-                out.append(
-                    (
-                        int(snap["end_time"]),
-                        int(r["start"].replace(",", "")),
-                        int(r["end"].replace(",", "")),
-                        r["nr_accesses"]["samples"],
-                        int(r["age"]["aggr_intervals"]),
-                    )
-                )
-    return out
+    return [
+        (
+            int(snap["end_time"]),
+            int(r["start"].replace(",", "")),
+            int(r["end"].replace(",", "")),
+            r["nr_accesses"]["samples"],
+            int(r["age"]["aggr_intervals"]),
+        )
+        for record in json.loads((LOGS / DAMO).read_text())
+        for snap in record["snapshots"]
+        for r in snap["regions"]
+    ]
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -292,7 +286,7 @@ def test_truncated_damo_record_is_one_clear_error(tmp_path: Path, compressed: bo
     data = zlib.compress(data) if compressed else data
     path = tmp_path / "cut.data"
     path.write_bytes(data[: len(data) * 2 // 3])
-    with pytest.raises(LogFormatError, match="cut.data.*truncated or damaged"):
+    with pytest.raises(LogFormatError, match=r"cut.data.*truncated or damaged"):
         _convert_path(tmp_path, path, vm_config=_config(tmp_path))
     assert not (tmp_path / "e.parquet").exists()
 
@@ -324,7 +318,8 @@ def test_set_user_memory_both_spellings() -> None:
     c = parse_set_user_memory(QEMU_LINES[2])
     assert a == (0, 0, HostSlot(0, 0x80000000, 0x100000000, 0), 0, None)
     assert b == (0, 1, HostSlot(0x100000000, 0x180000000, 0x180000000, 0), 0, 41874)
-    assert c is not None and c[:2] == (1, 3)  # (1 << 16) | 3: SMM's address space
+    assert c is not None
+    assert c[:2] == (1, 3)  # (1 << 16) | 3: SMM's address space
     demo = (LOGS / "qemu-ftrace-marker-demo.txt").read_text().splitlines()[-1]
     d = parse_set_user_memory(demo)
     assert d == (0, 4, HostSlot(0xE0000, 0x20000, 0x7F5840DE0000, 2), 0, None)
@@ -334,9 +329,7 @@ def test_qemu_log_places_regions_without_a_vm_config(tmp_path: Path) -> None:
     """The memslot table of QEMU's log backend (after the DAMON lines in the inputs)."""
     qemu = tmp_path / "qemu.log"
     qemu.write_text("\n".join(QEMU_LINES) + "\n")
-    report, trace = _convert_path(
-        tmp_path, LOGS / HEADS[0], qemu, damon_intervals=INTERVALS
-    )
+    report, trace = _convert_path(tmp_path, LOGS / HEADS[0], qemu, damon_intervals=INTERVALS)
     got = _regions(trace)
     text = _regions_in_text(HEADS[0])
     # 4 GiB .. 6 GiB host is slot 0 (gpa 0), 6 GiB .. 12 GiB slot 1 (gpa 4 GiB).
