@@ -106,6 +106,17 @@ def _print_summary(output: Path, doc: dict[str, Any]) -> None:
         note(f"  {line}")
     for line in doc["warnings"]:
         note(f"warning: {line}")
+    damon = doc.get("damon")
+    if damon:
+        intervals = "; ".join(
+            f"{k}: {v['sample_us']:,}/{v['aggr_us']:,} µs from the {v['source']}"
+            for k, v in damon["intervals"].items()
+        )
+        note(
+            f"DAMON: {damon['regions']:,} regions, {damon['bytes_placed']:,} bytes placed in "
+            f"guests, {damon['bytes_outside_memslots']:,} outside every memslot; intervals "
+            f"(sample/aggregation) {intervals}"
+        )
     vms = ", ".join(f"{v['name']} ({v['vcpus']} vCPUs, {v['mmu_mode']})" for v in doc["vms"])
     note(
         f"wrote {output}: {rows.get('access', 0):,} faults, {rows.get('reclaim', 0):,} reclaim "
