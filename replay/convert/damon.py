@@ -226,15 +226,21 @@ class DamonPlacer:
             return None
         return Intervals(self.option[0], self.option[1], "option")
 
-    def target(self, monitor: str, index: int, where: str, t_ns: int) -> Placement:
-        """The placement of a target, resolved on first sight (``t_ns``: its first region)."""
+    def target(
+        self, monitor: str, index: int, where: str, t_ns: int, pid: int | None = None
+    ) -> Placement:
+        """The placement of a target, resolved on first sight.
+
+        ``t_ns`` is its first region's time; ``pid`` the monitored process, where the record
+        names it (a damo ``.kdamonds`` file).
+        """
         key = (monitor, index)
         got = self.targets.get(key)
         if got is None:
-            got = self.targets[key] = self._resolve(index, where, t_ns)
+            got = self.targets[key] = self._resolve(index, where, t_ns, pid)
         return got
 
-    def _resolve(self, index: int, where: str, t_ns: int) -> Placement:
+    def _resolve(self, index: int, where: str, t_ns: int, pid: int | None) -> Placement:
         from replay.convert.layout import Task
 
         named = [c for c in self.configs if c.damon_target is not None]
@@ -258,6 +264,10 @@ class DamonPlacer:
                 candidates.append((task, t.source, t.slots()))
         if not candidates:
             raise LogFormatError(f"{where}: {NO_MAP}")
+        if pid is not None and len(candidates) > 1:
+            # The record names the process it watched: the VM of that process, if one is known.
+            mine = [c for c in candidates if c[0].tgid == pid]
+            candidates = mine or candidates
         if len(candidates) > 1:
             names = ", ".join(c[1] for c in candidates[:4])
             raise LogFormatError(

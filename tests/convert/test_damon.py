@@ -354,3 +354,20 @@ def test_region_across_slots_is_cut_and_outside_bytes_counted() -> None:
     assert pieces.gpa.tolist() == [0, 1 << 20, 4096]
     assert pieces.length.tolist() == [8192, 4096, 4096]
     assert pieces.outside.tolist() == [4096, 0]
+
+
+def test_damo_kdamonds_file_names_the_process_watched(tmp_path: Path) -> None:
+    """damo's FILE.kdamonds gives each target's pid: the VM of that process, of several."""
+    two = PRETEND + PRETEND.replace('"pretend"', '"other"').replace("4242", "4343").replace(
+        "damon_target = 0\n", ""
+    ).replace("0x100000000", "0x7f0000000000")
+    two = two.replace("damon_target = 0\n", "")
+    path = tmp_path / "damon.data"
+    path.write_bytes((LOGS / DAMO).read_bytes())
+    with pytest.raises(LogFormatError, match="could be any of 2 VMs"):
+        _convert_path(tmp_path, path, vm_config=_config(tmp_path, two))
+    kdamonds = [{"contexts": [{"ops": "vaddr", "targets": [{"pid": 4242}]}]}]
+    (tmp_path / "damon.data.kdamonds").write_text(json.dumps(kdamonds))
+    report, trace = _convert_path(tmp_path, path, vm_config=_config(tmp_path, two))
+    assert _regions(trace).height == len(_damo_regions())
+    assert report.damon["targets"]["damo record target 0"]["vm"] == "pretend"  # type: ignore[attr-defined]
