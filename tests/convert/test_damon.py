@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from replay.convert import ConvertOptions, convert_logs
 from replay.convert.hostmap import HostSlot, parse_set_user_memory, place
@@ -371,3 +373,80 @@ def test_damo_kdamonds_file_names_the_process_watched(tmp_path: Path) -> None:
     report, trace = _convert_path(tmp_path, path, vm_config=_config(tmp_path, two))
     assert _regions(trace).height == len(_damo_regions())
     assert report.damon["targets"]["damo record target 0"]["vm"] == "pretend"  # type: ignore[attr-defined]
+
+
+def test_qemu_table_without_a_pid_is_the_one_vm_of_the_kvm_log(tmp_path: Path) -> None:
+    """QEMU's log names no process; the kvm log (record-tgid) has one VM: they are the same.
+
+    The kvm lines are the LKML kvm_page_fault lines with a (TGID) column spliced in; the DAMON
+    lines are the capture's, moved just after them in time (one file, one clock).
+    """
+    kvm = [
+        re.sub(r"(-\d+)\s+\[", r"\1 (   4130) [", ln)
+        for ln in (LOGS / "public-kvm-page-fault-lkml-2022.txt").read_text().splitlines()
+    ]
+    damon = [
+        ln.replace("   600.", "    87.").replace("-107     [", "-107    (    107) [")
+        for ln in lines_with(HEADS[0], "damon_")
+    ]
+    host = tmp_path / "host.txt"
+    host.write_text("\n".join(kvm + damon) + "\n")
+    qemu = tmp_path / "qemu.log"
+    small = (
+        "kvm_set_user_memory AddrSpace#0 Slot#0 flags=0x0 gpa=0x0 size=0x10000000 ua=0x100000000"
+    )
+    qemu.write_text(f"{small} ret=0\n" + "\n".join(QEMU_LINES[2:]) + "\n")
+    report, trace = _convert_path(tmp_path, host, qemu, damon_intervals=INTERVALS)
+    assert [v["name"] for v in report.vms] == ["vm-4130"]  # type: ignore[attr-defined]
+    assert set(trace["vm"].to_list()) == {0}
+    assert trace.filter(pl.col("event") == "access").height == len(kvm)
+    # The one slot holds host 4 GiB .. 4.25 GiB: the regions above are the VMM's own memory.
+    text = _regions_in_text(HEADS[0])
+    inside = [
+        (s, min(e, (4 << 30) + (1 << 28))) for s, e, _, _ in text if s < (4 << 30) + (1 << 28)
+    ]
+    placed = _regions(trace)
+    assert placed["len"].to_list() == [e - s for s, e in inside]
+    outside = sum(e - s for s, e, _, _ in text) - sum(e - s for s, e in inside)
+    assert report.damon["bytes_outside_memslots"] == outside > 0  # type: ignore[attr-defined]
+    assert report.coverage == "faults+sampled"  # type: ignore[attr-defined]
+
+
+_VALUES = st.tuples(
+    st.integers(0, 2**20),
+    st.integers(1, 99_999),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_VALUES, min_size=1, max_size=40))
+def test_numpy_payloads_agree_with_the_regular_expression(values: list[tuple]) -> None:  # type: ignore[type-arg]
+    """Every payload the word arithmetic reads, it reads as the regular expression does; the
+    ones it leaves (numbers of 17+ digits) the regular expression reads."""
+    import numpy as np
+
+    from replay.convert.damon import aggregated_fields, parse_aggregated
+    from replay.convert.lines import split_block
+
+    lines = []
+    for i, (t, n, s, e, a, g) in enumerate(values):
+        tail = "" if g is None else f" {g}"
+        lines.append(
+            f"       kdamond.0-99      [001] .....   100.{i:06d}: damon_aggregated: "
+            f"target_id={t} nr_regions={n} {s}-{e}: {a}{tail}"
+        )
+    blk = split_block(("\n".join(lines) + "\n").encode(), 1)
+    sel = np.flatnonzero(blk.ok)
+    assert len(sel) == len(values)
+    cols, ok = aggregated_fields(blk, sel)
+    for k, i in enumerate(sel.tolist()):
+        want = parse_aggregated(blk.payload(i))
+        assert want is not None
+        if ok[k]:
+            assert tuple(int(c[k]) for c in cols) == want
+        else:
+            assert max(want[2], want[3]) >= 10**16
