@@ -214,7 +214,6 @@ class DamonPlacer:
             from replay.convert.hostmap import scan_tables
 
             self._tables, damaged = scan_tables(self.inputs)
-            self.report.events["kvm_set_user_memory"] += sum(t.lines for t in self._tables)
             for text in damaged:
                 where, _, rest = text.partition(": ")
                 self.report.malformed(where, rest, "unreadable kvm_set_user_memory line")
@@ -326,6 +325,10 @@ class DamonPlacer:
             "bytes_placed": total["bytes_placed"],
             "bytes_outside_memslots": total["bytes_outside"],
             "targets": targets,
+            "memslot_tables": [
+                {"source": t.source, "lines": t.lines, "slots": len(t.slots())}
+                for t in self._tables or []
+            ],
             **{k.replace(" ", "_"): v for k, v in sorted(self.notes.items()) if k[0] != "D"},
             "aggregations_cut_short": self.notes[CUT_SHORT],
         }
