@@ -50,14 +50,14 @@ def _bursts(
     total = sum(size for _, size in slots)
     step = max(4096, (total // per_burst) // 4096 * 4096)
     out = []
-    nacc = rng.integers(0, AGGR_US // SAMPLE_US + 1, size=per_burst + len(slots))
-    age = rng.integers(0, 60, size=per_burst + len(slots))
     regions = [
         (HVA_BASE + gpa + lo, HVA_BASE + gpa + min(lo + step, size))
         for gpa, size in slots
         for lo in range(0, size, step)
     ]
     n = len(regions)
+    nacc = rng.integers(0, AGGR_US // SAMPLE_US + 1, size=n)
+    age = rng.integers(0, 60, size=n)
     for i, (lo, hi) in enumerate(regions):
         out.append(
             f"{'kdamond.0':>16}-{99:<7} ({99:>7}) [005] ..... {t + i * 1e-6:12.6f}: "

@@ -121,6 +121,7 @@ def _print_summary(output: Path, doc: dict[str, Any]) -> None:
     note(
         f"wrote {output}: {rows.get('access', 0):,} faults, {rows.get('reclaim', 0):,} reclaim "
         f"passes, {rows.get('zap_all', 0):,} zap_all, {rows.get('unmap', 0):,} unmaps; "
-        f"{rows.get('region', 0):,} DAMON region rows; VMs: {vms}; coverage "
+        + (f"{rows['region']:,} DAMON region rows; " if rows.get("region") else "")
+        + f"VMs: {vms}; coverage "
         f"{doc.get('coverage', 'faults-only')}"
     )
