@@ -95,7 +95,7 @@ class DamoFile:
 
     def shown_as(self, name: str) -> None:
         """Name the file in messages and the report as the user gave it."""
-        self.name = self.info.path = name
+        self.name = self.info.path = "<stdin>" if name == "-" else name
 
     def _bad(self, line: int, text: str, reason: str) -> None:
         where = f"{self.name} region {line}"
