@@ -456,9 +456,9 @@ _CASE_FIGURES = {
 """The history's name for each case's best time."""
 
 
-def _child_convert(log: str, out: str) -> None:
+def _child_convert(log: str, out: str, *extra: str) -> None:
     """``replay convert`` of one log in this process: wall time and peak RSS."""
-    doc, wall, peak = _in_process("convert", log, "-o", out, "--force")
+    doc, wall, peak = _in_process("convert", log, "-o", out, "--force", *extra)
     print(json.dumps({"wall_s": wall, "lines": doc["lines"], "peak_mib": peak}))
 
 
@@ -506,6 +506,33 @@ def bench_convert(lines: int, keep: Path | None, repeat: int) -> list[benchlib.F
     ]
 
 
+def bench_mixed(lines: int, keep: Path | None, share: float) -> list[benchlib.Figure]:
+    """`replay convert` of a mixed log: kvm lines plus a share of DAMON lines (issue 15)."""
+    from damonmix import AGGR_US, SAMPLE_US, mixed_config, write_mixed
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = keep or Path(tmp_name)
+        kvm = tmp / f"legacy-{lines}.ftrace.txt"
+        _synth_to("legacy-mmu-pressure", lines, kvm, "--as", "ftrace")
+        config = tmp / "mixed.vms.toml"
+        config.write_text(mixed_config(Path(f"{kvm}.vms.toml").read_text()))
+        mixed = tmp / f"mixed-{lines}-{share}.ftrace.txt"
+        n_kvm, n_damon = write_mixed(kvm, config.read_text(), share, mixed)
+        extra = ("--vm-config", str(config), "--damon-intervals", f"{SAMPLE_US},{AGGR_US}")
+        r = _run_child("convert", str(mixed), str(tmp / "mixed.parquet"), *extra)
+        print(
+            f"mixed log: {n_kvm:,} kvm/vmscan lines + {n_damon:,} damon_aggregated lines "
+            f"({n_damon / (n_kvm + n_damon):.0%}): {r['wall_s']:.2f} s = "
+            f"{r['lines'] / r['wall_s'] / 1e6:.2f} M lines/s (target >= 1 M lines/s); "
+            f"peak RSS {r['peak_mib']:.0f} MiB"
+        )
+    return [
+        benchlib.count("mixed_damon_lines", n_damon),
+        benchlib.seconds("mixed_convert_s", r["wall_s"]),
+        benchlib.rate("mixed_lines_per_s", r["lines"] / r["wall_s"], "lines/s"),
+    ]
+
+
 def pq_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -519,7 +546,7 @@ CHILDREN: dict[str, Any] = {
     "read": lambda a: _child_read(a[0]),
     "engine_after_read": lambda a: _child_engine_after_read(a[0]),
     "run": lambda a: _child_run(a[0], a[1]),
-    "convert": lambda a: _child_convert(a[0], a[1]),
+    "convert": lambda a: _child_convert(a[0], a[1], *a[2:]),
 }
 """What a fresh child process measures (``bench.py --child KIND ARGS...``)."""
 
@@ -543,6 +570,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--lines", type=int, default=5_000_000)
     v.add_argument("--repeat", type=int, default=2)
     v.add_argument("--keep", type=Path, help="folder to keep (and reuse) the rendered logs")
+    v.add_argument(
+        "--damon-share",
+        type=float,
+        default=0.0,
+        help="also time a mixed log whose lines are this share DAMON's (e.g. 0.2)",
+    )
     f = sub.add_parser("fleet", help="replay fleet: 1 and 2 local workers against a plain loop")
     f.add_argument("--traces", type=int, default=8)
     f.add_argument("--accesses", type=int, default=5_000_000)
@@ -556,7 +589,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 BENCHES: dict[str, Any] = {
-    "convert": lambda a: bench_convert(a.lines, a.keep, a.repeat),
+    "convert": lambda a: (
+        bench_convert(a.lines, a.keep, a.repeat)
+        + (bench_mixed(a.lines, a.keep, a.damon_share) if a.damon_share else [])
+    ),
     "synth": lambda a: bench_synth(a.scenario, a.events, a.repeat),
     "compare": lambda a: bench_compare(a.accesses, a.keep, a.repeat),
     "replay": lambda a: bench_replay(a.accesses, a.slice, a.keep),

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from replay.convert.hostmap import SET_USER_MEMORY
+
 LAYOUTS = ("ftrace", "perf", "trace-cmd")
 
 LINE = re.compile(
@@ -81,7 +83,8 @@ def slow_line(text: str) -> SlowLine | str:
     """An event line, or why the line is skipped.
 
     The reason is 'header', 'blank', 'lost', 'long' (a line past the reader's limit, which
-    it replaced by a NUL line: :data:`.source.LONG_LINE`) or 'malformed'.
+    it replaced by a NUL line: :data:`.source.LONG_LINE`), 'memslot' (QEMU's
+    ``kvm_set_user_memory``, read apart by :mod:`.hostmap`) or 'malformed'.
     """
     if text.startswith("\x00"):
         return "long"
@@ -93,6 +96,8 @@ def slow_line(text: str) -> SlowLine | str:
         return "lost"
     m = LINE.match(text)
     if m is None:
+        if "kvm_set_user_memory " in text and SET_USER_MEMORY.search(text):
+            return "memslot"  # QEMU's log backend: no kernel trace columns
         return "malformed"
     seconds, _, frac = m.group("ts").partition(".")
     if len(frac) > 9:
