@@ -39,6 +39,25 @@ class LogLayout(StrEnum):
     TRACE_CMD = "trace-cmd"
 
 
+class SynthAs(StrEnum):
+    """``replay synth --as``: a kernel trace text layout, or what DAMON would have recorded."""
+
+    FTRACE = "ftrace"
+    PERF = "perf"
+    TRACE_CMD = "trace-cmd"
+    DAMON = "damon"
+
+
+class DamonFormat(StrEnum):
+    """``replay synth --as damon --damon-format``: a text layout or a damo record file."""
+
+    FTRACE = "ftrace"
+    PERF = "perf"
+    TRACE_CMD = "trace-cmd"
+    JSON = "json"
+    JSON_COMPRESSED = "json_compressed"
+
+
 class FaultCodes(StrEnum):
     """``replay convert --fault-codes``: how kvm_page_fault's error codes are written."""
 

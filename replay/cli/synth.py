@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from replay.cli.console import emit_json, fail, note, progress, sweep, user_errors
-from replay.cli.options import ForceFlag, JsonFlag, LogLayout
+from replay.cli.options import DamonFormat, ForceFlag, JsonFlag, SynthAs
 
 if TYPE_CHECKING:
     from replay.synth import SynthResult
+    from replay.trace.reader import TraceFile
 
 
 @user_errors
@@ -49,14 +50,27 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
     ] = None,
     force: ForceFlag = False,
     as_: Annotated[
-        LogLayout | None,
+        SynthAs | None,
         typer.Option(
             "--as",
             help=(
                 "Write kernel trace text instead of Parquet "
                 "(accesses as kvm_page_fault lines, passes as mm_shrink_slab lines; the VMs "
-                "go to OUTPUT.vms.toml for replay convert --vm-config)."
+                "go to OUTPUT.vms.toml for replay convert --vm-config), or with damon what "
+                "DAMON would have recorded of the accesses (see --damon-format)."
             ),
+        ),
+    ] = None,
+    damon_format: Annotated[
+        DamonFormat,
+        typer.Option(help="--as damon: damon_aggregated text in a layout, or a damo record."),
+    ] = DamonFormat.FTRACE,
+    faults_under: Annotated[
+        str | None,
+        typer.Option(
+            metavar="none",
+            help="With --as LAYOUT: only the faults a replay under this policy has (none: "
+            "what a 6.13+ host logs), with the host's events.",
         ),
     ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the shipped scenarios.")] = False,
@@ -80,13 +94,16 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
         duration_s=duration,
         variables=_assignments(set_ or []),
     )
+    if faults_under not in (None, "none") or (faults_under and as_ in (None, SynthAs.DAMON)):
+        fail("--faults-under takes none, with --as ftrace, perf or trace-cmd")
     suffix = ".parquet" if as_ is None else f".{as_.value}.txt"
     out = output if output is not None else Path(f"{sc.name}{suffix}")
     if out.exists() and not force:
         fail(f"output {out} exists; pass --force to overwrite it or choose another -o")
     sweep(out.parent)
     if as_ is not None:
-        _render(sc, out, as_.value, json_, force=force)
+        how = (damon_format.value if as_ == SynthAs.DAMON else faults_under) or ""
+        _render(sc, out, (as_.value, how), json_, force=force)
         return
     with progress(f"synth {sc.name}", 1) as update:
         result = generate(sc, out, progress=update, force=force)
@@ -127,8 +144,15 @@ def _assignments(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _render(sc: object, out: Path, layout: str, as_json: bool, *, force: bool) -> None:
-    """Generate into a temporary trace beside ``out``, then render it as ``layout`` text."""
+def _render(
+    sc: object, out: Path, layout_how: tuple[str, str], as_json: bool, *, force: bool
+) -> None:
+    """Generate into a temporary trace beside ``out``, then render it as ``layout`` text.
+
+    ``layout_how`` is (layout, how): ``("damon", damon format)`` for DAMON's record,
+    ``(layout, "none")`` for only the faults of a ``none`` replay.
+    """
+    layout, how = layout_how
     import os
 
     from replay.atomic import DiskFullError, check_output_path
@@ -144,9 +168,15 @@ def _render(sc: object, out: Path, layout: str, as_json: bool, *, force: bool) -
             generate(sc, tmp)  # type: ignore[arg-type]
         except DiskFullError as exc:
             raise DiskFullError(out, "log", exc.reason) from None  # named as the user knows it
-        report = render_trace(open_trace(tmp), layout, out, force=force)
+        if layout == "damon" or how == "none":
+            done = _render_modern(open_trace(tmp), out, layout_how, sc, force=force)
+        else:
+            report = render_trace(open_trace(tmp), layout, out, force=force)
     finally:
         tmp.unlink(missing_ok=True)
+    if layout == "damon" or how == "none":
+        _say_modern(out, layout_how, done, as_json)
+        return
     config = out.with_name(out.name + ".vms.toml")
     if as_json:
         emit_json(
@@ -166,6 +196,41 @@ def _render(sc: object, out: Path, layout: str, as_json: bool, *, force: bool) -
         f"wrote {out}: {report.lines:,} {layout} lines ({report.rows.get('access', 0):,} "
         f"kvm_page_fault, {report.rows.get('reclaim', 0):,} reclaim passes); VMs in {config}"
         + (f"; left out (no kernel text that converts back): {left}" if left else "")
+    )
+
+
+def _render_modern(
+    trace: TraceFile, out: Path, layout_how: tuple[str, str], sc: object, *, force: bool
+) -> dict[str, Any]:
+    """What a 6.13+ host records: DAMON's record, or the faults of a ``none`` replay."""
+    from replay.synth.damon import MonitorSettings
+    from replay.synth.damonrender import write_damon, write_none_faults
+
+    layout, how = layout_how
+    if layout == "damon":
+        settings = MonitorSettings(seed=int(getattr(sc, "seed", 0)))
+        return write_damon(trace, out, how, settings, force=force)
+    return write_none_faults(trace, layout, out, force=force)
+
+
+def _say_modern(
+    out: Path, layout_how: tuple[str, str], done: dict[str, Any], as_json: bool
+) -> None:
+    layout, how = layout_how
+    if as_json:
+        emit_json({"command": "synth", "output": str(out), "as": layout, **done})
+        return
+    if layout == "damon":
+        note(
+            f"wrote {out}: DAMON record ({how}), {done['aggregations']:,} aggregations, "
+            f"{done['regions']:,} regions (sample {done['intervals']['sample_us']} us, "
+            f"aggregation {done['intervals']['aggr_us']} us); VMs with hva_start and "
+            f"damon_target in {done['vm_config']}, QEMU memslot lines in {out}.qemu-*.log"
+        )
+        return
+    note(
+        f"wrote {out}: {done['lines']:,} {layout} lines, the {done['faults']:,} faults of a "
+        f"{how} replay with the host's events; VMs in {done['vm_config']}"
     )
 
 

@@ -36,7 +36,9 @@ from replay.mmu.host import HostEvents
 from replay.mmu.layout import Layout
 from replay.mmu.machine import MmuState
 from replay.mmu.results import EngineResult, FaultConsumer, FaultRows
+from replay.mmu.sampled import SampledRegions, chosen
 from replay.mmu.tables import LookupTables
+from replay.trace.schema import EVENT_CODE
 
 if TYPE_CHECKING:
     from replay.trace.reader import EventBatch
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 _ZAPPED, _SHRINKER = int(Cause.ZAPPED), int(Refill.SHRINKER)
 _ATTR_NONE, _ATTR_CACHE = int(Attribution.NONE), int(Attribution.CACHE_EVICTION)
 _ATTR_ZAPPED = int(Attribution.ZAPPED_PAGE_TABLES)
+_REGION = EVENT_CODE["region"]
 
 
 @dataclass(frozen=True)
@@ -57,17 +60,26 @@ class _Accesses:
     vm: np.ndarray
     vcpu: np.ndarray
     gpa: np.ndarray
+    one_row: bool = False
+    """The sampled accesses of one region row (rule 32): every one is trace row ``row0``."""
 
     def __len__(self) -> int:
         return len(self.t)
 
+    def row(self, at: np.ndarray | int) -> np.ndarray | int:
+        """The trace row of access ``at`` (or of each of several)."""
+        return self.row0 + at * (not self.one_row)
+
     def head(self, n: int) -> _Accesses:
         """The first ``n`` accesses."""
-        return _Accesses(self.row0, self.t[:n], self.vm[:n], self.vcpu[:n], self.gpa[:n])
+        return _Accesses(
+            self.row0, self.t[:n], self.vm[:n], self.vcpu[:n], self.gpa[:n], self.one_row
+        )
 
     def tail(self, n: int) -> _Accesses:
         """The accesses after the first ``n``."""
-        return _Accesses(self.row0 + n, self.t[n:], self.vm[n:], self.vcpu[n:], self.gpa[n:])
+        row0 = self.row0 if self.one_row else self.row0 + n
+        return _Accesses(row0, self.t[n:], self.vm[n:], self.vcpu[n:], self.gpa[n:], self.one_row)
 
 
 class VectorEngine:
@@ -92,6 +104,8 @@ class VectorEngine:
         self.caches = VcpuCaches(meta, self.lay, cfg)
         self.host = HostEvents(meta, policy, cfg, costs, self.state, self.caches)
         self.selector = CandidateSelector(self.tables, self.state)
+        self.sampled = SampledRegions(self.state)
+        self.host.on_shrinker_zap = self.sampled.zapped
         self.faults = sink if sink is not None else FaultRows()
         self.sp_removals = self.host.sp_removals
         self.cache_frees = self.host.cache_frees
@@ -115,9 +129,36 @@ class VectorEngine:
                     batch.gpa[run],
                 )
                 self._epoch(epoch)
-            if host_at < len(batch):
+            if host_at < len(batch) and batch.event[host_at] == _REGION:
+                self._region(batch, host_at)
+            elif host_at < len(batch):
                 self.host.apply(batch, host_at)
             start = host_at + 1
+
+    def _region(self, batch: EventBatch, i: int) -> None:
+        """Rules 32 to 35: a region row's sampled accesses, replayed as one epoch of its row."""
+        vm_id = int(batch.vm[i])
+        vi = int(self.lay.vm_index[vm_id])
+        gfn = int(batch.gpa[i]) >> 12
+        first, pages = self.sampled.leaves(vi, gfn, gfn + (int(batch.len[i]) >> 12))
+        if not len(first):
+            return
+        row = batch.start_row + i
+        checks = (int(batch.nr_accesses[i]), int(batch.window_ns[i]) // int(batch.sample_ns[i]))
+        hit, vcpu = chosen(row, first, pages, checks, self.meta.vms[vi].vcpus)
+        n = int(hit.sum())
+        if not n:
+            return
+        self._epoch(
+            _Accesses(
+                row,
+                np.full(n, int(batch.t_ns[i]), dtype=np.int64),
+                np.full(n, vm_id, dtype=np.uint16),
+                vcpu[hit].astype(np.uint16),
+                first[hit].astype(np.uint64) << np.uint64(12),
+                one_row=True,
+            )
+        )
 
     def finish(self) -> EngineResult:
         """The replay's results."""
@@ -178,7 +219,7 @@ class VectorEngine:
         next_carried = int(cands.causes(stopped, self.state)[0])
         at = int(cands.at[limit_at])
         vi = int(cands.vi[limit_at])
-        self._carried_recycled = self._zap_page_limit(vi, step.row0 + at, int(step.t[at]))
+        self._carried_recycled = self._zap_page_limit(vi, int(step.row(at)), int(step.t[at]))
         return consumed, next_carried
 
     def _stop(self, cands: Candidates, carried: int | None, n: int) -> tuple[int, int, int | None]:
@@ -372,7 +413,7 @@ class VectorEngine:
             np.maximum.at(self.caches.busy_until, g_vcpu[real], t[real] + est[real])
         self.faults.add(
             {
-                "row": step.row0 + at,
+                "row": np.asarray(step.row(at)),
                 "t_ns": t,
                 "vm": step.vm[at],
                 "vcpu": vcpu,

@@ -181,6 +181,7 @@ class _TraceCounter:
         self.first: int | None = None
         self.last: int | None = None
         self.rows = 0
+        self.regions: list[np.ndarray] = []
 
     def add(self, batch: EventBatch) -> None:
         """Count a batch of events (not empty)."""
@@ -194,6 +195,9 @@ class _TraceCounter:
         rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
         self.reclaim_hist.add(batch.t_ns[rec])
         self.by_source += np.bincount(batch.source[rec], minlength=len(SOURCES))
+        regions = host[batch.event[host] == EVENT_CODE["region"]]
+        if len(regions):
+            self.regions.append(regions + batch.start_row)
         self.rows += len(batch)
 
     def check(self, trace: TraceFile) -> None:
@@ -203,7 +207,7 @@ class _TraceCounter:
                 f"trace {trace.path} has no events; nothing to replay (generate one with "
                 "replay synth)"
             )
-        if not self.per_vcpu.counts.any():
+        if not self.per_vcpu.counts.any() and not self.regions:
             raise TraceDataError(
                 f"trace {trace.path} has no access events (only host pressure); a replay needs "
                 "guest accesses or faults"
@@ -220,6 +224,11 @@ class _TraceCounter:
             accesses_by_bucket=self.access_hist.counts,
             reclaim_by_bucket=self.reclaim_hist.counts,
             rows=self.rows,
+            region_rows=(
+                np.concatenate(self.regions).astype(np.int64)
+                if self.regions
+                else np.zeros(0, dtype=np.int64)
+            ),
         )
 
 
