@@ -582,7 +582,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--small", default="8,64", help="counts of small traces, for the client")
     f.add_argument("--repeat", type=int, default=2)
     f.add_argument("--keep", type=Path, help="folder to keep (and reuse) the generated traces")
-    for p in (s, r, c, v, f):
+    d = sub.add_parser("damon", help="DAMON-sampled replays against ground truth (issue 15)")
+    d.add_argument("--seeds", default="1,2", help="seeds of every scenario")
+    d.add_argument("--damon-intervals", default=None, help="SAMPLE_US,AGGR_US of the monitor")
+    d.add_argument("--keep", type=Path, help="folder to keep the traces, logs and runs")
+    for p in (s, r, c, v, f, d):
         p.add_argument("--history", type=Path, default=benchlib.HISTORY, help="the results file")
         p.add_argument("--no-history", action="store_true", help="neither compare nor record")
     return parser
@@ -597,7 +601,33 @@ BENCHES: dict[str, Any] = {
     "compare": lambda a: bench_compare(a.accesses, a.keep, a.repeat),
     "replay": lambda a: bench_replay(a.accesses, a.slice, a.keep),
     "fleet": lambda a: bench_fleet_figures(a),
+    "damon": lambda a: bench_damon_figures(a),
 }
+
+
+def bench_damon_figures(args: argparse.Namespace) -> list[Any]:
+    """``scripts/bench_damon.py``'s validation: the table, and the zap errors as figures."""
+    from bench_damon import table, validate
+
+    keep = args.keep or Path(tempfile.gettempdir()) / "kvm-mmu-replay-bench-damon"
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    intervals = None
+    if args.damon_intervals:
+        a, b = args.damon_intervals.split(",")
+        intervals = (int(a), int(b))
+    results = validate(keep, seeds, intervals)
+    print(table(results))
+    (keep / "validation.json").write_text(json.dumps(results, indent=1))
+    figures = []
+    for r in results:
+        if not r["none_and_cache_exact"]:
+            raise SystemExit(f"{r['scenario']} seed {r['seed']}: none/cache faults not exact")
+        for m in ("zapped_page_table_faults", "pages_freed"):
+            err = r["policies"]["zap"][m]["error"]
+            if err is not None:
+                name = f"{r['scenario']}_{r['seed']}_zap_{m}_error"
+                figures.append(benchlib.ratio(name, abs(err), "lower"))
+    return figures
 
 
 def bench_fleet_figures(args: argparse.Namespace) -> list[Any]:

@@ -65,6 +65,14 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
         DamonFormat,
         typer.Option(help="--as damon: damon_aggregated text in a layout, or a damo record."),
     ] = DamonFormat.FTRACE,
+    damon_intervals: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SAMPLE_US,AGGR_US",
+            help="--as damon: the monitor's sampling and aggregation intervals (default "
+            "5000,100000, damo's).",
+        ),
+    ] = None,
     faults_under: Annotated[
         str | None,
         typer.Option(
@@ -103,6 +111,13 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
     sweep(out.parent)
     if as_ is not None:
         how = (damon_format.value if as_ == SynthAs.DAMON else faults_under) or ""
+        if damon_intervals is not None:
+            from replay.convert.options import parse_intervals
+
+            sample_us, aggr_us = parse_intervals(damon_intervals)
+            if sample_us <= 0 or aggr_us < sample_us or as_ != SynthAs.DAMON:
+                fail("--damon-intervals goes with --as damon: SAMPLE_US > 0 and AGGR_US >= it")
+            how += f":{sample_us},{aggr_us}"
         _render(sc, out, (as_.value, how), json_, force=force)
         return
     with progress(f"synth {sc.name}", 1) as update:
@@ -208,8 +223,12 @@ def _render_modern(
 
     layout, how = layout_how
     if layout == "damon":
+        fmt, _, given = how.partition(":")
         settings = MonitorSettings(seed=int(getattr(sc, "seed", 0)))
-        return write_damon(trace, out, how, settings, force=force)
+        if given:
+            sample_us, aggr_us = (int(x) for x in given.split(","))
+            settings = MonitorSettings(sample_us, aggr_us, seed=settings.seed)
+        return write_damon(trace, out, fmt, settings, force=force)
     return write_none_faults(trace, layout, out, force=force)
 
 
@@ -222,7 +241,8 @@ def _say_modern(
         return
     if layout == "damon":
         note(
-            f"wrote {out}: DAMON record ({how}), {done['aggregations']:,} aggregations, "
+            f"wrote {out}: DAMON record ({how.partition(':')[0]}), "
+            f"{done['aggregations']:,} aggregations, "
             f"{done['regions']:,} regions (sample {done['intervals']['sample_us']} us, "
             f"aggregation {done['intervals']['aggr_us']} us); VMs with hva_start and "
             f"damon_target in {done['vm_config']}, QEMU memslot lines in {out}.qemu-*.log"

@@ -182,6 +182,7 @@ class _TraceCounter:
         self.last: int | None = None
         self.rows = 0
         self.regions: list[np.ndarray] = []
+        self.regions_accessed = 0
 
     def add(self, batch: EventBatch) -> None:
         """Count a batch of events (not empty)."""
@@ -198,6 +199,7 @@ class _TraceCounter:
         regions = host[batch.event[host] == EVENT_CODE["region"]]
         if len(regions):
             self.regions.append(regions + batch.start_row)
+            self.regions_accessed += int(np.count_nonzero(batch.nr_accesses[regions]))
         self.rows += len(batch)
 
     def check(self, trace: TraceFile) -> None:
@@ -229,6 +231,7 @@ class _TraceCounter:
                 if self.regions
                 else np.zeros(0, dtype=np.int64)
             ),
+            regions_accessed=self.regions_accessed,
         )
 
 

@@ -118,18 +118,36 @@ SAMPLING_VALIDATION = {
 """What the validation measured: how far a sampled replay's estimates fell from the truth."""
 
 
-def sampled_caveat(coverage: str) -> str:
-    """The caveat of a replay of a ``sampled`` or ``faults+sampled`` trace (MODEL.md D13)."""
+IDLE_SHARE = 0.05
+"""Below this share of region rows with an access, the record is called nearly idle."""
+
+
+def sampled_caveat(coverage: str, regions: int = 0, accessed: int = 0) -> str:
+    """The caveat of a replay of a ``sampled`` or ``faults+sampled`` trace (MODEL.md D13).
+
+    ``regions`` and ``accessed`` (region rows, and those with ``nr_accesses`` above 0) add a
+    warning when DAMON saw almost nothing: its zapped pages are then never refaulted.
+    """
     v = SAMPLING_VALIDATION
+    idle = ""
+    if regions and accessed < IDLE_SHARE * regions:
+        idle = (
+            f"; DAMON found an access in only {accessed:,} of {regions:,} region observations "
+            f"({share(accessed, regions)}): the guests' pages were touched too rarely for its "
+            "sampling interval, so the zapped-page-table faults are likely far too low"
+        )
     base = (
         f"{coverage} trace: accesses that hit are known only from DAMON's sampling, so under "
         "zap the zapped-page-table faults, the pages freed and the stall figures are estimates "
         f"(validation: zapped-page-table faults {v['zap_zapped_page_table_faults']}, pages "
-        f"freed {v['zap_pages_freed']}; {v['why']})"
+        f"freed {v['zap_pages_freed']}; {v['why']}){idle}"
     )
     if coverage == "faults+sampled":
         return base + "; under none and cache the faults are the logged ones"
-    return base + "; without logged faults, only the faults the shrinker added are shown"
+    return base + (
+        "; without logged faults nothing is ever mapped, so no replay of it faults: convert "
+        "the host's fault log with the DAMON record (faults+sampled)"
+    )
 
 
 def sampled_counts(

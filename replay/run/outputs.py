@@ -51,8 +51,13 @@ def caveats(replay: Replay) -> list[str]:
     if meta.coverage in (FAULTS_ONLY, "faults+sampled"):
         out[:0] = [FAULTS_ONLY_CAVEAT, fidelity_caveat(likely_reasons(meta.provenance))]
     if meta.coverage in SAMPLED_COVERAGES:
-        out[:0] = [sampled_caveat(meta.coverage)]
+        out[:0] = [sampled_caveat(meta.coverage, *_seen(replay))]
     return out
+
+
+def _seen(replay: Replay) -> tuple[int, int]:
+    """Region rows of the trace, and those in which DAMON found an access."""
+    return len(replay.counts.region_rows), replay.counts.regions_accessed
 
 
 def summary_document(
@@ -83,7 +88,14 @@ def summary_document(
                 else {}
             ),
             **(
-                {"sampling": {"estimates": list(SAMPLED_ESTIMATES), **SAMPLING_VALIDATION}}
+                {
+                    "sampling": {
+                        "estimates": list(SAMPLED_ESTIMATES),
+                        "region_rows": _seen(replay)[0],
+                        "region_rows_accessed": _seen(replay)[1],
+                        **SAMPLING_VALIDATION,
+                    }
+                }
                 if replay.trace.meta.coverage in SAMPLED_COVERAGES
                 else {}
             ),

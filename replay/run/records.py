@@ -39,6 +39,8 @@ class TraceCounts:
     rows: int
     region_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """Trace rows of the DAMON region rows (MODEL.md section 11): their faults are sampled."""
+    regions_accessed: int = 0
+    """Region rows whose ``nr_accesses`` is above 0: how much of the guests DAMON saw used."""
 
 
 @dataclass

@@ -141,6 +141,8 @@ def _with_sampled(
         return with_fidelity(block, n) if logged else block
 
     totals = add(totals, len(t))
+    # A sampled access that faults is no access of the trace's: hits count logged ones only.
+    totals["hits"] = int(totals["accesses"]) - (int(totals["faults"]) - len(t))
     per_vm = {vm: add(block, by_vm.get(int(vm), 0)) for vm, block in per_vm.items()}
     return totals, per_vm
 
