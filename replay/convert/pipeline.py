@@ -31,7 +31,7 @@ def convert_logs(
     options: ConvertOptions | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ConvertReport:
-    """Convert text logs of one host into a schema-v1 trace at ``output`` (written atomically).
+    """Convert text logs (and damo records) of one host into a trace at ``output`` (atomically).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""The converted rows into a schema-v1 trace, and its footer: VMs, provenance, observations.
+"""The converted rows into a schema-v2 trace, and its footer: VMs, provenance, observations.
 
 Rows arrive in time order with provisional VM indices (in order of first sight in the logs);
 the trace numbers VMs in order of first appearance in time, so every chunk is remapped as it is
