@@ -450,3 +450,22 @@ def test_numpy_payloads_agree_with_the_regular_expression(values: list[tuple]) -
             assert tuple(int(c[k]) for c in cols) == want
         else:
             assert max(want[2], want[3]) >= 10**16
+
+
+@pytest.mark.parametrize("block", [700, 4096])
+def test_aggregations_across_blocks_read_as_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """Blocks of a few lines: aggregations, overlap checks and cuts carry over blocks."""
+    import functools
+
+    import replay.convert.prepare as prepare
+    from replay.convert.source import read_blocks
+
+    name = BOUNDARIES[0]
+    whole, trace = convert(tmp_path, name, vm_config=_config(tmp_path), damon_intervals=INTERVALS)
+    monkeypatch.setattr(prepare, "read_blocks", functools.partial(read_blocks, block_bytes=block))
+    cut, small = convert(tmp_path, name, vm_config=_config(tmp_path), damon_intervals=INTERVALS)
+    assert small.equals(trace)
+    assert cut.damon["aggregations"] == whole.damon["aggregations"] == 2
+    assert cut.damon["aggregations_cut_short"] == whole.damon["aggregations_cut_short"] == 2
