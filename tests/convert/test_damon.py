@@ -469,3 +469,42 @@ def test_aggregations_across_blocks_read_as_in_one(
     assert small.equals(trace)
     assert cut.damon["aggregations"] == whole.damon["aggregations"] == 2
     assert cut.damon["aggregations_cut_short"] == whole.damon["aggregations_cut_short"] == 2
+
+
+def test_two_kdamonds_interleaved_are_grouped_apart(tmp_path: Path) -> None:
+    """Two monitors print on two CPUs: their lines interleave, each keeps its aggregations."""
+    lines = lines_with(HEADS[0], "damon_aggregated")
+    other = [ln.replace("kdamond.0-107 ", "kdamond.1-108 ") for ln in lines]
+    path = tmp_path / "two.txt"
+    path.write_text("".join(f"{a}\n{b}\n" for a, b in zip(lines, other, strict=True)))
+    report, trace = _convert_path(
+        tmp_path, path, vm_config=_config(tmp_path), damon_intervals=INTERVALS
+    )
+    targets = report.damon["targets"]  # type: ignore[attr-defined]
+    assert sorted(targets) == ["kdamond.0 (pid 107) target 0", "kdamond.1 (pid 108) target 0"]
+    assert all(t["regions"] == len(lines) for t in targets.values())
+    assert report.damon["aggregations_cut_short"] == 2  # type: ignore[attr-defined]
+    assert report.skipped == {}  # type: ignore[attr-defined]
+    assert _regions(trace).height == 2 * len(lines)
+
+
+def test_damo_record_without_intervals_takes_the_option_or_stops(tmp_path: Path) -> None:
+    records = json.loads((LOGS / DAMO).read_text())
+    for r in records:
+        r["intervals"] = None  # damo writes null when it did not know them
+    path = tmp_path / "nointervals.data"
+    path.write_text(json.dumps(records))
+    with pytest.raises(LogFormatError, match=r"nointervals.data: .*--damon-intervals"):
+        _convert_path(tmp_path, path, vm_config=_config(tmp_path))
+    report, trace = _convert_path(
+        tmp_path, path, vm_config=_config(tmp_path), damon_intervals=INTERVALS
+    )
+    assert report.damon["intervals_source"] == "option"  # type: ignore[attr-defined]
+    assert _regions(trace).height == len(_damo_regions())
+
+
+def test_json_that_is_no_damo_record(tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('[{"name": "not a record"}]')
+    with pytest.raises(LogFormatError, match=r"other.json: record 0: not damo's record format"):
+        _convert_path(tmp_path, path, vm_config=_config(tmp_path))
