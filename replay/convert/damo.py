@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from replay.convert.options import ConvertOptions
     from replay.convert.report import ConvertReport
 
+PROBE = 4096
+"""Bytes of a file read to tell a damo record from a text log."""
 CHUNK = 1 << 20
 """Rows handed on at a time."""
 OVERLAP = "damo region overlaps an earlier region of its snapshot"
@@ -47,15 +49,24 @@ def damo_kind(path: str) -> str | None:
     """``json`` or ``json_compressed`` when a file is a damo record, else None (a text log)."""
     try:
         with Path(path).open("rb") as fh:
-            head = fh.read(64)
+            head = fh.read(PROBE)
     except OSError:
         return None
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
-        return "json_compressed"
+        # A zlib header, which a text line may also start with ("x "): the stream must
+        # inflate to a JSON list.
+        try:
+            head = zlib.decompressobj().decompress(head, 64)
+        except zlib.error:
+            return None
+        return "json_compressed" if _json_list(head) else None
+    return "json" if _json_list(head) else None
+
+
+def _json_list(head: bytes) -> bool:
+    """Whether text starts as a JSON list of objects (or an empty one), as damo writes."""
     text = head.lstrip()
-    if text.startswith(b"[") and text[1:].lstrip()[:1] in (b"{", b"]", b""):
-        return "json"
-    return None
+    return text.startswith(b"[") and text[1:].lstrip()[:1] in (b"{", b"]", b"")
 
 
 def _number(value: Any, what: str) -> int:
