@@ -508,3 +508,33 @@ def test_json_that_is_no_damo_record(tmp_path: Path) -> None:
     path.write_text('[{"name": "not a record"}]')
     with pytest.raises(LogFormatError, match=r"other.json: record 0: not damo's record format"):
         _convert_path(tmp_path, path, vm_config=_config(tmp_path))
+
+
+def _as_layout(line: str, layout: str) -> str:
+    """A tracefs line of the shared sample in perf script's or trace-cmd report's layout,
+    with the columns the real captures of those tools show (damon-perf-script-head.txt,
+    damon-trace-cmd-head.txt)."""
+    m = re.match(r"^\s*(\S+)-(\d+)\s+\[(\d+)\] \S+\s+([\d.]+): (\w+): (.*)$", line)
+    assert m is not None, line
+    comm, pid, cpu, ts, event, payload = m.groups()
+    if layout == "perf":
+        return f"{comm:>16} {pid:>5} [{cpu}] {ts:>12}: {'damon:' + event:>30}: {payload}"
+    return f"{comm + '-' + pid:>24} [{cpu}] {ts:>12}: {event + ':':<22} {payload}"
+
+
+@pytest.mark.parametrize("layout", ["perf", "trace-cmd"])
+def test_shared_sample_in_the_other_layouts(tmp_path: Path, layout: str) -> None:
+    name = HEADS[4]
+    lines = lines_with(name, "damon_aggregated")
+    path = tmp_path / f"shared-{layout}.txt"
+    head = ["cpus=2"] if layout == "trace-cmd" else []
+    path.write_text("\n".join(head + [_as_layout(ln, layout) for ln in lines]) + "\n")
+    report, trace = _convert_path(
+        tmp_path, path, vm_config=_config(tmp_path), damon_intervals=INTERVALS
+    )
+    assert report.files[0].layout == layout  # type: ignore[attr-defined]
+    assert report.events["damon_aggregated"] == len(lines)  # type: ignore[attr-defined]
+    text = _regions_in_text(name)
+    got = _regions(trace)
+    assert got["nr_accesses"].to_list() == [a for _, _, a, _ in text]
+    assert got["gpa"].to_list() == [s - (4 << 30) for s, _, _, _ in text]
