@@ -251,15 +251,14 @@ class DamonPlacer:
         candidates: list[tuple[Task, str, list[HostSlot]]] = []
         claimed = set()
         for cfg in self.configs:
-            table = next((t for t in self.tables if t.pid == cfg.tgid), None)
+            table = self._table_of(cfg)
             if any(s.hva_start is not None for s in cfg.slots) or table is not None:
                 candidates.append((_config_task(cfg), cfg.name, self._slots_of(cfg, where)))
                 if table is not None:
                     claimed.add(id(table))
         for t in self.tables:
             if id(t) not in claimed:
-                pid = t.pid
-                task = Task("vmm", pid or 0, pid) if pid else Task("vmm", 0, None)
+                task = Task("vmm", t.pid, t.pid) if t.pid else Task("vmm", 0, None)
                 candidates.append((task, t.source, t.slots()))
         if not candidates:
             raise LogFormatError(f"{where}: {NO_MAP}")
@@ -297,12 +296,18 @@ class DamonPlacer:
         ]
         if slots:
             return slots
-        table = next((t for t in self.tables if t.pid == cfg.tgid), None)
+        table = self._table_of(cfg)
         if table is None and len(self.tables) == 1 and len(self.configs) == 1:
             table = self.tables[0]
         if table is None:
             raise LogFormatError(f"{where}: VM {cfg.name!r}: {NO_MAP}")
         return table.slots()
+
+    def _table_of(self, cfg: VmConfig) -> SlotTable | None:
+        """QEMU's table of a configured VM's process (by its ``tgid``), if found."""
+        if cfg.tgid is None:
+            return None
+        return next((t for t in self.tables if t.pid == cfg.tgid), None)
 
     def summary(self) -> dict[str, Any]:
         """The footer's ``provenance.damon`` (and the report's): intervals, rows, bytes."""

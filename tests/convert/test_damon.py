@@ -538,3 +538,26 @@ def test_shared_sample_in_the_other_layouts(tmp_path: Path, layout: str) -> None
     got = _regions(trace)
     assert got["nr_accesses"].to_list() == [a for _, _, a, _ in text]
     assert got["gpa"].to_list() == [s - (4 << 30) for s, _, _, _ in text]
+
+
+def test_damo_kdamonds_pid_picks_the_qemu_table_of_that_process(tmp_path: Path) -> None:
+    """QEMU's log with -msg timestamp=on names its process (pid@): the damo target's pid."""
+    mine = tmp_path / "qemu-a.log"
+    mine.write_text(
+        "5555@1700000000.000001:kvm_set_user_memory AddrSpace#0 Slot#0 flags=0x0 gpa=0x0 "
+        "size=0x200000000 ua=0x100000000 guest_memfd=-1 guest_memfd_offset=0x0 ret=0\n"
+    )
+    other = tmp_path / "qemu-b.log"
+    other.write_text(
+        "kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x200000000 ua=0x7f0000000000 ret=0\n"
+    )
+    path = tmp_path / "damon.data"
+    path.write_bytes((LOGS / DAMO).read_bytes())
+    with pytest.raises(LogFormatError, match="could be any of 2 VMs"):
+        _convert_path(tmp_path, path, mine, other)
+    kdamonds = [{"contexts": [{"targets": [{"pid": 5555}]}]}]
+    (tmp_path / "damon.data.kdamonds").write_text(json.dumps(kdamonds))
+    report, trace = _convert_path(tmp_path, path, mine, other)
+    assert report.damon["bytes_outside_memslots"] == 0  # type: ignore[attr-defined]
+    assert [v["name"] for v in report.vms] == ["vm-5555"]  # type: ignore[attr-defined]
+    assert _regions(trace).height == len(_damo_regions())
