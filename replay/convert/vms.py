@@ -245,7 +245,11 @@ class VmRegistry:
         if len(holders) == 1 and len(others) == 1:
             a, b = holders[0], others[0]
             cfg = self.vms[b].config
-            if not self.vms[b].host_slots and not (cfg is not None and cfg.slots):
+            if cfg is not None and cfg.slots:
+                inside = {(s.slot.gpa_start, s.slot.size) for s in cfg.slots}
+                if any((h.gpa, h.size) not in inside for h in self.vms[a].host_slots):
+                    return {}  # QEMU's memslots are not the config's: not shown to be one VM
+            elif not self.vms[b].host_slots:
                 self.vms[b].host_slots = self.vms[a].host_slots
             self.vms[b].gfn_ranges |= self.vms[a].gfn_ranges
             self.vms[b].first_t = min(self.vms[a].first_t, self.vms[b].first_t)
