@@ -185,8 +185,9 @@ memslots = [
 [[vm.workload]]
 kind = "zipf"
 rate = 20_000
-hot_pages = 262_144
-exponent = 0.8
+footprint = "1GiB"
+hot_pages = 2_048
+exponent = 0.9
 
 [[pressure]]
 kind = "kswapd"
