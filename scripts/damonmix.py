@@ -50,14 +50,14 @@ def _bursts(
     total = sum(size for _, size in slots)
     step = max(4096, (total // per_burst) // 4096 * 4096)
     out = []
-    nacc = rng.integers(0, AGGR_US // SAMPLE_US + 1, size=per_burst + len(slots))
-    age = rng.integers(0, 60, size=per_burst + len(slots))
     regions = [
         (HVA_BASE + gpa + lo, HVA_BASE + gpa + min(lo + step, size))
         for gpa, size in slots
         for lo in range(0, size, step)
     ]
     n = len(regions)
+    nacc = rng.integers(0, AGGR_US // SAMPLE_US + 1, size=n)
+    age = rng.integers(0, 60, size=n)
     for i, (lo, hi) in enumerate(regions):
         out.append(
             f"{'kdamond.0':>16}-{99:<7} ({99:>7}) [005] ..... {t + i * 1e-6:12.6f}: "
@@ -66,25 +66,39 @@ def _bursts(
     return "".join(out).encode()
 
 
+def _span(kvm_log: Path) -> tuple[float, float, int]:
+    """First and last time stamps of a log, and its line count (read as a stream)."""
+    first = last = None
+    count = 0
+    with kvm_log.open("rb") as fh:
+        for ln in fh:
+            count += 1
+            if not ln.startswith(b"#"):
+                m = _TS.search(ln)
+                if m:
+                    last = float(m.group(1))
+                    first = last if first is None else first
+    if first is None or last is None:
+        msg = f"{kvm_log}: no time stamps"
+        raise ValueError(msg)
+    return first, last, count
+
+
 def write_mixed(kvm_log: Path, toml: str, share: float, out: Path) -> tuple[int, int]:
     """Merge DAMON bursts into ``kvm_log`` so that about ``share`` of the lines are DAMON's.
 
-    Returns (kvm lines, DAMON lines) written to ``out``.
+    Both files are streamed (the bench's parent process stays small: a child it starts
+    inherits its peak memory figure). Returns (kvm lines, DAMON lines) written to ``out``.
     """
-    data = kvm_log.read_bytes()
-    lines = data.splitlines(keepends=True)
-    events = [i for i, ln in enumerate(lines[:50]) if not ln.startswith(b"#")]
-    first = float(_TS.search(lines[events[0]]).group(1))  # type: ignore[union-attr]
-    last = float(_TS.search(lines[-1]).group(1))  # type: ignore[union-attr]
+    first, last, count = _span(kvm_log)
     n_bursts = max(1, int((last - first) / AGGR_S))
-    want = int(share / (1 - share) * len(lines))
-    per_burst = max(10, want // n_bursts)
+    per_burst = max(10, int(share / (1 - share) * count) // n_bursts)
     slots = _slots(toml)
     rng = np.random.default_rng(7)
     damon = 0
     next_t = first + AGGR_S
-    with out.open("wb") as fh:
-        for ln in lines:
+    with kvm_log.open("rb") as src, out.open("wb") as fh:
+        for ln in src:
             if not ln.startswith(b"#"):
                 m = _TS.search(ln)
                 t = float(m.group(1)) if m else next_t
@@ -94,4 +108,4 @@ def write_mixed(kvm_log: Path, toml: str, share: float, out: Path) -> tuple[int,
                     fh.write(burst)
                     next_t += AGGR_S
             fh.write(ln)
-    return len(lines), damon
+    return count, damon

@@ -106,10 +106,22 @@ def _print_summary(output: Path, doc: dict[str, Any]) -> None:
         note(f"  {line}")
     for line in doc["warnings"]:
         note(f"warning: {line}")
+    damon = doc.get("damon")
+    if damon:
+        intervals = "; ".join(
+            f"{k}: {v['sample_us']:,}/{v['aggr_us']:,} µs from the {v['source']}"
+            for k, v in damon["intervals"].items()
+        )
+        note(
+            f"DAMON: {damon['regions']:,} regions, {damon['bytes_placed']:,} bytes placed in "
+            f"guests, {damon['bytes_outside_memslots']:,} outside every memslot; intervals "
+            f"(sample/aggregation) {intervals}"
+        )
     vms = ", ".join(f"{v['name']} ({v['vcpus']} vCPUs, {v['mmu_mode']})" for v in doc["vms"])
     note(
         f"wrote {output}: {rows.get('access', 0):,} faults, {rows.get('reclaim', 0):,} reclaim "
         f"passes, {rows.get('zap_all', 0):,} zap_all, {rows.get('unmap', 0):,} unmaps; "
-        f"{rows.get('region', 0):,} DAMON region rows; VMs: {vms}; coverage "
+        + (f"{rows['region']:,} DAMON region rows; " if rows.get("region") else "")
+        + f"VMs: {vms}; coverage "
         f"{doc.get('coverage', 'faults-only')}"
     )

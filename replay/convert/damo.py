@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from replay.convert.options import ConvertOptions
     from replay.convert.report import ConvertReport
 
+PROBE = 4096
+"""Bytes of a file read to tell a damo record from a text log."""
 CHUNK = 1 << 20
 """Rows handed on at a time."""
 OVERLAP = "damo region overlaps an earlier region of its snapshot"
@@ -47,15 +49,24 @@ def damo_kind(path: str) -> str | None:
     """``json`` or ``json_compressed`` when a file is a damo record, else None (a text log)."""
     try:
         with Path(path).open("rb") as fh:
-            head = fh.read(64)
+            head = fh.read(PROBE)
     except OSError:
         return None
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
-        return "json_compressed"
+        # A zlib header, which a text line may also start with ("x "): the stream must
+        # inflate to a JSON list.
+        try:
+            head = zlib.decompressobj().decompress(head, 64)
+        except zlib.error:
+            return None
+        return "json_compressed" if _json_list(head) else None
+    return "json" if _json_list(head) else None
+
+
+def _json_list(head: bytes) -> bool:
+    """Whether text starts as a JSON list of objects (or an empty one), as damo writes."""
     text = head.lstrip()
-    if text.startswith(b"[") and text[1:].lstrip()[:1] in (b"{", b"]", b""):
-        return "json"
-    return None
+    return text.startswith(b"[") and text[1:].lstrip()[:1] in (b"{", b"]", b"")
 
 
 def _number(value: Any, what: str) -> int:
@@ -91,10 +102,11 @@ class DamoFile:
         self.placer = placer
         self.strict = options.strict
         self.info = FileReport(path, layout=f"damo {kind}")
+        self.pids: dict[tuple[int, int], int] = {}
 
     def shown_as(self, name: str) -> None:
         """Name the file in messages and the report as the user gave it."""
-        self.name = self.info.path = name
+        self.name = self.info.path = "<stdin>" if name == "-" else name
 
     def _bad(self, line: int, text: str, reason: str) -> None:
         where = f"{self.name} region {line}"
@@ -131,8 +143,30 @@ class DamoFile:
             )
         return doc
 
+    def target_pids(self) -> dict[tuple[int, int], int]:
+        """(kdamond, target) index to the watched process, from damo's ``FILE.kdamonds``.
+
+        ``damo record`` writes the monitor's setup beside its record (kdamonds, their contexts,
+        each target's ``pid``); a record's ``target_id`` indexes the first context's targets.
+        A side file that is missing or unreadable names no process (the VM is then found as
+        without it).
+        """
+        side = Path(f"{self.path}.kdamonds")
+        try:
+            kdamonds = json.loads(side.read_text())
+            out = {}
+            for k, kd in enumerate(kdamonds):
+                for t, target in enumerate(kd["contexts"][0]["targets"]):
+                    if target.get("pid") is not None:
+                        out[(k, t)] = int(target["pid"])
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return {}
+        self.report.events["damo .kdamonds target pids"] += len(out)
+        return out
+
     def rows(self) -> Iterator[dict[str, np.ndarray]]:
         """The file's region rows, in time order."""
+        self.pids = self.target_pids()
         rows = Rows()
         serial = 0
         for r, record in enumerate(self.load()):
@@ -202,7 +236,8 @@ class DamoFile:
             if n == 1 and numbers[0, 2] == -1 and numbers[0, 0] == numbers[0, 1] == 0:
                 self.report.skipped["damo fake snapshot (perf_script of one snapshot)"] += 1
                 continue
-            self._snapshot(rows, monitor, target, end_time, numbers, first, intervals)
+            pid = self.pids.get((kd or 0, target))
+            self._snapshot(rows, (monitor, pid), target, end_time, numbers, first, intervals)
         self.placer.intervals_seen[f"{self.name}: {monitor} target {target}"] = {
             "sample_us": base.sample_us,
             "aggr_us": base.aggr_us,
@@ -213,14 +248,17 @@ class DamoFile:
     def _snapshot(
         self,
         rows: Rows,
-        monitor: str,
+        watched: tuple[str, int | None],
         target: int,
         end_time: int,
         numbers: np.ndarray,
         first: int,
         intervals: Intervals,
     ) -> None:
-        """One snapshot's regions, checked (no access count, overlap), as rows."""
+        """One snapshot's regions, checked (no access count, overlap), as rows.
+
+        ``watched`` is the monitor's name and the process it watched (None when unknown).
+        """
         line = first + np.arange(len(numbers), dtype=np.int64)
         # damo writes a snapshot in address order; sorted anyway, so overlap means overlap.
         order = np.argsort(numbers[:, 0], kind="stable")
@@ -250,7 +288,7 @@ class DamoFile:
             numbers[keep, 3],
         )
         where = f"{self.name} region {first}"
-        place = self.placer.target(monitor, target, where, end_time)
+        place = self.placer.target(watched[0], target, where, end_time, watched[1])
         emit_regions(
             rows, self.placer, self.report, place, obs, intervals, self._bad, f"{self.name} region"
         )

@@ -214,7 +214,6 @@ class DamonPlacer:
             from replay.convert.hostmap import scan_tables
 
             self._tables, damaged = scan_tables(self.inputs)
-            self.report.events["kvm_set_user_memory"] += sum(t.lines for t in self._tables)
             for text in damaged:
                 where, _, rest = text.partition(": ")
                 self.report.malformed(where, rest, "unreadable kvm_set_user_memory line")
@@ -226,15 +225,21 @@ class DamonPlacer:
             return None
         return Intervals(self.option[0], self.option[1], "option")
 
-    def target(self, monitor: str, index: int, where: str, t_ns: int) -> Placement:
-        """The placement of a target, resolved on first sight (``t_ns``: its first region)."""
+    def target(
+        self, monitor: str, index: int, where: str, t_ns: int, pid: int | None = None
+    ) -> Placement:
+        """The placement of a target, resolved on first sight.
+
+        ``t_ns`` is its first region's time; ``pid`` the monitored process, where the record
+        names it (a damo ``.kdamonds`` file).
+        """
         key = (monitor, index)
         got = self.targets.get(key)
         if got is None:
-            got = self.targets[key] = self._resolve(index, where, t_ns)
+            got = self.targets[key] = self._resolve(index, where, t_ns, pid)
         return got
 
-    def _resolve(self, index: int, where: str, t_ns: int) -> Placement:
+    def _resolve(self, index: int, where: str, t_ns: int, pid: int | None) -> Placement:
         from replay.convert.layout import Task
 
         named = [c for c in self.configs if c.damon_target is not None]
@@ -258,6 +263,10 @@ class DamonPlacer:
                 candidates.append((task, t.source, t.slots()))
         if not candidates:
             raise LogFormatError(f"{where}: {NO_MAP}")
+        if pid is not None and len(candidates) > 1:
+            # The record names the process it watched: the VM of that process, if one is known.
+            mine = [c for c in candidates if c[0].tgid == pid]
+            candidates = mine or candidates
         if len(candidates) > 1:
             names = ", ".join(c[1] for c in candidates[:4])
             raise LogFormatError(
@@ -316,6 +325,10 @@ class DamonPlacer:
             "bytes_placed": total["bytes_placed"],
             "bytes_outside_memslots": total["bytes_outside"],
             "targets": targets,
+            "memslot_tables": [
+                {"source": t.source, "lines": t.lines, "slots": len(t.slots())}
+                for t in self._tables or []
+            ],
             **{k.replace(" ", "_"): v for k, v in sorted(self.notes.items()) if k[0] != "D"},
             "aggregations_cut_short": self.notes[CUT_SHORT],
         }

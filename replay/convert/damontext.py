@@ -83,10 +83,22 @@ class DamonLines:
     def add_columns(
         self, line: np.ndarray, t: np.ndarray, mon: np.ndarray, values: list[np.ndarray]
     ) -> None:
-        """``damon_aggregated`` lines read with numpy (:func:`.damon.aggregated_fields`)."""
-        if len(line):
-            cols = dict(zip(_COLUMNS, (line, t, mon, *values), strict=True))
-            self.parts.append({k: np.asarray(v) for k, v in cols.items()})
+        """``damon_aggregated`` lines read with numpy (:func:`.damon.aggregated_fields`).
+
+        The kernel prints ``nr_regions``, ``nr_accesses`` and ``age`` from 32-bit fields: a
+        larger value is damage, counted (a trace's columns are 32 bits wide).
+        """
+        if not len(line):
+            return
+        cols = {k: np.asarray(v) for k, v in zip(_COLUMNS, (line, t, mon, *values), strict=True)}
+        u32 = np.uint64(0xFFFFFFFF)
+        good = (cols["nr"] > 0) & (cols["nr"] <= u32) & (cols["nacc"] <= u32)
+        good &= cols["age"] <= 0xFFFFFFFF
+        if not good.all():
+            for k in np.flatnonzero(~good).tolist():
+                self.bad(int(line[k]), "", "damon_aggregated field past 32 bits (or no region)")
+            cols = {k: v[good] for k, v in cols.items()}
+        self.parts.append(cols)
 
     def add_line(self, line: int, t: int, mon: int, event: str, payload: str) -> None:
         """A DAMON line read line by line."""
@@ -98,7 +110,7 @@ class DamonLines:
                 self.tunes.append((line, mon, sample))
             return
         got = parse_aggregated(payload)
-        if got is None or got[1] <= 0 or got[3] >= 1 << 64:
+        if got is None or max(got) >= 1 << 64:
             self.bad(line, payload, "unreadable damon_aggregated payload")
             return
         values = [np.array([v], dtype=np.uint64 if i < 5 else np.int64) for i, v in enumerate(got)]

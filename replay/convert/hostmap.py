@@ -17,25 +17,18 @@ Each file's lines (or, in a kernel trace, each process's) form one VMM's table.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from replay.convert.layout import LAYOUTS, SET_USER_MEMORY, parse_task, slow_line
 from replay.trace.schema import PAGE_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-SET_USER_MEMORY = re.compile(
-    r"(?:(?P<pid>\d+)@\d+\.\d+:)?kvm_set_user_memory (?:AddrSpace#(?P<as>\d+) )?"
-    r"Slot#(?P<slot>\d+) flags=0x(?P<flags>[0-9a-fA-F]+) gpa=0x(?P<gpa>[0-9a-fA-F]+) "
-    r"size=0x(?P<size>[0-9a-fA-F]+) ua=0x(?P<ua>[0-9a-fA-F]+)"
-    r"(?: guest_memfd=-?\d+ guest_memfd_offset=0x[0-9a-fA-F]+)? ret=(?P<ret>-?\d+)"
-)
-"""One ``kvm_set_user_memory`` line of QEMU's trace (both spellings, with or without pid@)."""
 MARK = b"kvm_set_user_memory "
 SLOT_BITS = 16
 """QEMU before 9.1 printed the raw ``slot`` field: the address space id in bits 16 and up."""
@@ -87,8 +80,6 @@ def parse_set_user_memory(text: str) -> tuple[int, int, HostSlot, int, int | Non
 
 def _task_pid(text: str, at: int) -> int | None:
     """The process of a kernel trace line's task column (before the event), if it shows."""
-    from replay.convert.layout import LAYOUTS, parse_task, slow_line
-
     got = slow_line(text)
     if isinstance(got, str) or at < len(got.head):
         return None

@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from replay.convert.hostmap import SET_USER_MEMORY
-
 LAYOUTS = ("ftrace", "perf", "trace-cmd")
 
 LINE = re.compile(
@@ -21,6 +19,13 @@ LINE = re.compile(
     r"(?P<event>\w+(?::\w+)?):(?:\s+(?P<msg>.*?))?\s*$"
 )
 """Any layout's event line, for the lines the fast path could not split."""
+SET_USER_MEMORY = re.compile(
+    r"(?:(?P<pid>\d+)@\d+\.\d+:)?kvm_set_user_memory (?:AddrSpace#(?P<as>\d+) )?"
+    r"Slot#(?P<slot>\d+) flags=0x(?P<flags>[0-9a-fA-F]+) gpa=0x(?P<gpa>[0-9a-fA-F]+) "
+    r"size=0x(?P<size>[0-9a-fA-F]+) ua=0x(?P<ua>[0-9a-fA-F]+)"
+    r"(?: guest_memfd=-?\d+ guest_memfd_offset=0x[0-9a-fA-F]+)? ret=(?P<ret>-?\d+)"
+)
+"""One ``kvm_set_user_memory`` line of QEMU's trace (both spellings, with or without pid@)."""
 LOST = re.compile(r"^\s*CPU:\s*\d+\s+\[(?:LOST (\d+) EVENTS|(\d+) EVENTS DROPPED)\]\s*$")
 HEADER = re.compile(r"^\s*(?:#|cpus=\d+\s*$|version = )")
 

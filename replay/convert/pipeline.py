@@ -31,7 +31,7 @@ def convert_logs(
     options: ConvertOptions | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ConvertReport:
-    """Convert text logs of one host into a schema-v1 trace at ``output`` (written atomically).
+    """Convert text logs (and damo records) of one host into a trace at ``output`` (atomically).
 
     Parameters
     ----------
@@ -93,8 +93,7 @@ def _convert(  # the state of one conversion, handed over from convert_logs
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         tmp.mkdir()
         paths = [str(spool_stdin(tmp, p)) if _is_stream(p) else p for p in inputs]
-        spooled = {p for p, given in zip(paths, inputs, strict=True) if p != given}
-        kinds = [None if p in spooled else damo_kind(p) for p in paths]
+        kinds = [damo_kind(p) for p in paths]
         text = [p for p, k in zip(paths, kinds, strict=True) if k is None]
         report.access_source = choose_access_source(text, options.access_source)
         placer = DamonPlacer(

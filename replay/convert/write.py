@@ -1,4 +1,4 @@
-"""The converted rows into a schema-v1 trace, and its footer: VMs, provenance, observations.
+"""The converted rows into a schema-v2 trace, and its footer: VMs, provenance, observations.
 
 Rows arrive in time order with provisional VM indices (in order of first sight in the logs);
 the trace numbers VMs in order of first appearance in time, so every chunk is remapped as it is
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.convert.report import first_example, nothing_usable, seen, wrap_hint
-from replay.convert.rows import complete
 from replay.convert.source import LogFormatError
 from replay.convert.timeorder import REORDERED, TIME_REASONS
 from replay.trace.schema import EVENT_CODE, TraceMeta
@@ -174,7 +173,6 @@ def trace_columns(
     cols: dict[str, np.ndarray], remap: np.ndarray
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | bool]]:
     """A converter's int64 columns as the trace's typed columns, and where each is valid."""
-    cols = complete(cols)
     event = cols["event"]
     has_vm = cols["vm"] >= 0
     vm = remap[np.maximum(cols["vm"], 0)] if len(remap) else np.zeros(len(event), np.int64)
@@ -195,12 +193,14 @@ def trace_columns(
     unmap = event == EVENT_CODE["unmap"]
     reclaim = event == EVENT_CODE["reclaim"]
     region = event == EVENT_CODE["region"]
-    values.update(
-        nr_accesses=np.maximum(cols["nr_accesses"], 0).astype(np.uint32),
-        window_ns=np.maximum(cols["window_ns"], 0).astype(np.uint64),
-        sample_ns=np.maximum(cols["sample_ns"], 0).astype(np.uint64),
-        age=np.maximum(cols["age"], 0).astype(np.uint32),
-    )
+    has_regions = "nr_accesses" in cols and bool(region.any())
+    if has_regions:
+        values.update(
+            nr_accesses=np.maximum(cols["nr_accesses"], 0).astype(np.uint32),
+            window_ns=np.maximum(cols["window_ns"], 0).astype(np.uint64),
+            sample_ns=np.maximum(cols["sample_ns"], 0).astype(np.uint64),
+            age=np.maximum(cols["age"], 0).astype(np.uint32),
+        )
     valid: dict[str, np.ndarray | bool] = {
         "t_ns": True,
         "event": True,
@@ -213,11 +213,15 @@ def trace_columns(
         "priority": reclaim,
         "nid": reclaim,
         "nr_to_scan": False,
-        "nr_accesses": region,
-        "window_ns": region,
-        "sample_ns": region,
-        "age": region & (cols["age"] >= 0),
     }
+    if has_regions:
+        # Only chunks with region rows carry these columns: the others write them as nulls.
+        valid.update(
+            nr_accesses=region,
+            window_ns=region,
+            sample_ns=region,
+            age=region & (cols["age"] >= 0),
+        )
     return values, valid
 
 

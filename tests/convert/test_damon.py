@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from replay.convert import ConvertOptions, convert_logs
 from replay.convert.hostmap import HostSlot, parse_set_user_memory, place
@@ -354,3 +356,155 @@ def test_region_across_slots_is_cut_and_outside_bytes_counted() -> None:
     assert pieces.gpa.tolist() == [0, 1 << 20, 4096]
     assert pieces.length.tolist() == [8192, 4096, 4096]
     assert pieces.outside.tolist() == [4096, 0]
+
+
+def test_damo_kdamonds_file_names_the_process_watched(tmp_path: Path) -> None:
+    """damo's FILE.kdamonds gives each target's pid: the VM of that process, of several."""
+    two = PRETEND + PRETEND.replace('"pretend"', '"other"').replace("4242", "4343").replace(
+        "damon_target = 0\n", ""
+    ).replace("0x100000000", "0x7f0000000000")
+    two = two.replace("damon_target = 0\n", "")
+    path = tmp_path / "damon.data"
+    path.write_bytes((LOGS / DAMO).read_bytes())
+    with pytest.raises(LogFormatError, match="could be any of 2 VMs"):
+        _convert_path(tmp_path, path, vm_config=_config(tmp_path, two))
+    kdamonds = [{"contexts": [{"ops": "vaddr", "targets": [{"pid": 4242}]}]}]
+    (tmp_path / "damon.data.kdamonds").write_text(json.dumps(kdamonds))
+    report, trace = _convert_path(tmp_path, path, vm_config=_config(tmp_path, two))
+    assert _regions(trace).height == len(_damo_regions())
+    assert report.damon["targets"]["damo record target 0"]["vm"] == "pretend"  # type: ignore[attr-defined]
+
+
+def test_qemu_table_without_a_pid_is_the_one_vm_of_the_kvm_log(tmp_path: Path) -> None:
+    """QEMU's log names no process; the kvm log (record-tgid) has one VM: they are the same.
+
+    The kvm lines are the LKML kvm_page_fault lines with a (TGID) column spliced in; the DAMON
+    lines are the capture's, moved just after them in time (one file, one clock).
+    """
+    kvm = [
+        re.sub(r"(-\d+)\s+\[", r"\1 (   4130) [", ln)
+        for ln in (LOGS / "public-kvm-page-fault-lkml-2022.txt").read_text().splitlines()
+    ]
+    damon = [
+        ln.replace("   600.", "    87.").replace("-107     [", "-107    (    107) [")
+        for ln in lines_with(HEADS[0], "damon_")
+    ]
+    host = tmp_path / "host.txt"
+    host.write_text("\n".join(kvm + damon) + "\n")
+    qemu = tmp_path / "qemu.log"
+    small = (
+        "kvm_set_user_memory AddrSpace#0 Slot#0 flags=0x0 gpa=0x0 size=0x10000000 ua=0x100000000"
+    )
+    qemu.write_text(f"{small} ret=0\n" + "\n".join(QEMU_LINES[2:]) + "\n")
+    report, trace = _convert_path(tmp_path, host, qemu, damon_intervals=INTERVALS)
+    assert [v["name"] for v in report.vms] == ["vm-4130"]  # type: ignore[attr-defined]
+    assert set(trace["vm"].to_list()) == {0}
+    assert trace.filter(pl.col("event") == "access").height == len(kvm)
+    # The one slot holds host 4 GiB .. 4.25 GiB: the regions above are the VMM's own memory.
+    text = _regions_in_text(HEADS[0])
+    inside = [
+        (s, min(e, (4 << 30) + (1 << 28))) for s, e, _, _ in text if s < (4 << 30) + (1 << 28)
+    ]
+    placed = _regions(trace)
+    assert placed["len"].to_list() == [e - s for s, e in inside]
+    outside = sum(e - s for s, e, _, _ in text) - sum(e - s for s, e in inside)
+    assert report.damon["bytes_outside_memslots"] == outside > 0  # type: ignore[attr-defined]
+    assert report.coverage == "faults+sampled"  # type: ignore[attr-defined]
+
+
+_VALUES = st.tuples(
+    st.integers(0, 2**20),
+    st.integers(1, 99_999),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_VALUES, min_size=1, max_size=40))
+def test_numpy_payloads_agree_with_the_regular_expression(values: list[tuple]) -> None:  # type: ignore[type-arg]
+    """Every payload the word arithmetic reads, it reads as the regular expression does; the
+    ones it leaves (numbers of 17+ digits) the regular expression reads."""
+    import numpy as np
+
+    from replay.convert.damon import aggregated_fields, parse_aggregated
+    from replay.convert.lines import split_block
+
+    lines = []
+    for i, (t, n, s, e, a, g) in enumerate(values):
+        tail = "" if g is None else f" {g}"
+        lines.append(
+            f"       kdamond.0-99      [001] .....   100.{i:06d}: damon_aggregated: "
+            f"target_id={t} nr_regions={n} {s}-{e}: {a}{tail}"
+        )
+    blk = split_block(("\n".join(lines) + "\n").encode(), 1)
+    sel = np.flatnonzero(blk.ok)
+    assert len(sel) == len(values)
+    cols, ok = aggregated_fields(blk, sel)
+    for k, i in enumerate(sel.tolist()):
+        want = parse_aggregated(blk.payload(i))
+        assert want is not None
+        if ok[k]:
+            assert tuple(int(c[k]) for c in cols) == want
+        else:
+            assert max(want[2], want[3]) >= 10**16
+
+
+@pytest.mark.parametrize("block", [700, 4096])
+def test_aggregations_across_blocks_read_as_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """Blocks of a few lines: aggregations, overlap checks and cuts carry over blocks."""
+    import functools
+
+    import replay.convert.prepare as prepare
+    from replay.convert.source import read_blocks
+
+    name = BOUNDARIES[0]
+    whole, trace = convert(tmp_path, name, vm_config=_config(tmp_path), damon_intervals=INTERVALS)
+    monkeypatch.setattr(prepare, "read_blocks", functools.partial(read_blocks, block_bytes=block))
+    cut, small = convert(tmp_path, name, vm_config=_config(tmp_path), damon_intervals=INTERVALS)
+    assert small.equals(trace)
+    assert cut.damon["aggregations"] == whole.damon["aggregations"] == 2
+    assert cut.damon["aggregations_cut_short"] == whole.damon["aggregations_cut_short"] == 2
+
+
+def test_two_kdamonds_interleaved_are_grouped_apart(tmp_path: Path) -> None:
+    """Two monitors print on two CPUs: their lines interleave, each keeps its aggregations."""
+    lines = lines_with(HEADS[0], "damon_aggregated")
+    other = [ln.replace("kdamond.0-107 ", "kdamond.1-108 ") for ln in lines]
+    path = tmp_path / "two.txt"
+    path.write_text("".join(f"{a}\n{b}\n" for a, b in zip(lines, other, strict=True)))
+    report, trace = _convert_path(
+        tmp_path, path, vm_config=_config(tmp_path), damon_intervals=INTERVALS
+    )
+    targets = report.damon["targets"]  # type: ignore[attr-defined]
+    assert sorted(targets) == ["kdamond.0 (pid 107) target 0", "kdamond.1 (pid 108) target 0"]
+    assert all(t["regions"] == len(lines) for t in targets.values())
+    assert report.damon["aggregations_cut_short"] == 2  # type: ignore[attr-defined]
+    assert report.skipped == {}  # type: ignore[attr-defined]
+    assert _regions(trace).height == 2 * len(lines)
+
+
+def test_damo_record_without_intervals_takes_the_option_or_stops(tmp_path: Path) -> None:
+    records = json.loads((LOGS / DAMO).read_text())
+    for r in records:
+        r["intervals"] = None  # damo writes null when it did not know them
+    path = tmp_path / "nointervals.data"
+    path.write_text(json.dumps(records))
+    with pytest.raises(LogFormatError, match=r"nointervals.data: .*--damon-intervals"):
+        _convert_path(tmp_path, path, vm_config=_config(tmp_path))
+    report, trace = _convert_path(
+        tmp_path, path, vm_config=_config(tmp_path), damon_intervals=INTERVALS
+    )
+    assert report.damon["intervals_source"] == "option"  # type: ignore[attr-defined]
+    assert _regions(trace).height == len(_damo_regions())
+
+
+def test_json_that_is_no_damo_record(tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('[{"name": "not a record"}]')
+    with pytest.raises(LogFormatError, match=r"other.json: record 0: not damo's record format"):
+        _convert_path(tmp_path, path, vm_config=_config(tmp_path))
