@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from replay.cli.console import emit_json, fail, note, progress, sweep, user_errors
-from replay.cli.options import DamonFormat, ForceFlag, JsonFlag, SynthAs
+from replay.cli.options import (
+    DamonFormat,
+    DamonFormatOption,
+    DamonIntervalsOption,
+    FaultsUnderOption,
+    ForceFlag,
+    JsonFlag,
+    SynthAs,
+    SynthAsOption,
+)
 
 if TYPE_CHECKING:
     from replay.synth import SynthResult
@@ -49,38 +58,10 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
         ),
     ] = None,
     force: ForceFlag = False,
-    as_: Annotated[
-        SynthAs | None,
-        typer.Option(
-            "--as",
-            help=(
-                "Write kernel trace text instead of Parquet "
-                "(accesses as kvm_page_fault lines, passes as mm_shrink_slab lines; the VMs "
-                "go to OUTPUT.vms.toml for replay convert --vm-config), or with damon what "
-                "DAMON would have recorded of the accesses (see --damon-format)."
-            ),
-        ),
-    ] = None,
-    damon_format: Annotated[
-        DamonFormat,
-        typer.Option(help="--as damon: damon_aggregated text in a layout, or a damo record."),
-    ] = DamonFormat.FTRACE,
-    damon_intervals: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SAMPLE_US,AGGR_US",
-            help="--as damon: the monitor's sampling and aggregation intervals (default "
-            "5000,100000, damo's).",
-        ),
-    ] = None,
-    faults_under: Annotated[
-        str | None,
-        typer.Option(
-            metavar="none",
-            help="With --as LAYOUT: only the faults a replay under this policy has (none: "
-            "what a 6.13+ host logs), with the host's events.",
-        ),
-    ] = None,
+    as_: SynthAsOption = None,
+    damon_format: DamonFormatOption = DamonFormat.FTRACE,
+    damon_intervals: DamonIntervalsOption = None,
+    faults_under: FaultsUnderOption = None,
     list_: Annotated[bool, typer.Option("--list", help="List the shipped scenarios.")] = False,
     json_: JsonFlag = False,
 ) -> None:
@@ -102,27 +83,38 @@ def synth(  # typer declares a command's options as its parameters: more than 8 
         duration_s=duration,
         variables=_assignments(set_ or []),
     )
-    if faults_under not in (None, "none") or (faults_under and as_ in (None, SynthAs.DAMON)):
-        fail("--faults-under takes none, with --as ftrace, perf or trace-cmd")
+    how = _how(as_, damon_format, damon_intervals, faults_under)
     suffix = ".parquet" if as_ is None else f".{as_.value}.txt"
     out = output if output is not None else Path(f"{sc.name}{suffix}")
     if out.exists() and not force:
         fail(f"output {out} exists; pass --force to overwrite it or choose another -o")
     sweep(out.parent)
     if as_ is not None:
-        how = (damon_format.value if as_ == SynthAs.DAMON else faults_under) or ""
-        if damon_intervals is not None:
-            from replay.convert.options import parse_intervals
-
-            sample_us, aggr_us = parse_intervals(damon_intervals)
-            if sample_us <= 0 or aggr_us < sample_us or as_ != SynthAs.DAMON:
-                fail("--damon-intervals goes with --as damon: SAMPLE_US > 0 and AGGR_US >= it")
-            how += f":{sample_us},{aggr_us}"
         _render(sc, out, (as_.value, how), json_, force=force)
         return
     with progress(f"synth {sc.name}", 1) as update:
         result = generate(sc, out, progress=update, force=force)
     _written(result, sc.name, sc.seed, json_)
+
+
+def _how(
+    as_: SynthAs | None,
+    damon_format: DamonFormat,
+    damon_intervals: str | None,
+    faults_under: str | None,
+) -> str:
+    """What ``--as`` renders besides the layout: ``FORMAT[:SAMPLE_US,AGGR_US]`` or ``none``."""
+    if faults_under not in (None, "none") or (faults_under and as_ in (None, SynthAs.DAMON)):
+        fail("--faults-under takes none, with --as ftrace, perf or trace-cmd")
+    how = (damon_format.value if as_ == SynthAs.DAMON else faults_under) or ""
+    if damon_intervals is not None:
+        from replay.convert.options import parse_intervals
+
+        sample_us, aggr_us = parse_intervals(damon_intervals)
+        if sample_us <= 0 or aggr_us < sample_us or as_ != SynthAs.DAMON:
+            fail("--damon-intervals goes with --as damon: SAMPLE_US > 0 and AGGR_US >= it")
+        how += f":{sample_us},{aggr_us}"
+    return how
 
 
 def _written(result: SynthResult, name: str, seed: int, as_json: bool) -> None:

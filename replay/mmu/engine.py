@@ -137,6 +137,8 @@ class VectorEngine:
 
     def _region(self, batch: EventBatch, i: int) -> None:
         """Rules 32 to 35: a region row's sampled accesses, replayed as one epoch of its row."""
+        if not batch.nr_accesses[i]:
+            return  # rule 33: a region no check found accessed samples nothing
         vm_id = int(batch.vm[i])
         vi = int(self.lay.vm_index[vm_id])
         gfn = int(batch.gpa[i]) >> 12

@@ -564,6 +564,8 @@ class ReferenceEngine:
     ) -> None:
         """Rules 32 to 35: a DAMON region row's sampled accesses, at its time, in gfn order."""
         vm = self.vms[vm_id]
+        if not checks[0]:
+            return  # rule 33: a region no check found accessed samples nothing
         firsts, pages = zapped_leaves(vm, gpa >> 12, (gpa + length) >> 12, self._zapped)
         if firsts:
             on, vcpus = chosen(row, np.array(firsts), np.array(pages), checks, len(vm.vcpus))

@@ -34,7 +34,9 @@ _ZAPPED = int(Cause.ZAPPED)
 
 
 def mix(row: int, gfn: np.ndarray) -> np.ndarray:
-    """splitmix64 of (trace row, gfn): 64 well-mixed bits per page, the same in every engine.
+    """64 well-mixed bits per (trace row, gfn), the same in every engine (MODEL.md rule 33).
+
+    ``x = (row << 32) ^ gfn`` times the golden ratio plus it, then splitmix64's finalizer.
 
     Stateless, so a sample depends only on the row and the page, never on which other pages an
     engine looked at first (rule 33).

@@ -245,17 +245,20 @@ def write_none_faults(trace: TraceFile, layout: str, out: Path, *, force: bool) 
     from replay.trace.writer import write_trace
 
     faults = none_fault_rows(trace)
-    table = pq.read_table(trace.path)
-    keep = np.ones(table.num_rows, dtype=bool)
-    is_access = pc.equal(table["event"].cast(pa.string()), "access").to_numpy(zero_copy_only=False)
-    keep[is_access] = False
-    keep[faults] = True
     meta = trace.meta
     logged = TraceMeta(meta.vms, "faults-only", {**meta.provenance, "faults_under": "none"})
     tmp = out.with_name(f".{out.name}.none.{os.getpid()}.partial")
     try:
         with write_trace(tmp, logged) as sink:
-            sink.write(table.filter(pa.array(keep)).replace_schema_metadata(None))
+            # A batch at a time: the host events and the accesses that faulted under none.
+            start = 0
+            for rb in pq.ParquetFile(trace.path).iter_batches(batch_size=1 << 20):
+                event = pc.cast(rb.column("event"), pa.string())
+                keep = ~pc.equal(event, "access").to_numpy(zero_copy_only=False)
+                lo, hi = np.searchsorted(faults, [start, start + rb.num_rows])
+                keep[faults[lo:hi] - start] = True
+                start += rb.num_rows
+                sink.write(pa.Table.from_batches([rb.filter(pa.array(keep))]))
         index = {v.id: i for i, v in enumerate(meta.vms)}
         report = render_trace(
             open_trace(tmp),

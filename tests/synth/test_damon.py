@@ -178,6 +178,12 @@ def test_a_modern_host_record_replays_to_the_logged_faults_and_sampled_refaults(
     assert "pages_freed" in zap["_trace"]["sampling"]["estimates"]
     truth_zap = totals("runs_t", "zap")
     assert zap["pages_freed"] == truth_zap["pages_freed"]
+    # The oracle replays the converted trace's region rows to the same bytes (D5).
+    args = ["run", str(sampled), "--engine", "reference", "-p", "zap", "-o", str(tmp_path / "r")]
+    assert runner.invoke(app, args).exit_code == 0
+    for name in ("faults.parquet", "scans.parquet"):
+        fast = (tmp_path / "runs_s" / "zap" / name).read_bytes()
+        assert (tmp_path / "r" / "zap" / name).read_bytes() == fast
 
 
 def test_faults_under_takes_only_none_with_a_text_layout(dense: Path, tmp_path: Path) -> None:
