@@ -121,18 +121,21 @@ def _convert(  # the state of one conversion, handed over from convert_logs
                 spool(counted(conv.rows(), converters, progress), tmp / f"{i}.npz.parquet")
                 for i, conv in enumerate(converters)
             ]
-            check_clocks(report)
+            windows = [v["aggr_us"] * 1000 for v in placer.intervals_seen.values()]
+            check_clocks(report, max(windows, default=0))
             rows = merged(spools)
         write_converted(output, rows, registry, report, options, placer)
 
 
-def check_clocks(report: ConvertReport) -> None:
+def check_clocks(report: ConvertReport, window_ns: int = 0) -> None:
     """Refuse a DAMON record that shares no time with the kvm log it is converted with.
 
     Files are merged by their time stamps as printed; a DAMON record on another clock (perf's
     or damo's, a record from another boot) would put its regions beside the wrong faults, so
-    spans with no time in common are an error. Spans that overlap but come from different
-    layouts are warned about (``layouts_merged``), as for perf beside ftrace.
+    spans with no time in common are an error. A region row stands for the ``window_ns``
+    before its time stamp (the longest aggregation interval is given), so the record's span
+    starts that much earlier. Spans that overlap but come from different layouts are warned
+    about (``layouts_merged``), as for perf beside ftrace.
     """
     damon = [f for f in report.files if f.region_rows and not f.access_rows]
     kvm = [f for f in report.files if f.access_rows]
@@ -140,7 +143,7 @@ def check_clocks(report: ConvertReport) -> None:
         return
     for f in damon:
         for k in kvm:
-            if _overlap(f, k):
+            if _overlap(f, k, window_ns):
                 break
         else:
             k = kvm[0]
@@ -152,10 +155,11 @@ def check_clocks(report: ConvertReport) -> None:
             )
 
 
-def _overlap(a: FileReport, b: FileReport) -> bool:
-    if None in (a.first_t_ns, a.last_t_ns, b.first_t_ns, b.last_t_ns):
+def _overlap(damon: FileReport, kvm: FileReport, window_ns: int) -> bool:
+    if None in (damon.first_t_ns, damon.last_t_ns, kvm.first_t_ns, kvm.last_t_ns):
         return True
-    return not (a.last_t_ns < b.first_t_ns or b.last_t_ns < a.first_t_ns)  # type: ignore[operator]
+    start = damon.first_t_ns - window_ns  # type: ignore[operator]
+    return not (damon.last_t_ns < kvm.first_t_ns or kvm.last_t_ns < start)  # type: ignore[operator]
 
 
 def _span(f: FileReport) -> str:
