@@ -462,9 +462,9 @@ _CASE_FIGURES = {
 """The history's name for each case's best time."""
 
 
-def _child_convert(log: str, out: str) -> None:
+def _child_convert(log: str, out: str, *extra: str) -> None:
     """``replay convert`` of one log in this process: wall time and peak RSS."""
-    doc, wall, peak = _in_process("convert", log, "-o", out, "--force")
+    doc, wall, peak = _in_process("convert", log, "-o", out, "--force", *extra)
     print(json.dumps({"wall_s": wall, "lines": doc["lines"], "peak_mib": peak}))
 
 
@@ -512,6 +512,33 @@ def bench_convert(lines: int, keep: Path | None, repeat: int) -> list[benchlib.F
     ]
 
 
+def bench_mixed(lines: int, keep: Path | None, share: float) -> list[benchlib.Figure]:
+    """`replay convert` of a mixed log: kvm lines plus a share of DAMON lines (issue 15)."""
+    from damonmix import AGGR_US, SAMPLE_US, mixed_config, write_mixed
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = keep or Path(tmp_name)
+        kvm = tmp / f"legacy-{lines}.ftrace.txt"
+        _synth_to("legacy-mmu-pressure", lines, kvm, "--as", "ftrace")
+        config = tmp / "mixed.vms.toml"
+        config.write_text(mixed_config(Path(f"{kvm}.vms.toml").read_text()))
+        mixed = tmp / f"mixed-{lines}-{share}.ftrace.txt"
+        n_kvm, n_damon = write_mixed(kvm, config.read_text(), share, mixed)
+        extra = ("--vm-config", str(config), "--damon-intervals", f"{SAMPLE_US},{AGGR_US}")
+        r = _run_child("convert", str(mixed), str(tmp / "mixed.parquet"), *extra)
+        print(
+            f"mixed log: {n_kvm:,} kvm/vmscan lines + {n_damon:,} damon_aggregated lines "
+            f"({n_damon / (n_kvm + n_damon):.0%}): {r['wall_s']:.2f} s = "
+            f"{r['lines'] / r['wall_s'] / 1e6:.2f} M lines/s (target >= 1 M lines/s); "
+            f"peak RSS {r['peak_mib']:.0f} MiB"
+        )
+    return [
+        benchlib.count("mixed_damon_lines", n_damon),
+        benchlib.seconds("mixed_convert_s", r["wall_s"]),
+        benchlib.rate("mixed_lines_per_s", r["lines"] / r["wall_s"], "lines/s"),
+    ]
+
+
 def pq_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -525,7 +552,7 @@ CHILDREN: dict[str, Any] = {
     "read": lambda a: _child_read(a[0]),
     "engine_after_read": lambda a: _child_engine_after_read(a[0]),
     "run": lambda a: _child_run(a[0], a[1]),
-    "convert": lambda a: _child_convert(a[0], a[1]),
+    "convert": lambda a: _child_convert(a[0], a[1], *a[2:]),
 }
 """What a fresh child process measures (``bench.py --child KIND ARGS...``)."""
 
@@ -549,6 +576,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--lines", type=int, default=5_000_000)
     v.add_argument("--repeat", type=int, default=2)
     v.add_argument("--keep", type=Path, help="folder to keep (and reuse) the rendered logs")
+    v.add_argument(
+        "--damon-share",
+        type=float,
+        default=0.0,
+        help="also time a mixed log whose lines are this share DAMON's (e.g. 0.2)",
+    )
     f = sub.add_parser("fleet", help="replay fleet: 1 and 2 local workers against a plain loop")
     f.add_argument("--traces", type=int, default=8)
     f.add_argument("--accesses", type=int, default=5_000_000)
@@ -559,19 +592,37 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--accesses", type=int, default=20_000_000)
     g.add_argument("--repeat", type=int, default=3)
     g.add_argument("--keep", type=Path, help="folder to keep (and reuse) the generated traces")
-    for p in (s, r, c, v, f, g):
+    d = sub.add_parser("damon", help="DAMON-sampled replays against ground truth (issue 15)")
+    d.add_argument("--seeds", default="1,2", help="seeds of every scenario")
+    d.add_argument("--damon-intervals", default=None, help="SAMPLE_US,AGGR_US of the monitor")
+    d.add_argument("--keep", type=Path, help="folder to keep the traces, logs and runs")
+    d.add_argument(
+        "--accesses", type=int, default=None, help="accesses of every scenario (its own if unset)"
+    )
+    d.add_argument("--scenarios", default=None, help="comma-separated subset of the scenarios")
+    d.add_argument(
+        "--speed-accesses",
+        type=int,
+        default=0,
+        help="instead: time replays of a 16 GiB 8-vCPU 10-minute guest with this many accesses",
+    )
+    for p in (s, r, c, v, f, g, d):
         p.add_argument("--history", type=Path, default=benchlib.HISTORY, help="the results file")
         p.add_argument("--no-history", action="store_true", help="neither compare nor record")
     return parser
 
 
 BENCHES: dict[str, Any] = {
-    "convert": lambda a: bench_convert(a.lines, a.keep, a.repeat),
+    "convert": lambda a: (
+        bench_convert(a.lines, a.keep, a.repeat)
+        + (bench_mixed(a.lines, a.keep, a.damon_share) if a.damon_share else [])
+    ),
     "synth": lambda a: bench_synth(a.scenario, a.events, a.repeat),
     "compare": lambda a: bench_compare(a.accesses, a.keep, a.repeat),
     "replay": lambda a: bench_replay(a.accesses, a.slice, a.keep),
     "fleet": lambda a: bench_fleet_figures(a),
     "scaling": lambda a: bench_scaling_figures(a),
+    "damon": lambda a: bench_damon_figures(a),
 }
 
 
@@ -604,6 +655,40 @@ def bench_scaling_figures(args: argparse.Namespace) -> list[Any]:
             ),
             benchlib.ratio(f"{short}_serial_fraction", serial["serial_fraction"], "lower"),
         ]
+    return figures
+
+
+def bench_damon_figures(args: argparse.Namespace) -> list[Any]:
+    """``scripts/bench_damon.py``'s validation: the table, and the zap errors as figures."""
+    from bench_damon import SCENARIOS, speed, table, validate
+
+    keep = args.keep or Path(tempfile.gettempdir()) / "kvm-mmu-replay-bench-damon"
+    if args.speed_accesses:
+        res = speed(keep / "speed", args.speed_accesses)
+        print(json.dumps(res, indent=1))
+        return [
+            benchlib.seconds("replay_all_accesses_s", res["replay_all_accesses_s"]),
+            benchlib.seconds("replay_sampled_s", res["replay_sampled_s"]),
+            benchlib.ratio("sampled_over_all_accesses", res["ratio"], "lower"),
+        ]
+    scenarios = tuple(args.scenarios.split(",")) if args.scenarios else SCENARIOS
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    intervals = None
+    if args.damon_intervals:
+        a, b = args.damon_intervals.split(",")
+        intervals = (int(a), int(b))
+    results = validate(keep, seeds, intervals, scenarios=scenarios, accesses=args.accesses)
+    print(table(results))
+    (keep / "validation.json").write_text(json.dumps(results, indent=1))
+    figures = []
+    for r in results:
+        if not r["none_and_cache_exact"]:
+            raise SystemExit(f"{r['scenario']} seed {r['seed']}: none/cache faults not exact")
+        for m in ("zapped_page_table_faults", "pages_freed"):
+            err = r["policies"]["zap"][m]["error"]
+            if err is not None:
+                name = f"{r['scenario']}_{r['seed']}_zap_{m}_error"
+                figures.append(benchlib.ratio(name, abs(err), "lower"))
     return figures
 
 

@@ -59,6 +59,10 @@ def write_rows(path: Path, rows: list[Row], meta: TraceMeta | None = None) -> Pa
         "priority": np.int8,
         "nid": np.int16,
         "nr_to_scan": np.uint32,
+        "nr_accesses": np.uint32,
+        "window_ns": np.uint64,
+        "sample_ns": np.uint64,
+        "age": np.uint32,
     }
     codes = {"event": EVENT_CODE, "op": OP_CODE, "source": SOURCE_CODE}
     values = {}
@@ -81,6 +85,28 @@ def access(t: int, vm: int = 0, vcpu: int = 0, gpa: int = 0x1000, op: str = "rea
 
 def reclaim(t: int, source: str = "kswapd", priority: int = 12, nid: int = 0) -> Row:
     return {"t_ns": t, "event": "reclaim", "source": source, "priority": priority, "nid": nid}
+
+
+def region(
+    t: int,
+    vm: int = 0,
+    gpa: int = 0,
+    length: int = 1 << 20,
+    nr_accesses: int = 10,
+    window_ns: int = 100_000_000,
+    sample_ns: int = 5_000_000,
+) -> Row:
+    """A DAMON region row: ``nr_accesses`` of the window's checks found [gpa, gpa+len) accessed."""
+    return {
+        "t_ns": t,
+        "event": "region",
+        "vm": vm,
+        "gpa": gpa,
+        "len": length,
+        "nr_accesses": nr_accesses,
+        "window_ns": window_ns,
+        "sample_ns": sample_ns,
+    }
 
 
 TINY_SCENARIO = """

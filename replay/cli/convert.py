@@ -49,6 +49,13 @@ def convert(  # typer declares a command's options as its parameters: more than 
             "auto (the first if the logs have it)."
         ),
     ] = AccessSource.AUTO,
+    damon_intervals: Annotated[
+        str | None,
+        typer.Option(
+            help="DAMON's sampling and aggregation intervals, SAMPLE_US,AGGR_US, for DAMON "
+            "trace text (it does not hold them; damo records do)."
+        ),
+    ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at the first line that cannot be read.")
     ] = False,
@@ -57,6 +64,7 @@ def convert(  # typer declares a command's options as its parameters: more than 
 ) -> None:
     """Convert kernel trace text into a trace that replay run accepts."""
     from replay.convert import ConvertOptions, convert_logs
+    from replay.convert.options import parse_intervals
 
     if output.exists() and not force:
         fail(f"output {output} exists; pass --force to overwrite it or choose another -o")
@@ -68,6 +76,7 @@ def convert(  # typer declares a command's options as its parameters: more than 
         strict=strict,
         access_source=access_source.value,
         force=force,
+        damon_intervals=None if damon_intervals is None else parse_intervals(damon_intervals),
     )
     sweep(output.parent)
     report = convert_logs(logs, output, options)
@@ -97,9 +106,22 @@ def _print_summary(output: Path, doc: dict[str, Any]) -> None:
         note(f"  {line}")
     for line in doc["warnings"]:
         note(f"warning: {line}")
+    damon = doc.get("damon")
+    if damon:
+        intervals = "; ".join(
+            f"{k}: {v['sample_us']:,}/{v['aggr_us']:,} µs from the {v['source']}"
+            for k, v in damon["intervals"].items()
+        )
+        note(
+            f"DAMON: {damon['regions']:,} regions, {damon['bytes_placed']:,} bytes placed in "
+            f"guests, {damon['bytes_outside_memslots']:,} outside every memslot; intervals "
+            f"(sample/aggregation) {intervals}"
+        )
     vms = ", ".join(f"{v['name']} ({v['vcpus']} vCPUs, {v['mmu_mode']})" for v in doc["vms"])
     note(
         f"wrote {output}: {rows.get('access', 0):,} faults, {rows.get('reclaim', 0):,} reclaim "
         f"passes, {rows.get('zap_all', 0):,} zap_all, {rows.get('unmap', 0):,} unmaps; "
-        f"VMs: {vms}; coverage faults-only"
+        + (f"{rows['region']:,} DAMON region rows; " if rows.get("region") else "")
+        + f"VMs: {vms}; coverage "
+        f"{doc.get('coverage', 'faults-only')}"
     )

@@ -17,6 +17,7 @@ from replay.diff.render import (
     fault_summary,
     fidelity_line,
     header_lines,
+    sampling_line,
     shown_rows,
     threshold_lines,
     verdict,
@@ -60,6 +61,9 @@ def print_terminal(diff: Diff, *, show_all: bool = False, limit: int | None = 40
     fidelity = fidelity_line(diff)
     if fidelity is not None:
         say(fidelity)
+    sampling = sampling_line(diff)
+    if sampling is not None:
+        say(sampling)
     for line in header_lines(diff):
         say(line)
     say(verdict(diff))

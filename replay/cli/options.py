@@ -39,6 +39,25 @@ class LogLayout(StrEnum):
     TRACE_CMD = "trace-cmd"
 
 
+class SynthAs(StrEnum):
+    """``replay synth --as``: a kernel trace text layout, or what DAMON would have recorded."""
+
+    FTRACE = "ftrace"
+    PERF = "perf"
+    TRACE_CMD = "trace-cmd"
+    DAMON = "damon"
+
+
+class DamonFormat(StrEnum):
+    """``replay synth --as damon --damon-format``: a text layout or a damo record file."""
+
+    FTRACE = "ftrace"
+    PERF = "perf"
+    TRACE_CMD = "trace-cmd"
+    JSON = "json"
+    JSON_COMPRESSED = "json_compressed"
+
+
 class FaultCodes(StrEnum):
     """``replay convert --fault-codes``: how kvm_page_fault's error codes are written."""
 
@@ -74,6 +93,43 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 ForceFlag = Annotated[bool, typer.Option("--force", help="Replace outputs that exist.")]
 """``--force`` of the commands that write: without it an existing output is an error.
 (``replay diff --force`` means something else and declares its own.)"""
+
+SynthAsOption = Annotated[
+    SynthAs | None,
+    typer.Option(
+        "--as",
+        help=(
+            "Write kernel trace text instead of Parquet "
+            "(accesses as kvm_page_fault lines, passes as mm_shrink_slab lines; the VMs "
+            "go to OUTPUT.vms.toml for replay convert --vm-config), or with damon what "
+            "DAMON would have recorded of the accesses (see --damon-format)."
+        ),
+    ),
+]
+"""``replay synth --as``."""
+DamonFormatOption = Annotated[
+    DamonFormat,
+    typer.Option(help="--as damon: damon_aggregated text in a layout, or a damo record."),
+]
+"""``replay synth --damon-format``."""
+DamonIntervalsOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="SAMPLE_US,AGGR_US",
+        help="--as damon: the monitor's sampling and aggregation intervals (default "
+        "5000,100000, damo's).",
+    ),
+]
+"""``replay synth --damon-intervals``."""
+FaultsUnderOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="none",
+        help="With --as LAYOUT: only the faults a replay under this policy has (none: "
+        "what a 6.13+ host logs), with the host's events.",
+    ),
+]
+"""``replay synth --faults-under``."""
 
 TraceArgument = Annotated[Path, typer.Argument(help="A trace file (.parquet).", readable=False)]
 """The trace ``replay run`` and ``replay inspect`` read."""

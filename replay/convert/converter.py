@@ -10,22 +10,24 @@ shrinker and end lines. Rows wait while a reclaim pass that may precede them is 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay.convert.damon import DAMON_USED, DamonPlacer, task_monitor
+from replay.convert.damontext import DamonLines
+from replay.convert.kernelrows import KernelRows
 from replay.convert.layout import LAYOUTS, Task, event_name, lost_count, parse_task, slow_line
-from replay.convert.passes import DEF_PRIORITY, Pass, PassBuilder, ShrinkStart
+from replay.convert.passes import DEF_PRIORITY, PassBuilder, ShrinkStart
 from replay.convert.payloads import FAST_FORMATS, KNOWN_UNUSED, USED, access_ops, parse_payload
 from replay.convert.prepare import prepared_blocks
 from replay.convert.report import EXAMPLES, FileReport
-from replay.convert.rows import Rows
+from replay.convert.rows import Rows, joined
 from replay.convert.source import MAX_LINE, LogFormatError
 from replay.convert.timeorder import INT64_MAX, OUT_OF_RANGE, TimeOrder
 from replay.convert.vms import MAX_VCPUS
 from replay.errors import ReplayError
-from replay.trace.schema import EVENT_CODE, OP_CODE, PAGE_SHIFT, SOURCE_CODE
+from replay.trace.schema import EVENT_CODE, OP_CODE, PAGE_SHIFT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from replay.convert.report import ConvertReport
     from replay.convert.vms import VmRegistry
 
+REGION = EVENT_CODE["region"]
 VCPU_RANGE = f"vcpu field past {MAX_VCPUS - 1} (a trace holds vCPUs 0..{MAX_VCPUS - 1})"
 GPA_RANGE = "fault address beyond what the VM's paging maps (2**52, or its root_level's reach)"
 NID_MAX = 0x7FFF
@@ -51,7 +54,7 @@ class StrictError(ReplayError):
     """``--strict``: a line could not be read."""
 
 
-class FileConverter:
+class FileConverter(KernelRows):
     """Reads one log file and produces its trace rows in time order."""
 
     def __init__(
@@ -61,6 +64,7 @@ class FileConverter:
         registry: VmRegistry,
         options: ConvertOptions,
         access_source: str,
+        damon: DamonPlacer | None = None,
     ) -> None:
         self.path = path
         self.name = "<stdin>" if path == "-" else path
@@ -82,16 +86,22 @@ class FileConverter:
         self.layouts_seen: dict[str, int] = {}
         self.cut_line = -1
         """Number of the log's last line when it has no newline (the capture stopped in it)."""
+        if damon is None:  # a converter on its own: DAMON targets placed by the config alone
+            damon = DamonPlacer(
+                registry.configs, [(path, self.name)], registry, options.damon_intervals, report
+            )
+        self.damon = DamonLines(self.name, damon, report, self._bad)
 
     def shown_as(self, name: str) -> None:
         """Name the file in messages and the report as the user gave it (``-`` is stdin)."""
-        self.name = "<stdin>" if name == "-" else name
+        self.name = self.damon.name = "<stdin>" if name == "-" else name
         self.info.path = self.name
 
     def rows(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield the file's trace rows, block by block, in time order."""
         for prepared in prepared_blocks(self.path, self.sha):
             yield self.block_rows(prepared)
+        self.damon.finish()
         yield self._emit(Rows(), final=True)
         self.info.sha256 = self.sha.hexdigest()
         self.info.layout = self.layout or "unknown"
@@ -107,9 +117,6 @@ class FileConverter:
         )
 
     # -- per line ---------------------------------------------------------------------
-    def _where(self, line: int) -> str:
-        return f"{self.name}:{line}"
-
     def _bad(self, line: int, text: str, reason: str) -> None:
         if line == self.cut_line:
             reason = "truncated last line"
@@ -175,11 +182,38 @@ class FileConverter:
             name, perf_style = event_name(got.event)
             self._note_layout(perf_style, line)
             if self._used(name, 1):
-                ordered.append((line, got.t_ns, name, got.head, got.payload))
+                if name in DAMON_USED:
+                    mon = self.damon.monitor(self._monitor(got.head))
+                    self.damon.add_line(line, got.t_ns, mon, name, got.payload)
+                else:
+                    ordered.append((line, got.t_ns, name, got.head, got.payload))
         ordered.sort(key=lambda e: e[0])
         for line, t, name, head, payload in ordered:
             self._slow_event(rows, name, t, line, head, payload)
+        self.damon.flush(rows)
         return self._emit(rows, final=False)
+
+    def _monitor(self, head: str) -> str:
+        """The kdamond a DAMON line's task column names."""
+        task = self._task(head)
+        return head.strip() if task is None else task_monitor(task)
+
+    def _damon_column(self, blk: LineBlock, name: str, sel: np.ndarray, fast: Any) -> None:
+        """DAMON lines of one event column: numpy-read ones as columns, the rest one by one."""
+        heads = blk.head_id[sel]
+        lookup = np.zeros(len(blk.heads), dtype=np.int64)
+        for h in np.unique(heads).tolist():
+            lookup[h] = self.damon.monitor(self._monitor(blk.heads[h]))
+        mon = lookup[heads]
+        if fast is not None:
+            values, good = fast
+            at = sel[good]
+            self.damon.add_columns(
+                blk.line_no[at], blk.t_ns[at], mon[good], [v[good] for v in values]
+            )
+            sel, mon = sel[~good], mon[~good]
+        for i, m in zip(sel.tolist(), mon.tolist(), strict=True):
+            self.damon.add_line(int(blk.line_no[i]), int(blk.t_ns[i]), m, name, blk.payload(i))
 
     def _start_block(self, blk: LineBlock, unterminated: bool) -> None:
         if int(blk.line_no[0]) == 1 and self.layout is None:
@@ -211,6 +245,10 @@ class FileConverter:
                 report.skipped["lost-events notice"] += 1
             elif got == "malformed":
                 self._bad(line, text, "malformed line")
+            elif got == "memslot":
+                # QEMU's kvm_set_user_memory (its log backend): the memslot table DAMON's
+                # regions are placed with, read apart (.hostmap).
+                report.events["kvm_set_user_memory"] += 1
             elif got == "long":
                 self._bad(line, "", f"line longer than {MAX_LINE >> 20} MiB (skipped unread)")
             else:
@@ -269,6 +307,9 @@ class FileConverter:
             name, perf_style = event_name(column)
             self._note_layout(perf_style, int(blk.line_no[sel[0]]))
             if not self._used(name, len(sel)):
+                continue
+            if name in DAMON_USED:
+                self._damon_column(blk, name, sel, fast)
                 continue
             if fast is not None:
                 values, good = fast
@@ -491,45 +532,6 @@ class FileConverter:
         elif name in ("kvm_mmu_get_page", "kvm_mmu_prepare_zap_page"):
             self._shadow_page(name, self.registry.vm_of(task, t, self._where(line)), values)
 
-    def _shadow_page(self, name: str, vm: int, values: tuple[Any, ...]) -> None:
-        """Count a shadow page the kernel made, found or zapped (the footer's ``observed``)."""
-        _gfn, level, direct, created = values
-        what = (
-            "sp_zapped"
-            if name == "kvm_mmu_prepare_zap_page"
-            else ("sp_new" if created else "sp_existing")
-        )
-        self._observe(f"{what}_l{level}", vm)
-        if not direct:
-            self._observe("sp_indirect", vm)
-
-    def _observe(self, key: str, vm: int) -> None:
-        counts = self.report.observed.setdefault("_by_vm", {}).setdefault(vm, Counter())
-        counts[key] += 1
-
-    def _unmap(self, rows: Rows, t: int, line: int, start: int, end: int) -> None:
-        hits = self.registry.unmap_hits(start, end)
-        if len({h[0].name for h in hits}) != 1:
-            reason = "outside every configured memslot" if not hits else "in several VMs' memslots"
-            self.report.skipped[f"kvm_unmap_hva_range {reason} (kept as observed)"] += 1
-            self.report.observed["unplaced_unmaps"] = (
-                self.report.observed.get("unplaced_unmaps", 0) + 1
-            )
-            return
-        cfg = hits[0][0]
-        task = Task(cfg.name, cfg.threads[0] if cfg.threads else 0, cfg.tgid)
-        vm = self.registry.vm_of(task, t, self._where(line))
-        for _, s, lo, hi in hits:
-            rows.add(
-                1,
-                t_ns=t,
-                line=line,
-                event=EVENT_CODE["unmap"],
-                vm=vm,
-                gpa=s.slot.gpa_start + (lo - s.hva_start),  # type: ignore[operator]
-                len=hi - lo,
-            )
-
     # -- ordering ---------------------------------------------------------------------
     def _emit(self, rows: Rows, *, final: bool) -> dict[str, np.ndarray]:
         """The rows that are ready, in time order; rows an open pass may precede wait."""
@@ -537,7 +539,7 @@ class FileConverter:
             self._pass_row(rows, p)
         cols = rows.take()
         if self.pending is not None:
-            cols = {k: np.concatenate([self.pending[k], cols[k]]) for k in cols}
+            cols = joined(self.pending, cols)
             self.pending = None
         t, line = cols["t_ns"], cols["line"]
         # Rows come nearly in order (the fast path's in line order, a few others after):
@@ -577,22 +579,8 @@ class FileConverter:
         t = cols["t_ns"]
         if not len(t):
             return
+        self.info.region_rows += int((cols["event"] == REGION).sum())
+        self.info.access_rows += int((cols["event"] == EVENT_CODE["access"]).sum())
         if self.info.first_t_ns is None:
             self.info.first_t_ns = int(t[0])
         self.info.last_t_ns = int(t[-1])
-
-    def _pass_row(self, rows: Rows, p: Pass) -> None:
-        guesses = self.report.observed.setdefault("guesses", Counter())
-        if p.guessed_source:
-            guesses["pass source taken as direct"] += 1
-        if p.guessed_priority:
-            guesses["pass priority taken as 12"] += 1
-        rows.add(
-            1,
-            t_ns=p.t_ns,
-            line=p.line,
-            event=EVENT_CODE["reclaim"],
-            source=SOURCE_CODE[p.source],
-            priority=p.priority,
-            nid=p.nid,
-        )

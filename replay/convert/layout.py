@@ -19,6 +19,13 @@ LINE = re.compile(
     r"(?P<event>\w+(?::\w+)?):(?:\s+(?P<msg>.*?))?\s*$"
 )
 """Any layout's event line, for the lines the fast path could not split."""
+SET_USER_MEMORY = re.compile(
+    r"(?:(?P<pid>\d+)@\d+\.\d+:)?kvm_set_user_memory (?:AddrSpace#(?P<as>\d+) )?"
+    r"Slot#(?P<slot>\d+) flags=0x(?P<flags>[0-9a-fA-F]+) gpa=0x(?P<gpa>[0-9a-fA-F]+) "
+    r"size=0x(?P<size>[0-9a-fA-F]+) ua=0x(?P<ua>[0-9a-fA-F]+)"
+    r"(?: guest_memfd=-?\d+ guest_memfd_offset=0x[0-9a-fA-F]+)? ret=(?P<ret>-?\d+)"
+)
+"""One ``kvm_set_user_memory`` line of QEMU's trace (both spellings, with or without pid@)."""
 LOST = re.compile(r"^\s*CPU:\s*\d+\s+\[(?:LOST (\d+) EVENTS|(\d+) EVENTS DROPPED)\]\s*$")
 HEADER = re.compile(r"^\s*(?:#|cpus=\d+\s*$|version = )")
 
@@ -81,7 +88,8 @@ def slow_line(text: str) -> SlowLine | str:
     """An event line, or why the line is skipped.
 
     The reason is 'header', 'blank', 'lost', 'long' (a line past the reader's limit, which
-    it replaced by a NUL line: :data:`.source.LONG_LINE`) or 'malformed'.
+    it replaced by a NUL line: :data:`.source.LONG_LINE`), 'memslot' (QEMU's
+    ``kvm_set_user_memory``, read apart by :mod:`.hostmap`) or 'malformed'.
     """
     if text.startswith("\x00"):
         return "long"
@@ -93,6 +101,8 @@ def slow_line(text: str) -> SlowLine | str:
         return "lost"
     m = LINE.match(text)
     if m is None:
+        if "kvm_set_user_memory " in text and SET_USER_MEMORY.search(text):
+            return "memslot"  # QEMU's log backend: no kernel trace columns
         return "malformed"
     seconds, _, frac = m.group("ts").partition(".")
     if len(frac) > 9:

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replay.convert.rows import SPOOL_COLUMNS
+from replay.convert.rows import SPOOL_COLUMNS, complete
 from replay.errors import InputFileError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from replay.convert.converter import FileConverter
+    from replay.convert.damo import DamoFile
 
 MERGE_BATCH = 1 << 18
 """Rows read from each spool at a time."""
@@ -51,7 +52,7 @@ def spool_stdin(folder: Path, source: str = "-") -> Path:
 
 def counted(
     chunks: Iterator[dict[str, np.ndarray]],
-    converters: list[FileConverter],
+    converters: Sequence[FileConverter | DamoFile],
     progress: Callable[[int], None] | None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """``chunks``, telling ``progress`` the lines read so far (over all files) at each."""
@@ -68,7 +69,7 @@ def spool(chunks: Iterator[dict[str, np.ndarray]], path: Path) -> Path:
 
     schema = pa.schema([(c, pa.int64()) for c in SPOOL_COLUMNS])
     with pq.ParquetWriter(path, schema, compression="none") as writer:
-        for cols in chunks:
+        for cols in map(complete, chunks):
             if len(cols["t_ns"]):
                 writer.write_table(pa.table({c: cols[c] for c in SPOOL_COLUMNS}, schema=schema))
     return path

@@ -39,6 +39,9 @@ class ConvertOptions:
     force
         Replace an existing output; without it, an output that appears while the trace is
         written is an error and is left as it is.
+    damon_intervals
+        DAMON's sampling and aggregation intervals (µs) for records that do not hold them
+        (kernel trace text); a damo record's own intervals win.
     """
 
     layout: str | None = None
@@ -48,6 +51,18 @@ class ConvertOptions:
     strict: bool = False
     access_source: str = "auto"
     force: bool = True
+    damon_intervals: tuple[int, int] | None = None
+
+
+def parse_intervals(text: str) -> tuple[int, int]:
+    """``--damon-intervals SAMPLE_US,AGGR_US`` as two integers (checked by check_options)."""
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ReplayError(
+            f"--damon-intervals {text!r}: give SAMPLE_US,AGGR_US in microseconds, such as "
+            "5000,100000"
+        )
+    return int(parts[0]), int(parts[1])
 
 
 def check_options(options: ConvertOptions) -> None:
@@ -58,5 +73,12 @@ def check_options(options: ConvertOptions) -> None:
         raise ReplayError(
             f"--access-source {options.access_source!r}: use {', '.join(ACCESS_SOURCES)}"
         )
+    if options.damon_intervals is not None:
+        sample, aggr = options.damon_intervals
+        if not 0 < sample <= aggr:
+            raise ReplayError(
+                f"--damon-intervals {sample},{aggr}: give SAMPLE_US,AGGR_US with "
+                "0 < SAMPLE_US <= AGGR_US (DAMON's defaults are 5000,100000)"
+            )
     if options.layout is not None and options.layout not in LAYOUTS:
         raise ReplayError(f"--format {options.layout!r}: use {', '.join(LAYOUTS)}")

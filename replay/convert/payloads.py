@@ -52,6 +52,8 @@ USED = (
     "kvm_unmap_hva_range",
     "kvm_mmu_get_page",
     "kvm_mmu_prepare_zap_page",
+    "damon_aggregated",
+    "damon_monitor_intervals_tune",
 )
 """Events that become trace rows or observed counters."""
 
@@ -81,8 +83,14 @@ KNOWN_UNUSED = (
     "mm_vmscan_write_folio",
     "mm_vmscan_node_reclaim_begin",
     "mm_vmscan_node_reclaim_end",
+    "damos_before_apply",
+    "damos_esz",
+    "damos_stat_after_apply_interval",
+    "damon_region_aggregated",
+    "damon_aggregated_v2",
 )
-"""Events of the kvm, kvmmmu and vmscan systems a replay does not need (counted by name)."""
+"""Events of the kvm, kvmmmu, vmscan and damon systems a replay does not need (counted by
+name; :data:`.damon.DAMON_UNUSED`)."""
 
 _H = r"(?:0x)?([0-9a-fA-F]+)"
 _D = r"(-?\d+)"

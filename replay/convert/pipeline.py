@@ -10,15 +10,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from replay.convert.converter import FileConverter
+from replay.convert.damo import DamoFile, damo_kind
+from replay.convert.damon import DamonPlacer
 from replay.convert.merge import counted, merged, spool, spool_stdin
 from replay.convert.options import ConvertOptions, check_options
-from replay.convert.report import ConvertReport
+from replay.convert.report import ConvertReport, FileReport
 from replay.convert.source import LogFormatError, codec_of, read_blocks
 from replay.convert.vms import VmRegistry, load_vm_config
 from replay.convert.write import write_converted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from replay.convert.vms import VmConfig
 
 
 def convert_logs(
@@ -27,7 +31,7 @@ def convert_logs(
     options: ConvertOptions | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ConvertReport:
-    """Convert text logs of one host into a schema-v1 trace at ``output`` (written atomically).
+    """Convert text logs (and damo records) of one host into a trace at ``output`` (atomically).
 
     Parameters
     ----------
@@ -63,7 +67,7 @@ def convert_logs(
     report = ConvertReport()
     registry = VmRegistry(configs, options.mmu or "tdp_mmu")
     try:
-        _convert(inputs, output, options, report, registry, progress)
+        _convert(inputs, output, options, report, (configs, registry), progress)
     except OSError as exc:
         # Also the spool of standard input and of several logs, beside the output.
         raise_if_disk_full(exc, output, "trace")
@@ -76,9 +80,10 @@ def _convert(  # the state of one conversion, handed over from convert_logs
     output: Path,
     options: ConvertOptions,
     report: ConvertReport,
-    registry: VmRegistry,
+    vms: tuple[list[VmConfig], VmRegistry],
     progress: Callable[[int], None] | None,
 ) -> None:
+    configs, registry = vms
     # The pid in the name lets a later command recognise the folder of a killed conversion
     # (replay.atomic.sweep_leftovers).
     tmp = output.parent / f".replay-convert-{os.getpid()}-{secrets.token_hex(4)}"
@@ -88,9 +93,21 @@ def _convert(  # the state of one conversion, handed over from convert_logs
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         tmp.mkdir()
         paths = [str(spool_stdin(tmp, p)) if _is_stream(p) else p for p in inputs]
-        report.access_source = choose_access_source(paths, options.access_source)
-        converters = [
-            FileConverter(p, report, registry, options, report.access_source) for p in paths
+        kinds = [damo_kind(p) for p in paths]
+        text = [p for p, k in zip(paths, kinds, strict=True) if k is None]
+        report.access_source = choose_access_source(text, options.access_source)
+        placer = DamonPlacer(
+            configs,
+            list(zip(paths, inputs, strict=True)),
+            registry,
+            options.damon_intervals,
+            report,
+        )
+        converters: list[FileConverter | DamoFile] = [
+            FileConverter(p, report, registry, options, report.access_source, placer)
+            if k is None
+            else DamoFile(p, k, report, placer, options)
+            for p, k in zip(paths, kinds, strict=True)
         ]
         for conv, shown in zip(converters, inputs, strict=True):
             conv.shown_as(shown)
@@ -104,8 +121,49 @@ def _convert(  # the state of one conversion, handed over from convert_logs
                 spool(counted(conv.rows(), converters, progress), tmp / f"{i}.npz.parquet")
                 for i, conv in enumerate(converters)
             ]
+            windows = [v["aggr_us"] * 1000 for v in placer.intervals_seen.values()]
+            check_clocks(report, max(windows, default=0))
             rows = merged(spools)
-        write_converted(output, rows, registry, report, options)
+        write_converted(output, rows, registry, report, options, placer)
+
+
+def check_clocks(report: ConvertReport, window_ns: int = 0) -> None:
+    """Refuse a DAMON record that shares no time with the kvm log it is converted with.
+
+    Files are merged by their time stamps as printed; a DAMON record on another clock (perf's
+    or damo's, a record from another boot) would put its regions beside the wrong faults, so
+    spans with no time in common are an error. A region row stands for the ``window_ns``
+    before its time stamp (the longest aggregation interval is given), so the record's span
+    starts that much earlier. Spans that overlap but come from different layouts are warned
+    about (``layouts_merged``), as for perf beside ftrace.
+    """
+    damon = [f for f in report.files if f.region_rows and not f.access_rows]
+    kvm = [f for f in report.files if f.access_rows]
+    if not damon or not kvm:
+        return
+    for f in damon:
+        for k in kvm:
+            if _overlap(f, k, window_ns):
+                break
+        else:
+            k = kvm[0]
+            raise LogFormatError(
+                f"{f.path}: its DAMON regions span {_span(f)}, the faults of {k.path} "
+                f"{_span(k)}: no time in common, so the two clocks cannot be aligned (a record "
+                "of another clock, perf's or damo's beside tracefs's, or of another boot); "
+                "record both with the same tracer and clock, or in one trace"
+            )
+
+
+def _overlap(damon: FileReport, kvm: FileReport, window_ns: int) -> bool:
+    if None in (damon.first_t_ns, damon.last_t_ns, kvm.first_t_ns, kvm.last_t_ns):
+        return True
+    start = damon.first_t_ns - window_ns  # type: ignore[operator]
+    return not (damon.last_t_ns < kvm.first_t_ns or kvm.last_t_ns < start)  # type: ignore[operator]
+
+
+def _span(f: FileReport) -> str:
+    return f"{(f.first_t_ns or 0) / 1e9:.6f}-{(f.last_t_ns or 0) / 1e9:.6f} s"
 
 
 def _check_inputs(paths: list[str]) -> None:

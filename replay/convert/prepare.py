@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay.convert.damon import AGGREGATED, aggregated_fields
 from replay.convert.layout import event_name
 from replay.convert.lines import LineBlock, split_block
 from replay.convert.payloads import FAST_FORMATS, fast_fields
@@ -60,6 +61,8 @@ def prepare(data: bytes, first_line: int, unterminated: bool) -> Prepared:
         name = event_name(column)[0]
         if name in FAST_FORMATS and len(sel):
             fast[eid] = fast_fields(blk, sel, name)
+        elif name == AGGREGATED and len(sel):
+            fast[eid] = aggregated_fields(blk, sel)
     return Prepared(blk, unterminated, selections, fast)
 
 

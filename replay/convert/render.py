@@ -26,6 +26,7 @@ from replay._toml import toml_string
 from replay.trace.schema import EVENT_CODE, OP_CODE, SOURCES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from replay.trace.reader import EventBatch, TraceFile
@@ -153,9 +154,13 @@ def _hex16(values: np.ndarray) -> np.ndarray:
 
 
 class _Renderer:
-    def __init__(self, meta: TraceMeta, layout: str, out: TextIO) -> None:
+    def __init__(
+        self, meta: TraceMeta, layout: str, out: TextIO, hva: Callable[[int, int], int] | None
+    ) -> None:
         import polars as pl
 
+        self.hva = hva
+        """Host address of (VM id, gpa) where the VMs' memslots have one: unmaps render."""
         self.layout = layout
         self.out = out
         self.report = RenderReport()
@@ -256,6 +261,16 @@ class _Renderer:
                     self.layout,
                 )
             ]
+        if kind == EVENT_CODE["unmap"] and self.hva is not None:
+            # kvm_unmap_hva_range prints the host range [start, end) the notifier invalidates.
+            start = self.hva(int(batch.vm[r]), int(batch.gpa[r]))
+            end = start + ((int(batch.len[r]) + 4095) & ~4095)
+            payload = f"mmu notifier unmap range: {start:#016x} -- {end:#016x}"
+            return [
+                _line(
+                    _HOST_TASKS["kswapd"], 0, t, "kvm_unmap_hva_range", "kvm", payload, self.layout
+                )
+            ]
         self.report.rows[name] -= 1
         self.report.left_out[name] = self.report.left_out.get(name, 0) + 1
         return []
@@ -310,17 +325,27 @@ def vm_config_text(meta: TraceMeta) -> str:
     return "\n".join(lines)
 
 
-def render_trace(trace: TraceFile, layout: str, out: Path, *, force: bool = True) -> RenderReport:
+def render_trace(
+    trace: TraceFile,
+    layout: str,
+    out: Path,
+    *,
+    force: bool = True,
+    hva: Callable[[int, int], int] | None = None,
+) -> RenderReport:
     """Write ``trace`` as ``layout`` text to ``out``, its VM table to ``out.vms.toml``.
 
-    Both are written atomically; without ``force`` neither replaces a file that exists.
+    Both are written atomically; without ``force`` neither replaces a file that exists. With
+    ``hva`` (the host address of a VM's gpa), ``unmap`` events render as
+    ``kvm_unmap_hva_range`` lines, which ``replay convert`` places through the memslots'
+    ``hva_start``.
     """
     from replay.atomic import atomic_output
     from replay.trace.reader import iter_batches
 
     config = out.with_name(out.name + ".vms.toml")
     with atomic_output(out, "log", force=force) as tmp, tmp.open("w", encoding="utf-8") as fh:
-        renderer = _Renderer(trace.meta, layout, fh)
+        renderer = _Renderer(trace.meta, layout, fh, hva)
         head = header(layout, trace.meta)
         if head:
             fh.write("\n".join(head) + "\n")

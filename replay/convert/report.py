@@ -26,6 +26,9 @@ class FileReport:
     first_t_ns: int | None = None
     last_t_ns: int | None = None
     fault_codes: str | None = None
+    region_rows: int = 0
+    """DAMON region rows it gave (its time span is then a DAMON record's)."""
+    access_rows: int = 0
 
 
 @dataclass
@@ -49,6 +52,9 @@ class ConvertReport:
     access_source: str = ""
     vms: list[dict[str, Any]] = field(default_factory=list)
     observed: dict[str, Any] = field(default_factory=dict)
+    coverage: str = "faults-only"
+    damon: dict[str, Any] = field(default_factory=dict)
+    """DAMON's regions: intervals and where they came from, bytes placed, per target."""
 
     @property
     def lines(self) -> int:
@@ -77,6 +83,8 @@ class ConvertReport:
             "warnings": self.warnings,
             "access_source": self.access_source,
             "vms": self.vms,
+            "coverage": self.coverage,
+            **({"damon": self.damon} if self.damon else {}),
         }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-SPOOL_COLUMNS = (
+BASE_COLUMNS = (
     "t_ns",
     "line",
     "event",
@@ -19,7 +19,27 @@ SPOOL_COLUMNS = (
     "priority",
     "nid",
 )
+REGION_COLUMNS = ("nr_accesses", "window_ns", "sample_ns", "age")
+"""Columns only DAMON's region rows use: carried only by blocks that have such rows, so that
+logs without DAMON lines pay nothing for them (:func:`complete` fills them in)."""
+SPOOL_COLUMNS = BASE_COLUMNS + REGION_COLUMNS
 """Columns of a converter's rows (the trace's, with the line for ordering)."""
+
+
+def complete(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``cols`` with every column of :data:`SPOOL_COLUMNS` (absent ones -1)."""
+    n = len(cols["t_ns"])
+    for name in REGION_COLUMNS:
+        if name not in cols:
+            cols[name] = np.full(n, -1, dtype=np.int64)
+    return cols
+
+
+def joined(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows ``a`` then rows ``b``, with the region columns if either has them."""
+    if a.keys() != b.keys():
+        a, b = complete(a), complete(b)
+    return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
 class Rows:
@@ -36,9 +56,13 @@ class Rows:
             )
 
     def take(self) -> dict[str, np.ndarray]:
-        """Every row added so far, as :data:`SPOOL_COLUMNS`; the rows are handed over."""
+        """Every row added so far, as columns; the rows are handed over.
+
+        :data:`BASE_COLUMNS`, and the region columns when a row has them.
+        """
         out = {}
-        for name in SPOOL_COLUMNS:
+        regions = any("nr_accesses" in p for p in self.parts)
+        for name in SPOOL_COLUMNS if regions else BASE_COLUMNS:
             arrays = [p.get(name) for p in self.parts]
             n = [len(p["t_ns"]) for p in self.parts]
             out[name] = (

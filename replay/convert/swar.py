@@ -129,3 +129,28 @@ def digits_word(w: np.ndarray, keep: int) -> np.ndarray:
     high = ~LOW_BYTES[drop]
     out: np.ndarray = ((w & high) | ZERO_FILL[drop]) | ZEROS
     return out
+
+
+_ZERO_FILLS = np.array(ZERO_FILL, dtype=np.uint64)
+
+
+def decimal_spans(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unsigned decimal numbers written in block bytes ``[lo, hi)`` (1 to 16 digits), and validity.
+
+    Two words per number, each reduced by :func:`swar_decimal_words`: the digits of a span
+    of any length per line are right-aligned in the two words that end at ``hi``, the bytes
+    before the span set to '0' (no table lookup, no float arithmetic).
+    """
+    length = hi - lo
+    ok = (length > 0) & (length <= 16)
+    low_keep = np.clip(length, 0, 8)
+    high_keep = np.clip(length - 8, 0, 8)
+    out = []
+    for end, keep in ((hi, low_keep), (hi - 8, high_keep)):
+        drop = 8 - keep
+        w = (word(buf, end - 8) & ~LOW_BYTES[drop]) | _ZERO_FILLS[drop]
+        value, good = swar_decimal_words(w)
+        out.append(value)
+        ok &= good
+    value = out[1] * np.uint64(100_000_000) + out[0]
+    return value, ok

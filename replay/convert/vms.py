@@ -12,7 +12,7 @@ becomes ``vm_list`` (head first).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from replay._toml import TomlTable
+    from replay.convert.hostmap import HostSlot
     from replay.convert.layout import Task
 
 GiB = 1 << 30
@@ -59,9 +60,13 @@ class VmConfig:
     mmu_mode: str
     root_level: int
     slots: tuple[SlotConfig, ...]
+    damon_target: int | None = None
+    """The DAMON target index of this VM's VMM process (``damon_target = N``)."""
 
 
-VM_KEYS = frozenset({"name", "tgid", "threads", "vcpus", "mmu_mode", "root_level", "memslots"})
+VM_KEYS = frozenset(
+    {"name", "tgid", "threads", "vcpus", "mmu_mode", "root_level", "memslots", "damon_target"}
+)
 
 
 def load_vm_config(path: Path, default_mmu: str | None = None) -> list[VmConfig]:
@@ -76,6 +81,14 @@ def load_vm_config(path: Path, default_mmu: str | None = None) -> list[VmConfig]
         dup = next(n for n in names if names.count(n) > 1)
         raise root.file.fail("[[vm]]", f"VM name {dup!r} is used twice; give each VM its own name")
     _check_owners(out, root)
+    targets = [v.damon_target for v in out if v.damon_target is not None]
+    if len(set(targets)) != len(targets):
+        twice = next(n for n in targets if targets.count(n) > 1)
+        raise root.file.fail(
+            "[[vm]]",
+            f"damon_target = {twice} is given to two VMs; a DAMON "
+            "target is one process: fix one of them",
+        )
     if len(out) > MAX_VMS:
         raise root.file.fail("[[vm]]", f"{len(out):,} VMs; a trace holds at most {MAX_VMS:,}")
     return out
@@ -113,7 +126,8 @@ def _vm_config(t: TomlTable, mmu: str, root_level: int) -> VmConfig:
         hva_start = s.size("hva_start", positive=False) if "hva_start" in s else None
         slots.append(SlotConfig(slot, hva_start))
     _check_slots(t, name, vm_root, [s.slot for s in slots])
-    return VmConfig(name, tgid, threads, vcpus, vm_mmu, vm_root, tuple(slots))
+    target = t.integer("damon_target", lo=0) if "damon_target" in t else None
+    return VmConfig(name, tgid, threads, vcpus, vm_mmu, vm_root, tuple(slots), target)
 
 
 def _check_slots(t: TomlTable, name: str, root_level: int, slots: list[Memslot]) -> None:
@@ -149,6 +163,11 @@ class _Vm:
     max_vcpu: int = -1
     gfn_ranges: set[int] = field(default_factory=set)
     """1 GiB regions (gpa >> 30) its accesses touched, for inferred memslots."""
+    host_slots: list[HostSlot] = field(default_factory=list)
+    """Memslots with host addresses that placed DAMON regions (QEMU's trace or the config)."""
+    placeholder: bool = False
+    """A VMM known only by its memslot table (no process id): the one VM of the logs, if the
+    kvm log has exactly one (:meth:`VmRegistry.remap`)."""
 
 
 class VmRegistry:
@@ -209,6 +228,42 @@ class VmRegistry:
         elif t_ns < self.vms[idx].first_t:
             self.vms[idx].first_t = t_ns
         return idx
+
+    def mark_placeholder(self, vm: int) -> None:
+        """VM ``vm`` is a VMM known only by its memslot table (see :meth:`remap`)."""
+        self.vms[vm].placeholder = True
+
+    def note_host_slots(self, vm: int, slots: list[HostSlot]) -> None:
+        """The memslots (with host addresses) DAMON regions of VM ``vm`` were placed with."""
+        if not self.vms[vm].host_slots:
+            self.vms[vm].host_slots = list(slots)
+
+    def _alias(self) -> dict[int, int]:
+        """A VMM known only by its memslot table, and the one other VM of the logs: the same."""
+        holders = [i for i, v in enumerate(self.vms) if v.placeholder]
+        others = [i for i, v in enumerate(self.vms) if not v.placeholder]
+        if len(holders) == 1 and len(others) == 1:
+            a, b = holders[0], others[0]
+            cfg = self.vms[b].config
+            if cfg is not None and cfg.slots:
+                inside = {(s.slot.gpa_start, s.slot.size) for s in cfg.slots}
+                if any((h.gpa, h.size) not in inside for h in self.vms[a].host_slots):
+                    return {}  # QEMU's memslots are not the config's: not shown to be one VM
+            elif not self.vms[b].host_slots:
+                self.vms[b].host_slots = self.vms[a].host_slots
+            self.vms[b].gfn_ranges |= self.vms[a].gfn_ranges
+            self.vms[b].first_t = min(self.vms[a].first_t, self.vms[b].first_t)
+            return {a: b}
+        return {}
+
+    def remap(self) -> np.ndarray:
+        """Provisional VM indices to the trace's VM ids (order of first appearance)."""
+        order = self.final_order()
+        out = np.zeros(len(self.vms), dtype=np.int64)
+        out[np.array(order, dtype=np.int64)] = np.arange(len(order))
+        for a, b in self._alias().items():
+            out[a] = out[b]
+        return out
 
     def unmap_hits(self, start: int, end: int) -> list[tuple[VmConfig, SlotConfig, int, int]]:
         """The configured memslots a host range ``[start, end)`` overlaps, with the overlap."""
@@ -277,8 +332,10 @@ class VmRegistry:
             self.vms[v].gfn_ranges.add(r)
 
     def final_order(self) -> list[int]:
-        """Provisional VM indices in order of first appearance in time."""
-        return sorted(range(len(self.vms)), key=lambda i: (self.vms[i].first_t, i))
+        """Provisional VM indices in order of first appearance in time (aliases left out)."""
+        alias = self._alias()
+        live = [i for i in range(len(self.vms)) if i not in alias]
+        return sorted(live, key=lambda i: (self.vms[i].first_t, i))
 
     def specs(self, mmu_override: str | None) -> tuple[list[VmSpec], list[tuple[str, str]]]:
         """The trace's VM table (ids in order of first appearance) and what was inferred.
@@ -292,7 +349,9 @@ class VmRegistry:
             cfg = v.config
             vcpus = max(v.max_vcpu + 1, cfg.vcpus if cfg and cfg.vcpus else 1)
             if cfg is not None and cfg.slots:
-                slots = tuple(s.slot for s in cfg.slots)
+                slots = tuple(replace(s.slot, hva_start=s.hva_start) for s in cfg.slots)
+            elif v.host_slots:
+                slots = tuple(Memslot(s.gpa, s.size, "4k", False, s.hva) for s in v.host_slots)
             else:
                 slots = inferred_slots(v.gfn_ranges)
                 what = (
@@ -324,7 +383,9 @@ class VmRegistry:
         for cfg in self.configs:
             if cfg.name not in seen:
                 # Declared but silent in the log: listed after the VMs that were seen.
-                slots = tuple(s.slot for s in cfg.slots) or inferred_slots(set())
+                slots = tuple(
+                    replace(s.slot, hva_start=s.hva_start) for s in cfg.slots
+                ) or inferred_slots(set())
                 mmu = mmu_override or cfg.mmu_mode
                 specs.append(
                     VmSpec(len(specs), cfg.name, cfg.vcpus or 1, mmu, cfg.root_level, slots)

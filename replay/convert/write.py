@@ -1,4 +1,4 @@
-"""The converted rows into a schema-v1 trace, and its footer: VMs, provenance, observations.
+"""The converted rows into a schema-v2 trace, and its footer: VMs, provenance, observations.
 
 Rows arrive in time order with provisional VM indices (in order of first sight in the logs);
 the trace numbers VMs in order of first appearance in time, so every chunk is remapped as it is
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from replay.convert.damon import DamonPlacer
     from replay.convert.options import ConvertOptions
     from replay.convert.report import ConvertReport
     from replay.convert.vms import VmRegistry
@@ -33,6 +34,7 @@ def write_converted(
     registry: VmRegistry,
     report: ConvertReport,
     options: ConvertOptions,
+    damon: DamonPlacer | None = None,
 ) -> None:
     """Write the rows of ``chunks`` and the footer to ``output`` (atomically).
 
@@ -45,6 +47,9 @@ def write_converted(
         output, force=options.force
     ) as sink:  # the footer is known at the end: set before closing
         rows_written = _write_rows(sink, chunks, registry, report)
+        if damon is not None and damon.targets:
+            report.damon = damon.summary()
+            check_placed(report.damon)
         _check_usable(report, registry, rows_written)
         sink.meta = _footer(report, registry, options)
 
@@ -67,20 +72,38 @@ def _write_rows(
         if remap is None or len(remap) < len(registry.vms):
             # Provisional VM indices to ids in order of first appearance; stable once made,
             # because a VM first seen later has a later first time.
-            remap = np.argsort(np.array(registry.final_order(), dtype=np.int64))
+            remap = registry.remap()
         values, valid = trace_columns(cols, remap)
         sink.write(build_table(n, values, valid))
         rows_written += n
+        counts = np.bincount(cols["event"], minlength=len(EVENT_CODE))
         for kind, code in EVENT_CODE.items():
-            report.rows[kind] += int((cols["event"] == code).sum())
+            report.rows[kind] += int(counts[code])
     return rows_written
+
+
+def check_placed(summary: dict[str, Any]) -> None:
+    """Refuse DAMON regions none of which fell in a guest: a ``paddr`` record, or a wrong map.
+
+    DAMON's ``paddr`` operations (the host's own monitor) report host physical addresses; no
+    memslot table maps those to guests (that would take a host-physical to guest map, which
+    this version does not build), so nothing of such a record can be placed.
+    """
+    if summary["regions"] and not summary["bytes_placed"]:
+        raise LogFormatError(
+            f"none of the {summary['regions']:,} DAMON regions ({summary['bytes']:,} bytes) falls "
+            "in a memslot's host addresses: a paddr record (host physical addresses, as a "
+            "host's own kdamond) cannot be placed in guests without a host-physical to guest "
+            "map; record the VMM process with vaddr operations (damo record --ops vaddr "
+            "<VMM pid>), or check hva_start"
+        )
 
 
 def _check_usable(report: ConvertReport, registry: VmRegistry, rows_written: int) -> None:
     """Refuse a trace a replay cannot run: no row, no guest fault, or no VM."""
     if rows_written == 0:
         raise LogFormatError(nothing_usable(report))
-    if not report.rows["access"] and registry.vms:
+    if not report.rows["access"] and not report.rows["region"] and registry.vms:
         raise LogFormatError(
             f"no guest fault in {report.lines:,} lines ({seen(report)}){wrap_hint(report)}"
             f"{first_example(report)}; "
@@ -101,37 +124,49 @@ def _footer(report: ConvertReport, registry: VmRegistry, options: ConvertOptions
 
     specs, notes = registry.specs(options.mmu)
     report.vms = [vm.to_json() for vm in specs]
-    warned = notes + _warnings(report, registry)
+    warned = notes + _warnings(report, registry) + damon_warnings(report.damon)
+    report.coverage = coverage_of(report)
     report.warnings += [text for _, text in warned]
     try:
         tool = version("kvm-mmu-replay")
     except PackageNotFoundError:  # pragma: no cover - a bare checkout
         tool = "unknown"
+    provenance = {
+        "generator": "replay convert",
+        "generator_version": tool,
+        "files": [
+            {"path": f.path, "sha256": f.sha256, "layout": f.layout, "lines": f.lines}
+            for f in report.files
+        ],
+        "access_source": report.access_source,
+        "vm_identity": sorted(registry.identity),
+        "inferred": [text for _, text in notes],
+        # Every warning, by kind, so that a replay can name the likely reasons for logged
+        # faults its model does not explain (replay/run/fidelity.py; schemas/README.md).
+        "warnings": [{"kind": kind, "text": text} for kind, text in warned],
+        "options": {
+            "format": options.layout,
+            "fault_codes": options.fault_codes,
+            "vm_config": None if options.vm_config is None else str(options.vm_config),
+            "mmu": options.mmu,
+            "damon_intervals": options.damon_intervals,
+        },
+    }
+    if report.damon:
+        provenance["damon"] = report.damon
     return TraceMeta(
         vms=tuple(specs),
-        coverage="faults-only",
-        provenance={
-            "generator": "replay convert",
-            "generator_version": tool,
-            "files": [
-                {"path": f.path, "sha256": f.sha256, "layout": f.layout, "lines": f.lines}
-                for f in report.files
-            ],
-            "access_source": report.access_source,
-            "vm_identity": sorted(registry.identity),
-            "inferred": [text for _, text in notes],
-            # Every warning, by kind, so that a replay can name the likely reasons for logged
-            # faults its model does not explain (replay/run/fidelity.py; schemas/README.md).
-            "warnings": [{"kind": kind, "text": text} for kind, text in warned],
-            "options": {
-                "format": options.layout,
-                "fault_codes": options.fault_codes,
-                "vm_config": None if options.vm_config is None else str(options.vm_config),
-                "mmu": options.mmu,
-            },
-        },
+        coverage=report.coverage,
+        provenance=provenance,
         observed=_observed(report, registry),
     )
+
+
+def coverage_of(report: ConvertReport) -> str:
+    """What a converted trace holds: logged faults, DAMON's sampled regions, or both."""
+    if not report.rows["region"]:
+        return "faults-only"
+    return "faults+sampled" if report.rows["access"] else "sampled"
 
 
 def trace_columns(
@@ -157,19 +192,36 @@ def trace_columns(
     access = event == EVENT_CODE["access"]
     unmap = event == EVENT_CODE["unmap"]
     reclaim = event == EVENT_CODE["reclaim"]
+    region = event == EVENT_CODE["region"]
+    has_regions = "nr_accesses" in cols and bool(region.any())
+    if has_regions:
+        values.update(
+            nr_accesses=np.maximum(cols["nr_accesses"], 0).astype(np.uint32),
+            window_ns=np.maximum(cols["window_ns"], 0).astype(np.uint64),
+            sample_ns=np.maximum(cols["sample_ns"], 0).astype(np.uint64),
+            age=np.maximum(cols["age"], 0).astype(np.uint32),
+        )
     valid: dict[str, np.ndarray | bool] = {
         "t_ns": True,
         "event": True,
         "vm": has_vm,
         "vcpu": access,
-        "gpa": access | unmap,
-        "len": unmap,
+        "gpa": access | unmap | region,
+        "len": unmap | region,
         "op": access,
         "source": reclaim,
         "priority": reclaim,
         "nid": reclaim,
         "nr_to_scan": False,
     }
+    if has_regions:
+        # Only chunks with region rows carry these columns: the others write them as nulls.
+        valid.update(
+            nr_accesses=region,
+            window_ns=region,
+            sample_ns=region,
+            age=region & (cols["age"] >= 0),
+        )
     return values, valid
 
 
@@ -237,6 +289,58 @@ def _warnings(report: ConvertReport, registry: VmRegistry) -> list[tuple[str, st
     return out
 
 
+def damon_warnings(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the user should know about DAMON's regions: guessed intervals, lost bytes."""
+    if not summary:
+        return []
+    out = []
+    given = [k for k, v in summary["intervals"].items() if v["source"] == "option"]
+    if given:
+        out.append(
+            (
+                "damon_intervals_given",
+                "DAMON intervals not read from the record but taken from --damon-intervals "
+                f"({', '.join(given)}): if they are not the monitor's, every sampled access "
+                "rate is off by their ratio",
+            )
+        )
+    for name, t in summary["targets"].items():
+        if t.get("why_not_placed"):
+            out.append(
+                (
+                    "damon_target_not_vm",
+                    f"DAMON {name} is no VM ({t['why_not_placed']}): its "
+                    f"{t.get('regions_skipped', 0):,} regions were counted and left out",
+                )
+            )
+        elif t.get("bytes") and not t.get("bytes_placed"):
+            out.append(
+                (
+                    "damon_target_unplaced",
+                    f"DAMON {name}: none of its {t['bytes']:,} bytes "
+                    f"falls in VM {t['vm']}'s memslots (a paddr monitor, host physical addresses, "
+                    "or another process): counted as outside",
+                )
+            )
+    if summary["bytes_outside_memslots"]:
+        out.append(
+            (
+                "damon_outside_memslots",
+                f"{summary['bytes_outside_memslots']:,} of {summary['bytes']:,} DAMON region "
+                "bytes lie outside every memslot (the VMM's own memory): counted, not placed",
+            )
+        )
+    if summary["aggregations_cut_short"]:
+        out.append(
+            (
+                "damon_cut_short",
+                f"{summary['aggregations_cut_short']:,} DAMON aggregations have fewer lines "
+                "than their nr_regions (lost events?): their regions were kept",
+            )
+        )
+    return out
+
+
 def _time_warnings(report: ConvertReport) -> list[tuple[str, str]]:
     """What time stamps out of order did to the trace (rules in :mod:`.timeorder`)."""
     out = []
@@ -264,8 +368,8 @@ def _time_warnings(report: ConvertReport) -> list[tuple[str, str]]:
 
 def _observed(report: ConvertReport, registry: VmRegistry) -> dict[str, Any]:
     """The footer's ``observed`` block: what the kernel's own events said."""
-    order = registry.final_order()
-    new_id = {prov: i for i, prov in enumerate(order)}
+    remap = registry.remap()
+    new_id = {prov: int(remap[prov]) for prov in range(len(remap))}
     per_vm = {}
     for prov, counts in sorted(report.observed.get("_by_vm", {}).items()):
         per_vm[str(new_id[prov])] = dict(sorted(counts.items()))

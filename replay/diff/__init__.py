@@ -45,6 +45,10 @@ class Diff:
         """The totals row of a metric."""
         return next(r for r in self.rows if r.scope == "total" and r.metric == metric)
 
+    def _sampling(self) -> list[str]:
+        """The sampling caveat of a DAMON-sampled trace's runs (MODEL.md D13), if any."""
+        return _sampling_of(self)
+
     @property
     def crossed(self) -> list[tuple[Threshold, Row]]:
         """The ``--fail-on`` thresholds the change crossed."""
@@ -81,8 +85,16 @@ class Diff:
             ],
             "caveats": [
                 "stall figures are estimates from the cost model, not measurements",
+                *self._sampling(),
             ],
         }
+
+
+def _sampling_of(diff: Diff) -> list[str]:
+    from replay.diff.render import sampling_line
+
+    line = sampling_line(diff)
+    return [] if line is None else [line]
 
 
 def diff_runs(

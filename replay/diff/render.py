@@ -132,6 +132,26 @@ def fidelity_line(diff: Diff) -> str | None:
     )
 
 
+def sampling_line(diff: Diff) -> str | None:
+    """Runs of a DAMON-sampled trace: which figures are estimates, and how far off they were.
+
+    None when neither run replayed a ``sampled`` or ``faults+sampled`` trace (MODEL.md D13).
+    """
+    sides = [
+        (tag, run.summary.get("trace", {}).get("coverage"), run.summary["caveats"])
+        for tag, run in (("A", diff.a), ("B", diff.b))
+    ]
+    sampled = [
+        (tag, caveats[0])
+        for tag, coverage, caveats in sides
+        if coverage in ("sampled", "faults+sampled") and caveats
+    ]
+    if not sampled:
+        return None
+    tags = " and ".join(tag for tag, _ in sampled)
+    return f"estimates from sampling ({tags}): {sampled[0][1]}"
+
+
 def header_lines(diff: Diff) -> list[str]:
     """Who is compared with whom, and what differs besides the policy."""
     lines = []
@@ -288,4 +308,7 @@ def markdown(diff: Diff, *, show_all: bool = False, limit: int | None = None) ->
     if diff.thresholds:
         lines += ["", *(f"- {t}" for t in threshold_lines(diff))]
     lines += ["", "_Stall figures are estimates from the cost model, not measurements._", ""]
+    sampling = sampling_line(diff)
+    if sampling is not None:
+        lines[-1:] = [f"_{sampling}._", ""]
     return "\n".join(lines)

@@ -37,7 +37,9 @@ from replay.mmu.lanes import Lanes
 from replay.mmu.layout import Layout
 from replay.mmu.machine import MmuState
 from replay.mmu.results import EngineResult, FaultConsumer, FaultRows
+from replay.mmu.sampled import SampledRegions, chosen
 from replay.mmu.tables import LookupTables
+from replay.trace.schema import EVENT_CODE
 
 if TYPE_CHECKING:
     from replay.trace.reader import EventBatch
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 _ZAPPED, _SHRINKER = int(Cause.ZAPPED), int(Refill.SHRINKER)
 _ATTR_NONE, _ATTR_CACHE = int(Attribution.NONE), int(Attribution.CACHE_EVICTION)
 _ATTR_ZAPPED = int(Attribution.ZAPPED_PAGE_TABLES)
+_REGION = EVENT_CODE["region"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class VectorEngine:
         self.caches = VcpuCaches(meta, self.lay, cfg)
         self.host = HostEvents(meta, policy, cfg, costs, self.state, self.caches)
         self.selector = CandidateSelector(self.tables, self.state)
+        self.sampled = SampledRegions(self.state)
+        self.host.on_shrinker_zap = self.sampled.zapped
         self.faults = sink if sink is not None else FaultRows()
         self.sp_removals = self.host.sp_removals
         self.cache_frees = self.host.cache_frees
@@ -140,9 +145,38 @@ class VectorEngine:
                     batch.gpa[run],
                 )
                 self._epoch(epoch)
-            if host_at < len(batch):
+            if host_at < len(batch) and batch.event[host_at] == _REGION:
+                self._region(batch, host_at)
+            elif host_at < len(batch):
                 self.host.apply(batch, host_at)
             start = host_at + 1
+
+    def _region(self, batch: EventBatch, i: int) -> None:
+        """Rules 32 to 35: a region row's sampled accesses, replayed as one epoch of its row."""
+        if not batch.nr_accesses[i]:
+            return  # rule 33: a region no check found accessed samples nothing
+        vm_id = int(batch.vm[i])
+        vi = int(self.lay.vm_index[vm_id])
+        gfn = int(batch.gpa[i]) >> 12
+        first, pages = self.sampled.leaves(vi, gfn, gfn + (int(batch.len[i]) >> 12))
+        if not len(first):
+            return
+        row = batch.start_row + i
+        checks = (int(batch.nr_accesses[i]), int(batch.window_ns[i]) // int(batch.sample_ns[i]))
+        hit, vcpu = chosen(row, first, pages, checks, self.meta.vms[vi].vcpus)
+        n = int(hit.sum())
+        if not n:
+            return
+        self._epoch(
+            _Accesses(
+                row,
+                np.full(n, int(batch.t_ns[i]), dtype=np.int64),
+                np.full(n, vm_id, dtype=np.uint16),
+                vcpu[hit].astype(np.uint16),
+                first[hit].astype(np.uint64) << np.uint64(12),
+                rows=np.full(n, row, dtype=np.int64),
+            )
+        )
 
     def finish(self) -> EngineResult:
         """The replay's results."""

@@ -18,6 +18,10 @@ from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import EVENT_CODE, SOURCES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
+
     from replay.mmu.caches import VcpuCaches
     from replay.mmu.config import CostModel, MmuConfig, Policy
     from replay.mmu.machine import MmuState
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from replay.trace.schema import TraceMeta
 
 _RECLAIM, _SHRINK, _UNMAP = EVENT_CODE["reclaim"], EVENT_CODE["shrink"], EVENT_CODE["unmap"]
+_REGION = EVENT_CODE["region"]
 
 
 class HostEvents:
@@ -55,6 +60,8 @@ class HostEvents:
         """(row, t, VM id, SPs) of every zap, the page limit's included (the engine adds them)."""
         self.cache_frees: list[tuple[int, int, int, int, int]] = []
         """(row, t, VM id, vCPU, objects) of every cache a cache scan emptied."""
+        self.on_shrinker_zap: Callable[[int, np.ndarray], None] | None = None
+        """Told of every shrinker zap (VM index, SP ids): sampled accesses look there (rule 32)."""
 
     def apply(self, batch: EventBatch, i: int) -> None:
         """Apply host event ``i`` of ``batch``."""
@@ -66,6 +73,8 @@ class HostEvents:
         elif kind == _SHRINK:
             if self.policy != "none":  # rules 10 and 29
                 self._scan(row, t, ("shrink", None, None), int(batch.nr_to_scan[i]))
+        elif kind == _REGION:
+            raise AssertionError("region rows are the engine's (rule 32), not a host event")
         elif kind == _UNMAP:
             vi = int(self.state.lay.vm_index[int(batch.vm[i])])
             removals.unmap(self.state, vi, int(batch.gpa[i]), int(batch.len[i]))
@@ -118,6 +127,8 @@ class HostEvents:
             if len(ids):
                 removals.zap(self.state, vi, ids, Cause.ZAPPED)
                 self.sp_removals.append((row, t, vm_id, len(ids)))
+                if self.on_shrinker_zap is not None:
+                    self.on_shrinker_zap(vi, ids)
             self._rotate(vm_id)
             return [vm_id], [len(ids)]
         return [], []

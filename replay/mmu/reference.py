@@ -11,8 +11,11 @@ import bisect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
 from replay.mmu.results import FAULT_COLUMNS, EngineResult, FaultConsumer, FaultRows, ScanRow
+from replay.mmu.sampled import chosen, zapped_leaves
 from replay.mmu.shrinker import shrink_slab_pass
 from replay.trace.schema import BACKING_LEVEL, EVENT_KINDS, OPS, SOURCES, TraceMeta, VmSpec
 
@@ -174,8 +177,14 @@ class ReferenceEngine:
                 self.shrink(row, t, int(batch.nr_to_scan[i]))
             elif kind == "unmap":
                 self.unmap(row, int(batch.vm[i]), int(batch.gpa[i]), int(batch.len[i]))
-            else:
+            elif kind == "zap_all":
                 self.zap_all(row, t, int(batch.vm[i]))
+            else:
+                checks = (
+                    int(batch.nr_accesses[i]),
+                    int(batch.window_ns[i]) // int(batch.sample_ns[i]),
+                )
+                self.region(row, t, int(batch.vm[i]), int(batch.gpa[i]), int(batch.len[i]), checks)
         self._flush_rows()
 
     def finish(self) -> EngineResult:
@@ -191,7 +200,6 @@ class ReferenceEngine:
         )
 
     def _flush_rows(self) -> None:
-        import numpy as np
 
         self.faults.add({k: np.asarray(v) for k, v in self._rows.items()})
         self._rows = {k: [] for k in _ROW_FIELDS}
@@ -548,6 +556,25 @@ class ReferenceEngine:
                 if sp is not None:
                     keys.extend(k for k in sp.leaves if lo <= k[1] <= hi)
         return sorted(keys)
+
+    # -- section 11: sampled accesses -----------------------------------------------------------
+
+    def region(
+        self, row: int, t: int, vm_id: int, gpa: int, length: int, checks: tuple[int, int]
+    ) -> None:
+        """Rules 32 to 35: a DAMON region row's sampled accesses, at its time, in gfn order."""
+        vm = self.vms[vm_id]
+        if not checks[0]:
+            return  # rule 33: a region no check found accessed samples nothing
+        firsts, pages = zapped_leaves(vm, gpa >> 12, (gpa + length) >> 12, self._zapped)
+        if firsts:
+            on, vcpus = chosen(row, np.array(firsts), np.array(pages), checks, len(vm.vcpus))
+            for first, vcpu in zip(np.array(firsts)[on].tolist(), vcpus[on].tolist(), strict=True):
+                self.access(row, t, vm_id, vcpu, first << 12, "read")
+
+    def _zapped(self, vm: Vm, leaf: LeafKey, path: list[SpKey]) -> bool:
+        """Rules 2, 5 and 32: not a hit, and missing because the shrinker zapped it."""
+        return not self._hit(vm, leaf, path) and self._cause(vm, leaf, path) == Cause.ZAPPED
 
     def zap_all(self, row: int, t: int, vm_id: int) -> None:
         """Rules 15 and 28: every SP and leaf of the VM goes, the root too."""

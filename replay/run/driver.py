@@ -195,6 +195,8 @@ class _TraceCounter:
         self.first: int | None = None
         self.last: int | None = None
         self.rows = 0
+        self.regions: list[np.ndarray] = []
+        self.regions_accessed = 0
 
     def add(self, batch: EventBatch) -> None:
         """Count a batch of events (not empty)."""
@@ -208,6 +210,10 @@ class _TraceCounter:
         rec = host[batch.event[host] == EVENT_CODE["reclaim"]]
         self.reclaim_hist.add(batch.t_ns[rec])
         self.by_source += np.bincount(batch.source[rec], minlength=len(SOURCES))
+        regions = host[batch.event[host] == EVENT_CODE["region"]]
+        if len(regions):
+            self.regions.append(regions + batch.start_row)
+            self.regions_accessed += int(np.count_nonzero(batch.nr_accesses[regions]))
         self.rows += len(batch)
 
     def check(self, trace: TraceFile) -> None:
@@ -217,7 +223,7 @@ class _TraceCounter:
                 f"trace {trace.path} has no events; nothing to replay (generate one with "
                 "replay synth)"
             )
-        if not self.per_vcpu.counts.any():
+        if not self.per_vcpu.counts.any() and not self.regions:
             raise TraceDataError(
                 f"trace {trace.path} has no access events (only host pressure); a replay needs "
                 "guest accesses or faults"
@@ -234,6 +240,12 @@ class _TraceCounter:
             accesses_by_bucket=self.access_hist.counts,
             reclaim_by_bucket=self.reclaim_hist.counts,
             rows=self.rows,
+            region_rows=(
+                np.concatenate(self.regions).astype(np.int64)
+                if self.regions
+                else np.zeros(0, dtype=np.int64)
+            ),
+            regions_accessed=self.regions_accessed,
         )
 
 

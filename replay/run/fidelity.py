@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 FAULTS_ONLY = "faults-only"
 FIDELITY_TITLE = "Fidelity: logged faults the model explains (faults-only trace)"
 
@@ -78,14 +80,83 @@ def fidelity_caveat(reasons: list[str]) -> str:
     )
 
 
-def with_fidelity(block: dict[str, Any]) -> dict[str, Any]:
+def with_fidelity(block: dict[str, Any], sampled: int = 0) -> dict[str, Any]:
     """A summary block with ``logged_faults`` and ``faults_unexplained`` first.
 
     On a faults-only trace every access is a logged fault, and an access replays as at most one
-    fault, so the unexplained ones are the accesses less the faults.
+    fault, so the unexplained ones are the accesses less the faults. On a faults+sampled trace
+    the faults of region rows (``sampled``, MODEL.md rule 32) are not logged ones: they are left
+    out of that difference and counted as ``sampled_faults``.
     """
     logged = int(block["accesses"])
-    return {"logged_faults": logged, "faults_unexplained": logged - int(block["faults"]), **block}
+    unexplained = logged - (int(block["faults"]) - sampled)
+    return {"logged_faults": logged, "faults_unexplained": unexplained, **block}
+
+
+SAMPLED_COVERAGES = ("sampled", "faults+sampled")
+SAMPLED_ESTIMATES = (
+    "faults_by_attribution.zapped_page_tables",
+    "faults_by_cause.zapped",
+    "sampled_faults",
+    "pages_freed",
+    "stall_ns_by_attribution.zapped_page_tables",
+    "stall_per_freed_page",
+)
+"""The figures of a replay of a sampled trace that rest on DAMON's sampling (MODEL.md D13)."""
+SAMPLING_VALIDATION = {
+    "source": "scripts/bench.py damon (README, 'DAMON records: validation against ground truth')",
+    "zap_zapped_page_table_faults": "-100% to -37% (median -92%) on the five scenarios",
+    "zap_pages_freed": "-100% to -2% (median -49%)",
+    "none_and_cache_faults": "exact (the logged faults)",
+    "why": (
+        "DAMON checks one page per region every sampling interval: it sees a guest's pages "
+        "only where they are touched within most intervals; sparse or scattered access "
+        "(few touches of each page per interval) reads as idle, and its zapped pages are "
+        "never refaulted in the replay"
+    ),
+}
+"""What the validation measured: how far a sampled replay's estimates fell from the truth."""
+
+
+IDLE_SHARE = 0.05
+"""Below this share of region rows with an access, the record is called nearly idle."""
+
+
+def sampled_caveat(coverage: str, regions: int = 0, accessed: int = 0) -> str:
+    """The caveat of a replay of a ``sampled`` or ``faults+sampled`` trace (MODEL.md D13).
+
+    ``regions`` and ``accessed`` (region rows, and those with ``nr_accesses`` above 0) add a
+    warning when DAMON saw almost nothing: its zapped pages are then never refaulted.
+    """
+    v = SAMPLING_VALIDATION
+    idle = ""
+    if regions and accessed < IDLE_SHARE * regions:
+        idle = (
+            f"; DAMON found an access in only {accessed:,} of {regions:,} region observations "
+            f"({share(accessed, regions)}): the guests' pages were touched too rarely for its "
+            "sampling interval, so the zapped-page-table faults are likely far too low"
+        )
+    base = (
+        f"{coverage} trace: accesses that hit are known only from DAMON's sampling, so under "
+        "zap the zapped-page-table faults, the pages freed and the stall figures are estimates "
+        f"(validation: zapped-page-table faults {v['zap_zapped_page_table_faults']}, pages "
+        f"freed {v['zap_pages_freed']}; {v['why']}){idle}"
+    )
+    if coverage == "faults+sampled":
+        return base + "; under none and cache the faults are the logged ones"
+    return base + (
+        "; without logged faults nothing is ever mapped, so no replay of it faults: convert "
+        "the host's fault log with the DAMON record (faults+sampled)"
+    )
+
+
+def sampled_counts(
+    rows: np.ndarray, vm: np.ndarray, region_rows: np.ndarray
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Which fault rows are sampled accesses' (their trace row is a region row), and per VM."""
+    mask = np.isin(rows, region_rows)
+    ids, n = np.unique(vm[mask], return_counts=True)
+    return mask, {int(i): int(c) for i, c in zip(ids, n, strict=True)}
 
 
 def share(part: int, whole: int) -> str:

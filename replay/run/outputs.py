@@ -13,7 +13,15 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from replay.atomic import raise_if_disk_full
-from replay.run.fidelity import FAULTS_ONLY, fidelity_caveat, likely_reasons
+from replay.run.fidelity import (
+    FAULTS_ONLY,
+    SAMPLED_COVERAGES,
+    SAMPLED_ESTIMATES,
+    SAMPLING_VALIDATION,
+    fidelity_caveat,
+    likely_reasons,
+    sampled_caveat,
+)
 from replay.run.folder import RunsFolder, runs_folder
 from replay.run.schema import (
     COSTS_CAVEAT,
@@ -40,9 +48,16 @@ def caveats(replay: Replay) -> list[str]:
     """One-line caveats that every output of this replay repeats."""
     out = [COSTS_CAVEAT]
     meta = replay.trace.meta
-    if meta.coverage == FAULTS_ONLY:
+    if meta.coverage in (FAULTS_ONLY, "faults+sampled"):
         out[:0] = [FAULTS_ONLY_CAVEAT, fidelity_caveat(likely_reasons(meta.provenance))]
+    if meta.coverage in SAMPLED_COVERAGES:
+        out[:0] = [sampled_caveat(meta.coverage, *_seen(replay))]
     return out
+
+
+def _seen(replay: Replay) -> tuple[int, int]:
+    """Region rows of the trace, and those in which DAMON found an access."""
+    return len(replay.counts.region_rows), replay.counts.regions_accessed
 
 
 def summary_document(
@@ -69,7 +84,19 @@ def summary_document(
             "t_last_ns": counts.t_last_ns,
             **(
                 {"likely_reasons": likely_reasons(replay.trace.meta.provenance)}
-                if replay.trace.meta.coverage == FAULTS_ONLY
+                if replay.trace.meta.coverage in (FAULTS_ONLY, "faults+sampled")
+                else {}
+            ),
+            **(
+                {
+                    "sampling": {
+                        "estimates": list(SAMPLED_ESTIMATES),
+                        "region_rows": _seen(replay)[0],
+                        "region_rows_accessed": _seen(replay)[1],
+                        **SAMPLING_VALIDATION,
+                    }
+                }
+                if replay.trace.meta.coverage in SAMPLED_COVERAGES
                 else {}
             ),
         },

@@ -7,12 +7,12 @@ not import the driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, get_args
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
+if TYPE_CHECKING:
     from replay.mmu.config import CostModel, MmuConfig, Policy
     from replay.mmu.results import EngineResult
     from replay.run.sink import FaultSink
@@ -37,6 +37,10 @@ class TraceCounts:
     accesses_by_bucket: np.ndarray
     reclaim_by_bucket: np.ndarray
     rows: int
+    region_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Trace rows of the DAMON region rows (MODEL.md section 11): their faults are sampled."""
+    regions_accessed: int = 0
+    """Region rows whose ``nr_accesses`` is above 0: how much of the guests DAMON saw used."""
 
 
 @dataclass

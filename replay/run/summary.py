@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.run.fidelity import FAULTS_ONLY, with_fidelity
+from replay.run.fidelity import FAULTS_ONLY, SAMPLED_COVERAGES, sampled_counts, with_fidelity
 from replay.run.schema import TIMELINE_COLUMNS
 from replay.run.stats import BUCKETED, Blocks, pad, running_within_groups
 
@@ -107,10 +107,44 @@ def summarize(replay: Replay, run: PolicyRun) -> dict[str, Any]:
                 peak_cache_pages=int(stats.cache_vcpu.peak[g]),
             )
             per_vcpu[f"{vm.id}/{c}"] = vblock
-    if replay.trace.meta.coverage == FAULTS_ONLY:  # every access is a logged fault (D9)
+    coverage = replay.trace.meta.coverage
+    if coverage == FAULTS_ONLY:  # every access is a logged fault (D9)
         totals = with_fidelity(totals)
         per_vm = {vm: with_fidelity(block) for vm, block in per_vm.items()}
+    elif coverage in SAMPLED_COVERAGES:
+        totals, per_vm = _with_sampled(replay, run, totals, per_vm)
     return {"totals": totals, "per_vm": per_vm, "per_vcpu": per_vcpu}
+
+
+def sampled_faults(replay: Replay, run: PolicyRun) -> tuple[np.ndarray, dict[int, int]]:
+    """Times of the run's faults of region rows (MODEL.md rule 35), and their count per VM."""
+    times: list[np.ndarray] = []
+    by_vm: dict[int, int] = {}
+    for chunk in run.sink.chunks(("row", "vm", "t_ns")):
+        mask, counts = sampled_counts(chunk["row"], chunk["vm"], replay.counts.region_rows)
+        times.append(chunk["t_ns"][mask])
+        for vm, n in counts.items():
+            by_vm[vm] = by_vm.get(vm, 0) + n
+    t = np.concatenate(times) if times else np.zeros(0, dtype=np.int64)
+    return t, by_vm
+
+
+def _with_sampled(
+    replay: Replay, run: PolicyRun, totals: dict[str, Any], per_vm: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Blocks of a sampled trace: its sampled faults, and the logged ones' fidelity (D13, D9)."""
+    t, by_vm = sampled_faults(replay, run)
+    logged = replay.trace.meta.coverage == "faults+sampled"
+
+    def add(block: dict[str, Any], n: int) -> dict[str, Any]:
+        block = {**block, "sampled_faults": n}
+        return with_fidelity(block, n) if logged else block
+
+    totals = add(totals, len(t))
+    # A sampled access that faults is no access of the trace's: hits count logged ones only.
+    totals["hits"] = int(totals["accesses"]) - (int(totals["faults"]) - len(t))
+    per_vm = {vm: add(block, by_vm.get(int(vm), 0)) for vm, block in per_vm.items()}
+    return totals, per_vm
 
 
 def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
@@ -136,7 +170,9 @@ def timeline(replay: Replay, run: PolicyRun) -> dict[str, np.ndarray]:
     out["reclaim_passes"] = pad(counts.reclaim_by_bucket, n)[:n]
     # Logged faults the model replays as hits (fidelity.py): none unless the trace is faults-only.
     unexplained = out["accesses"] - out["faults"]
-    if replay.trace.meta.coverage != FAULTS_ONLY:
+    if replay.trace.meta.coverage == "faults+sampled":
+        unexplained += per_bucket(sampled_faults(replay, run)[0])
+    elif replay.trace.meta.coverage != FAULTS_ONLY:
         unexplained[:] = 0
     out["faults_unexplained"] = unexplained
     out["sp_pages"] = np.cumsum(sp_change)

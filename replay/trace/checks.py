@@ -7,6 +7,7 @@ one error naming the row. Columns are viewed, not copied, wherever Arrow allows.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,8 +19,11 @@ from replay.trace.schema import (
     ENUMS,
     EVENT_CODE,
     EVENT_KINDS,
+    PAGE_SHIFT,
+    PAGE_SIZE,
     PRIORITY_MAX,
     REQUIRED_BY_EVENT,
+    SAMPLED_COVERAGES,
     arrow_schema,
 )
 
@@ -50,6 +54,21 @@ _NEEDS: dict[str, np.ndarray] = {
 }
 
 
+_INT_COLUMNS = (
+    "vm",
+    "vcpu",
+    "gpa",
+    "len",
+    "priority",
+    "nid",
+    "nr_to_scan",
+    "nr_accesses",
+    "window_ns",
+    "sample_ns",
+    "age",
+)
+
+
 class RowChecker:
     """Turns record batches into :class:`EventBatch` es, checking every row.
 
@@ -72,6 +91,17 @@ class RowChecker:
         self._dense = ids == list(range(len(ids))) and all(
             vm.vcpus == self._vcpus for vm in meta.vms
         )
+
+    @cached_property
+    def _slots(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every memslot as packed (VM id, gfn) keys [start, end), sorted (region rows)."""
+        rows = sorted(
+            ((v.id << 40) | s.gfn_start, (v.id << 40) | (s.gfn_start + s.npages))
+            for v in self.meta.vms
+            for s in v.memslots
+        )
+        keys = np.array(rows, dtype=np.uint64).reshape(-1, 2)
+        return keys[:, 0].copy(), keys[:, 1].copy()
 
     def _fail(self, row: int, what: str, fix: str) -> TraceDataError:
         return TraceDataError(f"trace {self.path}, row {row}: {what}; {fix}")
@@ -119,15 +149,13 @@ class RowChecker:
                     f"{kind} event has no {name}",
                     f"a {kind} event needs {', '.join(required)}",
                 )
-        out = {
-            name: self._ints(cols[name], name, start)
-            for name in ("vm", "vcpu", "gpa", "len", "priority", "nid", "nr_to_scan")
-        }
+        out = {name: self._ints(cols[name], name, start) for name in _INT_COLUMNS}
         op = self._codes(cols["op"], "op", start)
         source = self._codes(cols["source"], "source", start)
 
         access, unmap, zap_all = EVENT_CODE["access"], EVENT_CODE["unmap"], EVENT_CODE["zap_all"]
-        if counts[access] + counts[unmap] + counts[zap_all] and not self._plainly_valid(out):
+        with_vm = counts[access] + counts[unmap] + counts[zap_all] + counts[EVENT_CODE["region"]]
+        if with_vm and not self._plainly_valid(out):
             vcpus = self.vcpus_of[out["vm"]]
             unknown_vm = _NEEDS["vm"][event] & (vcpus == 0)
             if unknown_vm.any():
@@ -153,8 +181,76 @@ class RowChecker:
             if bad_prio.any():
                 i = _first(bad_prio)
                 raise self._fail(start + i, f"priority {prio[i]} is out of range", "use 0..12")
+        self._check_sampled(event, counts, out, start)
         columns = {"t_ns": t_ns, "event": event, "op": op, "source": source, **out}
         return columns, host_rows
+
+    def _check_sampled(
+        self, event: np.ndarray, counts: np.ndarray, out: dict[str, np.ndarray], start: int
+    ) -> None:
+        """Region rows only in sampled coverages and valid; no access rows in ``sampled``."""
+        region, access = EVENT_CODE["region"], EVENT_CODE["access"]
+        coverage = self.meta.coverage
+        if counts[region] and coverage not in SAMPLED_COVERAGES:
+            raise self._fail(
+                start + _first(event == region),
+                f"a region row in a {coverage!r} trace (schema version {self.meta.schema_version})",
+                "region rows need a version 2 trace of coverage 'sampled' or 'faults+sampled'",
+            )
+        if counts[access] and coverage == "sampled":
+            raise self._fail(
+                start + _first(event == access),
+                "an access row in a 'sampled' trace",
+                "a trace of region rows and logged faults has coverage 'faults+sampled'",
+            )
+        if counts[region]:
+            self._check_regions(event, out, start)
+
+    def _check_regions(self, event: np.ndarray, out: dict[str, np.ndarray], start: int) -> None:
+        """Check region rows: whole pages inside one memslot, counts in range.
+
+        A region must lie inside one memslot of its VM: the converter writes a region spanning
+        several slots as one row per piece and counts the parts outside every slot (the VMM's
+        own memory), so a row reaching outside is a damaged or hand-made trace.
+        """
+        rows = np.flatnonzero(event == EVENT_CODE["region"])
+        gpa, length = out["gpa"][rows], out["len"][rows]
+        window, sample = out["window_ns"][rows], out["sample_ns"][rows]
+        page = np.uint64(PAGE_SIZE - 1)
+
+        def fail(bad: np.ndarray, what: str, fix: str) -> None:
+            if bad.any():
+                i = int(rows[_first(bad)])
+                raise self._fail(start + i, what.format(i=i), fix)
+
+        fail((gpa & page) != 0, "region gpa is not page aligned", "give the region's first byte")
+        fail(
+            (length == 0) | ((length & page) != 0),
+            "region len is not a positive multiple of 4096",
+            "give the region's length in whole pages",
+        )
+        fail(
+            (sample == 0) | (window < sample),
+            "region sample_ns is 0 or above window_ns",
+            "give the sampling interval and the (longer) aggregation interval in ns",
+        )
+        nr_max = window // np.maximum(sample, np.uint64(1))
+        fail(
+            out["nr_accesses"][rows] > nr_max,
+            "region nr_accesses is above window_ns / sample_ns, the checks in its window",
+            "give the intervals the record was made with",
+        )
+        starts, ends = self._slots
+        key = (out["vm"][rows].astype(np.uint64) << np.uint64(40)) | (gpa >> np.uint64(PAGE_SHIFT))
+        slot = np.searchsorted(starts, key, side="right") - 1
+        last = key + (length >> np.uint64(PAGE_SHIFT))
+        inside = (slot >= 0) & (last <= ends[np.maximum(slot, 0)]) & (gpa < np.uint64(1 << 52))
+        fail(
+            ~inside,
+            "region is not inside one memslot of its VM",
+            "split regions at memslot edges and leave out the parts outside every memslot "
+            "(replay convert does)",
+        )
 
     def _plainly_valid(self, out: dict[str, np.ndarray]) -> bool:
         """Tell whether every vm and vcpu value is plainly in range.

@@ -23,6 +23,7 @@ from replay.trace.schema import (
     FOOTER_KEY,
     MAX_GPA,
     PAGE_SHIFT,
+    V1_COLUMNS,
     TraceMeta,
     arrow_schema,
 )
@@ -71,6 +72,10 @@ class EventBatch:
     priority: np.ndarray
     nid: np.ndarray
     nr_to_scan: np.ndarray
+    nr_accesses: np.ndarray
+    window_ns: np.ndarray
+    sample_ns: np.ndarray
+    age: np.ndarray
 
     def __len__(self) -> int:
         return len(self.t_ns)
@@ -122,7 +127,7 @@ def open_trace(path: str | Path) -> TraceFile:
             f"kvm-mmu-replay trace; {_FIX}"
         )
     meta = TraceMeta.from_json(footer, str(path))
-    _check_columns(path, pf.schema_arrow)
+    _check_columns(path, pf.schema_arrow, meta.schema_version)
     return TraceFile(
         path=path,
         meta=meta,
@@ -219,14 +224,21 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
     """
     import pyarrow as pa
 
-    columns = list(COLUMNS)
     leaf = {pf.metadata.schema.column(j).path: j for j in range(pf.metadata.num_columns)}
+    # A version 1 trace has none of the columns version 2 added (region rows): they read as
+    # null, which is what they would hold (_check_columns let only such a file lack them).
+    columns = [c for c in COLUMNS if c in leaf]
+    absent = [c for c in COLUMNS if c not in leaf]
     nulls: dict[tuple[str, int], pa.Array] = {}  # read-only, so shared by every row group
     for run in _row_group_runs(pf, batch_rows):
         groups = [pf.metadata.row_group(i) for i in run]
         rows = sum(g.num_rows for g in groups)
         if rows > 4 * batch_rows:
-            yield from pf.iter_batches(batch_size=batch_rows, row_groups=run, columns=columns)
+            for rb in pf.iter_batches(batch_size=batch_rows, row_groups=run, columns=columns):
+                for name in absent:
+                    field = arrow_schema().field(name)
+                    rb = rb.append_column(field, pa.nulls(rb.num_rows, type=field.type))
+                yield rb
             continue
         # A column whose statistics say every value is null (the host-event columns of a
         # stretch of accesses) is made, not decoded: decoding it costs as much as a column of
@@ -237,8 +249,8 @@ def _record_batches(pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBa
             table = pf.read_row_group(run[0], columns=wanted)
         else:
             table = pf.read_row_groups(run, columns=wanted)
-        for name in empty:
-            field = pf.schema_arrow.field(name)
+        for name in [*empty, *absent]:
+            field = pf.schema_arrow.field(name) if name in leaf else arrow_schema().field(name)
             key = (name, rows)
             if key not in nulls:
                 nulls[key] = pa.nulls(rows, type=field.type)
@@ -382,12 +394,14 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         ) from None
 
 
-def _check_columns(path: Path, schema: pa.Schema) -> None:
+def _check_columns(path: Path, schema: pa.Schema, version: int) -> None:
     import pyarrow as pa
 
     expected = arrow_schema()
     for fld in expected:
         idx = schema.get_field_index(fld.name)
+        if idx < 0 and version == 1 and fld.name not in V1_COLUMNS:
+            continue  # added by version 2; reads as null
         if idx < 0:
             raise TraceSchemaError(f"trace {path}: column {fld.name!r} is missing; {_FIX}")
         got = schema.field(idx).type

@@ -1,8 +1,12 @@
-"""Trace schema v1 in code, built from the single definition in ``schemas/trace.v1.json``.
+"""Trace schema v2 in code, built from the single definition in ``schemas/trace.v2.json``.
 
 The column list, the enumerations and the footer's field lists are read from that file; this
 module adds only what JSON cannot say: the Arrow types, and the checks of the footer's values
 (unique VM ids, aligned memslots that do not overlap, a known MMU mode).
+
+Version 1 traces still read: their footers are checked against ``schemas/trace.v1.json`` (which
+has no ``region`` rows, no sampled coverages and no ``hva_start``), and the columns version 2
+added read as all null (:mod:`replay.trace.reader`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from replay.errors import TraceSchemaError, TraceVersionError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_DOC = load_schema("trace.v1")
+_DOC = load_schema("trace.v2")
+_DOCS: dict[int, dict[str, Any]] = {1: load_schema("trace.v1"), 2: _DOC}
+"""Every version this package reads, by number: a footer is checked against its own version."""
 
 SCHEMA_VERSION: int = int(_DOC["schema_version"])
 FOOTER_KEY: str = str(_DOC["footer_key"])
@@ -40,6 +46,13 @@ PRIORITY_MAX: int = int(_DOC["limits"]["priority_max"])
 ROOT_LEVELS: tuple[int, ...] = tuple(_DOC["limits"]["root_levels"])
 PAGE_SIZE: int = int(_DOC["limits"]["page_size"])
 PAGE_SHIFT = 12
+READABLE_VERSIONS: tuple[int, ...] = tuple(sorted(_DOCS))
+V1_COLUMNS: tuple[str, ...] = tuple(c["name"] for c in _DOCS[1]["columns"])
+"""The columns of a version 1 trace; the others read as null there."""
+SAMPLED_COVERAGES: tuple[str, ...] = ("sampled", "faults+sampled")
+"""Coverages whose traces hold ``region`` rows (DAMON observations)."""
+LOGGED_FAULT_COVERAGES: tuple[str, ...] = ("faults-only", "faults+sampled")
+"""Coverages whose ``access`` rows are faults a kernel logged, not every access."""
 
 # Integer codes of the enumerations, in schema order. The engines work on these codes.
 EVENT_CODE: dict[str, int] = {name: i for i, name in enumerate(EVENT_KINDS)}
@@ -61,7 +74,7 @@ MAX_GPA = 1 << 52
 
 @cache
 def arrow_schema() -> pa.Schema:
-    """Return the Arrow schema of a v1 trace, without footer metadata."""
+    """Return the Arrow schema of a trace (the current version), without footer metadata."""
     import pyarrow as pa
 
     plain = {
@@ -97,6 +110,10 @@ class Memslot:
         can install there (MODEL.md rule 3b).
     dirty_log : bool
         Whether dirty logging is on; every leaf is then 4 KiB.
+    hva_start : int or None, optional
+        The host virtual address of the slot's first byte in the VMM process, where known
+        (``replay convert`` keeps it to say how DAMON regions were placed); not read by the
+        replay.
 
     Examples
     --------
@@ -110,6 +127,7 @@ class Memslot:
     size: int
     backing: str = "4k"
     dirty_log: bool = False
+    hva_start: int | None = None
 
     @property
     def gpa_end(self) -> int:
@@ -127,13 +145,16 @@ class Memslot:
         return self.size >> PAGE_SHIFT
 
     def to_json(self) -> dict[str, Any]:
-        """Return the footer form of the slot."""
-        return {
+        """Return the footer form of the slot (``hva_start`` only when known)."""
+        doc: dict[str, Any] = {
             "gpa_start": self.gpa_start,
             "size": self.size,
             "backing": self.backing,
             "dirty_log": self.dirty_log,
         }
+        if self.hva_start is not None:
+            doc["hva_start"] = self.hva_start
+        return doc
 
 
 @dataclass(frozen=True)
@@ -201,14 +222,16 @@ class TraceMeta:
     vms : tuple of VmSpec
         The VM table, in ``vm_list`` order, head first (MODEL.md section 2).
     coverage : str
-        ``"all-accesses"`` (every guest access, as ``replay synth`` writes) or
-        ``"faults-only"`` (only the faults a kernel log recorded).
+        ``"all-accesses"`` (every guest access, as ``replay synth`` writes),
+        ``"faults-only"`` (only the faults a kernel log recorded), ``"sampled"`` (DAMON
+        region observations only) or ``"faults+sampled"`` (logged faults and region rows).
     provenance : dict
         Where the trace came from: generator, scenario and seed, or converted files.
     observed : dict, optional
         For converted traces, what the kernel's own events reported.
     schema_version : int, optional
-        The trace schema's major version.
+        The trace schema's major version: that of the file read, the current one for a trace
+        being written (:func:`replay.trace.writer.write_trace` writes the current version).
 
     Examples
     --------
@@ -216,7 +239,7 @@ class TraceMeta:
     >>> vm = VmSpec(0, "a", 1, "tdp_mmu", 4, (Memslot(0, 1 << 30),))
     >>> meta = TraceMeta(vms=(vm,), coverage="all-accesses", provenance={"generator": "doc"})
     >>> meta.to_json()[:46]
-    '{"schema_version":1,"coverage":"all-accesses",'
+    '{"schema_version":2,"coverage":"all-accesses",'
     >>> TraceMeta.from_json(meta.to_json(), "example") == meta
     True
     """
@@ -272,7 +295,7 @@ class TraceMeta:
                 f"trace {where}: footer has no integer schema_version; "
                 "re-create the trace with replay synth"
             )
-        if version != SCHEMA_VERSION:
+        if version not in _DOCS:
             newer = version > SCHEMA_VERSION
             fix = (
                 "upgrade kvm-mmu-replay (python -m pip install -U kvm-mmu-replay)"
@@ -281,15 +304,22 @@ class TraceMeta:
             )
             raise TraceVersionError(
                 f"trace {where}: schema version {version} is not supported "
-                f"(this replay reads version {SCHEMA_VERSION}); {fix}"
+                f"(this replay reads versions {', '.join(map(str, READABLE_VERSIONS))}); {fix}"
             )
-        _check_keys(doc, _DOC["footer"]["fields"], f"trace {where}: footer")
+        schema = _DOCS[version]
+        _check_keys(doc, schema["footer"]["fields"], f"trace {where}: footer")
         coverage = doc["coverage"]
-        _check_enum(coverage, "coverage", f"trace {where}: footer coverage")
+        if coverage not in schema["enums"]["coverage"]:
+            raise TraceSchemaError(
+                f"trace {where}: footer coverage is {_shown(coverage)}; it must be one of "
+                f"{', '.join(schema['enums']['coverage'])} in a version {version} trace"
+            )
         vms_doc = doc["vms"]
         if not isinstance(vms_doc, list) or not vms_doc:
             raise TraceSchemaError(f"trace {where}: footer 'vms' must be a non-empty list of VMs")
-        vms = tuple(_parse_vm(v, f"trace {where}: footer vms[{i}]") for i, v in enumerate(vms_doc))
+        vms = tuple(
+            _parse_vm(v, f"trace {where}: footer vms[{i}]", schema) for i, v in enumerate(vms_doc)
+        )
         check_vm_table(vms, f"trace {where}")
         provenance = doc["provenance"]
         observed = doc.get("observed", {})
@@ -297,7 +327,13 @@ class TraceMeta:
             if not isinstance(value, dict):
                 raise TraceSchemaError(f"trace {where}: footer {key!r} must be a JSON object")
         check_observed(observed, f"trace {where}: footer observed")
-        return cls(vms=vms, coverage=coverage, provenance=provenance, observed=observed)
+        return cls(
+            vms=vms,
+            coverage=coverage,
+            provenance=provenance,
+            observed=observed,
+            schema_version=version,
+        )
 
 
 def check_observed(observed: dict[str, Any], where: str) -> None:
@@ -362,6 +398,16 @@ def check_memslot(slot: Memslot, where: str) -> None:
     if slot.gpa_end > MAX_GPA:
         raise TraceSchemaError(f"{where}: the slot ends past 2**52, beyond any x86-64 guest")
     _check_enum(slot.backing, "backing", f"{where}: backing")
+    if slot.hva_start is not None and (
+        isinstance(slot.hva_start, bool)
+        or not isinstance(slot.hva_start, int)
+        or not 0 <= slot.hva_start < 1 << 64
+        or slot.hva_start % PAGE_SIZE
+    ):
+        raise TraceSchemaError(
+            f"{where}: hva_start {_shown(slot.hva_start)} must be a page-aligned host address "
+            "(a multiple of 4096 below 2**64)"
+        )
 
 
 def check_vm(vm: VmSpec, where: str) -> None:
@@ -373,7 +419,7 @@ def check_vm(vm: VmSpec, where: str) -> None:
     if vm.mmu_mode in _OUT_OF_SCOPE_MODES:
         raise TraceSchemaError(
             f"{where}: mmu_mode {vm.mmu_mode!r} ({_OUT_OF_SCOPE_MODES[vm.mmu_mode]}) is out of "
-            f"scope for schema v1; use one of {', '.join(MMU_MODES)}"
+            f"scope; use one of {', '.join(MMU_MODES)}"
         )
     _check_enum(vm.mmu_mode, "mmu_mode", f"{where}: mmu_mode")
     if vm.root_level not in ROOT_LEVELS:
@@ -390,10 +436,10 @@ def check_vm(vm: VmSpec, where: str) -> None:
             )
 
 
-def _parse_vm(doc: Any, where: str) -> VmSpec:
+def _parse_vm(doc: Any, where: str, schema: dict[str, Any]) -> VmSpec:
     if not isinstance(doc, dict):
         raise TraceSchemaError(f"{where}: a VM must be a JSON object")
-    _check_keys(doc, _DOC["footer"]["vm"], where)
+    _check_keys(doc, schema["footer"]["vm"], where)
     slots_doc = doc["memslots"]
     if not isinstance(slots_doc, list):
         raise TraceSchemaError(f"{where}: memslots must be a list")
@@ -401,8 +447,10 @@ def _parse_vm(doc: Any, where: str) -> VmSpec:
     for i, s in enumerate(slots_doc):
         if not isinstance(s, dict):
             raise TraceSchemaError(f"{where} memslots[{i}]: a memslot must be a JSON object")
-        _check_keys(s, _DOC["footer"]["memslot"], f"{where} memslots[{i}]")
-        slots.append(Memslot(s["gpa_start"], s["size"], s["backing"], s["dirty_log"]))
+        _check_keys(s, schema["footer"]["memslot"], f"{where} memslots[{i}]")
+        slots.append(
+            Memslot(s["gpa_start"], s["size"], s["backing"], s["dirty_log"], s.get("hva_start"))
+        )
     vm = VmSpec(
         id=doc["id"],
         name=doc["name"],

@@ -76,7 +76,7 @@ def summarize_trace(path: str, progress: Callable[[int, int], None] | None = Non
     >>> _ = generate(load_scenario("quick", accesses=20_000), Path("quick.parquet"))
     >>> summary = summarize_trace("quick.parquet")
     >>> summary.events_by_kind
-    {'access': 20000, 'reclaim': 17, 'shrink': 1, 'unmap': 0, 'zap_all': 0}
+    {'access': 20000, 'reclaim': 17, 'shrink': 1, 'unmap': 0, 'zap_all': 0, 'region': 0}
     >>> summary.mmio_accesses
     10
     """
@@ -85,7 +85,9 @@ def summarize_trace(path: str, progress: Callable[[int, int], None] | None = Non
     by_kind = np.zeros(n_kinds, dtype=np.int64)
     by_source = np.zeros(len(SOURCES), dtype=np.int64)
     by_vm = np.zeros((0x10000, n_kinds), dtype=np.int64)
-    names_vm = np.array([k in ("access", "unmap", "zap_all") for k in EVENT_KINDS], dtype=bool)
+    names_vm = np.array(
+        [k in ("access", "unmap", "zap_all", "region") for k in EVENT_KINDS], dtype=bool
+    )
     mmio = 0
     first: int | None = None
     last: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -10,7 +11,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from replay.atomic import atomic_output
-from replay.trace.schema import COLUMN_TYPES, ENUMS, FOOTER_KEY, TraceMeta, arrow_schema
+from replay.trace.schema import (
+    COLUMN_TYPES,
+    ENUMS,
+    FOOTER_KEY,
+    SCHEMA_VERSION,
+    TraceMeta,
+    arrow_schema,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -127,4 +135,7 @@ def write_trace(
         if sink.meta is None:
             msg = "write_trace: sink.meta was never set, so the trace has no footer"
             raise RuntimeError(msg)
-        writer.add_key_value_metadata({FOOTER_KEY: sink.meta.to_json()})
+        # Writers write the current version, whatever the footer was read from (a version 1
+        # trace's footer is valid version 2: version 2 only added).
+        meta = dataclasses.replace(sink.meta, schema_version=SCHEMA_VERSION)
+        writer.add_key_value_metadata({FOOTER_KEY: meta.to_json()})

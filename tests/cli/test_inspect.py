@@ -22,6 +22,7 @@ def test_inspect_json_and_text(tmp_path: Path) -> None:
         "shrink": 0,
         "unmap": 0,
         "zap_all": 0,
+        "region": 0,
     }
     assert (doc["t_first_ns"], doc["t_last_ns"]) == (1_000, 3_000)
     assert doc["events_by_vm"]["5"]["access"] == 1

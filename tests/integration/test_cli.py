@@ -138,7 +138,7 @@ def test_unsorted_trace(tmp_path: Path) -> None:
 def test_future_schema_version(tmp_path: Path) -> None:
     src = write_rows(tmp_path / "a.parquet", [access(1)])
     meta = pq.read_metadata(src).metadata
-    footer = meta[b"replay.trace"].replace(b'"schema_version":1', b'"schema_version":3')
+    footer = meta[b"replay.trace"].replace(b'"schema_version":2', b'"schema_version":3')
     dst = tmp_path / "f.parquet"
     pq.write_table(pq.read_table(src).replace_schema_metadata({b"replay.trace": footer}), dst)
     assert_user_error(replay("inspect", str(dst)), "schema version 3 is not supported", "upgrade")

@@ -52,6 +52,20 @@ def Z(t: int, vm: int = 0) -> Row:
     return {"t_ns": t, "event": "zap_all", "vm": vm}
 
 
+def D(t: int, gfn: int, pages: int, nr: int = 20, vm: int = 0) -> Row:
+    """A region row: ``nr`` of 20 checks (5 ms in a 100 ms window) found the pages accessed."""
+    return {
+        "t_ns": t,
+        "event": "region",
+        "vm": vm,
+        "gpa": gfn << 12,
+        "len": pages << 12,
+        "nr_accesses": nr,
+        "window_ns": 100_000_000,
+        "sample_ns": 5_000_000,
+    }
+
+
 def batch(rows: list[Row], start_row: int = 0) -> EventBatch:
     def col(
         name: str, dtype: Any, codes: dict[str, int] | None = None, null: int = 0
@@ -75,6 +89,10 @@ def batch(rows: list[Row], start_row: int = 0) -> EventBatch:
         priority=col("priority", np.int8),
         nid=col("nid", np.int16),
         nr_to_scan=col("nr_to_scan", np.uint32),
+        nr_accesses=col("nr_accesses", np.uint32),
+        window_ns=col("window_ns", np.uint64),
+        sample_ns=col("sample_ns", np.uint64),
+        age=col("age", np.uint32),
     )
 
 

@@ -19,7 +19,7 @@ from replay.mmu.reference import ReferenceEngine
 from replay.synth import generate, list_scenarios, load_scenario
 from replay.trace import iter_batches, open_trace
 from replay.trace.schema import Memslot, TraceMeta, VmSpec
-from tests.mmu.helpers import A, R, S, U, Z, both, fault_rows
+from tests.mmu.helpers import A, D, R, S, U, Z, both, fault_rows
 
 PAGE = 4096
 
@@ -60,7 +60,8 @@ def traces(draw: st.DrawFn) -> tuple[TraceMeta, list[dict[str, Any]], MmuConfig,
     for _ in range(draw(st.integers(1, 250))):
         t += draw(st.sampled_from([0, 1, 500, 5_000, 50_000, 2_000_000]))
         v = draw(st.sampled_from(vms))
-        kind = draw(st.sampled_from(["access"] * 12 + ["reclaim", "shrink", "unmap", "zap_all"]))
+        kinds = ["access"] * 12 + ["reclaim", "shrink", "unmap", "zap_all", "region", "region"]
+        kind = draw(st.sampled_from(kinds))
         if kind == "access":
             slot = draw(st.sampled_from(v.memslots))
             hot = draw(st.integers(0, 40))
@@ -85,6 +86,12 @@ def traces(draw: st.DrawFn) -> tuple[TraceMeta, list[dict[str, Any]], MmuConfig,
             slot = draw(st.sampled_from(v.memslots))
             start = slot.gpa_start + draw(st.integers(0, slot.size - 1))
             rows.append(U(t, start, draw(st.sampled_from([1, 4096, 9000, 2 << 20])), v.id))
+        elif kind == "region":
+            # A DAMON region inside one slot (rules 32 to 35), accessed at 0 to 20 of 20 checks.
+            slot = draw(st.sampled_from(v.memslots))
+            first = draw(st.integers(0, slot.npages - 1))
+            pages = min(slot.npages - first, draw(st.sampled_from([1, 8, 512, 3000, 1 << 19])))
+            rows.append(D(t, slot.gfn_start + first, pages, draw(st.integers(0, 20)), v.id))
         else:
             rows.append(Z(t, v.id))
     cfg = MmuConfig(

@@ -20,9 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "replay" / "mmu" / "MODEL.md"
 
-# The rules the model must define: 1 to 31, and rule 3's parts 3a to 3e.
-EXPECTED_RULES = {str(n) for n in range(1, 32)} | {f"3{c}" for c in "abcde"}
-EXPECTED_SECTIONS = {str(n) for n in range(11)}
+# The rules the model must define: 1 to 35, and rule 3's parts 3a to 3e.
+EXPECTED_RULES = {str(n) for n in range(1, 36)} | {f"3{c}" for c in "abcde"}
+EXPECTED_SECTIONS = {str(n) for n in range(12)}
 
 _SECTION_HEADING = re.compile(r"^## (\d+)\. ", re.MULTILINE)
 _RULE_HEADING = re.compile(r"^#{3,4} Rule (\d+[a-e]?):", re.MULTILINE)

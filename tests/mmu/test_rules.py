@@ -16,7 +16,7 @@ from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Refill
 from replay.mmu.results import ScanRow
 from replay.trace.schema import Memslot
 from tests.builders import write_rows
-from tests.mmu.helpers import A, GiB, MiB, R, Row, S, U, Z, both, fault_rows, meta, vm
+from tests.mmu.helpers import A, D, GiB, MiB, R, Row, S, U, Z, both, fault_rows, meta, vm
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -617,3 +617,75 @@ def test_batches_split_anywhere_give_the_same_rows(split: int) -> None:
     whole = both(rows_in)
     parts = both(rows_in, split=split)
     assert fault_rows(whole) == fault_rows(parts)
+
+
+def test_rule_32_only_zapped_translations_are_sampled() -> None:
+    """shrink(3) zaps PDPT, PD and PT 0 (the oldest non-root SPs): gfns 0-7 lose their leaves
+    (cause zapped); PT 1 (gfns 600-607, present) is unlinked with cause zapped. A region over
+    gfns 0-1023 accessed at every check (rule 33: every zapped leaf), at t=50 as row 4 (rule 35):
+    gfn 0 faults zapped with 3 new SPs and prefetches 0-7, so 1-7 hit; gfn 600 faults zapped
+    and relinks PT 1, so 601-607 hit. gfn 900 was never mapped (cold): not sampled. The unmapped
+    gfn 1000 (notifier) is not sampled either."""
+    rows = [A(0, 0), A(10, 600), A(15, 1000), U(18, 1000 << 12, 4096), S(20, 3), D(50, 0, 1024)]
+    got = [
+        (r["row"], r["t_ns"], r["gfn"], r["cause"], r["new_sps"], r["relinked_sps"])
+        for r in fault_rows(both(rows))[3:]
+    ]
+    assert got == [(5, 50, 0, Cause.ZAPPED, 3, 0), (5, 50, 600, Cause.ZAPPED, 0, 1)]
+    # A region row after the refaults finds nothing zapped: no more faults.
+    assert len(fault_rows(both([*rows, D(60, 0, 1024)]))) == 5
+    # A region that leaves out the zapped leaves samples none of them.
+    assert len(fault_rows(both([*rows[:-1], D(50, 2048, 1024)]))) == 3
+
+
+def test_rule_32_none_and_cache_replay_exactly_the_logged_faults() -> None:
+    """Under none and cache no cause is ever zapped: region rows add no fault, and the faults
+    are the logged accesses' (cold, and the refault of the unmapped gfn 600)."""
+    rows = [A(0, 0), A(10, 600), U(15, 600 << 12, 4096), R(20, "drop_caches", 0), A(25, 600)]
+    rows += [D(50, 0, 1 << 18), S(60, 128), D(70, 0, 1 << 18)]
+    for policy in ("none", "cache"):
+        got = [(r["row"], r["cause"]) for r in fault_rows(both(rows, policy=policy))]
+        assert got == [(0, Cause.COLD), (1, Cause.COLD), (4, Cause.NOTIFIER)], policy
+
+
+def test_rule_33_the_draw_follows_nr_accesses() -> None:
+    """A 2 MiB-backed VM has 2 MiB leaves of 512 pages: any nr_accesses > 0 gives q = 1 - (1 -
+    p) ** (20 * 512), about 1. In 4 KiB leaves (shadow_direct, PT zapped: 512 missing leaves,
+    prefetch refills 8 at a time) nr 1 of 20 gives q = 1 - 0.95 ** 20 = 0.64 per page; nr 0
+    samples nothing."""
+    import numpy as np
+
+    from replay.mmu.sampled import chosen
+
+    touched = [A(i, g) for i, g in enumerate(range(0, 512, 8))]
+    base = [*touched, S(100, 3)]
+    assert len(fault_rows(both([*base, D(200, 0, 512, nr=0)]))) == 64
+    rows = fault_rows(both([*base, D(200, 0, 512, nr=1)]))[64:]
+    # The faults are the groups whose first chosen page comes first in its group.
+    on, _ = chosen(65, np.arange(512), np.ones(512, dtype=np.int64), (1, 20), 1)
+    expected = sorted({int(g) & ~7 for g in np.flatnonzero(on)})
+    assert [r["gfn"] & ~7 for r in rows] == expected
+    assert 0.5 < on.mean() < 0.78
+    # shrink(2) zaps the PDPT and the PD holding the 2 MiB leaf: the refault allocates both.
+    huge = meta(vm(slots=(Memslot(0, GiB, "2m"),)))
+    on, _ = chosen(2, np.array([0]), np.array([512]), (1, 20), 1)
+    assert on.all()
+    rows = fault_rows(both([A(0, 0), S(1, 2), D(2, 0, 512, nr=1)], huge))
+    assert [(r["row"], r["cause"], r["new_sps"], r["leaf_level"]) for r in rows] == [
+        (0, Cause.COLD, 3, 2),
+        (2, Cause.ZAPPED, 2, 2),
+    ]
+
+
+def test_rule_34_the_vcpu_comes_from_the_draw() -> None:
+    """A 4-vCPU VM: each sampled fault's vCPU is the draw's low 32 bits mod 4."""
+    import numpy as np
+
+    from replay.mmu.sampled import mix
+
+    four = meta(vm(vcpus=4))
+    rows = [A(0, 0), A(1, 600, vcpu=3), S(2, 3), D(3, 0, 1024)]
+    got = fault_rows(both(rows, four))[2:]
+    assert [r["gfn"] for r in got] == [0, 600]
+    for r in got:
+        assert r["vcpu"] == int(mix(3, np.array([r["gfn"]]))[0] & np.uint64(0xFFFFFFFF)) % 4

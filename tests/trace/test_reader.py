@@ -10,8 +10,8 @@ import pytest
 
 from replay.errors import InputFileError, TraceDataError, TraceSchemaError, TraceVersionError
 from replay.trace import count_mmio, iter_batches, open_trace
-from replay.trace.schema import EVENT_CODE, FOOTER_KEY, OP_CODE, SOURCE_CODE
-from tests.builders import access, reclaim, two_vm_meta
+from replay.trace.schema import EVENT_CODE, FOOTER_KEY, OP_CODE, SOURCE_CODE, TraceMeta
+from tests.builders import access, reclaim, region, two_vm_meta, write_rows
 
 Builder = Callable[..., Path]
 
@@ -133,9 +133,9 @@ def test_wrong_column_type(trace_builder: Builder, tmp_path: Path) -> None:
 
 def test_future_schema_version(trace_builder: Builder, tmp_path: Path) -> None:
     src = trace_builder([access(1)])
-    footer = two_vm_meta().to_json().replace('"schema_version":1', '"schema_version":2')
+    footer = two_vm_meta().to_json().replace('"schema_version":2', '"schema_version":3')
     path = _rewrite(src, tmp_path / "v.parquet", pq.read_table(src), footer.encode())
-    with pytest.raises(TraceVersionError, match="schema version 2 is not supported"):
+    with pytest.raises(TraceVersionError, match="schema version 3 is not supported"):
         open_trace(path)
 
 
@@ -235,3 +235,90 @@ def test_an_iterator_still_held_at_exit_has_its_worker_stopped(tmp_path: Path) -
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-500:]
     assert proc.stdout.strip() == "stopped"
+
+
+def _sampled_meta(coverage: str = "faults+sampled") -> TraceMeta:
+    meta = two_vm_meta()
+    return TraceMeta(meta.vms, coverage, meta.provenance)
+
+
+def test_region_rows_come_back_as_written(trace_builder: Builder) -> None:
+    rows = [
+        access(10, gpa=0x2000),
+        region(20, vm=5, gpa=4 << 30, length=2 << 20, nr_accesses=7),
+        {**region(30, gpa=0x10_0000, length=4096, nr_accesses=0), "age": 12},
+    ]
+    (batch,) = list(iter_batches(open_trace(trace_builder(rows, _sampled_meta()))))
+    assert batch.event.tolist() == [EVENT_CODE[k] for k in ("access", "region", "region")]
+    assert batch.host.tolist() == [1, 2]
+    assert batch.len[1:].tolist() == [2 << 20, 4096]
+    assert batch.nr_accesses[1:].tolist() == [7, 0]
+    assert batch.window_ns[1:].tolist() == [100_000_000] * 2
+    assert batch.sample_ns[1:].tolist() == [5_000_000] * 2
+    assert batch.age[2] == 12
+
+
+def test_a_version_1_trace_reads_with_the_new_columns_null(
+    trace_builder: Builder, tmp_path: Path
+) -> None:
+    src = trace_builder([access(1), reclaim(2), access(3, vm=5)])
+    table = pq.read_table(src).drop_columns(["nr_accesses", "window_ns", "sample_ns", "age"])
+    footer = two_vm_meta().to_json().replace('"schema_version":2', '"schema_version":1')
+    path = _rewrite(src, tmp_path / "v1.parquet", table, footer.encode())
+    trace = open_trace(path)
+    assert trace.meta.schema_version == 1
+    for batch_rows in (1, 1 << 20):  # streamed and whole row groups
+        batches = list(iter_batches(trace, batch_rows=batch_rows))
+        assert sum(len(b) for b in batches) == 3
+        assert all(len(b.nr_accesses) == len(b) for b in batches)
+    # A version 2 file must have them.
+    path2 = _rewrite(src, tmp_path / "v2.parquet", table)
+    with pytest.raises(TraceSchemaError, match="column 'nr_accesses' is missing"):
+        open_trace(path2)
+
+
+def test_rewriting_a_version_1_trace_writes_version_2(tmp_path: Path) -> None:
+    meta = TraceMeta(two_vm_meta().vms, "all-accesses", {"generator": "tests"}, schema_version=1)
+    path = write_rows(tmp_path / "w.parquet", [access(1)], meta)
+    assert open_trace(path).meta.schema_version == 2
+
+
+@pytest.mark.parametrize(
+    ("row", "coverage", "message"),
+    [
+        (region(5, gpa=0x1800), "sampled", "row 0: region gpa is not page aligned"),
+        (region(5, length=0), "sampled", "row 0: region len is not a positive multiple of 4096"),
+        (region(5, length=6000), "sampled", "region len is not a positive multiple"),
+        (region(5, sample_ns=0), "sampled", "region sample_ns is 0 or above window_ns"),
+        (region(5, window_ns=10, sample_ns=20), "sampled", "sample_ns is 0 or above window_ns"),
+        (region(5, nr_accesses=21), "sampled", "region nr_accesses is above window_ns / sample_ns"),
+        (region(5, gpa=(1 << 30) - 4096, length=8192), "sampled", "not inside one memslot"),
+        (region(5, vm=5, gpa=2 << 30), "sampled", "not inside one memslot"),
+        (region(5, vm=3), "sampled", "VM 3 is not in the footer's VM table"),
+        (region(5), "faults-only", "a region row in a 'faults-only' trace"),
+        (region(5), "all-accesses", "a region row in a 'all-accesses' trace"),
+        (access(5), "sampled", "an access row in a 'sampled' trace"),
+        ({**region(5), "nr_accesses": None}, "sampled", "region event has no nr_accesses"),
+        ({**region(5), "window_ns": None}, "sampled", "region event has no window_ns"),
+    ],
+)
+def test_bad_region_rows_are_named(
+    trace_builder: Builder, row: dict[str, object], coverage: str, message: str
+) -> None:
+    path = trace_builder(
+        [access(1), row] if coverage != "sampled" else [row], _sampled_meta(coverage)
+    )
+    with pytest.raises(TraceDataError, match=message):
+        list(iter_batches(open_trace(path)))
+
+
+def test_a_region_row_in_a_version_1_trace_is_refused(
+    trace_builder: Builder, tmp_path: Path
+) -> None:
+    src = trace_builder([region(1)], _sampled_meta("sampled"))
+    footer = two_vm_meta().to_json().replace('"schema_version":2', '"schema_version":1')
+    path = _rewrite(src, tmp_path / "v1.parquet", pq.read_table(src), footer.encode())
+    with pytest.raises(
+        TraceDataError, match=r"region row in a 'all-accesses' trace \(schema version 1"
+    ):
+        list(iter_batches(open_trace(path)))

@@ -9,20 +9,83 @@ import pytest
 
 from replay._schemas import load_schema
 from replay.errors import TraceSchemaError, TraceVersionError
-from replay.trace.schema import COLUMNS, FOOTER_KEY, TraceMeta, arrow_schema
+from replay.trace.schema import (
+    COLUMNS,
+    COVERAGES,
+    EVENT_CODE,
+    FOOTER_KEY,
+    Memslot,
+    TraceMeta,
+    VmSpec,
+    arrow_schema,
+)
 from tests.builders import two_vm_meta
 
 
 def test_arrow_schema_follows_the_json_definition() -> None:
-    doc = load_schema("trace.v1")
+    doc = load_schema("trace.v2")
     schema = arrow_schema()
     assert schema.names == [c["name"] for c in doc["columns"]] == list(COLUMNS)
     assert schema.field("t_ns").type == pa.int64()
     assert not schema.field("t_ns").nullable
     assert schema.field("gpa").type == pa.uint64()
+    assert schema.field("nr_accesses").type == pa.uint32()
+    assert schema.field("window_ns").type == pa.uint64()
     assert pa.types.is_dictionary(schema.field("event").type)
     assert doc["footer_key"] == FOOTER_KEY == "replay.trace"
-    assert doc["enums"]["event"] == ["access", "reclaim", "shrink", "unmap", "zap_all"]
+    assert doc["enums"]["event"] == ["access", "reclaim", "shrink", "unmap", "zap_all", "region"]
+    assert EVENT_CODE["region"] == 5
+    assert COVERAGES == ("all-accesses", "faults-only", "sampled", "faults+sampled")
+
+
+def test_version_2_only_adds_to_version_1() -> None:
+    """Every v1 column, enumeration value and footer key means the same in v2 (v1 still reads)."""
+    v1, v2 = load_schema("trace.v1"), load_schema("trace.v2")
+    assert v2["columns"][: len(v1["columns"])] == [
+        {**c, "doc": d["doc"]} for c, d in zip(v1["columns"], v2["columns"], strict=False)
+    ]
+    for name, values in v1["enums"].items():
+        assert v2["enums"][name][: len(values)] == values
+    for part in ("fields", "vm", "memslot"):
+        assert set(v1["footer"][part]) <= set(v2["footer"][part])
+    assert v2["footer"]["memslot"]["hva_start"]["required"] is False
+    assert v2["events"]["region"]["required"] == [
+        "vm",
+        "gpa",
+        "len",
+        "nr_accesses",
+        "window_ns",
+        "sample_ns",
+    ]
+
+
+def test_hva_start_round_trips_and_is_checked() -> None:
+    meta = two_vm_meta()
+    slot = Memslot(0, 1 << 30, hva_start=0x7F00_0000_0000)
+    vm = VmSpec(0, "a", 1, "tdp_mmu", 4, (slot,))
+    with_hva = TraceMeta((vm,), "faults+sampled", {"generator": "tests"})
+    doc = json.loads(with_hva.to_json())
+    assert doc["vms"][0]["memslots"][0]["hva_start"] == 0x7F00_0000_0000
+    assert TraceMeta.from_json(with_hva.to_json(), "x") == with_hva
+    assert "hva_start" not in json.loads(meta.to_json())["vms"][0]["memslots"][0]
+    doc["vms"][0]["memslots"][0]["hva_start"] = 0x7F00_0000_0010
+    with pytest.raises(
+        TraceSchemaError, match="hva_start 139637976727568 must be a page-aligned host address"
+    ):
+        TraceMeta.from_dict(doc, "x")
+
+
+def test_a_version_1_footer_reads_with_version_1_rules() -> None:
+    doc = json.loads(two_vm_meta().to_json())
+    doc["schema_version"] = 1
+    assert TraceMeta.from_dict(doc, "x").schema_version == 1
+    doc["coverage"] = "faults+sampled"
+    with pytest.raises(TraceSchemaError, match="in a version 1 trace"):
+        TraceMeta.from_dict(doc, "x")
+    doc["coverage"] = "all-accesses"
+    doc["vms"][0]["memslots"][0]["hva_start"] = 0
+    with pytest.raises(TraceSchemaError, match="unknown key 'hva_start'"):
+        TraceMeta.from_dict(doc, "x")
 
 
 def test_footer_round_trips_in_the_documented_shape() -> None:
@@ -59,7 +122,7 @@ def _footer(**changes: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"schema_version": 2}, "schema version 2 is not supported"),
+        ({"schema_version": 3}, "schema version 3 is not supported"),
         ({"schema_version": "1"}, "no integer schema_version"),
         ({"coverage": "some"}, "coverage is 'some'"),
         ({"vms": []}, "non-empty list"),
@@ -87,7 +150,7 @@ def _vm_change(**changes: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"mmu_mode": "shadow_paging"}, "out of scope for schema v1"),
+        ({"mmu_mode": "shadow_paging"}, "is out of scope"),
         ({"mmu_mode": "nested"}, "nested guests"),
         ({"mmu_mode": "ept"}, "mmu_mode is 'ept'"),
         ({"root_level": 3}, "root_level 3 must be 4 or 5"),

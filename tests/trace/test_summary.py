@@ -22,10 +22,17 @@ def test_counts_by_kind_vm_and_source(trace_builder: Builder) -> None:
         ]
     )
     s = summarize_trace(str(path))
-    assert s.events_by_kind == {"access": 2, "reclaim": 2, "shrink": 1, "unmap": 1, "zap_all": 1}
+    assert s.events_by_kind == {
+        "access": 2,
+        "reclaim": 2,
+        "shrink": 1,
+        "unmap": 1,
+        "zap_all": 1,
+        "region": 0,
+    }
     assert s.events_by_vm == {
-        0: {"access": 1, "unmap": 0, "zap_all": 1},
-        5: {"access": 1, "unmap": 1, "zap_all": 0},
+        0: {"access": 1, "unmap": 0, "zap_all": 1, "region": 0},
+        5: {"access": 1, "unmap": 1, "zap_all": 0, "region": 0},
     }
     assert s.reclaim_by_source["memcg"] == 1
     assert s.reclaim_by_source["drop_caches"] == 1
