@@ -53,33 +53,36 @@ _REGION = EVENT_CODE["region"]
 
 @dataclass(frozen=True)
 class _Accesses:
-    """A run of accesses (an epoch, or a step of one) in trace order: trace rows ``row0`` on."""
+    """A run of accesses (an epoch, or a step of one) in trace order.
+
+    Their trace rows are ``row0`` on, or ``rows`` when given: the sampled accesses of a region
+    row all carry that row (MODEL.md rule 35).
+    """
 
     row0: int
     t: np.ndarray
     vm: np.ndarray
     vcpu: np.ndarray
     gpa: np.ndarray
-    one_row: bool = False
-    """The sampled accesses of one region row (rule 32): every one is trace row ``row0``."""
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.t)
 
-    def row(self, at: np.ndarray | int) -> np.ndarray | int:
-        """The trace row of access ``at`` (or of each of several)."""
-        return self.row0 + at * (not self.one_row)
+    def rows_at(self, at: np.ndarray) -> np.ndarray:
+        """The trace rows of the accesses at positions ``at``."""
+        rows: np.ndarray = self.row0 + at if self.rows is None else self.rows[at]
+        return rows
 
     def head(self, n: int) -> _Accesses:
         """The first ``n`` accesses."""
-        return _Accesses(
-            self.row0, self.t[:n], self.vm[:n], self.vcpu[:n], self.gpa[:n], self.one_row
-        )
+        rows = None if self.rows is None else self.rows[:n]
+        return _Accesses(self.row0, self.t[:n], self.vm[:n], self.vcpu[:n], self.gpa[:n], rows)
 
     def tail(self, n: int) -> _Accesses:
         """The accesses after the first ``n``."""
-        row0 = self.row0 if self.one_row else self.row0 + n
-        return _Accesses(row0, self.t[n:], self.vm[n:], self.vcpu[n:], self.gpa[n:], self.one_row)
+        rows = None if self.rows is None else self.rows[n:]
+        return _Accesses(self.row0 + n, self.t[n:], self.vm[n:], self.vcpu[n:], self.gpa[n:], rows)
 
 
 class VectorEngine:
@@ -158,7 +161,7 @@ class VectorEngine:
                 np.full(n, vm_id, dtype=np.uint16),
                 vcpu[hit].astype(np.uint16),
                 first[hit].astype(np.uint64) << np.uint64(12),
-                one_row=True,
+                np.full(n, row, dtype=np.int64),
             )
         )
 
@@ -221,7 +224,9 @@ class VectorEngine:
         next_carried = int(cands.causes(stopped, self.state)[0])
         at = int(cands.at[limit_at])
         vi = int(cands.vi[limit_at])
-        self._carried_recycled = self._zap_page_limit(vi, int(step.row(at)), int(step.t[at]))
+        self._carried_recycled = self._zap_page_limit(
+            vi, int(step.rows_at(np.array([at]))[0]), int(step.t[at])
+        )
         return consumed, next_carried
 
     def _stop(self, cands: Candidates, carried: int | None, n: int) -> tuple[int, int, int | None]:
@@ -415,7 +420,7 @@ class VectorEngine:
             np.maximum.at(self.caches.busy_until, g_vcpu[real], t[real] + est[real])
         self.faults.add(
             {
-                "row": np.asarray(step.row(at)),
+                "row": step.rows_at(at),
                 "t_ns": t,
                 "vm": step.vm[at],
                 "vcpu": vcpu,
