@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from replay.diff.metrics import Row, Threshold, compare, config_changes, flatten, parse_threshold
 from replay.errors import ReplayError
+from replay.run.fidelity import sampling_note
 
 if TYPE_CHECKING:
     from replay.diff.faults import FaultDiff
@@ -47,7 +48,8 @@ class Diff:
 
     def _sampling(self) -> list[str]:
         """The sampling caveat of a DAMON-sampled trace's runs (MODEL.md D13), if any."""
-        return _sampling_of(self)
+        line = sampling_note([("A", self.a.summary), ("B", self.b.summary)])
+        return [] if line is None else [line]
 
     @property
     def crossed(self) -> list[tuple[Threshold, Row]]:
@@ -88,13 +90,6 @@ class Diff:
                 *self._sampling(),
             ],
         }
-
-
-def _sampling_of(diff: Diff) -> list[str]:
-    from replay.diff.render import sampling_line
-
-    line = sampling_line(diff)
-    return [] if line is None else [line]
 
 
 def diff_runs(

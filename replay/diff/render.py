@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 from replay.diff.metrics import Row
+from replay.run.fidelity import sampling_note
 
 if TYPE_CHECKING:
     from replay.diff import Diff
@@ -137,19 +138,7 @@ def sampling_line(diff: Diff) -> str | None:
 
     None when neither run replayed a ``sampled`` or ``faults+sampled`` trace (MODEL.md D13).
     """
-    sides = [
-        (tag, run.summary.get("trace", {}).get("coverage"), run.summary["caveats"])
-        for tag, run in (("A", diff.a), ("B", diff.b))
-    ]
-    sampled = [
-        (tag, caveats[0])
-        for tag, coverage, caveats in sides
-        if coverage in ("sampled", "faults+sampled") and caveats
-    ]
-    if not sampled:
-        return None
-    tags = " and ".join(tag for tag, _ in sampled)
-    return f"estimates from sampling ({tags}): {sampled[0][1]}"
+    return sampling_note([("A", diff.a.summary), ("B", diff.b.summary)])
 
 
 def header_lines(diff: Diff) -> list[str]:

@@ -57,7 +57,8 @@ class _Accesses:
     """A run of accesses (an epoch, or a step of one) in trace order.
 
     Their trace rows are ``row0`` on, or ``rows`` when given: a lane of a parallel epoch
-    replays some VMs' accesses, whose rows are not consecutive.
+    replays some VMs' accesses, whose rows are not consecutive, and the sampled accesses of a
+    region row all carry that row (MODEL.md rule 35).
     """
 
     row0: int

@@ -115,7 +115,11 @@ def _initial(vms: tuple[VmSpec, ...], min_regions: int) -> _Regions:
 def access_keys(
     meta: TraceMeta, t_ns: np.ndarray, vm: np.ndarray, gpa: np.ndarray, t0: int, sample_ns: int
 ) -> np.ndarray:
-    """Sorted unique (sampling interval << 36 | host page) of the accesses inside memslots."""
+    """Sorted (sampling interval << 36 | host page) of the accesses inside memslots.
+
+    Duplicates stay: a check only asks whether a key is there, and a sort of keys already in
+    time order is cheap where a unique (numpy's hash-based one) is not.
+    """
     keys = []
     index = {v.id: i for i, v in enumerate(meta.vms)}
     for v in meta.vms:
@@ -129,7 +133,9 @@ def access_keys(
             keys.append((interval.astype(np.uint64) << np.uint64(36)) | page.astype(np.uint64))
     if not keys:
         return np.zeros(0, dtype=np.uint64)
-    return np.unique(np.concatenate(keys))
+    out = np.concatenate(keys)
+    out.sort()
+    return out
 
 
 class Monitor:
