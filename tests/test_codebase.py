@@ -23,6 +23,10 @@ LONG_PARAMETER_LISTS = {
     "replay/cli/fleet.py:fleet",
     "replay/cli/run.py:run",
     "replay/cli/synth.py:synth",
+    # The library's replay call: keyword-only options, each independent and with a default
+    # (issue 14 added ``background``, a fleet worker's one core per job); a settings object
+    # would only move them.
+    "replay/run/driver.py:run_policies",
 }
 
 

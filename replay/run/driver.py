@@ -223,7 +223,7 @@ class _TraceCounter:
         )
 
 
-def run_policies(
+def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codebase.py
     trace: TraceFile,
     policies: tuple[Policy, ...],
     *,
@@ -233,6 +233,7 @@ def run_policies(
     bucket_ns: int = DEFAULT_BUCKET_NS,
     progress: Callable[[int, int], None] | None = None,
     workdir: Path | None = None,
+    background: bool = True,
 ) -> Replay:
     """Replay ``trace`` under every policy in ``policies``, reading it once.
 
@@ -254,6 +255,11 @@ def run_policies(
         Where each policy's fault rows are written as they are produced
         (``workdir/<policy>.faults.parquet``), so memory does not grow with the trace; without
         it they stay in memory.
+    background
+        Read the next batches ahead and write the fault files on background threads, so a
+        lone replay overlaps them with the engines on other cores (``replay run``). False keeps
+        the replay on the calling thread, one core: a fleet worker's job, whose other cores
+        run other jobs (the threads' hand-offs then cost CPU for nothing). Same outputs.
 
     Returns
     -------
@@ -288,6 +294,7 @@ def run_policies(
             workdir / f"{p}.faults.parquet" if workdir else None,
             run_stamp(p, trace_fingerprint),
             st.feed,
+            background=background,
         )
         for p, st in zip(policies, stats, strict=True)
     ]
@@ -300,7 +307,7 @@ def run_policies(
     counter = _TraceCounter(trace.meta.vms, bucket_ns)
     read_s = 0.0
     t_read = time.perf_counter()
-    for batch in iter_batches(trace, read_ahead=True):
+    for batch in iter_batches(trace, read_ahead=background):
         read_s += time.perf_counter() - t_read
         if len(batch):
             span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
