@@ -113,11 +113,11 @@ def one_core_per_job(jobs_at_once: int) -> dict[str, Any]:
     A fleet's parallelism is across jobs: a worker process per core, one job at a time each
     (or a worker of several threads, a job per thread). A job that also spread itself over
     the cores (Arrow decoding on a pool as large as the machine, the next batches read ahead
-    and the fault files written on threads of their own, as a lone ``replay run`` does) only
-    takes CPU from the other workers' jobs and pays for the hand-offs between its threads
-    (``scripts/PERFORMANCE.md``, "Fleets", measures both). So Arrow's CPU and IO pools get
-    one thread per job the process runs at once, and the replay keeps everything on its own
-    thread. The outputs are the same (the fleet's tests compare them with ``replay run``'s).
+    and the fault files written on threads of their own, as a lone ``replay run`` does) needs
+    no less CPU, only takes it from the other workers' jobs, and makes a fleet of one worker
+    use more than its core (``scripts/PERFORMANCE.md``, "Fleets"). So Arrow's CPU and IO pools
+    get one thread per job the process runs at once, and the replay keeps everything on its
+    own thread. The outputs are the same (the fleet's tests compare them with ``replay run``'s).
 
     This is the one place a worker's "one core per job" is decided: the returned keyword
     arguments of :func:`~replay.run.driver.run_policies` include ``threads=1`` wherever
