@@ -53,8 +53,9 @@ class FaultSink:
         self.spill_path = spill_path
         self.metadata = metadata or {}
         self.observer = observer
-        """Called with every chunk of rows, in order, once: each spilled row group on the
-        writer thread after it is written, or (in memory) all the rows when the sink closes."""
+        """Called with every chunk of rows, in order, once: each spilled row group after it
+        is written (on the writer thread, if ``background``), or (in memory) all the rows when
+        the sink closes."""
         self.background = background
         """Write on a writer thread (False: on the caller's, a replay kept on one core)."""
         self._pending: list[FaultChunk] = []
