@@ -582,11 +582,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="also time a mixed log whose lines are this share DAMON's (e.g. 0.2)",
     )
-    f = sub.add_parser("fleet", help="replay fleet: 1 and 2 local workers against a plain loop")
+    f = sub.add_parser("fleet", help="replay fleet: 1 and 2 local workers against plain loops")
     f.add_argument("--traces", type=int, default=8)
     f.add_argument("--accesses", type=int, default=5_000_000)
     f.add_argument("--small", default="8,64", help="counts of small traces, for the client")
-    f.add_argument("--repeat", type=int, default=2)
+    f.add_argument("--repeat", type=int, default=3)
     f.add_argument("--keep", type=Path, help="folder to keep (and reuse) the generated traces")
     g = sub.add_parser("scaling", help="replay run on 1 and 2 threads, next to a pyarrow read")
     g.add_argument("--accesses", type=int, default=20_000_000)
@@ -694,27 +694,29 @@ def bench_damon_figures(args: argparse.Namespace) -> list[Any]:
 
 def bench_fleet_figures(args: argparse.Namespace) -> list[Any]:
     """``scripts/bench_fleet.py``'s measurements, printed and kept as figures."""
-    from bench_fleet import bench_fleet
+    from bench_fleet import bench_fleet, summary_line
 
     keep = args.keep or Path(tempfile.gettempdir()) / "kvm-mmu-replay-bench-fleet"
     small = tuple(int(n) for n in args.small.split(","))
     res = bench_fleet(
         keep, traces=args.traces, accesses=args.accesses, small=small, repeat=args.repeat
     )
-    loop, one, two = res["loop"], res["fleet_1_worker"], res["fleet_2_worker"]
-    print(
-        f"fleet of {args.traces} traces x {args.accesses:,} accesses: loop {loop['wall_s']:.1f} s, "
-        f"1 worker {one['wall_s']:.1f} s ({res['overhead_1_worker_over_loop']:.2f}x the loop, "
-        f"target <= 1.15x), 2 workers {two['wall_s']:.1f} s ({res['speedup_2_over_1']:.2f}x "
-        f"faster than 1, target >= 1.7x)"
-    )
+    print(f"fleet of {args.traces} traces x {args.accesses:,} accesses, " + summary_line(res))
     return [
-        benchlib.seconds("loop_s", loop["wall_s"]),
-        benchlib.seconds("fleet_1_worker_s", one["wall_s"]),
-        benchlib.seconds("fleet_2_workers_s", two["wall_s"]),
+        benchlib.seconds("loop_s", res["loop_default_s"]),
+        benchlib.seconds("loop_one_core_s", res["loop_one_core_s"]),
+        benchlib.seconds("fleet_1_worker_s", res["fleet_1_s"]),
+        benchlib.seconds("fleet_2_workers_s", res["fleet_2_s"]),
         benchlib.ratio("speedup_2_over_1", res["speedup_2_over_1"], "higher"),
-        benchlib.ratio("overhead_1_worker_over_loop", res["overhead_1_worker_over_loop"], "lower"),
-        benchlib.memory("worker_peak_rss_mib", two["worker_peak_mib"]),
+        benchlib.ratio(
+            "overhead_1_worker_over_loop_one_core",
+            res["overhead_1_worker_over_loop_one_core"],
+            "lower",
+        ),
+        benchlib.ratio(
+            "overhead_1_worker_over_loop", res["overhead_1_worker_over_loop_default"], "lower"
+        ),
+        benchlib.memory("worker_peak_rss_mib", res["worker_peak_mib"]),
         *(
             benchlib.memory(
                 f"client_peak_rss_mib_{n}_traces",

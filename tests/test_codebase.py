@@ -24,7 +24,8 @@ LONG_PARAMETER_LISTS = {
     "replay/cli/run.py:run",
     "replay/cli/synth.py:synth",
     # The library's replay call: keyword-only options, each independent and with a default
-    # (issue 16 added ``threads``); a settings object would only move them.
+    # (issue 16 added ``threads``, issue 14 ``background``: a fleet worker's one core per job);
+    # a settings object would only move them.
     "replay/run/driver.py:run_policies",
 }
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from replay.errors import ReplayError
 from replay.fleet.jobs import tool_version
-from replay.fleet.worker import run_job
+from replay.fleet.worker import ONE_CORE_ENV, run_job
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,16 +108,13 @@ class DaskExecutor:
         if self.address is None:
             # Workers start with replay's own process settings (replay/cli/_process.py)
             # rather than Dask's: no trimming of freed memory (which slows a replay down), and
-            # Arrow's decoding threads (which follow OMP_NUM_THREADS) sharing the cores among
-            # the workers, not one each whatever the cores: one worker on two cores decodes
-            # with both. Set for good, not for a block: the nanny reads it again to restart a
-            # worker.
-            cores = os.cpu_count() or 1
+            # every library's thread pool at one thread: one worker process per core, each
+            # replaying its job on that core (replay.fleet.worker.one_core_per_job). Set for
+            # good, not for a block: the nanny reads it again to restart a worker.
             dask.config.set(
                 {
                     "distributed.nanny.pre-spawn-environ": {
-                        "OMP_NUM_THREADS": max(1, cores // self.workers),
-                        "OPENBLAS_NUM_THREADS": 1,
+                        **ONE_CORE_ENV,
                         "MIMALLOC_PURGE_DELAY": -1,
                     }
                 }
@@ -181,7 +178,7 @@ class DaskExecutor:
 
         futures = {
             self._client.submit(
-                run_job, job, fleet_dir, key=f"replay-job-{job.key}", pure=False
+                run_job, job, fleet_dir, one_core=True, key=f"replay-job-{job.key}", pure=False
             ): job
             for job in jobs
         }

@@ -9,6 +9,7 @@ same place (or the client at the end) removes.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -26,15 +27,22 @@ from replay.fleet.jobs import JOB_FILE, Job, finished
 
 JOB_SCHEMA_VERSION = 1
 
+ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "POLARS_MAX_THREADS": "1"}
+"""The thread pools a worker process's libraries size when they load, at one thread each:
+Arrow's CPU pool (``OMP_NUM_THREADS``), OpenBLAS's (numpy; nothing here uses it), polars'
+(read once, when polars is imported; a job never imports it, the fleet's client does)."""
 
-def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
+
+def run_job(job: Job, fleet_dir: str, *, one_core: bool = False) -> dict[str, Any]:
     """Run ``job`` unless its runs are already in ``fleet_dir``; return its small outcome.
 
     A problem with the job's own input (a trace that cannot be read, a bad row) is the job's
     failure, returned with its one-line message; the fleet goes on. Nothing large travels back
-    to the client: the runs are on disk.
+    to the client: the runs are on disk. ``one_core`` replays the job on one core
+    (:func:`one_core_per_job`), as a Dask worker does; without it the job replays as
+    ``replay run`` does (``--scheduler inprocess``).
     """
-    tune_worker()
+    options = tune_worker(one_core)
     root = Path(fleet_dir)
     started = time.perf_counter()
     if not root.is_dir():
@@ -58,7 +66,7 @@ def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
         # Made now, not when the runs are written: while the job runs, its folder says which
         # process (and host) is working on it.
         tmp.mkdir()
-        record = _replay_into(job, tmp)
+        record = _replay_into(job, tmp, options)
         (tmp / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n")
         if finished(job, root) is None:
             try:
@@ -84,19 +92,60 @@ def run_job(job: Job, fleet_dir: str) -> dict[str, Any]:
     return _outcome(job, "done", started, accesses=record["accesses"])
 
 
-def tune_worker() -> None:
-    """Keep freed memory for reuse in this worker process, as ``replay run`` does.
+def tune_worker(one_core: bool) -> dict[str, Any]:
+    """Settings of this process for a job; return the job's options for ``run_policies``.
 
-    A Dask nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_`` set, so glibc hands freed
-    memory back to the kernel, and a replay pays again for every page it faults back in (see
-    ``replay/cli/_process.py``, which makes the same setting for a command's process). mallopt
-    still takes effect once the libraries are loaded, so it is made here, in every worker
-    however it was started. Arrow's decoding threads follow ``OMP_NUM_THREADS``, which the
-    cluster sets to the worker's share of the cores (:mod:`replay.fleet.executor`).
+    Freed memory is kept for reuse, as ``replay run`` does: a Dask nanny starts its worker
+    with ``MALLOC_TRIM_THRESHOLD_`` set, so glibc hands freed memory back to the kernel, and a
+    replay pays again for every page it faults back in (see ``replay/cli/_process.py``, which
+    makes the same setting for a command's process). mallopt still takes effect once the
+    libraries are loaded, so it is made here, in every worker however it was started.
     """
     from replay.cli._process import keep_freed_memory
 
     keep_freed_memory()
+    return one_core_per_job(_jobs_at_once()) if one_core else {}
+
+
+def one_core_per_job(jobs_at_once: int) -> dict[str, Any]:
+    """Make this process replay each of its ``jobs_at_once`` jobs on one core; return options.
+
+    A fleet's parallelism is across jobs: a worker process per core, one job at a time each
+    (or a worker of several threads, a job per thread). A job that also spread itself over
+    the cores (Arrow decoding on a pool as large as the machine, the next batches read ahead
+    and the fault files written on threads of their own, as a lone ``replay run`` does) needs
+    no less CPU, only takes it from the other workers' jobs, and makes a fleet of one worker
+    use more than its core (``scripts/PERFORMANCE.md``, "Fleets"). So Arrow's CPU and IO pools
+    get one thread per job the process runs at once, and the replay keeps everything on its
+    own thread. The outputs are the same (the fleet's tests compare them with ``replay run``'s).
+
+    This is the one place a worker's "one core per job" is decided: the returned keyword
+    arguments of :func:`~replay.run.driver.run_policies` include ``threads=1`` wherever
+    ``run_policies`` takes a thread count (a replay split across threads within a trace).
+    """
+    import pyarrow as pa
+
+    from replay.run.driver import run_policies
+
+    # Effective if polars is imported after this (a job never imports it; the local cluster
+    # sets it before the worker process starts, see replay.fleet.executor).
+    os.environ.setdefault("POLARS_MAX_THREADS", ONE_CORE_ENV["POLARS_MAX_THREADS"])
+    pa.set_cpu_count(jobs_at_once)
+    pa.set_io_thread_count(jobs_at_once)
+    options: dict[str, Any] = {"background": False}
+    if "threads" in inspect.signature(run_policies).parameters:
+        options["threads"] = 1
+    return options
+
+
+def _jobs_at_once() -> int:
+    """How many jobs this process runs at once: its Dask worker's threads (1 elsewhere)."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError):  # not on a Dask worker (get_worker raises ValueError)
+        return 1
 
 
 def _writer() -> str:
@@ -149,8 +198,11 @@ def _outcome(
     }
 
 
-def _replay_into(job: Job, out: Path) -> dict[str, Any]:
-    """Replay the job's trace and write its runs into folder ``out``; return its record."""
+def _replay_into(job: Job, out: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Replay the job's trace and write its runs into folder ``out``; return its record.
+
+    ``options`` are extra keyword arguments of ``run_policies`` (:func:`one_core_per_job`).
+    """
     from replay.run.driver import run_policies
     from replay.run.folder import runs_folder
     from replay.run.outputs import write_runs
@@ -166,6 +218,7 @@ def _replay_into(job: Job, out: Path) -> dict[str, Any]:
                 costs=job.point.costs,
                 bucket_ns=job.bucket_ns,
                 workdir=folder.staging,
+                **options,
             )
             docs = write_runs(replay, out, folder=folder)
     if job.trace.is_remote:

@@ -260,6 +260,7 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     progress: Callable[[int, int], None] | None = None,
     workdir: Path | None = None,
     threads: int | None = 1,
+    background: bool = True,
 ) -> Replay:
     """Replay ``trace`` under every policy in ``policies``, reading it once.
 
@@ -287,6 +288,11 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         (``replay.mmu.lanes``). 1 replays everything on the calling thread. None means one
         thread per core for the policies and no lanes: on the GIL, lanes cost more CPU than
         they save (ENGINE.md, "Lanes"). The rows are the same whatever it is.
+    background
+        Read the next batches ahead and write the fault files on background threads, so a
+        lone replay overlaps them with the engines on other cores (``replay run``). False keeps
+        the replay on the calling thread, one core: a fleet worker's job, whose other cores
+        run other jobs (the threads' hand-offs then cost CPU for nothing). Same outputs.
 
     Returns
     -------
@@ -321,6 +327,7 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
             workdir / f"{p}.faults.parquet" if workdir else None,
             run_stamp(p, trace_fingerprint),
             st.feed,
+            background=background,
         )
         for p, st in zip(policies, stats, strict=True)
     ]
@@ -339,7 +346,7 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     read_s = 0.0
     t_read = time.perf_counter()
     try:
-        for batch in iter_batches(trace, read_ahead=True):
+        for batch in iter_batches(trace, read_ahead=background):
             read_s += time.perf_counter() - t_read
             if len(batch):
                 span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))

@@ -47,12 +47,17 @@ class FaultSink:
         spill_path: Path | None = None,
         metadata: dict[bytes, bytes] | None = None,
         observer: Callable[[FaultChunk], None] | None = None,
+        *,
+        background: bool = True,
     ) -> None:
         self.spill_path = spill_path
         self.metadata = metadata or {}
         self.observer = observer
-        """Called with every chunk of rows, in order, once: each spilled row group on the
-        writer thread after it is written, or (in memory) all the rows when the sink closes."""
+        """Called with every chunk of rows, in order, once: each spilled row group after it
+        is written (on the writer thread, if ``background``), or (in memory) all the rows when
+        the sink closes."""
+        self.background = background
+        """Write on a writer thread (False: on the caller's, a replay kept on one core)."""
         self._pending: list[FaultChunk] = []
         self._pending_rows = 0
         self._spilled_rows = 0
@@ -100,8 +105,11 @@ class FaultSink:
         """Hand a row group to the writer thread, one at a time, in order.
 
         Encoding and compressing it (in Arrow, outside the GIL), and the observer's work on
-        it, overlap the engine's next batches.
+        it, overlap the engine's next batches; without ``background`` they are done here.
         """
+        if not self.background:
+            self._write_and_observe(table, chunk)
+            return
         if self._writing is not None:
             self._writing.result()  # raises what the last write raised
         if self._pool is None:

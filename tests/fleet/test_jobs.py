@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,57 @@ def test_the_scheduler_comes_from_the_option_or_the_environment(
     assert isinstance(make_executor("inprocess", None), InProcessExecutor)
     with pytest.raises(FleetError, match="--workers sets the size of the local cluster"):
         make_executor(None, 2)
+
+
+def test_a_job_on_one_core_writes_what_replay_run_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Dask worker's job replays on one core (no read-ahead or writer thread, Arrow's pools at
+    one thread); its runs are byte for byte those of a job replayed as replay run replays. The
+    fault files are spilled 97 rows at a time, so the writer's work happens hundreds of times
+    on the replay's own thread, between batches of 3,000 rows."""
+    import inspect
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import replay.run.driver as driver_module
+    import replay.run.sink as sink_module
+    import replay.trace.reader as reader_module
+    from replay.fleet.driver import plan
+    from replay.fleet.inputs import expand_inputs
+    from replay.fleet.worker import one_core_per_job, run_job
+    from replay.run.driver import run_policies
+    from replay.synth import generate, load_scenario
+    from tests.fleet.helpers import assert_same_fleet_runs
+
+    trace = tmp_path / "t.parquet"
+    generate(load_scenario("legacy-mmu-pressure", seed=3, accesses=30_000), trace)
+    (job,) = plan(expand_inputs([str(trace)]), FleetSettings())
+    monkeypatch.setattr(sink_module, "SPILL_ROWS", 97)
+    batches = reader_module.iter_batches
+    monkeypatch.setattr(
+        driver_module, "iter_batches", lambda trace, **kw: batches(trace, 3_000, **kw)
+    )
+    monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
+    (tmp_path / "threads").mkdir()
+    (tmp_path / "one").mkdir()
+    cpu, io = pa.cpu_count(), pa.io_thread_count()
+    try:
+        assert run_job(job, str(tmp_path / "threads"))["status"] == "done"
+        assert run_job(job, str(tmp_path / "one"), one_core=True)["status"] == "done"
+        assert (pa.cpu_count(), pa.io_thread_count()) == (1, 1)
+        options = one_core_per_job(2)
+        assert (pa.cpu_count(), pa.io_thread_count()) == (2, 2)
+    finally:
+        pa.set_cpu_count(cpu)
+        pa.set_io_thread_count(io)
+    assert_same_fleet_runs(tmp_path / "one", tmp_path / "threads")
+    faults = pq.read_metadata(next((tmp_path / "one").rglob("zap/faults.parquet")))
+    assert faults.num_row_groups > 20
+    assert options["background"] is False
+    # Every option is one run_policies takes (threads=1 too, once it takes a thread count).
+    parameters = inspect.signature(run_policies).parameters
+    assert set(options) <= set(parameters)
+    assert ("threads" in options) == ("threads" in parameters)
+    assert os.environ["POLARS_MAX_THREADS"] == "1"
