@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 FAULTS_ONLY = "faults-only"
-FIDELITY_TITLE = "Fidelity: logged faults the model explains (faults-only trace)"
+FIDELITY_TITLE = "Fidelity: logged faults the model explains (a trace of logged faults)"
 
 REASONS: dict[str, str] = {
     "shadow_paging": (
