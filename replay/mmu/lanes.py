@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from replay._threads import run_all
 from replay.mmu.candidates import CandidateSelector
 from replay.mmu.results import FaultRows
 
@@ -89,22 +91,10 @@ class Lanes:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.n - 1, thread_name_prefix="engine-lane")
         lanes = self.lane_of_vm[epoch.vm]
-        futures = [
-            self._pool.submit(_run_share, lane, epoch, lanes, k)
-            for k, lane in enumerate(self.engines)
-            if k
-        ]
-        errors: list[BaseException] = []
-        try:
-            _run_share(self.engines[0], epoch, lanes, 0)
-        except BaseException as exc:  # the other lanes still finish before it propagates
-            errors.append(exc)
-        for fut in futures:
-            failed = fut.exception()
-            if failed is not None:
-                errors.append(failed)
-        if errors:
-            raise errors[0]
+        run_all(
+            self._pool,
+            [partial(_run_share, lane, epoch, lanes, k) for k, lane in enumerate(self.engines)],
+        )
         self._join()
 
     def _join(self) -> None:

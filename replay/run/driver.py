@@ -11,10 +11,12 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from replay._threads import run_all
 from replay.errors import ReplayError, TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
 from replay.run.records import ENGINES, EngineName, PolicyRun, Replay, TraceCounts
@@ -396,18 +398,7 @@ class _Feeder:
             for i in range(len(self.engines)):
                 self._feed_one(i, batch)
             return
-        futures = [self._pool.submit(self._feed_one, i, batch) for i in range(1, len(self.engines))]
-        errors: list[BaseException] = []
-        try:
-            self._feed_one(0, batch)
-        except BaseException as exc:  # the other engines still stop before it propagates
-            errors.append(exc)
-        for fut in futures:
-            failed = fut.exception()
-            if failed is not None:
-                errors.append(failed)
-        if errors:
-            raise errors[0]
+        run_all(self._pool, [partial(self._feed_one, i, batch) for i in range(len(self.engines))])
 
     def _feed_one(self, i: int, batch: EventBatch) -> None:
         t0 = time.perf_counter()
