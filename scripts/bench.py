@@ -277,28 +277,6 @@ def _child_run(trace_path: str, out_dir: str) -> None:
     print(json.dumps({"wall_s": wall, "engine_s": engine_s, "peak_mib": peak}))
 
 
-def _synth_to(scenario: str, accesses: int, path: Path, *extra: str) -> None:
-    """``replay synth`` into ``path`` unless it exists (``extra``: e.g. ``--as ftrace``)."""
-    if not path.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "replay",
-                "synth",
-                scenario,
-                "--accesses",
-                str(accesses),
-                *extra,
-                "-o",
-                str(path),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-
 def _listed(results: list[dict[str, Any]], key: str) -> str:
     return "[" + ", ".join(f"{r[key]:.2f}" for r in results) + "]"
 
@@ -310,7 +288,7 @@ def bench_replay(accesses: int, slice_accesses: int, keep: Path | None) -> list[
         big = tmp / f"legacy-{accesses}.parquet"
         mid = tmp / f"legacy-{accesses // 5}.parquet"
         for n, p in ((slice_accesses, small), (accesses, big), (accesses // 5, mid)):
-            _synth_to("legacy-mmu-pressure", n, p)
+            benchlib.synth_to("legacy-mmu-pressure", n, p)
         e = _run_child("engines", str(small))
         ratio = e["reference"] / e["vector"]
         print(
@@ -412,7 +390,7 @@ def bench_compare(accesses: int, keep: Path | None, repeat: int) -> list[benchli
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = keep or Path(tmp_name)
         trace = tmp / f"legacy-{accesses}.parquet"
-        _synth_to("legacy-mmu-pressure", accesses, trace)
+        benchlib.synth_to("legacy-mmu-pressure", accesses, trace)
         runs = tmp / f"runs-compare-{accesses}"
         if not (runs / "cache" / "summary.json").exists():
             subprocess.run(
@@ -475,7 +453,7 @@ def bench_convert(lines: int, keep: Path | None, repeat: int) -> list[benchlib.F
         logs = {}
         for n in (lines // 5, lines):
             log = tmp / f"legacy-{n}.ftrace.txt"
-            _synth_to("legacy-mmu-pressure", n, log, "--as", "ftrace")
+            benchlib.synth_to("legacy-mmu-pressure", n, log, "--as", "ftrace")
             logs[n] = log
         big = logs[lines]
         size = big.stat().st_size
@@ -519,7 +497,7 @@ def bench_mixed(lines: int, keep: Path | None, share: float) -> list[benchlib.Fi
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = keep or Path(tmp_name)
         kvm = tmp / f"legacy-{lines}.ftrace.txt"
-        _synth_to("legacy-mmu-pressure", lines, kvm, "--as", "ftrace")
+        benchlib.synth_to("legacy-mmu-pressure", lines, kvm, "--as", "ftrace")
         config = tmp / "mixed.vms.toml"
         config.write_text(mixed_config(Path(f"{kvm}.vms.toml").read_text()))
         mixed = tmp / f"mixed-{lines}-{share}.ftrace.txt"

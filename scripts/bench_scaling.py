@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchlib
+
 TRACES = ("legacy-mmu-pressure", "many-small-vms")
 POLICY_SETS = ("zap", "zap,none,cache")
 THREADS = (1, 2)
@@ -98,25 +100,6 @@ print(json.dumps({**spent, **result, "startup_s": marks["replay_s_first"],
 """
 
 
-def _synth(scenario: str, accesses: int, path: Path) -> None:
-    if not path.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "replay",
-                "synth",
-                scenario,
-                "--accesses",
-                f"{accesses}",
-                "-o",
-                path,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-
-
 def _measured(cmd: list[str]) -> dict[str, Any]:
     """Run ``cmd`` in a fresh child of a fresh child: wall, CPU and peak RSS of it alone (and
     its standard output, ``out``)."""
@@ -150,7 +133,7 @@ def bench_scaling(keep: Path, accesses: int, repeat: int) -> dict[str, Any]:
     print(f"parallel replay, {accesses:,} accesses a trace; load average {out['load_before']}")
     for scenario in TRACES:
         trace = keep / f"{scenario}-{accesses}.parquet"
-        _synth(scenario, accesses, trace)
+        benchlib.synth_to(scenario, accesses, trace)
         samples: dict[str, list[dict[str, Any]]] = {}
         for _ in range(repeat):
             read = _measured([sys.executable, "-c", _READ, str(trace), json.dumps(READ_COLUMNS)])

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -284,3 +285,29 @@ def finish(
         fh.write(json.dumps(record, sort_keys=True) + "\n")
     print(f"recorded in {history}")
     return record
+
+
+def synth_to(scenario: str, accesses: int, path: Path, *extra: str) -> None:
+    """``replay synth`` into ``path`` unless it exists (``extra``: e.g. ``--as ftrace``).
+
+    Benchmarks keep their generated traces between runs; a fresh process writes them so the
+    measurement's own process starts clean.
+    """
+    if not path.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "replay",
+                "synth",
+                scenario,
+                "--accesses",
+                str(accesses),
+                *extra,
+                "-o",
+                str(path),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
