@@ -276,7 +276,7 @@ class DamonPlacer:
         task, _, slots = candidates[0]
         vm = self.registry.vm_of(task, t_ns, where)
         if task.tgid is None and task.comm == "vmm":
-            self.registry.mark_placeholder(vm)
+            self.registry.mark_table_only(vm)
         self.registry.note_host_slots(vm, slots)
         return Placement(vm, self.registry.vms[vm].name, slots)
 

@@ -165,7 +165,7 @@ class _Vm:
     """1 GiB regions (gpa >> 30) its accesses touched, for inferred memslots."""
     host_slots: list[HostSlot] = field(default_factory=list)
     """Memslots with host addresses that placed DAMON regions (QEMU's trace or the config)."""
-    placeholder: bool = False
+    table_only: bool = False
     """A VMM known only by its memslot table (no process id): the one VM of the logs, if the
     kvm log has exactly one (:meth:`VmRegistry.remap`)."""
 
@@ -229,9 +229,9 @@ class VmRegistry:
             self.vms[idx].first_t = t_ns
         return idx
 
-    def mark_placeholder(self, vm: int) -> None:
+    def mark_table_only(self, vm: int) -> None:
         """VM ``vm`` is a VMM known only by its memslot table (see :meth:`remap`)."""
-        self.vms[vm].placeholder = True
+        self.vms[vm].table_only = True
 
     def note_host_slots(self, vm: int, slots: list[HostSlot]) -> None:
         """The memslots (with host addresses) DAMON regions of VM ``vm`` were placed with."""
@@ -240,8 +240,8 @@ class VmRegistry:
 
     def _alias(self) -> dict[int, int]:
         """A VMM known only by its memslot table, and the one other VM of the logs: the same."""
-        holders = [i for i, v in enumerate(self.vms) if v.placeholder]
-        others = [i for i, v in enumerate(self.vms) if not v.placeholder]
+        holders = [i for i, v in enumerate(self.vms) if v.table_only]
+        others = [i for i, v in enumerate(self.vms) if not v.table_only]
         if len(holders) == 1 and len(others) == 1:
             a, b = holders[0], others[0]
             cfg = self.vms[b].config
