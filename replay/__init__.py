@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from replay._version import __version__ as __version__
 from replay.errors import ReplayError
 
 if TYPE_CHECKING:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -30,3 +32,35 @@ def concat_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     starts = np.repeat(lo.astype(np.int64) - offsets, lengths)
     out: np.ndarray = starts + np.arange(total, dtype=np.int64)
     return out
+
+
+def to_arrow(values: np.ndarray) -> Any:
+    """A numpy column as an Arrow array, without copying numbers.
+
+    ``pyarrow.array`` would do, but on its first call it looks for pandas and imports
+    ``numpy.ma`` to test for masked arrays: 35 ms of every ``replay run`` (scripts/PERFORMANCE.md,
+    "Start-up"). Plain columns need neither: their buffer is the Arrow array's.
+
+    Examples
+    --------
+    >>> to_arrow(np.array([3, 1, 2], dtype=np.int16)).to_pylist()
+    [3, 1, 2]
+    >>> to_arrow(np.array([True, False, True])).to_pylist()
+    [True, False, True]
+    """
+    import pyarrow as pa
+
+    if values.dtype == np.bool_:  # Arrow's booleans are bits
+        bits = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+    column = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(column.dtype), len(column), [None, pa.py_buffer(column)]
+    )
+
+
+def arrow_table(columns: dict[str, np.ndarray]) -> Any:
+    """Numpy columns as an Arrow table, each by :func:`to_arrow`."""
+    import pyarrow as pa
+
+    return pa.table({name: to_arrow(values) for name, values in columns.items()})

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay._version import __version__
 from replay.convert.report import first_example, nothing_usable, seen, wrap_hint
 from replay.convert.source import LogFormatError
 from replay.convert.timeorder import REORDERED, TIME_REASONS
@@ -120,20 +121,14 @@ def _check_usable(report: ConvertReport, registry: VmRegistry, rows_written: int
 
 def _footer(report: ConvertReport, registry: VmRegistry, options: ConvertOptions) -> TraceMeta:
     """The trace's footer; the report gets the VM table and the warnings too."""
-    from importlib.metadata import PackageNotFoundError, version
-
     specs, notes = registry.specs(options.mmu)
     report.vms = [vm.to_json() for vm in specs]
     warned = notes + _warnings(report, registry) + damon_warnings(report.damon)
     report.coverage = coverage_of(report)
     report.warnings += [text for _, text in warned]
-    try:
-        tool = version("kvm-mmu-replay")
-    except PackageNotFoundError:  # pragma: no cover - a bare checkout
-        tool = "unknown"
     provenance = {
         "generator": "replay convert",
-        "generator_version": tool,
+        "generator_version": __version__,
         "files": [
             {"path": f.path, "sha256": f.sha256, "layout": f.layout, "lines": f.lines}
             for f in report.files

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+from replay._version import __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,10 +28,7 @@ JOB_FILE = "job.json"
 
 def tool_version() -> str:
     """The installed kvm-mmu-replay version (what every worker must run too)."""
-    try:
-        return version("kvm-mmu-replay")
-    except PackageNotFoundError:  # pragma: no cover - a bare checkout
-        return "unknown"
+    return __version__
 
 
 @dataclass(frozen=True)

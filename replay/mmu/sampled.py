@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay._arrays import concat_ranges
 from replay.mmu.config import Cause
 
 if TYPE_CHECKING:
@@ -153,8 +154,8 @@ class SampledRegions:
         self.any[vi] = True
         lo, hi = lay.sp_key_lo[ids], lay.sp_key_hi[ids]
         keep = hi > lo
-        for a, b in zip((lo[keep] >> 9).tolist(), ((hi[keep] - 1) >> 9).tolist(), strict=True):
-            self.marked[a : b + 1] = True
+        # Every row of 512 keys from each SP's first key's to its last key's, in one write.
+        self.marked[concat_ranges(lo[keep] >> 9, ((hi[keep] - 1) >> 9) + 1)] = True
 
     def leaves(self, vi: int, gfn_lo: int, gfn_hi: int) -> tuple[np.ndarray, np.ndarray]:
         """VM ``vi``'s zapped leaves overlapping gfns ``[gfn_lo, gfn_hi)`` (rule 32).

@@ -9,6 +9,7 @@ import base64
 import html
 from typing import TYPE_CHECKING, Any
 
+from replay._version import __version__
 from replay.report.plots import shrinker_stall_ns
 from replay.run.fidelity import FIDELITY_TITLE, NEVER_SEEN, fidelity_rows, share
 from replay.run.table import TITLE, policy_rows
@@ -102,12 +103,6 @@ def render(
     runs: list[RunSeries], figures: list[tuple[str, str, bytes]], png_names: dict[str, str]
 ) -> str:
     """The whole HTML document."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        tool = version("kvm-mmu-replay")
-    except PackageNotFoundError:  # pragma: no cover - a bare checkout
-        tool = "unknown"
     docs = [r.run.summary for r in runs]
     labels = [r.label for r in runs]
     parts = [
@@ -117,7 +112,7 @@ def render(
         f"<title>kvm-mmu-replay report: {_e(', '.join(labels))}</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>KVM MMU shrinker replay</h1>",
-        f"<p>{len(runs)} run{'s' if len(runs) != 1 else ''} of kvm-mmu-replay {_e(tool)}. "
+        f"<p>{len(runs)} run{'s' if len(runs) != 1 else ''} of kvm-mmu-replay {_e(__version__)}. "
         "Every stall figure is an estimate from the cost model, not a measurement.</p>",
         *_fidelity(runs, docs),
         "<h2>Headline</h2><ul>",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from replay._arrays import arrow_table
+from replay._version import __version__
 from replay.atomic import raise_if_disk_full
 from replay.run.fidelity import (
     FAULTS_ONLY,
@@ -64,17 +65,13 @@ def summary_document(
     replay: Replay, run: PolicyRun, blocks: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The full ``summary.json`` of one policy's run."""
-    try:
-        tool_version = version("kvm-mmu-replay")
-    except PackageNotFoundError:  # pragma: no cover - a bare checkout
-        tool_version = "unknown"
     counts = replay.counts
     return {
         "schema_version": RUN_SCHEMA_VERSION,
         "policy": run.policy,
         "engine": run.engine,
         "wall_s": round(run.wall_s, 6),
-        "kvm_mmu_replay_version": tool_version,
+        "kvm_mmu_replay_version": __version__,
         "trace": {
             "path": str(replay.trace.path),
             "fingerprint": replay.fingerprint,
@@ -146,8 +143,6 @@ def _write_parquet(
 
 def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
     """Write one policy's run into ``folder`` (created); return its summary document."""
-    import pyarrow as pa
-
     folder.mkdir()
     stamp = run_stamp(run.policy, replay.fingerprint)
     sink = run.sink
@@ -158,8 +153,8 @@ def write_run(replay: Replay, run: PolicyRun, folder: Path) -> dict[str, Any]:
         _write_parquet(fault_table(sink.arrays()), folder / FAULTS_FILE, stamp, FAULT_PARQUET)
     _write_parquet(scans_table(run), folder / SCANS_FILE, stamp)
     blocks, tl, vcpu_cache = summarize_with_timeline(replay, run)
-    _write_parquet(pa.table({k: tl[k] for k in TIMELINE_COLUMNS}), folder / TIMELINE_FILE, stamp)
-    _write_parquet(pa.table(vcpu_cache), folder / VCPU_CACHE_FILE, stamp)
+    _write_parquet(arrow_table({k: tl[k] for k in TIMELINE_COLUMNS}), folder / TIMELINE_FILE, stamp)
+    _write_parquet(arrow_table(vcpu_cache), folder / VCPU_CACHE_FILE, stamp)
     doc = summary_document(replay, run, blocks)
     (folder / SUMMARY_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     return doc

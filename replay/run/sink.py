@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay._arrays import to_arrow
 from replay.mmu.results import FAULT_COLUMNS, as_chunk, concat_chunks, empty_chunk
 
 if TYPE_CHECKING:
@@ -201,8 +202,8 @@ def fault_table(chunk: FaultChunk) -> Any:
         values = chunk[name]
         if name in enums:
             arrays[name] = pa.DictionaryArray.from_arrays(
-                pa.array(values.astype(np.int8)), pa.array(enums[name])
+                to_arrow(values.astype(np.int8)), pa.array(enums[name], pa.string())
             )
         else:
-            arrays[name] = pa.array(values)
+            arrays[name] = to_arrow(values)
     return pa.table(arrays)

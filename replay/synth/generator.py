@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from replay._version import __version__
 from replay.errors import ScenarioError
 from replay.synth.pressure import HostEvents, host_events
 from replay.synth.scenario import MAX_ACCESSES
@@ -51,13 +51,9 @@ def trace_meta(scenario: Scenario) -> TraceMeta:
         VmSpec(i, v.name, v.vcpus, v.mmu_mode, v.root_level, v.memslots)
         for i, v in enumerate(scenario.vms)
     )
-    try:
-        generator_version = version("kvm-mmu-replay")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        generator_version = "unknown"
     provenance = {
         "generator": "replay synth",
-        "generator_version": generator_version,
+        "generator_version": __version__,
         "scenario": scenario.name,
         "seed": scenario.seed,
         "duration_s": scenario.duration_s,
