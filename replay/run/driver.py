@@ -28,7 +28,7 @@ from replay.trace.reader import EventBatch, TraceFile, iter_batches
 from replay.trace.schema import EVENT_CODE, SOURCES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from replay.mmu.results import EngineResult, FaultConsumer
@@ -321,6 +321,19 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     trace_fingerprint = fingerprint(trace)
     # Before anything is replayed: the timeline's buckets, and every time, within bounds.
     span = check_span(trace, bucket_ns)
+    if workdir is not None and len(policies) > 1 and threads != 1 and _can_fork():
+        setup = _Setup(
+            trace,
+            engine,
+            cfg,
+            costs,
+            bucket_ns,
+            workdir,
+            trace_fingerprint,
+            background,
+            1 if threads is None else max(1, threads // len(policies)),
+        )
+        return _replay_in_processes(setup, policies, span, threads or cores(), progress)
     # Each policy's summary statistics are fed its fault rows as the sink hands them on (on
     # the writer thread when spilling), not read back from the fault file afterwards.
     stats = [FaultStats(trace.meta.vms, costs, bucket_ns) for _ in policies]
@@ -414,3 +427,123 @@ class _Feeder:
             close = getattr(eng, "close", None)
             if close is not None:
                 close()
+
+
+def _can_fork() -> bool:
+    """Whether the policies can go to child processes here (Linux: fork and memfd_create)."""
+    return hasattr(os, "fork") and hasattr(os, "memfd_create")
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every policy's replay shares, in whichever process it runs."""
+
+    trace: TraceFile
+    engine: EngineName
+    cfg: MmuConfig
+    costs: CostModel
+    bucket_ns: int
+    workdir: Path
+    fingerprint: str
+    background: bool
+    lanes: int
+
+
+class _PolicyReplay:
+    """One policy's engine, fault sink and statistics, fed in a child process (``.procs``)."""
+
+    def __init__(self, setup: _Setup, policy: Policy) -> None:
+        self.setup = setup
+        self.policy = policy
+        self.stats = FaultStats(setup.trace.meta.vms, setup.costs, setup.bucket_ns)
+        self.sink = FaultSink(
+            setup.workdir / f"{policy}.faults.parquet",
+            run_stamp(policy, setup.fingerprint),
+            self.stats.feed,
+            background=setup.background,
+        )
+        self.engine = make_engine(
+            setup.engine, setup.trace, policy, setup.cfg, setup.costs, self.sink, setup.lanes
+        )
+        self.stats.attach(self.engine.sp_removals, self.engine.cache_frees)
+        self.wall_s = 0.0
+        self.started = False
+
+    def feed(self, batch: EventBatch) -> None:
+        """Replay a batch (not empty)."""
+        if not self.started:  # the trace's first time: timeline buckets count from it
+            self.stats.t0 = int(batch.t_ns[0])
+            self.started = True
+        t0 = time.perf_counter()
+        self.engine.feed(batch)
+        self.wall_s += time.perf_counter() - t0
+
+    def finish(self) -> PolicyRun:
+        """The policy's run, its statistics complete (sent to the parent whole)."""
+        t0 = time.perf_counter()
+        result = self.engine.finish()
+        self.wall_s += time.perf_counter() - t0
+        self.stats.end()
+        return PolicyRun(self.policy, self.setup.engine, result, self.wall_s, self.stats, self.sink)
+
+
+def _replay_in_processes(
+    setup: _Setup,
+    policies: tuple[Policy, ...],
+    span: Any,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> Replay:
+    """``run_policies`` with the policies in child processes fed one read of the trace.
+
+    This process reads, checks and counts the trace; ``workers`` processes replay the
+    policies (:mod:`replay.run.procs`, which says why and how).
+    """
+    from replay.run.procs import Plan, replay_in_processes
+    from replay.trace.reader import BATCH_ROWS
+
+    trace = setup.trace
+    counter = _TraceCounter(trace.meta.vms, setup.bucket_ns)
+    plan = Plan(
+        groups=_groups(len(policies), workers),
+        names=policies,
+        make_unit=lambda pos: _PolicyReplay(setup, policies[pos]),
+        batch_rows=BATCH_ROWS,
+    )
+    waited = [0.0]
+
+    def batches() -> Iterator[EventBatch]:
+        reading = iter_batches(trace, read_ahead=setup.background)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(reading, None)
+            waited[0] += time.perf_counter() - t0
+            if batch is None:
+                return
+            yield batch
+
+    def check(batch: EventBatch) -> None:
+        span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
+
+    def count(batch: EventBatch) -> None:
+        if len(batch):
+            counter.add(batch)
+        if progress is not None:
+            progress(counter.rows, trace.num_rows)
+
+    runs = replay_in_processes(batches(), plan, check, count, partial(counter.check, trace))
+    return Replay(
+        trace,
+        setup.fingerprint,
+        setup.cfg,
+        setup.costs,
+        counter.counts(),
+        [run for run in runs if isinstance(run, PolicyRun)],
+        waited[0],
+    )
+
+
+def _groups(n: int, workers: int) -> tuple[tuple[int, ...], ...]:
+    """Positions ``0..n-1`` in ``min(n, workers)`` groups, dealt round-robin."""
+    k = max(1, min(n, workers))
+    return tuple(tuple(range(i, n, k)) for i in range(k))
