@@ -90,6 +90,8 @@ class Plan:
     """Called in the child, once per position of its group, before the first batch."""
     batch_rows: int
     """The most rows a batch may hold (sizes the ring's slots)."""
+    local: tuple[int, ...] = ()
+    """Positions replayed in the calling process, between handing out one batch and the next."""
 
 
 @dataclass
@@ -140,8 +142,8 @@ def replay_in_processes(
             except Exception as exc:
                 run.failures.append(_Failure((LAST, END_CHECK, 0), exc))
         for child in run.children:
-            if child.outcome is None:
-                child.conn.send(("stop",) if run.failures else ("end",))
+            run.send(child, ("stop",) if run.failures else ("end",))
+        run.finish_local()
         run.collect(lambda c: c.outcome is not None, until_failure=False)
         if run.failures:
             raise min(run.failures, key=lambda f: f.key).error
@@ -152,6 +154,8 @@ def replay_in_processes(
         run.ring.close()
     run.stop(kill=False)
     out: list[object] = [None] * len(plan.names)
+    for pos, result in run.results.items():
+        out[pos] = result
     for child in run.children:
         for pos, result in zip(child.group, child.results, strict=True):
             out[pos] = result
@@ -170,6 +174,10 @@ class _Parent:
         self.ring = ring
         self.children: list[_Child] = []
         self.failures: list[_Failure] = []
+        self.local: list[tuple[int, Unit]] = []
+        """This process's own units (``plan.local``), made once the children are forked."""
+        self.results: dict[int, object] = {}
+        """Their results, by position."""
 
     def start(self) -> None:
         """Fork a child per group, signals held so that none lands between fork and handlers."""
@@ -193,6 +201,31 @@ class _Parent:
                 self.children.append(_Child(group, process, mine))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for pos in self.plan.local:
+            try:
+                self.local.append((pos, self.plan.make_unit(pos)))
+            except Exception as exc:
+                self.failures.append(_Failure((-1, FEED, pos), exc))
+                return
+
+    def feed_local(self, k: int, batch: EventBatch) -> None:
+        """Replay batch ``k`` on this process's units (after the children were sent it)."""
+        for pos, unit in self.local:
+            try:
+                unit.feed(batch)
+            except Exception as exc:
+                self.failures.append(_Failure((k, FEED, pos), exc))
+                return
+
+    def finish_local(self) -> None:
+        """Finish this process's units, if nothing failed (the children finish meanwhile)."""
+        for pos, unit in self.local:
+            if self.failures:
+                return
+            try:
+                self.results[pos] = unit.finish()
+            except Exception as exc:
+                self.failures.append(_Failure((LAST, FINISH, pos), exc))
 
     def names(self, group: tuple[int, ...]) -> str:
         return ",".join(self.plan.names[p] for p in group)
@@ -224,10 +257,12 @@ class _Parent:
                 layout = self.ring.put(k % SLOTS, batch)
                 message = ("batch", k, layout if layout is not None else batch)
                 for child in self.children:
-                    if child.outcome is None:
-                        child.conn.send(message)
+                    self.send(child, message)
+                count(batch)
+                self.feed_local(k, batch)
                 k += 1
-            count(batch)
+            else:
+                count(batch)
 
     def collect(self, ready: Callable[[_Child], bool], *, until_failure: bool) -> None:
         """Take the children's messages until ``ready`` holds for each one still running.
@@ -246,11 +281,25 @@ class _Parent:
             for handle in wait(list(by_handle)):
                 child = by_handle[handle]
                 self._take_messages(child)
-                if child.outcome is None and handle is child.process.sentinel:
-                    self._take_messages(child)  # what it said before it ended
-                    if child.outcome is None:
-                        child.outcome = "crashed"
-                        self.failures.append(self._crash(child))
+                if handle is child.process.sentinel:
+                    self._ended(child)
+
+    def send(self, child: _Child, message: tuple[Any, ...]) -> None:
+        """Send ``message`` to ``child`` if it is still running (it may end at any time)."""
+        if child.outcome is not None:
+            return
+        try:
+            child.conn.send(message)
+        except OSError:  # it has ended (a broken pipe): what it said says why
+            child.process.join(timeout=5)
+            self._ended(child)
+
+    def _ended(self, child: _Child) -> None:
+        """The child has ended: its last messages, or a crash if it said nothing."""
+        self._take_messages(child)
+        if child.outcome is None:
+            child.outcome = "crashed"
+            self.failures.append(self._crash(child))
 
     def _take_messages(self, child: _Child) -> None:
         """Every message the child has sent so far."""

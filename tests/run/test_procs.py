@@ -39,14 +39,18 @@ if TYPE_CHECKING:
     from replay.trace.schema import TraceMeta
 
 
+Split = tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]
+"""The positions the calling process replays, and each child's."""
+
+
 @pytest.fixture
-def forked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[int, ...], ...]]:
-    """The groups of every replay that went to child processes."""
-    seen: list[tuple[tuple[int, ...], ...]] = []
+def forked(monkeypatch: pytest.MonkeyPatch) -> list[Split]:
+    """How every replay that went to child processes was split."""
+    seen: list[Split] = []
     real = procs.replay_in_processes
 
     def spy(batches: Any, plan: procs.Plan, *hooks: Any) -> list[object]:
-        seen.append(plan.groups)
+        seen.append((plan.local, plan.groups))
         return real(batches, plan, *hooks)
 
     monkeypatch.setattr(procs, "replay_in_processes", spy)
@@ -102,7 +106,11 @@ def test_the_policies_go_to_processes_only_with_threads_a_folder_and_several_pol
     )
     assert bool(forked) == processes
     if processes:
-        assert sorted(p for group in forked[0] for p in group) == list(range(len(policies)))
+        local, groups = forked[0]
+        assert groups
+        assert sorted([*local, *(p for group in groups for p in group)]) == list(
+            range(len(policies))
+        )
 
 
 def test_a_fleet_job_stays_in_its_process(tmp_path: Path, many: Path, forked: list[Any]) -> None:
@@ -131,10 +139,51 @@ def test_every_scenario_writes_the_same_runs_in_processes(
         write_runs(_replay(trace, tmp_path / f"w{threads}", threads), tmp_path / f"r{threads}")
         outputs[threads] = _outputs(tmp_path / f"r{threads}")
     assert len(forked) == 4
-    assert {len(groups) for groups in forked} >= {2, 3}
+    assert {len(groups) for _, groups in forked} == {1, 2}  # a child, or two
     for threads in (2, 3, 8, None):
         assert outputs[threads] == outputs[1], threads
     _no_child_left()
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        ((), ((0,), (1,), (2,))),  # a child per policy, this process only reads
+        ((), ((0,), (1, 2))),
+        ((1, 2), ((0,),)),  # what 2 threads do
+        ((0,), ((1, 2),)),
+        ((2,), ((0,), (1,))),  # what 3 threads do
+        ((0, 1), ((2,),)),
+    ],
+)
+def test_every_split_of_the_policies_writes_the_same_runs(
+    tmp_path: Path, many: Path, monkeypatch: pytest.MonkeyPatch, split: Split
+) -> None:
+    trace = open_trace(many)
+    _small_batches(monkeypatch, 700)
+    write_runs(_replay(trace, tmp_path / "w1", 1), tmp_path / "r1")
+    monkeypatch.setattr(driver, "_split", lambda policies, workers: split)
+    write_runs(_replay(trace, tmp_path / "w", 2), tmp_path / "r")
+    assert _outputs(tmp_path / "r") == _outputs(tmp_path / "r1")
+    _no_child_left()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+@pytest.mark.parametrize(
+    "policies",
+    [("zap", "none", "cache"), ("cache", "zap"), ("none", "cache"), ("cache", "none", "zap")],
+)
+def test_the_split_balances_the_policies(workers: int, policies: tuple[str, ...]) -> None:
+    """Every policy once; at most ``workers`` groups; this process takes a least costly one."""
+    local, groups = driver._split(policies, workers)  # type: ignore[arg-type]
+    every = [*local, *(p for group in groups for p in group)]
+    assert sorted(every) == list(range(len(policies)))
+    assert len(groups) + 1 == min(workers, len(policies)) or (workers == 1 and not groups)
+    cost = [sum(driver.POLICY_COST[policies[p]] for p in g) for g in (local, *groups)]
+    assert cost[0] == min(cost)
+    if workers == 2 and sorted(policies) == ["cache", "none", "zap"]:
+        assert [policies[p] for p in every[: len(local)]] != ["zap"]  # zap alone, in a child
+        assert max(cost) == min(cost)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -278,10 +327,11 @@ def test_a_child_killed_by_a_signal_is_said_in_one_line(
 ) -> None:
     """No hang: the parent sees the child end and says which policy and how."""
     real = VectorEngine.feed
+    here = os.getpid()
 
     def feed(self: VectorEngine, batch: EventBatch) -> None:
-        if self.policy == "none" and batch.start_row >= 2_000:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if os.getpid() != here and self.policy == "cache" and batch.start_row >= 2_000:
+            os.kill(os.getpid(), signal.SIGKILL)  # in the child only
         real(self, batch)
 
     _small_batches(monkeypatch, 1_000)
@@ -292,7 +342,7 @@ def test_a_child_killed_by_a_signal_is_said_in_one_line(
     assert time.monotonic() - t0 < 30
     message = str(got.value)
     assert "\n" not in message
-    assert "policy none was killed by SIGKILL" in message
+    assert "policy cache was killed by SIGKILL" in message
     _no_child_left()
 
 
@@ -340,7 +390,7 @@ def test_a_child_dies_with_its_parent(tmp_path: Path, many: Path) -> None:
     os.close(write)
     with os.fdopen(read) as fh:
         children = [int(p) for p in fh.readline().split(",")]
-    assert len(children) == 3
+    assert len(children) == 2  # zap and cache; none is replayed by the parent
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     deadline = time.monotonic() + 10
