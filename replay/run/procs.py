@@ -28,8 +28,9 @@ the reader before the engines, then the policies in the order given), and the pa
 the first by that order once every child has stopped: the same one line as ``--threads 1``.
 A child killed by a signal gives a :class:`ChildProcessError` saying so, never a hang.
 
-Signals: the children ignore SIGINT (Ctrl-C reaches the whole process group; the parent decides)
-and die with the parent (``PR_SET_PDEATHSIG``). Whatever ends the parent's part early (Ctrl-C,
+Signals: the children ignore SIGINT and SIGTERM (Ctrl-C reaches the whole process group, a
+service manager's SIGTERM may too; the parent decides) and die with the parent
+(``PR_SET_PDEATHSIG``). Whatever ends the parent's part early (Ctrl-C,
 SIGTERM, an error), every child still running is killed and reaped before the exception goes
 on, so nothing writes into the caller's folder after this function has returned or raised.
 """
@@ -354,8 +355,10 @@ def _child_main(
 ) -> None:
     """The child: replay the group's policies on the batches the parent sends; never returns."""
     parent_pid, mask = parent
+    # Ctrl-C reaches the whole process group, and a service manager's SIGTERM may too: the
+    # parent alone decides, and kills its children whatever ends it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with(parent_pid)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     for other in inherited:
