@@ -22,9 +22,9 @@ from replay.mmu.config import CostModel, MmuConfig, Policy
 from replay.run.records import ENGINES, EngineName, PolicyRun, Replay, TraceCounts
 from replay.run.schema import run_stamp
 from replay.run.sink import FaultSink
-from replay.run.span import check_span
+from replay.run.span import Span, check_span
 from replay.run.stats import FaultStats
-from replay.trace.reader import EventBatch, TraceFile, iter_batches
+from replay.trace.reader import EventBatch, TraceFile, iter_batches, prefetched
 from replay.trace.schema import EVENT_CODE, SOURCES
 
 if TYPE_CHECKING:
@@ -359,19 +359,19 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     counter = _TraceCounter(trace.meta.vms, bucket_ns)
     feeder = _Feeder(engines, min(threads, len(engines)))
     read_s = 0.0
+    rows = 0
     t_read = time.perf_counter()
     try:
-        for batch in iter_batches(trace, read_ahead=background):
+        for batch in _read(trace, span, counter, background):
             read_s += time.perf_counter() - t_read
             if len(batch):
-                span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
-                if counter.first is None:
+                if rows == 0:
                     for st in stats:
                         st.t0 = int(batch.t_ns[0])
-                counter.add(batch)
                 feeder.feed(batch)
+            rows += len(batch)
             if progress is not None:
-                progress(counter.rows, trace.num_rows)
+                progress(rows, trace.num_rows)
             t_read = time.perf_counter()
     finally:
         feeder.close()
@@ -385,6 +385,31 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         engine_s = wall + time.perf_counter() - t0
         runs.append(PolicyRun(policy, engine, result, engine_s, st, sink))
     return Replay(trace, trace_fingerprint, cfg, costs, counter.counts(), runs, read_s)
+
+
+def _read(
+    trace: TraceFile, span: Span, counter: _TraceCounter, background: bool
+) -> Iterator[EventBatch]:
+    """The trace's batches, each checked against the span and counted first.
+
+    With ``background`` the batches are decoded, checked and counted on the reader thread,
+    ahead of the engines: the counts do not depend on the policy, so they need not wait for
+    an engine, nor an engine for them. Without it, all on the calling thread, in order.
+    """
+
+    def counted(batches: Iterator[EventBatch]) -> Iterator[EventBatch]:
+        for batch in batches:
+            if len(batch):
+                span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
+                counter.add(batch)
+            yield batch
+
+    if background and _COUNT_ON_READER:
+        return prefetched(counted(iter_batches(trace)))
+    return counted(iter_batches(trace, read_ahead=background))
+
+
+_COUNT_ON_READER = True
 
 
 class _Feeder:
@@ -490,7 +515,7 @@ class _PolicyReplay:
 def _replay_in_processes(
     setup: _Setup,
     policies: tuple[Policy, ...],
-    span: Any,
+    span: Span,
     workers: int,
     progress: Callable[[int, int], None] | None,
 ) -> Replay:
@@ -513,9 +538,10 @@ def _replay_in_processes(
         local=local,
     )
     waited = [0.0]
+    rows = [0]
 
     def batches() -> Iterator[EventBatch]:
-        reading = iter_batches(trace, read_ahead=setup.background)
+        reading = _read(trace, span, counter, setup.background)
         while True:
             t0 = time.perf_counter()
             batch = next(reading, None)
@@ -524,16 +550,12 @@ def _replay_in_processes(
                 return
             yield batch
 
-    def check(batch: EventBatch) -> None:
-        span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
-
-    def count(batch: EventBatch) -> None:
-        if len(batch):
-            counter.add(batch)
+    def sent(batch: EventBatch) -> None:
+        rows[0] += len(batch)
         if progress is not None:
-            progress(counter.rows, trace.num_rows)
+            progress(rows[0], trace.num_rows)
 
-    runs = replay_in_processes(batches(), plan, check, count, partial(counter.check, trace))
+    runs = replay_in_processes(batches(), plan, sent, partial(counter.check, trace))
     return Replay(
         trace,
         setup.fingerprint,

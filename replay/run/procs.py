@@ -116,14 +116,13 @@ class _Child:
 def replay_in_processes(
     batches: Iterable[EventBatch],
     plan: Plan,
-    check: Callable[[EventBatch], None],
-    count: Callable[[EventBatch], None],
+    sent: Callable[[EventBatch], None],
     end_check: Callable[[], None],
 ) -> list[object]:
     """Feed ``batches`` to the plan's children; return every position's ``finish`` result.
 
-    ``check`` runs on each batch before the children see it (an error there is the reader's),
-    ``count`` after they were sent it (the parent's own work on it, off the children's path),
+    An error raised by ``batches`` is the reader's (no engine has seen that batch). ``sent``
+    is called with each batch once the children have it (before this process replays it),
     ``end_check`` once the last batch is sent.
 
     Raises
@@ -136,7 +135,7 @@ def replay_in_processes(
     run = _Parent(plan, BatchRing(SLOTS, slot_bytes(plan.batch_rows)))
     try:
         run.start()
-        run.stream(batches, check, count)
+        run.stream(batches, sent)
         if not run.failures:
             try:
                 end_check()
@@ -231,20 +230,13 @@ class _Parent:
     def names(self, group: tuple[int, ...]) -> str:
         return ",".join(self.plan.names[p] for p in group)
 
-    def stream(
-        self,
-        batches: Iterable[EventBatch],
-        check: Callable[[EventBatch], None],
-        count: Callable[[EventBatch], None],
-    ) -> None:
+    def stream(self, batches: Iterable[EventBatch], sent: Callable[[EventBatch], None]) -> None:
         """Send every batch to the children through the ring, until the end or a failure."""
         k = 0
         it = iter(batches)
         while not self.failures:
             try:
                 batch = next(it)
-                if len(batch):
-                    check(batch)
             except StopIteration:
                 return
             except Exception as exc:  # the reader's: before any engine saw this batch
@@ -259,11 +251,11 @@ class _Parent:
                 message = ("batch", k, layout if layout is not None else batch)
                 for child in self.children:
                     self.send(child, message)
-                count(batch)
+                sent(batch)
                 self.feed_local(k, batch)
                 k += 1
             else:
-                count(batch)
+                sent(batch)
 
     def collect(self, ready: Callable[[_Child], bool], *, until_failure: bool) -> None:
         """Take the children's messages until ``ready`` holds for each one still running.
