@@ -285,11 +285,14 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         (``workdir/<policy>.faults.parquet``), so memory does not grow with the trace; without
         it they stay in memory.
     threads
-        Threads for the engines: the policies are replayed side by side (they share the trace
+        Cores for the engines: the policies are replayed side by side (they share the trace
         and nothing else), and the threads left over split each epoch's VMs between lanes
-        (``replay.mmu.lanes``). 1 replays everything on the calling thread. None means one
-        thread per core for the policies and no lanes: on the GIL, lanes cost more CPU than
-        they save (ENGINE.md, "Lanes"). The rows are the same whatever it is.
+        (``replay.mmu.lanes``). With a ``workdir``, the policies go to up to ``threads``
+        processes (this one included, which also reads the trace), balanced by their cost
+        (:mod:`replay.run.procs`); without one, to threads. 1 replays everything on the
+        calling thread. None means one per core for the policies and no lanes: on the GIL,
+        lanes cost more CPU than they save (ENGINE.md, "Lanes"). The rows are the same
+        whatever it is.
     background
         Read the next batches ahead and write the fault files on background threads, so a
         lone replay overlaps them with the engines on other cores (``replay run``). False keeps
@@ -404,12 +407,9 @@ def _read(
                 counter.add(batch)
             yield batch
 
-    if background and _COUNT_ON_READER:
+    if background:
         return prefetched(counted(iter_batches(trace)))
-    return counted(iter_batches(trace, read_ahead=background))
-
-
-_COUNT_ON_READER = True
+    return counted(iter_batches(trace))
 
 
 class _Feeder:
@@ -524,12 +524,12 @@ def _replay_in_processes(
     This process reads, checks and counts the trace; ``workers`` processes replay the
     policies (:mod:`replay.run.procs`, which says why and how).
     """
-    from replay.run.procs import Plan, replay_in_processes
+    from replay.run.procs import Plan, replay_in_processes, split
     from replay.trace.reader import BATCH_ROWS
 
     trace = setup.trace
     counter = _TraceCounter(trace.meta.vms, setup.bucket_ns)
-    local, groups = _split(policies, workers)
+    local, groups = split([POLICY_COST.get(p, 1.0) for p in policies], workers)
     plan = Plan(
         groups=groups,
         names=policies,
@@ -570,26 +570,3 @@ def _replay_in_processes(
 POLICY_COST = {"zap": 2.0, "none": 1.0, "cache": 1.0}
 """A policy's replay time, relative: zap's shrinker zaps and refaults take about as long as
 none and cache together (measured on the scaling traces, scripts/PERFORMANCE.md)."""
-
-
-def _split(
-    policies: tuple[Policy, ...], workers: int
-) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
-    """The positions this process replays, and those of each child process.
-
-    At most ``workers`` groups, balanced by :data:`POLICY_COST` (the costliest first, each to
-    the least loaded group). This process, which also reads the trace, takes the least costly
-    group, of the most policies if several tie: they are fed the batches it decoded, with no
-    copy, and there is one process less (measured: faster, and less memory, than a child for
-    every group; scripts/PERFORMANCE.md).
-    """
-    k = max(1, min(len(policies), workers))
-    load = [0.0] * k
-    groups: list[list[int]] = [[] for _ in range(k)]
-    for pos in sorted(range(len(policies)), key=lambda p: -POLICY_COST.get(policies[p], 1.0)):
-        least = load.index(min(load))
-        groups[least].append(pos)
-        load[least] += POLICY_COST.get(policies[pos], 1.0)
-    mine = min(range(k), key=lambda g: (load[g], -len(groups[g]), g))
-    local = tuple(sorted(groups.pop(mine)))
-    return local, tuple(tuple(sorted(g)) for g in groups)

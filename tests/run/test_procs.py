@@ -162,7 +162,7 @@ def test_every_split_of_the_policies_writes_the_same_runs(
     trace = open_trace(many)
     _small_batches(monkeypatch, 700)
     write_runs(_replay(trace, tmp_path / "w1", 1), tmp_path / "r1")
-    monkeypatch.setattr(driver, "_split", lambda policies, workers: split)
+    monkeypatch.setattr(procs, "split", lambda costs, workers: split)
     write_runs(_replay(trace, tmp_path / "w", 2), tmp_path / "r")
     assert _outputs(tmp_path / "r") == _outputs(tmp_path / "r1")
     _no_child_left()
@@ -175,7 +175,7 @@ def test_every_split_of_the_policies_writes_the_same_runs(
 )
 def test_the_split_balances_the_policies(workers: int, policies: tuple[str, ...]) -> None:
     """Every policy once; at most ``workers`` groups; this process takes a least costly one."""
-    local, groups = driver._split(policies, workers)  # type: ignore[arg-type]
+    local, groups = procs.split([driver.POLICY_COST[p] for p in policies], workers)
     every = [*local, *(p for group in groups for p in group)]
     assert sorted(every) == list(range(len(policies)))
     assert len(groups) + 1 == min(workers, len(policies)) or (workers == 1 and not groups)
