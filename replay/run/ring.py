@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.trace.reader import EventBatch
+from replay.trace.schema import COLUMN_TYPES
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -67,10 +68,17 @@ class SlotLayout:
 def slot_bytes(batch_rows: int) -> int:
     """Bytes a slot needs for any batch of up to ``batch_rows`` rows.
 
-    Every column and ``host`` at 8 bytes a row (no column of a batch is wider), plus alignment.
-    Only the bytes written take memory: the rest of the file stays a hole.
+    Every column at its schema type (an enumeration is a one-byte code), ``host`` (int64 row
+    numbers) and alignment. Only the bytes written take memory, but the whole ring counts in
+    the parent's address space, which a user may limit (``ulimit -v``): no slack beyond that.
+    A batch that does not fit goes whole through the pipe instead (:meth:`BatchRing.put`).
     """
-    return batch_rows * 8 * (len(COLUMNS) + 1) + _ALIGN * (len(COLUMNS) + 1)
+    per_row = sum(
+        1 if kind.startswith("enum:") else np.dtype(kind).itemsize
+        for name, kind in COLUMN_TYPES.items()
+        if name in COLUMNS
+    )
+    return batch_rows * (per_row + 8) + _ALIGN * (len(COLUMNS) + 1)
 
 
 class BatchRing:

@@ -168,6 +168,18 @@ def test_every_split_of_the_policies_writes_the_same_runs(
     _no_child_left()
 
 
+def test_batches_too_large_for_the_ring_go_through_the_pipe(
+    tmp_path: Path, many: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = open_trace(many)
+    _small_batches(monkeypatch, 900)
+    write_runs(_replay(trace, tmp_path / "w1", 1), tmp_path / "r1")
+    monkeypatch.setattr(procs, "slot_bytes", lambda rows: 4096)  # no batch fits
+    write_runs(_replay(trace, tmp_path / "w", 3), tmp_path / "r")
+    assert _outputs(tmp_path / "r") == _outputs(tmp_path / "r1")
+    _no_child_left()
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3, 8])
 @pytest.mark.parametrize(
     "policies",
