@@ -511,6 +511,12 @@ class _PolicyReplay:
         self.stats.end()
         return PolicyRun(self.policy, self.setup.engine, result, self.wall_s, self.stats, self.sink)
 
+    def close(self) -> None:
+        """Stop the engine's lanes, if any (finish stops them too)."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
 
 def _replay_in_processes(
     setup: _Setup,

@@ -26,7 +26,7 @@ inherits the ring's descriptor and the caller's ``make_unit`` without pickling e
 Errors: each failure is keyed by where a one-process replay would have met it (the batch, then
 the reader before the engines, then the policies in the order given), and the parent raises
 the first by that order once every child has stopped: the same one line as ``--threads 1``.
-A child killed by a signal gives a :class:`ChildProcessError` saying so, never a hang.
+A child killed by a signal gives a :class:`ChildDiedError` saying so, never a hang.
 
 Signals: the children ignore SIGINT and SIGTERM (Ctrl-C reaches the whole process group, a
 service manager's SIGTERM may too; the parent decides) and die with the parent
@@ -78,8 +78,11 @@ class Unit(Protocol):
     def finish(self) -> object:
         """End the replay; return what goes back to the parent (picklable)."""
 
+    def close(self) -> None:
+        """Stop whatever threads the unit runs (a replay this process gives up)."""
 
-class ChildProcessError(ReplayError):
+
+class ChildDiedError(ReplayError):
     """A child process of the replay ended without a word (killed by a signal, or crashed)."""
 
 
@@ -132,7 +135,7 @@ def replay_in_processes(
     ------
     ReplayError, OSError, Exception
         The first error a one-process replay would have met (see the module's text).
-    ChildProcessError
+    ChildDiedError
         A child ended without reporting (a signal killed it), and nothing came first.
     """
     run = _Parent(plan, BatchRing(SLOTS, slot_bytes(plan.batch_rows)))
@@ -154,6 +157,8 @@ def replay_in_processes(
         run.stop(kill=True)
         raise
     finally:
+        for _, unit in run.local:
+            unit.close()
         run.ring.close()
     run.stop(kill=False)
     out: list[object] = [None] * len(plan.names)
@@ -321,7 +326,7 @@ class _Parent:
             if code is not None and code < 0
             else f"ended (exit status {code}) without reporting"
         )
-        error = ChildProcessError(
+        error = ChildDiedError(
             f"the process replaying policy {self.names(child.group)} {how} (out of memory?); "
             "no run was written: run again, or with --threads 1 to replay in one process"
         )

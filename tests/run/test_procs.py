@@ -7,9 +7,11 @@ nothing is left running or writing once ``run_policies`` has returned or raised.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -349,7 +351,7 @@ def test_a_child_killed_by_a_signal_is_said_in_one_line(
     _small_batches(monkeypatch, 1_000)
     monkeypatch.setattr(VectorEngine, "feed", feed)
     t0 = time.monotonic()
-    with pytest.raises(procs.ChildProcessError) as got:
+    with pytest.raises(procs.ChildDiedError) as got:
         _replay(open_trace(many), tmp_path / "w", 3)
     assert time.monotonic() - t0 < 30
     message = str(got.value)
@@ -371,9 +373,13 @@ def test_an_interrupt_stops_every_child_and_nothing_writes_after(
         if len(calls) == 3:
             raise KeyboardInterrupt
 
+    monkeypatch.setattr(lanes, "MIN_SPLIT", 0)  # 8 threads: lanes in every engine, here too
+    threads_before = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
-        _replay(open_trace(many), tmp_path / "w", 3, progress=progress)
+        _replay(open_trace(many), tmp_path / "w", 8, progress=progress)
     _no_child_left()
+    gc.collect()  # the reader's generator, dropped with the frame
+    assert threading.active_count() == threads_before  # the lanes and the reader stopped
     listing = sorted((p.name, p.stat().st_size) for p in (tmp_path / "w").iterdir())
     time.sleep(0.3)
     assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "w").iterdir()) == listing
