@@ -324,17 +324,10 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     trace_fingerprint = fingerprint(trace)
     # Before anything is replayed: the timeline's buckets, and every time, within bounds.
     span = check_span(trace, bucket_ns)
+    lanes = 1 if threads is None else max(1, threads // len(policies))
     if workdir is not None and len(policies) > 1 and threads != 1 and _can_fork():
         setup = _Setup(
-            trace,
-            engine,
-            cfg,
-            costs,
-            bucket_ns,
-            workdir,
-            trace_fingerprint,
-            background,
-            1 if threads is None else max(1, threads // len(policies)),
+            trace, engine, cfg, costs, bucket_ns, workdir, trace_fingerprint, background, lanes
         )
         return _replay_in_processes(setup, policies, span, threads or cores(), progress)
     # Each policy's summary statistics are fed its fault rows as the sink hands them on (on
@@ -350,9 +343,7 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         for p, st in zip(policies, stats, strict=True)
     ]
     if threads is None:
-        threads, lanes = min(cores(), len(policies)), 1
-    else:
-        lanes = max(1, threads // len(policies))
+        threads = min(cores(), len(policies))
     engines = [
         make_engine(engine, trace, p, cfg, costs, s, lanes)
         for p, s in zip(policies, sinks, strict=True)
