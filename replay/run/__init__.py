@@ -3,6 +3,8 @@
 The modules, in the order data flows through them:
 
 * :mod:`.driver` reads the trace once and feeds every policy's engine (:func:`run_policies`);
+* :mod:`.procs` replays the policies in child processes, fed that one read through the shared
+  batch ring of :mod:`.ring`;
 * :mod:`.sink` writes each engine's fault rows to Parquet as they come (:class:`FaultSink`);
 * :mod:`.stats` accumulates the fault statistics from those rows as they pass;
 * :mod:`.records` holds what a replay produced (:class:`Replay`, :class:`PolicyRun`);

@@ -22,13 +22,13 @@ from replay.mmu.config import CostModel, MmuConfig, Policy
 from replay.run.records import ENGINES, EngineName, PolicyRun, Replay, TraceCounts
 from replay.run.schema import run_stamp
 from replay.run.sink import FaultSink
-from replay.run.span import check_span
+from replay.run.span import Span, check_span
 from replay.run.stats import FaultStats
-from replay.trace.reader import EventBatch, TraceFile, iter_batches
+from replay.trace.reader import EventBatch, TraceFile, iter_batches, prefetched
 from replay.trace.schema import EVENT_CODE, SOURCES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from replay.mmu.results import EngineResult, FaultConsumer
@@ -285,11 +285,14 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         (``workdir/<policy>.faults.parquet``), so memory does not grow with the trace; without
         it they stay in memory.
     threads
-        Threads for the engines: the policies are replayed side by side (they share the trace
+        Cores for the engines: the policies are replayed side by side (they share the trace
         and nothing else), and the threads left over split each epoch's VMs between lanes
-        (``replay.mmu.lanes``). 1 replays everything on the calling thread. None means one
-        thread per core for the policies and no lanes: on the GIL, lanes cost more CPU than
-        they save (ENGINE.md, "Lanes"). The rows are the same whatever it is.
+        (``replay.mmu.lanes``). With a ``workdir``, the policies go to up to ``threads``
+        processes (this one included, which also reads the trace), balanced by their cost
+        (:mod:`replay.run.procs`); without one, to threads. 1 replays everything on the
+        calling thread. None means one per core for the policies and no lanes: on the GIL,
+        lanes cost more CPU than they save (ENGINE.md, "Lanes"). The rows are the same
+        whatever it is.
     background
         Read the next batches ahead and write the fault files on background threads, so a
         lone replay overlaps them with the engines on other cores (``replay run``). False keeps
@@ -321,6 +324,12 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     trace_fingerprint = fingerprint(trace)
     # Before anything is replayed: the timeline's buckets, and every time, within bounds.
     span = check_span(trace, bucket_ns)
+    lanes = 1 if threads is None else max(1, threads // len(policies))
+    if workdir is not None and len(policies) > 1 and threads != 1 and _can_fork():
+        setup = _Setup(
+            trace, engine, cfg, costs, bucket_ns, workdir, trace_fingerprint, background, lanes
+        )
+        return _replay_in_processes(setup, policies, span, threads or cores(), progress)
     # Each policy's summary statistics are fed its fault rows as the sink hands them on (on
     # the writer thread when spilling), not read back from the fault file afterwards.
     stats = [FaultStats(trace.meta.vms, costs, bucket_ns) for _ in policies]
@@ -334,9 +343,7 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         for p, st in zip(policies, stats, strict=True)
     ]
     if threads is None:
-        threads, lanes = min(cores(), len(policies)), 1
-    else:
-        lanes = max(1, threads // len(policies))
+        threads = min(cores(), len(policies))
     engines = [
         make_engine(engine, trace, p, cfg, costs, s, lanes)
         for p, s in zip(policies, sinks, strict=True)
@@ -346,19 +353,19 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     counter = _TraceCounter(trace.meta.vms, bucket_ns)
     feeder = _Feeder(engines, min(threads, len(engines)))
     read_s = 0.0
+    rows = 0
     t_read = time.perf_counter()
     try:
-        for batch in iter_batches(trace, read_ahead=background):
+        for batch in _read(trace, span, counter, background):
             read_s += time.perf_counter() - t_read
             if len(batch):
-                span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
-                if counter.first is None:
+                if rows == 0:
                     for st in stats:
                         st.t0 = int(batch.t_ns[0])
-                counter.add(batch)
                 feeder.feed(batch)
+            rows += len(batch)
             if progress is not None:
-                progress(counter.rows, trace.num_rows)
+                progress(rows, trace.num_rows)
             t_read = time.perf_counter()
     finally:
         feeder.close()
@@ -372,6 +379,28 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         engine_s = wall + time.perf_counter() - t0
         runs.append(PolicyRun(policy, engine, result, engine_s, st, sink))
     return Replay(trace, trace_fingerprint, cfg, costs, counter.counts(), runs, read_s)
+
+
+def _read(
+    trace: TraceFile, span: Span, counter: _TraceCounter, background: bool
+) -> Iterator[EventBatch]:
+    """The trace's batches, each checked against the span and counted first.
+
+    With ``background`` the batches are decoded, checked and counted on the reader thread,
+    ahead of the engines: the counts do not depend on the policy, so they need not wait for
+    an engine, nor an engine for them. Without it, all on the calling thread, in order.
+    """
+
+    def counted(batches: Iterator[EventBatch]) -> Iterator[EventBatch]:
+        for batch in batches:
+            if len(batch):
+                span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
+                counter.add(batch)
+            yield batch
+
+    if background:
+        return prefetched(counted(iter_batches(trace)))
+    return counted(iter_batches(trace))
 
 
 class _Feeder:
@@ -414,3 +443,127 @@ class _Feeder:
             close = getattr(eng, "close", None)
             if close is not None:
                 close()
+
+
+def _can_fork() -> bool:
+    """Whether the policies can go to child processes here (Linux: fork and memfd_create)."""
+    return hasattr(os, "fork") and hasattr(os, "memfd_create")
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every policy's replay shares, in whichever process it runs."""
+
+    trace: TraceFile
+    engine: EngineName
+    cfg: MmuConfig
+    costs: CostModel
+    bucket_ns: int
+    workdir: Path
+    fingerprint: str
+    background: bool
+    lanes: int
+
+
+class _PolicyReplay:
+    """One policy's engine, fault sink and statistics, fed in a child process (``.procs``)."""
+
+    def __init__(self, setup: _Setup, policy: Policy) -> None:
+        self.setup = setup
+        self.policy = policy
+        self.stats = FaultStats(setup.trace.meta.vms, setup.costs, setup.bucket_ns)
+        self.sink = FaultSink(
+            setup.workdir / f"{policy}.faults.parquet",
+            run_stamp(policy, setup.fingerprint),
+            self.stats.feed,
+            background=setup.background,
+        )
+        self.engine = make_engine(
+            setup.engine, setup.trace, policy, setup.cfg, setup.costs, self.sink, setup.lanes
+        )
+        self.stats.attach(self.engine.sp_removals, self.engine.cache_frees)
+        self.wall_s = 0.0
+        self.started = False
+
+    def feed(self, batch: EventBatch) -> None:
+        """Replay a batch (not empty)."""
+        if not self.started:  # the trace's first time: timeline buckets count from it
+            self.stats.t0 = int(batch.t_ns[0])
+            self.started = True
+        t0 = time.perf_counter()
+        self.engine.feed(batch)
+        self.wall_s += time.perf_counter() - t0
+
+    def finish(self) -> PolicyRun:
+        """The policy's run, its statistics complete (sent to the parent whole)."""
+        t0 = time.perf_counter()
+        result = self.engine.finish()
+        self.wall_s += time.perf_counter() - t0
+        self.stats.end()
+        return PolicyRun(self.policy, self.setup.engine, result, self.wall_s, self.stats, self.sink)
+
+    def close(self) -> None:
+        """Stop the engine's lanes, if any (finish stops them too)."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+
+def _replay_in_processes(
+    setup: _Setup,
+    policies: tuple[Policy, ...],
+    span: Span,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> Replay:
+    """``run_policies`` with the policies in child processes fed one read of the trace.
+
+    This process reads, checks and counts the trace; ``workers`` processes replay the
+    policies (:mod:`replay.run.procs`, which says why and how).
+    """
+    from replay.run.procs import Plan, replay_in_processes, split
+    from replay.trace.reader import BATCH_ROWS
+
+    trace = setup.trace
+    counter = _TraceCounter(trace.meta.vms, setup.bucket_ns)
+    local, groups = split([POLICY_COST.get(p, 1.0) for p in policies], workers)
+    plan = Plan(
+        groups=groups,
+        names=policies,
+        make_unit=lambda pos: _PolicyReplay(setup, policies[pos]),
+        batch_rows=BATCH_ROWS,
+        local=local,
+    )
+    waited = [0.0]
+    rows = [0]
+
+    def batches() -> Iterator[EventBatch]:
+        reading = _read(trace, span, counter, setup.background)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(reading, None)
+            waited[0] += time.perf_counter() - t0
+            if batch is None:
+                return
+            yield batch
+
+    def sent(batch: EventBatch) -> None:
+        rows[0] += len(batch)
+        if progress is not None:
+            progress(rows[0], trace.num_rows)
+
+    runs = replay_in_processes(batches(), plan, sent, partial(counter.check, trace))
+    return Replay(
+        trace,
+        setup.fingerprint,
+        setup.cfg,
+        setup.costs,
+        counter.counts(),
+        [run for run in runs if isinstance(run, PolicyRun)],
+        waited[0],
+    )
+
+
+POLICY_COST = {"zap": 2.0, "none": 1.0, "cache": 1.0}
+"""A policy's replay time, relative: zap's shrinker zaps and refaults take about as long as
+none and cache together (measured on the scaling traces, scripts/PERFORMANCE.md)."""

@@ -161,6 +161,16 @@ class FaultSink:
                 self._writer.add_key_value_metadata(self.metadata)
             self._writer.close()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A closed sink's state, to hand it to another process (:mod:`replay.run.procs`).
+
+        Its rows or its file, without the writer, the writer thread or the observer: all of
+        them are done with once the sink is closed.
+        """
+        if not self._closed:
+            raise TypeError("only a closed FaultSink can go to another process")
+        return {**self.__dict__, "_writer": None, "_pool": None, "_writing": None, "observer": None}
+
     def chunks(self, columns: tuple[str, ...] | None = None) -> Iterator[FaultChunk]:
         """The rows in trace order, a chunk at a time (reading back a spilled file)."""
         names = tuple(columns or FAULT_COLUMNS)
