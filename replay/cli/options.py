@@ -78,9 +78,9 @@ ThreadsOption = Annotated[
     int | None,
     typer.Option(
         help=(
-            "Threads for the replay: the policies side by side, then each epoch's VMs split "
-            "between the threads left (default: one per core, for the policies); 1 replays on "
-            "one thread."
+            "Cores for the replay: the policies in that many processes (this one reads the "
+            "trace), then each epoch's VMs split between the threads left (default: one per "
+            "core, for the policies); 1 replays on one thread."
         ),
         min=1,
     ),
