@@ -13,6 +13,7 @@ one line and its exit code. What does reach here is handled so that a user still
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -75,8 +76,30 @@ def run_guarded(app: Callable[..., Any], args: list[str]) -> None:
             f"your mistake: please report it with the command line and the traceback that "
             f"{DEBUG_ENV}=1 (or replay --debug ...) prints\n"
         )
+        _finished(70)
         sys.exit(70)  # EX_SOFTWARE
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    _finished(code)
+    sys.exit(code)
+
+
+def _finished(code: int) -> None:
+    """The command is over: a Ctrl-C or SIGTERM from now on ends the process with ``code``.
+
+    What is left is the interpreter's teardown (freeing the replay's arrays, joining idle
+    threads). A signal there used to escape as a KeyboardInterrupt that no handler was left to
+    catch, and the process died of SIGINT (exit -2) after it had written everything and said so.
+    """
+
+    def now(signum: int, frame: Any) -> None:
+        del signum, frame
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # closed or gone: nothing to say
+                stream.flush()
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, now)
+    signal.signal(signal.SIGTERM, now)
 
 
 def _click() -> Any:

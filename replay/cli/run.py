@@ -110,10 +110,13 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
                 raise  # the folder is as it was
             interrupted(exc, f"the runs in {out_dir} are complete")
         report_path = _report_phase(out_dir, docs) if report else None
-    if json_:
-        _emit_json(out_dir, docs, report_path)
-        return
-    _say_written(out_dir, docs, caveats(replay), tf.meta.observed, report_path)
+    try:
+        if json_:
+            _emit_json(out_dir, docs, report_path)
+            return
+        _say_written(out_dir, docs, caveats(replay), tf.meta.observed, report_path)
+    except KeyboardInterrupt as exc:  # the runs are in place: only the tables are cut short
+        interrupted(exc, f"the runs in {out_dir} are complete", "while printing the results")
 
 
 def _emit_json(out_dir: Path, docs: list[dict[str, Any]], report_path: Path | None) -> None:

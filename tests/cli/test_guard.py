@@ -71,3 +71,45 @@ def test_usage_errors_are_one_line_with_exit_2(args: list[str], fragment: str) -
     assert lines[0].startswith("error: ")
     assert fragment in lines[0]
     assert "--help" in lines[0]
+
+
+_TEARDOWN = """
+import atexit, os, signal, sys, time
+import typer
+from replay.cli._guard import run_guarded
+
+app = typer.Typer()
+
+@app.command()
+def done() -> None:
+    print("written")
+
+@app.command()
+def other() -> None:
+    pass
+
+def late_ctrl_c() -> None:  # Ctrl-C while the interpreter tears itself down
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(2)
+    print("teardown went on after the signal", file=sys.stderr)
+
+atexit.register(late_ctrl_c)
+run_guarded(app, ["done"])
+"""
+
+
+def test_ctrl_c_after_the_command_ends_it_quietly_with_its_own_exit_code() -> None:
+    """A signal once the command has finished cuts the teardown short, and is no error.
+
+    Before, it landed in the interpreter's teardown as a KeyboardInterrupt no handler was left
+    to catch: a traceback, or a process dead of SIGINT (hostile finding 17, now and then).
+    """
+    import subprocess
+    import sys
+
+    got = subprocess.run(
+        [sys.executable, "-c", _TEARDOWN], capture_output=True, text=True, timeout=60
+    )
+    assert got.returncode == 0, (got.returncode, got.stderr)
+    assert got.stdout == "written\n"
+    assert got.stderr == "", got.stderr
