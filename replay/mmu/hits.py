@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from replay._arrays import concat_ranges
+
 if TYPE_CHECKING:
     from replay.mmu.state import Leaves, Sps
     from replay.mmu.tables import LookupTables
@@ -38,8 +40,17 @@ class HitTest:
         self.live_key: np.ndarray | None = None
         """The fast table's keys with every block whose leaf-holding SP is not reachable sent
         to ``n_keys``: state, refreshed per VM whenever that VM's reachability changes."""
+        self._held_lo = np.zeros(lay.n_sps + 1, dtype=np.int64)
+        """Per SP, the first fast-table row whose leaves it holds ..."""
+        self._held_hi = np.zeros(lay.n_sps + 1, dtype=np.int64)
+        """... and one past the last (empty for an SP that holds none)."""
         if tables.fast is not None:
             self.live_key = tables.fast.key.copy()
+            rows = np.arange(len(tables.fast.holder), dtype=np.int64)
+            self._held_lo[:] = len(rows)
+            np.minimum.at(self._held_lo, tables.fast.holder, rows)
+            np.maximum.at(self._held_hi, tables.fast.holder, rows + 1)
+            np.minimum(self._held_lo, self._held_hi, out=self._held_lo)
             for vi in range(lay.n_vms):
                 self._refresh_rows(vi)
 
@@ -71,12 +82,23 @@ class HitTest:
         the new tables, and nothing else, become reachable.
         """
         vm_of = self.tables.lay.sp_vm
-        relinked_vms = set(vm_of[relinked_ids].tolist())
-        for vi in relinked_vms:
+        for vi in set(vm_of[relinked_ids].tolist()):
             self.recompute_vm(vi)
         self.reach[new_ids] = True
-        for vi in set(vm_of[new_ids].tolist()) - relinked_vms:
-            self._refresh_rows(vi)
+        self._refresh_held(new_ids)
+
+    def _refresh_held(self, ids: np.ndarray) -> None:
+        """Re-mask the fast table's rows whose leaves SPs ``ids`` hold (they became reachable).
+
+        Only those rows can change when only ``ids`` change (rule 2 reads a leaf's own SP's
+        reachability): a few rows per new SP, where a VM's whole table is thousands.
+        """
+        fast = self.tables.fast
+        if fast is None or self.live_key is None or not len(ids):
+            return
+        rows = concat_ranges(self._held_lo[ids], self._held_hi[ids])
+        live = self.reach[fast.holder[rows]]
+        self.live_key[rows] = np.where(live, fast.key[rows], self.tables.lay.n_keys)
 
     def clear_vm(self, vi: int) -> None:
         """No SP of VM ``vi`` is reachable any more (rule 15 freed them all)."""
