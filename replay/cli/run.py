@@ -110,12 +110,27 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
                 raise  # the folder is as it was
             interrupted(exc, f"the runs in {out_dir} are complete")
         report_path = _report_phase(out_dir, docs) if report else None
+    _tell(out_dir, docs, report_path, json_, caveats(replay), tf.meta.observed)
+
+
+def _tell(
+    out_dir: Path,
+    docs: list[dict[str, Any]],
+    report_path: Path | None,
+    json_: bool,
+    notes: list[str],
+    observed: dict[str, Any],
+) -> None:
+    """Say what was written: JSON, or the tables with ``notes`` and what the log ``observed``.
+
+    The runs are in place by now: a Ctrl-C here cuts short only what is printed, and says so.
+    """
     try:
         if json_:
             _emit_json(out_dir, docs, report_path)
-            return
-        _say_written(out_dir, docs, caveats(replay), tf.meta.observed, report_path)
-    except KeyboardInterrupt as exc:  # the runs are in place: only the tables are cut short
+        else:
+            _say_written(out_dir, docs, notes, observed, report_path)
+    except KeyboardInterrupt as exc:
         interrupted(exc, f"the runs in {out_dir} are complete", "while printing the results")
 
 
