@@ -11,6 +11,18 @@ from replay.convert import ConvertOptions, ConvertReport, convert_logs
 
 LOGS = Path(__file__).resolve().parents[2] / "traces" / "logs"
 
+DAMON_PRETEND_VMS = """[[vm]]
+name = "pretend"
+tgid = 4242
+damon_target = 0
+[[vm.memslots]]
+gpa_start = 0
+size = "8g"
+hva_start = 0x100000000
+"""
+"""A --vm-config for the machine's own DAMON captures (traces/logs/damon-*), which are of
+physical addresses: one VM whose one memslot sits where their regions lie, 4..12 GiB."""
+
 
 def convert(tmp: Path, *names: str, **options: Any) -> tuple[ConvertReport, pl.DataFrame]:
     """Convert real logs (by file name under traces/logs) and read the trace back."""

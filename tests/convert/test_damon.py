@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from replay.convert import ConvertOptions, convert_logs
 from replay.convert.hostmap import HostSlot, parse_set_user_memory, place
 from replay.convert.source import LogFormatError
-from tests.convert.helpers import LOGS, convert, lines_with
+from tests.convert.helpers import DAMON_PRETEND_VMS, LOGS, convert, lines_with
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,16 +42,7 @@ BOUNDARIES = (
 )
 INTERVALS = (500_000, 5_000_000)
 """The machine's monitor: sample 500 ms, aggregation 5 s (its sysfs, damon-samples/README)."""
-PRETEND = """
-[[vm]]
-name = "pretend"
-tgid = 4242
-damon_target = 0
-[[vm.memslots]]
-gpa_start = 0
-size = "8g"
-hva_start = 0x100000000
-"""
+PRETEND = DAMON_PRETEND_VMS
 FIELDS = re.compile(
     r"(?:target_id=\d+ nr_regions=\d+ (\d+)-(\d+): (\d+) (\d+))"
     r"|(?:start=(\d+) end=(\d+) nr_accesses=(\d+) age=(\d+))"

@@ -10,28 +10,22 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.convert.helpers import DAMON_PRETEND_VMS
 from tests.hostile.runner import LOGS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tests.hostile.runner import Outcome, Sandbox
 
 HEAD = "damon-ftrace-head.txt"
 DAMO = "damon-damo-v3.3.0-trimmed.json"
 INTERVALS = ("--damon-intervals", "500000,5000000")
-PRETEND = """[[vm]]
-name = "pretend"
-tgid = 4242
-damon_target = 0
-[[vm.memslots]]
-gpa_start = 0
-size = "8g"
-hva_start = 0x100000000
-"""
-"""A VM whose one memslot sits where the capture's (physical) regions lie: 4..12 GiB."""
+PRETEND = DAMON_PRETEND_VMS
 
 
 def run(
@@ -104,14 +98,12 @@ def test_target_that_is_no_vm_is_counted(sandbox: Sandbox) -> None:
 
 def test_overlapping_regions_are_counted_or_refused_with_strict(sandbox: Sandbox) -> None:
     """One real line edited: its start moved back a page, into the region before it."""
-    lines = (LOGS / HEAD).read_text().splitlines()
-    at = next(i for i, ln in enumerate(lines) if "damon_aggregated" in ln) + 3
-    start = int(re.search(r" (\d+)-", lines[at]).group(1))  # type: ignore[union-attr]
-    lines[at] = lines[at].replace(f" {start}-", f" {start - 4096}-")
-    sandbox.put("overlap.txt", "\n".join(lines) + "\n")
-    got = run(sandbox, "overlap.txt")
-    assert got.returncode == 0, got.describe()
-    doc = got.json()
+
+    def back_a_page(line: str) -> str:
+        start = int(re.search(r" (\d+)-", line).group(1))  # type: ignore[union-attr]
+        return line.replace(f" {start}-", f" {start - 4096}-")
+
+    at, doc = _converted_with_one_line_edited(sandbox, "overlap.txt", 3, back_a_page)
     assert doc["skipped"]["DAMON region overlaps an earlier region of its aggregation"] == 1
     assert doc["rows"]["region"] == 178
     assert any(f"overlap.txt:{at + 1}:" in e for e in doc["examples"])
@@ -158,12 +150,24 @@ def test_one_damon_target_given_to_two_vms(sandbox: Sandbox) -> None:
 
 def test_unreadable_damon_payload_is_counted(sandbox: Sandbox) -> None:
     """A real line cut inside its payload (a capture stopped mid-write) is quoted, not fatal."""
-    lines = (LOGS / HEAD).read_text().splitlines()
-    at = next(i for i, ln in enumerate(lines) if "damon_aggregated" in ln) + 7
-    lines[at] = lines[at][: lines[at].index(": ", lines[at].index("nr_regions"))]
-    sandbox.put("cut.txt", "\n".join(lines) + "\n")
-    got = run(sandbox, "cut.txt")
-    assert got.returncode == 0, got.describe()
-    doc = got.json()
+    _, doc = _converted_with_one_line_edited(
+        sandbox, "cut.txt", 7, lambda line: line[: line.index(": ", line.index("nr_regions"))]
+    )
     assert doc["skipped"]["unreadable damon_aggregated payload"] == 1
     assert doc["rows"]["region"] == 178
+
+
+def _converted_with_one_line_edited(
+    sandbox: Sandbox, name: str, after: int, edit: Callable[[str], str]
+) -> tuple[int, Any]:
+    """Convert the real capture with its line ``after`` lines past the first DAMON one edited.
+
+    Returns that line's index and the conversion's JSON document (the conversion succeeds).
+    """
+    lines = (LOGS / HEAD).read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if "damon_aggregated" in ln) + after
+    lines[at] = edit(lines[at])
+    sandbox.put(name, "\n".join(lines) + "\n")
+    got = run(sandbox, name)
+    assert got.returncode == 0, got.describe()
+    return at, got.json()
