@@ -31,7 +31,15 @@ from replay._arrays import stable_order, starts_of_runs
 from replay.mmu import removals
 from replay.mmu.caches import VcpuCaches
 from replay.mmu.candidates import Candidates, CandidateSelector, Faults
-from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
+from replay.mmu.config import (
+    KEEPS_PAGE_TABLES,
+    Attribution,
+    Cause,
+    CostModel,
+    MmuConfig,
+    Policy,
+    Refill,
+)
 from replay.mmu.host import HostEvents
 from replay.mmu.lanes import Lanes
 from replay.mmu.layout import Layout
@@ -42,6 +50,8 @@ from replay.mmu.tables import LookupTables
 from replay.trace.schema import EVENT_CODE
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from replay.trace.reader import EventBatch
     from replay.trace.schema import TraceMeta
 
@@ -94,8 +104,41 @@ class _Accesses:
         )
 
 
+@dataclass(frozen=True)
+class Account:
+    """One policy's own part of a replay: what it keeps apart when it shares a walk.
+
+    Its vCPUs' caches and busy windows (rules 3a, 16), its shrinker (``host``: the scans,
+    ``vm_list``, ``nr_deferred``, the pressure window; rules 9-12, 24) and its fault rows. The
+    page tables, and everything read from them, are the walk's (ENGINE.md, "Shared walks").
+    """
+
+    policy: Policy
+    caches: VcpuCaches
+    host: HostEvents
+    faults: FaultConsumer
+
+    def result(self) -> EngineResult:
+        """The policy's results, its fault rows closed."""
+        self.faults.close()
+        return EngineResult(
+            sink=self.faults,
+            scans=self.host.scans,
+            sp_removals=self.host.sp_removals,
+            cache_frees=self.host.cache_frees,
+            nr_deferred=self.host.nr_deferred,
+        )
+
+
 class VectorEngine:
-    """Replays a trace with numpy; same interface and results as the reference engine."""
+    """Replays a trace with numpy; same interface and results as the reference engine.
+
+    ``companions`` are policies replayed by the same walk (each with its fault consumer):
+    policies of :data:`~replay.mmu.config.KEEPS_PAGE_TABLES`, like ``policy`` itself. Their
+    page tables go through the same states, so one walk finds the faults of all of them, and
+    only the caches, the shrinker and the rows are each one's own (ENGINE.md, "Shared walks").
+    :meth:`companion` hands out each one's run to finish like an engine.
+    """
 
     def __init__(
         self,
@@ -105,6 +148,7 @@ class VectorEngine:
         costs: CostModel,
         sink: FaultConsumer | None = None,
         threads: int = 1,
+        companions: Sequence[tuple[Policy, FaultConsumer | None]] = (),
     ) -> None:
         self.meta = meta
         self.policy = policy
@@ -114,12 +158,17 @@ class VectorEngine:
         self.lay = Layout.build(meta, n_max)
         self.tables = LookupTables.build(self.lay, cfg)
         self.state = MmuState.build(self.tables)
-        self.caches = VcpuCaches(meta, self.lay, cfg)
-        self.host = HostEvents(meta, policy, cfg, costs, self.state, self.caches)
+        own = self._account(policy, sink)
+        self.accounts = [own]
+        """The policies this walk replays, this engine's first (see :class:`Account`)."""
+        for other, other_sink in companions:
+            if not {policy, other} <= KEEPS_PAGE_TABLES:
+                raise ValueError(f"policies {policy} and {other} cannot share a walk")
+            self.accounts.append(self._account(other, other_sink, own.host.sp_removals))
+        self.caches, self.host, self.faults = own.caches, own.host, own.faults
         self.selector = CandidateSelector(self.tables, self.state)
         self.sampled = SampledRegions(self.state)
         self.host.on_shrinker_zap = self.sampled.zapped
-        self.faults = sink if sink is not None else FaultRows()
         self.sp_removals = self.host.sp_removals
         self.cache_frees = self.host.cache_frees
         self._carried_recycled = 0
@@ -129,6 +178,30 @@ class VectorEngine:
         """With ``threads`` over 1, the lanes that replay an epoch's VMs side by side."""
         if threads > 1 and self.lay.n_vms > 1:
             self.lanes = Lanes(self, threads)
+
+    def _account(
+        self,
+        policy: Policy,
+        sink: FaultConsumer | None,
+        sp_removals: list[tuple[int, int, int, int]] | None = None,
+    ) -> Account:
+        """A policy's account.
+
+        A companion logs its SP removals in the walk's list: they are the same removals (its
+        shrinker removes none).
+        """
+        caches = VcpuCaches(self.meta, self.lay, self.cfg)
+        host = HostEvents(self.meta, policy, self.cfg, self.costs, self.state, caches)
+        if sp_removals is not None:
+            host.sp_removals = sp_removals
+        return Account(policy, caches, host, sink if sink is not None else FaultRows())
+
+    def companion(self, policy: Policy) -> CompanionRun:
+        """The run of companion ``policy``, to finish like an engine once this one is fed."""
+        for account in self.accounts[1:]:
+            if account.policy == policy:
+                return CompanionRun(self, account)
+        raise KeyError(policy)
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -150,6 +223,8 @@ class VectorEngine:
                 self._region(batch, host_at)
             elif host_at < len(batch):
                 self.host.apply(batch, host_at)
+                for account in self.accounts[1:]:
+                    account.host.apply_shrinker(batch, host_at)
             start = host_at + 1
 
     def _region(self, batch: EventBatch, i: int) -> None:
@@ -182,14 +257,7 @@ class VectorEngine:
     def finish(self) -> EngineResult:
         """The replay's results."""
         self.close()
-        self.faults.close()
-        return EngineResult(
-            sink=self.faults,
-            scans=self.host.scans,
-            sp_removals=self.sp_removals,
-            cache_frees=self.cache_frees,
-            nr_deferred=self.host.nr_deferred,
-        )
+        return self.accounts[0].result()
 
     def close(self) -> None:
         """Stop the lanes' threads, if any (a replay that stops early calls it too)."""
@@ -434,40 +502,45 @@ class VectorEngine:
         new_sps = cands.new_sps[which] * inside
         vcpu = step.vcpu[at]
         g_vcpu = self.lay.vcpu_base[cands.vi[which]] + vcpu.astype(np.int64)
-        refill = np.zeros(len(which), dtype=np.int8)
-        pages = np.zeros(len(which), dtype=np.int64)
         real = np.flatnonzero(inside)  # MMIO touches no cache and sets no busy window
-        if len(real):
-            refill[real], pages[real] = self.caches.topups(g_vcpu[real], new_sps[real])
         t = step.t[at]
         relinked, recycled = sp_work
         recycled_sps = np.zeros(len(which), dtype=np.int64)
         if recycled and which[0] == 0:
             recycled_sps[0] = recycled
-        est = self._estimates(t, inside, new_sps, pages, recycled_sps)
-        if len(real):
-            np.maximum.at(self.caches.busy_until, g_vcpu[real], t[real] + est[real])
-        self.faults.add(
-            {
-                "row": step.rows_at(at),
-                "t_ns": t,
-                "vm": step.vm[at],
-                "vcpu": vcpu,
-                "gfn": cands.gfn[which],
-                "cause": cause,
-                "refill": refill,
-                "attribution": _attribution(cause, refill),
-                "leaf_level": self.lay.seg_level[cands.seg[which]] * inside,
-                "new_sps": new_sps,
-                "relinked_sps": relinked,
-                "recycled_sps": recycled_sps,
-                "pages_refilled": pages,
-                "est_ns": est,
-            }
-        )
+        walk = {
+            "row": step.rows_at(at),
+            "t_ns": t,
+            "vm": step.vm[at],
+            "vcpu": vcpu,
+            "gfn": cands.gfn[which],
+            "cause": cause,
+            "leaf_level": self.lay.seg_level[cands.seg[which]] * inside,
+            "new_sps": new_sps,
+            "relinked_sps": relinked,
+            "recycled_sps": recycled_sps,
+        }
+        for account in self.accounts:  # the walk's columns are every account's
+            refill = np.zeros(len(which), dtype=np.int8)
+            pages = np.zeros(len(which), dtype=np.int64)
+            if len(real):
+                refill[real], pages[real] = account.caches.topups(g_vcpu[real], new_sps[real])
+            est = self._estimates(account.host, t, inside, new_sps, pages, recycled_sps)
+            if len(real):
+                np.maximum.at(account.caches.busy_until, g_vcpu[real], t[real] + est[real])
+            account.faults.add(
+                {
+                    **walk,
+                    "refill": refill,
+                    "attribution": _attribution(cause, refill),
+                    "pages_refilled": pages,
+                    "est_ns": est,
+                }
+            )
 
     def _estimates(
         self,
+        host: HostEvents,
         t: np.ndarray,
         inside: np.ndarray,
         new_sps: np.ndarray,
@@ -477,11 +550,11 @@ class VectorEngine:
         """Rule 18: each fault's estimated cost.
 
         Rule 22: MMIO costs the base alone; rule 25: a page-limit zap's flush goes to the fault
-        that triggered it.
+        that triggered it. ``host`` holds the policy's pressure window (rule 24).
         """
         costs = self.costs
         rate: int | np.ndarray = costs.refill_page_ns
-        last_reclaim_t = self.host.last_reclaim_t
+        last_reclaim_t = host.last_reclaim_t
         if last_reclaim_t is not None:
             rate = np.where(
                 t - last_reclaim_t <= costs.pressure_window_ns,
@@ -496,6 +569,28 @@ class VectorEngine:
         )
         out: np.ndarray = np.where(inside, est, costs.fault_base_ns).astype(np.int64)
         return out
+
+
+class CompanionRun:
+    """A policy replayed by another policy's engine, as the driver sees an engine.
+
+    Its walk is the engine's, fed by the engine's :meth:`~VectorEngine.feed`: feeding it does
+    nothing. Finish it once the engine has been fed the whole trace.
+    """
+
+    def __init__(self, engine: VectorEngine, account: Account) -> None:
+        self.engine = engine
+        self.account = account
+        self.sp_removals = account.host.sp_removals
+        self.cache_frees = account.host.cache_frees
+
+    def feed(self, batch: EventBatch) -> None:
+        """Nothing: the engine replays the batch for this policy too."""
+
+    def finish(self) -> EngineResult:
+        """The policy's results."""
+        self.engine.close()
+        return self.account.result()
 
 
 def _attribution(cause: np.ndarray, refill: np.ndarray) -> np.ndarray:

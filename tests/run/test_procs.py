@@ -89,6 +89,7 @@ def _no_child_left() -> None:
         (1, True, POLICIES, False),  # today's one-thread replay
         (2, False, POLICIES, False),  # fault rows kept in memory: policies on threads
         (3, True, ("cache",), False),  # one policy: its lanes only
+        (2, True, ("none", "cache"), False),  # one walk replays both (ENGINE.md)
     ],
 )
 def test_the_policies_go_to_processes_only_with_threads_a_folder_and_several_policies(
@@ -141,7 +142,8 @@ def test_every_scenario_writes_the_same_runs_in_processes(
         write_runs(_replay(trace, tmp_path / f"w{threads}", threads), tmp_path / f"r{threads}")
         outputs[threads] = _outputs(tmp_path / f"r{threads}")
     assert len(forked) == 4
-    assert {len(groups) for _, groups in forked} == {1, 2}  # a child, or two
+    # One child: the policies are two walks, zap's and the one of none and cache.
+    assert {len(groups) for _, groups in forked} == {1}
     for threads in (2, 3, 8, None):
         assert outputs[threads] == outputs[1], threads
     _no_child_left()
@@ -149,13 +151,11 @@ def test_every_scenario_writes_the_same_runs_in_processes(
 
 @pytest.mark.parametrize(
     "split",
-    [
-        ((), ((0,), (1,), (2,))),  # a child per policy, this process only reads
-        ((), ((0,), (1, 2))),
-        ((1, 2), ((0,),)),  # what 2 threads do
-        ((0,), ((1, 2),)),
-        ((2,), ((0,), (1,))),  # what 3 threads do
-        ((0, 1), ((2,),)),
+    [  # of the walks: zap's (0), and none's and cache's (1), ENGINE.md "Shared walks"
+        ((), ((0,), (1,))),  # a child per walk, this process only reads
+        ((1,), ((0,),)),  # what 2 and more threads do
+        ((0,), ((1,),)),
+        ((), ((0, 1),)),  # one child replays every policy
     ],
 )
 def test_every_split_of_the_policies_writes_the_same_runs(
@@ -240,8 +240,9 @@ def _failing_feed(monkeypatch: pytest.MonkeyPatch, at: dict[str, int]) -> None:
     real = VectorEngine.feed
 
     def feed(self: VectorEngine, batch: EventBatch) -> None:
-        if at.get(self.policy) == batch.start_row:
-            raise EngineBug(f"{self.policy} fails at row {batch.start_row}")
+        for account in self.accounts:  # a shared walk replays several policies
+            if at.get(account.policy) == batch.start_row:
+                raise EngineBug(f"{account.policy} fails at row {batch.start_row}")
         real(self, batch)
 
     monkeypatch.setattr(VectorEngine, "feed", feed)
@@ -344,7 +345,7 @@ def test_a_child_killed_by_a_signal_is_said_in_one_line(
     here = os.getpid()
 
     def feed(self: VectorEngine, batch: EventBatch) -> None:
-        if os.getpid() != here and self.policy == "cache" and batch.start_row >= 2_000:
+        if os.getpid() != here and self.policy == "zap" and batch.start_row >= 2_000:
             os.kill(os.getpid(), signal.SIGKILL)  # in the child only
         real(self, batch)
 
@@ -356,7 +357,7 @@ def test_a_child_killed_by_a_signal_is_said_in_one_line(
     assert time.monotonic() - t0 < 30
     message = str(got.value)
     assert "\n" not in message
-    assert "policy cache was killed by SIGKILL" in message
+    assert "policy zap was killed by SIGKILL" in message
     _no_child_left()
 
 
@@ -402,13 +403,14 @@ def test_a_child_dies_with_its_parent(tmp_path: Path, many: Path) -> None:
                 time.sleep(60)
 
             procs._Parent.start = start  # type: ignore[method-assign]
+            procs.split = lambda costs, workers: ((), ((0,), (1,)))  # a child per walk
             _replay(open_trace(many), tmp_path / "w", 3)
         finally:
             os._exit(code)
     os.close(write)
     with os.fdopen(read) as fh:
         children = [int(p) for p in fh.readline().split(",")]
-    assert len(children) == 2  # zap and cache; none is replayed by the parent
+    assert len(children) == 2  # zap's walk, and none's and cache's
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     deadline = time.monotonic() + 10
