@@ -22,6 +22,7 @@ scan rows.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from replay._arrays import stable_order, starts_of_runs
 from replay.mmu import removals
+from replay.mmu.accounts import Account, CompanionRun
 from replay.mmu.caches import VcpuCaches
 from replay.mmu.candidates import Candidates, CandidateSelector, Faults
 from replay.mmu.config import (
@@ -44,7 +46,7 @@ from replay.mmu.host import HostEvents
 from replay.mmu.lanes import Lanes
 from replay.mmu.layout import Layout
 from replay.mmu.machine import MmuState
-from replay.mmu.results import EngineResult, FaultConsumer, FaultRows
+from replay.mmu.results import FaultConsumer, FaultRows
 from replay.mmu.sampled import SampledRegions, chosen
 from replay.mmu.tables import LookupTables
 from replay.trace.schema import EVENT_CODE
@@ -52,6 +54,7 @@ from replay.trace.schema import EVENT_CODE
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from replay.mmu.results import EngineResult
     from replay.trace.reader import EventBatch
     from replay.trace.schema import TraceMeta
 
@@ -104,32 +107,6 @@ class _Accesses:
         )
 
 
-@dataclass(frozen=True)
-class Account:
-    """One policy's own part of a replay: what it keeps apart when it shares a walk.
-
-    Its vCPUs' caches and busy windows (rules 3a, 16), its shrinker (``host``: the scans,
-    ``vm_list``, ``nr_deferred``, the pressure window; rules 9-12, 24) and its fault rows. The
-    page tables, and everything read from them, are the walk's (ENGINE.md, "Shared walks").
-    """
-
-    policy: Policy
-    caches: VcpuCaches
-    host: HostEvents
-    faults: FaultConsumer
-
-    def result(self) -> EngineResult:
-        """The policy's results, its fault rows closed."""
-        self.faults.close()
-        return EngineResult(
-            sink=self.faults,
-            scans=self.host.scans,
-            sp_removals=self.host.sp_removals,
-            cache_frees=self.host.cache_frees,
-            nr_deferred=self.host.nr_deferred,
-        )
-
-
 class VectorEngine:
     """Replays a trace with numpy; same interface and results as the reference engine.
 
@@ -165,7 +142,6 @@ class VectorEngine:
             if not {policy, other} <= KEEPS_PAGE_TABLES:
                 raise ValueError(f"policies {policy} and {other} cannot share a walk")
             self.accounts.append(self._account(other, other_sink, own.host.sp_removals))
-        self.caches, self.host, self.faults = own.caches, own.host, own.faults
         self.selector = CandidateSelector(self.tables, self.state)
         self.sampled = SampledRegions(self.state)
         self.host.on_shrinker_zap = self.sampled.zapped
@@ -178,6 +154,25 @@ class VectorEngine:
         """With ``threads`` over 1, the lanes that replay an epoch's VMs side by side."""
         if threads > 1 and self.lay.n_vms > 1:
             self.lanes = Lanes(self, threads)
+
+    @property
+    def caches(self) -> VcpuCaches:
+        """The engine's own policy's vCPU caches."""
+        return self.accounts[0].caches
+
+    @property
+    def host(self) -> HostEvents:
+        """The engine's own policy's host events (its shrinker)."""
+        return self.accounts[0].host
+
+    @property
+    def faults(self) -> FaultConsumer:
+        """Where the engine's own policy's fault rows go."""
+        return self.accounts[0].faults
+
+    @faults.setter
+    def faults(self, sink: FaultConsumer) -> None:
+        self.accounts[0] = dataclasses.replace(self.accounts[0], faults=sink)
 
     def _account(
         self,
@@ -569,28 +564,6 @@ class VectorEngine:
         )
         out: np.ndarray = np.where(inside, est, costs.fault_base_ns).astype(np.int64)
         return out
-
-
-class CompanionRun:
-    """A policy replayed by another policy's engine, as the driver sees an engine.
-
-    Its walk is the engine's, fed by the engine's :meth:`~VectorEngine.feed`: feeding it does
-    nothing. Finish it once the engine has been fed the whole trace.
-    """
-
-    def __init__(self, engine: VectorEngine, account: Account) -> None:
-        self.engine = engine
-        self.account = account
-        self.sp_removals = account.host.sp_removals
-        self.cache_frees = account.host.cache_frees
-
-    def feed(self, batch: EventBatch) -> None:
-        """Nothing: the engine replays the batch for this policy too."""
-
-    def finish(self) -> EngineResult:
-        """The policy's results."""
-        self.engine.close()
-        return self.account.result()
 
 
 def _attribution(cause: np.ndarray, refill: np.ndarray) -> np.ndarray:

@@ -135,7 +135,7 @@ def _lane_engine(engine: VectorEngine) -> VectorEngine:
 
 
 def _fresh_rows(accounts: list[Any]) -> list[Any]:
-    """The accounts (``replay.mmu.engine.Account``), each with new, empty fault rows."""
+    """The accounts (``replay.mmu.accounts.Account``), each with new, empty fault rows."""
     return [dataclasses.replace(account, faults=FaultRows()) for account in accounts]
 
 

@@ -26,7 +26,7 @@ from replay.fleet.worker import one_core_per_job
 from replay.mmu import lanes
 from replay.mmu.config import POLICIES, MmuConfig
 from replay.mmu.engine import VectorEngine
-from replay.run import driver, procs
+from replay.run import driver, procs, walks
 from replay.run.driver import run_policies
 from replay.run.outputs import write_runs
 from replay.synth import generate, list_scenarios, load_scenario
@@ -189,11 +189,11 @@ def test_batches_too_large_for_the_ring_go_through_the_pipe(
 )
 def test_the_split_balances_the_policies(workers: int, policies: tuple[str, ...]) -> None:
     """Every policy once; at most ``workers`` groups; this process takes a least costly one."""
-    local, groups = procs.split([driver.POLICY_COST[p] for p in policies], workers)
+    local, groups = procs.split([walks.POLICY_COST[p] for p in policies], workers)
     every = [*local, *(p for group in groups for p in group)]
     assert sorted(every) == list(range(len(policies)))
     assert len(groups) + 1 == min(workers, len(policies)) or (workers == 1 and not groups)
-    cost = [sum(driver.POLICY_COST[policies[p]] for p in g) for g in (local, *groups)]
+    cost = [sum(walks.POLICY_COST[policies[p]] for p in g) for g in (local, *groups)]
     assert cost[0] == min(cost)
     if workers == 2 and sorted(policies) == ["cache", "none", "zap"]:
         assert [policies[p] for p in every[: len(local)]] != ["zap"]  # zap alone, in a child
