@@ -19,6 +19,30 @@ Policy = Literal["zap", "none", "cache"]
 POLICIES: tuple[Policy, ...] = ("zap", "none", "cache")
 """``zap``: kernels up to 6.12. ``none``: 6.13 and later. ``cache``: the Sept 2024 series."""
 
+KEEPS_PAGE_TABLES: frozenset[Policy] = frozenset({"none", "cache"})
+"""Policies whose shrinker never touches a page table: ``none`` has no shrinker, and the
+``cache`` shrinker empties vCPU caches only (rule 12). Their page tables go through the same
+states on one trace, so their replays can share one walk (ENGINE.md, "Shared walks")."""
+
+
+def shared_walks(policies: tuple[Policy, ...]) -> list[tuple[int, ...]]:
+    """The positions of ``policies`` grouped by the walk that can replay them, in order.
+
+    Every policy of :data:`KEEPS_PAGE_TABLES` joins one walk (at the first one's place); each
+    other policy walks alone. A walk's first position is the policy whose engine replays it.
+    """
+    walks: list[list[int]] = []
+    kept: list[int] | None = None
+    for pos, policy in enumerate(policies):
+        if policy not in KEEPS_PAGE_TABLES:
+            walks.append([pos])
+        elif kept is None:
+            kept = [pos]
+            walks.append(kept)
+        else:
+            kept.append(pos)
+    return [tuple(w) for w in walks]
+
 
 class ConfigError(ReplayError):
     """A policy, MMU mode, constant or cost the user gave is not valid."""

@@ -22,6 +22,7 @@ scan rows.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,19 +30,31 @@ import numpy as np
 
 from replay._arrays import stable_order, starts_of_runs
 from replay.mmu import removals
+from replay.mmu.accounts import Account, CompanionRun
 from replay.mmu.caches import VcpuCaches
 from replay.mmu.candidates import Candidates, CandidateSelector, Faults
-from replay.mmu.config import Attribution, Cause, CostModel, MmuConfig, Policy, Refill
+from replay.mmu.config import (
+    KEEPS_PAGE_TABLES,
+    Attribution,
+    Cause,
+    CostModel,
+    MmuConfig,
+    Policy,
+    Refill,
+)
 from replay.mmu.host import HostEvents
 from replay.mmu.lanes import Lanes
 from replay.mmu.layout import Layout
 from replay.mmu.machine import MmuState
-from replay.mmu.results import EngineResult, FaultConsumer, FaultRows
+from replay.mmu.results import FaultConsumer, FaultRows
 from replay.mmu.sampled import SampledRegions, chosen
 from replay.mmu.tables import LookupTables
 from replay.trace.schema import EVENT_CODE
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from replay.mmu.results import EngineResult
     from replay.trace.reader import EventBatch
     from replay.trace.schema import TraceMeta
 
@@ -95,7 +108,14 @@ class _Accesses:
 
 
 class VectorEngine:
-    """Replays a trace with numpy; same interface and results as the reference engine."""
+    """Replays a trace with numpy; same interface and results as the reference engine.
+
+    ``companions`` are policies replayed by the same walk (each with its fault consumer):
+    policies of :data:`~replay.mmu.config.KEEPS_PAGE_TABLES`, like ``policy`` itself. Their
+    page tables go through the same states, so one walk finds the faults of all of them, and
+    only the caches, the shrinker and the rows are each one's own (ENGINE.md, "Shared walks").
+    :meth:`companion` hands out each one's run to finish like an engine.
+    """
 
     def __init__(
         self,
@@ -105,6 +125,7 @@ class VectorEngine:
         costs: CostModel,
         sink: FaultConsumer | None = None,
         threads: int = 1,
+        companions: Sequence[tuple[Policy, FaultConsumer | None]] = (),
     ) -> None:
         self.meta = meta
         self.policy = policy
@@ -114,12 +135,16 @@ class VectorEngine:
         self.lay = Layout.build(meta, n_max)
         self.tables = LookupTables.build(self.lay, cfg)
         self.state = MmuState.build(self.tables)
-        self.caches = VcpuCaches(meta, self.lay, cfg)
-        self.host = HostEvents(meta, policy, cfg, costs, self.state, self.caches)
+        own = self._account(policy, sink)
+        self.accounts = [own]
+        """The policies this walk replays, this engine's first (see :class:`Account`)."""
+        for other, other_sink in companions:
+            if not {policy, other} <= KEEPS_PAGE_TABLES:
+                raise ValueError(f"policies {policy} and {other} cannot share a walk")
+            self.accounts.append(self._account(other, other_sink, own.host.sp_removals))
         self.selector = CandidateSelector(self.tables, self.state)
         self.sampled = SampledRegions(self.state)
         self.host.on_shrinker_zap = self.sampled.zapped
-        self.faults = sink if sink is not None else FaultRows()
         self.sp_removals = self.host.sp_removals
         self.cache_frees = self.host.cache_frees
         self._carried_recycled = 0
@@ -129,6 +154,49 @@ class VectorEngine:
         """With ``threads`` over 1, the lanes that replay an epoch's VMs side by side."""
         if threads > 1 and self.lay.n_vms > 1:
             self.lanes = Lanes(self, threads)
+
+    @property
+    def caches(self) -> VcpuCaches:
+        """The engine's own policy's vCPU caches."""
+        return self.accounts[0].caches
+
+    @property
+    def host(self) -> HostEvents:
+        """The engine's own policy's host events (its shrinker)."""
+        return self.accounts[0].host
+
+    @property
+    def faults(self) -> FaultConsumer:
+        """Where the engine's own policy's fault rows go."""
+        return self.accounts[0].faults
+
+    @faults.setter
+    def faults(self, sink: FaultConsumer) -> None:
+        self.accounts[0] = dataclasses.replace(self.accounts[0], faults=sink)
+
+    def _account(
+        self,
+        policy: Policy,
+        sink: FaultConsumer | None,
+        sp_removals: list[tuple[int, int, int, int]] | None = None,
+    ) -> Account:
+        """A policy's account.
+
+        A companion logs its SP removals in the walk's list: they are the same removals (its
+        shrinker removes none).
+        """
+        caches = VcpuCaches(self.meta, self.lay, self.cfg)
+        host = HostEvents(self.meta, policy, self.cfg, self.costs, self.state, caches)
+        if sp_removals is not None:
+            host.sp_removals = sp_removals
+        return Account(policy, caches, host, sink if sink is not None else FaultRows())
+
+    def companion(self, policy: Policy) -> CompanionRun:
+        """The run of companion ``policy``, to finish like an engine once this one is fed."""
+        for account in self.accounts[1:]:
+            if account.policy == policy:
+                return CompanionRun(self, account)
+        raise KeyError(policy)
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -150,6 +218,8 @@ class VectorEngine:
                 self._region(batch, host_at)
             elif host_at < len(batch):
                 self.host.apply(batch, host_at)
+                for account in self.accounts[1:]:
+                    account.host.apply_shrinker(batch, host_at)
             start = host_at + 1
 
     def _region(self, batch: EventBatch, i: int) -> None:
@@ -182,14 +252,7 @@ class VectorEngine:
     def finish(self) -> EngineResult:
         """The replay's results."""
         self.close()
-        self.faults.close()
-        return EngineResult(
-            sink=self.faults,
-            scans=self.host.scans,
-            sp_removals=self.sp_removals,
-            cache_frees=self.cache_frees,
-            nr_deferred=self.host.nr_deferred,
-        )
+        return self.accounts[0].result()
 
     def close(self) -> None:
         """Stop the lanes' threads, if any (a replay that stops early calls it too)."""
@@ -434,40 +497,45 @@ class VectorEngine:
         new_sps = cands.new_sps[which] * inside
         vcpu = step.vcpu[at]
         g_vcpu = self.lay.vcpu_base[cands.vi[which]] + vcpu.astype(np.int64)
-        refill = np.zeros(len(which), dtype=np.int8)
-        pages = np.zeros(len(which), dtype=np.int64)
         real = np.flatnonzero(inside)  # MMIO touches no cache and sets no busy window
-        if len(real):
-            refill[real], pages[real] = self.caches.topups(g_vcpu[real], new_sps[real])
         t = step.t[at]
         relinked, recycled = sp_work
         recycled_sps = np.zeros(len(which), dtype=np.int64)
         if recycled and which[0] == 0:
             recycled_sps[0] = recycled
-        est = self._estimates(t, inside, new_sps, pages, recycled_sps)
-        if len(real):
-            np.maximum.at(self.caches.busy_until, g_vcpu[real], t[real] + est[real])
-        self.faults.add(
-            {
-                "row": step.rows_at(at),
-                "t_ns": t,
-                "vm": step.vm[at],
-                "vcpu": vcpu,
-                "gfn": cands.gfn[which],
-                "cause": cause,
-                "refill": refill,
-                "attribution": _attribution(cause, refill),
-                "leaf_level": self.lay.seg_level[cands.seg[which]] * inside,
-                "new_sps": new_sps,
-                "relinked_sps": relinked,
-                "recycled_sps": recycled_sps,
-                "pages_refilled": pages,
-                "est_ns": est,
-            }
-        )
+        walk = {
+            "row": step.rows_at(at),
+            "t_ns": t,
+            "vm": step.vm[at],
+            "vcpu": vcpu,
+            "gfn": cands.gfn[which],
+            "cause": cause,
+            "leaf_level": self.lay.seg_level[cands.seg[which]] * inside,
+            "new_sps": new_sps,
+            "relinked_sps": relinked,
+            "recycled_sps": recycled_sps,
+        }
+        for account in self.accounts:  # the walk's columns are every account's
+            refill = np.zeros(len(which), dtype=np.int8)
+            pages = np.zeros(len(which), dtype=np.int64)
+            if len(real):
+                refill[real], pages[real] = account.caches.topups(g_vcpu[real], new_sps[real])
+            est = self._estimates(account.host, t, inside, new_sps, pages, recycled_sps)
+            if len(real):
+                np.maximum.at(account.caches.busy_until, g_vcpu[real], t[real] + est[real])
+            account.faults.add(
+                {
+                    **walk,
+                    "refill": refill,
+                    "attribution": _attribution(cause, refill),
+                    "pages_refilled": pages,
+                    "est_ns": est,
+                }
+            )
 
     def _estimates(
         self,
+        host: HostEvents,
         t: np.ndarray,
         inside: np.ndarray,
         new_sps: np.ndarray,
@@ -477,11 +545,11 @@ class VectorEngine:
         """Rule 18: each fault's estimated cost.
 
         Rule 22: MMIO costs the base alone; rule 25: a page-limit zap's flush goes to the fault
-        that triggered it.
+        that triggered it. ``host`` holds the policy's pressure window (rule 24).
         """
         costs = self.costs
         rate: int | np.ndarray = costs.refill_page_ns
-        last_reclaim_t = self.host.last_reclaim_t
+        last_reclaim_t = host.last_reclaim_t
         if last_reclaim_t is not None:
             rate = np.where(
                 t - last_reclaim_t <= costs.pressure_window_ns,

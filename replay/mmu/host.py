@@ -65,17 +65,15 @@ class HostEvents:
 
     def apply(self, batch: EventBatch, i: int) -> None:
         """Apply host event ``i`` of ``batch``."""
+        kind = int(batch.event[i])
+        if kind in (_RECLAIM, _SHRINK):
+            self.apply_shrinker(batch, i)
+            return
         row = batch.start_row + i
         t = int(batch.t_ns[i])
-        kind = int(batch.event[i])
-        if kind == _RECLAIM:
-            self._reclaim(row, t, SOURCES[batch.source[i]], int(batch.priority[i]))
-        elif kind == _SHRINK:
-            if self.policy != "none":  # rules 10 and 29
-                self._scan(row, t, ("shrink", None, None), int(batch.nr_to_scan[i]))
-        elif kind == _REGION:
+        if kind == _REGION:
             raise AssertionError("region rows are the engine's (rule 32), not a host event")
-        elif kind == _UNMAP:
+        if kind == _UNMAP:
             vi = int(self.state.lay.vm_index[int(batch.vm[i])])
             removals.unmap(self.state, vi, int(batch.gpa[i]), int(batch.len[i]))
         else:
@@ -83,6 +81,21 @@ class HostEvents:
             live = removals.zap_all(self.state, int(self.state.lay.vm_index[vm_id]))
             if live:
                 self.sp_removals.append((row, t, vm_id, live))
+
+    def apply_shrinker(self, batch: EventBatch, i: int) -> None:
+        """Apply host event ``i`` of ``batch`` if it is a reclaim pass or a ``shrink``.
+
+        This is all a policy that shares another's walk (``KEEPS_PAGE_TABLES``) does of the
+        host events: under it the shrinker never touches a page table, so the other events
+        are the walk's to apply, once.
+        """
+        row = batch.start_row + i
+        t = int(batch.t_ns[i])
+        kind = int(batch.event[i])
+        if kind == _RECLAIM:
+            self._reclaim(row, t, SOURCES[batch.source[i]], int(batch.priority[i]))
+        elif kind == _SHRINK and self.policy != "none":  # rules 10 and 29
+            self._scan(row, t, ("shrink", None, None), int(batch.nr_to_scan[i]))
 
     def _reclaim(self, row: int, t: int, source: str, priority: int) -> None:
         """Rule 9 (and 24: every reclaim pass starts the pressure window)."""

@@ -19,6 +19,7 @@ the design and the measurements behind it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,7 +33,7 @@ from replay.mmu.results import FaultRows
 if TYPE_CHECKING:
     from replay.mmu.layout import Layout
     from replay.mmu.machine import MmuState
-    from replay.mmu.results import FaultConsumer
+    from replay.mmu.results import FaultChunk, FaultConsumer
     from replay.mmu.tables import LookupTables
 
 MIN_SPLIT = 1 << 15
@@ -60,7 +61,7 @@ class VectorEngine(Protocol):
     tables: LookupTables
     state: MmuState
     selector: CandidateSelector
-    faults: FaultConsumer
+    accounts: list[Any]
     sp_removals: list[tuple[int, int, int, int]]
     lanes: Lanes | None
     _carried_recycled: int
@@ -99,23 +100,20 @@ class Lanes:
 
     def _join(self) -> None:
         """Merge the lanes' fault rows and page-limit zaps into the engine's, by trace row."""
-        chunks = []
+        for k, account in enumerate(self.engine.accounts):
+            chunks = []
+            for lane in self.engines:
+                rows = lane.accounts[k].faults
+                assert isinstance(rows, FaultRows)
+                if rows.num_rows:
+                    chunks.append(rows.arrays())
+            _add_merged(account.faults, chunks)
+        for lane in self.engines:
+            lane.accounts = _fresh_rows(lane.accounts)
         zaps: list[tuple[int, int, int, int]] = []
         for lane in self.engines:
-            assert isinstance(lane.faults, FaultRows)
-            if lane.faults.num_rows:
-                chunks.append(lane.faults.arrays())
-            lane.faults = FaultRows()
             zaps.extend(lane.sp_removals)
             lane.sp_removals.clear()
-        if len(chunks) == 1:
-            self.engine.faults.add(chunks[0])
-        elif chunks:
-            rows = np.concatenate([c["row"] for c in chunks])
-            order = np.argsort(rows, kind="stable")  # each lane's rows are in order: runs
-            self.engine.faults.add(
-                {k: np.concatenate([c[k] for c in chunks])[order] for k in chunks[0]}
-            )
         zaps.sort()
         self.engine.sp_removals.extend(zaps)
 
@@ -130,10 +128,25 @@ def _lane_engine(engine: VectorEngine) -> VectorEngine:
     """A lane: the engine's state, tables and caches shared, its scratch and outputs its own."""
     lane = copy.copy(engine)
     lane.selector = CandidateSelector(engine.tables, engine.state)
-    lane.faults = FaultRows()
+    lane.accounts = _fresh_rows(engine.accounts)
     lane.sp_removals = []
     lane.lanes = None
     return lane
+
+
+def _fresh_rows(accounts: list[Any]) -> list[Any]:
+    """The accounts (``replay.mmu.accounts.Account``), each with new, empty fault rows."""
+    return [dataclasses.replace(account, faults=FaultRows()) for account in accounts]
+
+
+def _add_merged(faults: FaultConsumer, chunks: list[FaultChunk]) -> None:
+    """Add the lanes' rows ``chunks`` (each in trace order) to ``faults``, merged by row."""
+    if len(chunks) == 1:
+        faults.add(chunks[0])
+    elif chunks:
+        rows = np.concatenate([c["row"] for c in chunks])
+        order = np.argsort(rows, kind="stable")  # each lane's rows are in order: runs
+        faults.add({k: np.concatenate([c[k] for c in chunks])[order] for k in chunks[0]})
 
 
 def _run_share(lane: VectorEngine, epoch: Epoch, lanes: np.ndarray, k: int) -> None:

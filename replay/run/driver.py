@@ -12,18 +12,27 @@ import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from replay._threads import run_all
-from replay.errors import ReplayError, TraceDataError
+from replay.errors import TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
-from replay.run.records import ENGINES, EngineName, PolicyRun, Replay, TraceCounts
+from replay.run.records import EngineName, PolicyRun, Replay, TraceCounts
 from replay.run.schema import run_stamp
 from replay.run.sink import FaultSink
 from replay.run.span import Span, check_span
 from replay.run.stats import FaultStats
+from replay.run.walks import (
+    COMPANION_COST,
+    POLICY_COST,
+    Engine,
+    Setup,
+    WalkUnits,
+    make_walks,
+    walks_of,
+)
 from replay.trace.reader import EventBatch, TraceFile, iter_batches, prefetched
 from replay.trace.schema import EVENT_CODE, SOURCES
 
@@ -31,7 +40,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from replay.mmu.results import EngineResult, FaultConsumer
     from replay.trace.schema import VmSpec
 
 DEFAULT_BUCKET_NS = 100_000_000
@@ -43,49 +51,6 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on every platform
         return os.cpu_count() or 1
-
-
-class Engine(Protocol):
-    """What the driver needs of an engine."""
-
-    def feed(self, batch: EventBatch) -> None:
-        """Apply a batch of events, in order."""
-
-    def finish(self) -> EngineResult:
-        """Return everything the replay produced."""
-
-    @property
-    def sp_removals(self) -> list[tuple[int, int, int, int]]:
-        """The log of SP removals, appended to as the replay goes."""
-
-    @property
-    def cache_frees(self) -> list[tuple[int, int, int, int, int]]:
-        """The log of emptied caches, appended to as the replay goes."""
-
-
-def make_engine(
-    name: EngineName,
-    trace: TraceFile,
-    policy: Policy,
-    cfg: MmuConfig,
-    costs: CostModel,
-    sink: FaultConsumer | None = None,
-    lanes: int = 1,
-) -> Engine:
-    """Build the named engine, writing its fault rows into ``sink`` (kept in memory if None).
-
-    ``lanes`` over 1 lets the vectorized engine replay an epoch's VMs on that many threads
-    (``replay.mmu.lanes``); the reference engine replays one event at a time whatever it is.
-    """
-    if name not in ENGINES:
-        raise ReplayError(f"unknown engine {name!r}; use {' or '.join(ENGINES)}")
-    if name == "reference":
-        from replay.mmu.reference import ReferenceEngine
-
-        return ReferenceEngine(trace.meta, policy, cfg, costs, sink)
-    from replay.mmu.engine import VectorEngine
-
-    return VectorEngine(trace.meta, policy, cfg, costs, sink, threads=lanes)
 
 
 @dataclass
@@ -324,9 +289,10 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     trace_fingerprint = fingerprint(trace)
     # Before anything is replayed: the timeline's buckets, and every time, within bounds.
     span = check_span(trace, bucket_ns)
-    lanes = 1 if threads is None else max(1, threads // len(policies))
-    if workdir is not None and len(policies) > 1 and threads != 1 and _can_fork():
-        setup = _Setup(
+    walks = len(walks_of(engine, policies))
+    lanes = 1 if threads is None else max(1, threads // walks)
+    if workdir is not None and walks > 1 and threads != 1 and _can_fork():
+        setup = Setup(
             trace, engine, cfg, costs, bucket_ns, workdir, trace_fingerprint, background, lanes
         )
         return _replay_in_processes(setup, policies, span, threads or cores(), progress)
@@ -343,15 +309,12 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         for p, st in zip(policies, stats, strict=True)
     ]
     if threads is None:
-        threads = min(cores(), len(policies))
-    engines = [
-        make_engine(engine, trace, p, cfg, costs, s, lanes)
-        for p, s in zip(policies, sinks, strict=True)
-    ]
+        threads = min(cores(), walks)
+    engines, walkers, walk_of = make_walks(engine, trace, policies, cfg, costs, sinks, lanes)
     for st, eng in zip(stats, engines, strict=True):
         st.attach(eng.sp_removals, eng.cache_frees)
     counter = _TraceCounter(trace.meta.vms, bucket_ns)
-    feeder = _Feeder(engines, min(threads, len(engines)))
+    feeder = _Feeder(walkers, min(threads, len(walkers)))
     read_s = 0.0
     rows = 0
     t_read = time.perf_counter()
@@ -371,12 +334,11 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         feeder.close()
     counter.check(trace)
     runs = []
-    for policy, eng, wall, st, sink in zip(
-        policies, engines, feeder.walls, stats, sinks, strict=True
-    ):
+    for policy, eng, walk, st, sink in zip(policies, engines, walk_of, stats, sinks, strict=True):
         t0 = time.perf_counter()
         result = eng.finish()
-        engine_s = wall + time.perf_counter() - t0
+        # A companion reports its walk's time: the walk replayed it.
+        engine_s = feeder.walls[walk] + time.perf_counter() - t0
         runs.append(PolicyRun(policy, engine, result, engine_s, st, sink))
     return Replay(trace, trace_fingerprint, cfg, costs, counter.counts(), runs, read_s)
 
@@ -450,67 +412,8 @@ def _can_fork() -> bool:
     return hasattr(os, "fork") and hasattr(os, "memfd_create")
 
 
-@dataclass(frozen=True)
-class _Setup:
-    """What every policy's replay shares, in whichever process it runs."""
-
-    trace: TraceFile
-    engine: EngineName
-    cfg: MmuConfig
-    costs: CostModel
-    bucket_ns: int
-    workdir: Path
-    fingerprint: str
-    background: bool
-    lanes: int
-
-
-class _PolicyReplay:
-    """One policy's engine, fault sink and statistics, fed in a child process (``.procs``)."""
-
-    def __init__(self, setup: _Setup, policy: Policy) -> None:
-        self.setup = setup
-        self.policy = policy
-        self.stats = FaultStats(setup.trace.meta.vms, setup.costs, setup.bucket_ns)
-        self.sink = FaultSink(
-            setup.workdir / f"{policy}.faults.parquet",
-            run_stamp(policy, setup.fingerprint),
-            self.stats.feed,
-            background=setup.background,
-        )
-        self.engine = make_engine(
-            setup.engine, setup.trace, policy, setup.cfg, setup.costs, self.sink, setup.lanes
-        )
-        self.stats.attach(self.engine.sp_removals, self.engine.cache_frees)
-        self.wall_s = 0.0
-        self.started = False
-
-    def feed(self, batch: EventBatch) -> None:
-        """Replay a batch (not empty)."""
-        if not self.started:  # the trace's first time: timeline buckets count from it
-            self.stats.t0 = int(batch.t_ns[0])
-            self.started = True
-        t0 = time.perf_counter()
-        self.engine.feed(batch)
-        self.wall_s += time.perf_counter() - t0
-
-    def finish(self) -> PolicyRun:
-        """The policy's run, its statistics complete (sent to the parent whole)."""
-        t0 = time.perf_counter()
-        result = self.engine.finish()
-        self.wall_s += time.perf_counter() - t0
-        self.stats.end()
-        return PolicyRun(self.policy, self.setup.engine, result, self.wall_s, self.stats, self.sink)
-
-    def close(self) -> None:
-        """Stop the engine's lanes, if any (finish stops them too)."""
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
-
-
 def _replay_in_processes(
-    setup: _Setup,
+    setup: Setup,
     policies: tuple[Policy, ...],
     span: Span,
     workers: int,
@@ -526,13 +429,19 @@ def _replay_in_processes(
 
     trace = setup.trace
     counter = _TraceCounter(trace.meta.vms, setup.bucket_ns)
-    local, groups = split([POLICY_COST.get(p, 1.0) for p in policies], workers)
+    walks = walks_of(setup.engine, policies)
+    costs = [POLICY_COST.get(policies[w[0]], 1.0) + COMPANION_COST * (len(w) - 1) for w in walks]
+    local_walks, walk_groups = split(costs, workers)
+
+    def positions(group: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(pos for k in group for pos in walks[k]))
+
     plan = Plan(
-        groups=groups,
+        groups=tuple(positions(g) for g in walk_groups),
         names=policies,
-        make_unit=lambda pos: _PolicyReplay(setup, policies[pos]),
+        make_unit=WalkUnits(setup, policies, walks),
         batch_rows=BATCH_ROWS,
-        local=local,
+        local=positions(local_walks),
     )
     waited = [0.0]
     rows = [0]
@@ -562,8 +471,3 @@ def _replay_in_processes(
         [run for run in runs if isinstance(run, PolicyRun)],
         waited[0],
     )
-
-
-POLICY_COST = {"zap": 2.0, "none": 1.0, "cache": 1.0}
-"""A policy's replay time, relative: zap's shrinker zaps and refaults take about as long as
-none and cache together (measured on the scaling traces, scripts/PERFORMANCE.md)."""

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from replay.mmu.config import CostModel, MmuConfig, Policy
+from replay.mmu.config import KEEPS_PAGE_TABLES, CostModel, MmuConfig, Policy
 from replay.mmu.engine import VectorEngine
 from replay.mmu.reference import ReferenceEngine
 from replay.mmu.results import EngineResult
@@ -108,23 +108,37 @@ def both(
     tmeta = tmeta or meta()
     cfg = cfg or MmuConfig()
     costs = costs or CostModel()
+    parts = [(0, rows)] if split is None else [(0, rows[:split]), (split, rows[split:])]
     results = []
     for cls in (ReferenceEngine, VectorEngine):
         engine = cls(tmeta, policy, cfg, costs)
-        if split is None:
-            engine.feed(batch(rows))
-        else:
-            engine.feed(batch(rows[:split]))
-            engine.feed(batch(rows[split:], start_row=split))
+        for at, part in parts:
+            engine.feed(batch(part, start_row=at))
         results.append(engine.finish())
     ref, vec = results
+    assert_agree(ref, vec)
+    if policy in KEEPS_PAGE_TABLES:
+        # The same rows from a walk shared with the other policy that keeps page tables, as
+        # its companion and as the walk's own policy (ENGINE.md, "Shared walks").
+        (other,) = KEEPS_PAGE_TABLES - {policy}
+        walk = VectorEngine(tmeta, other, cfg, costs, companions=[(policy, None)])
+        walk_own = VectorEngine(tmeta, policy, cfg, costs, companions=[(other, None)])
+        for engine in (walk, walk_own):
+            for at, part in parts:
+                engine.feed(batch(part, start_row=at))
+        assert_agree(ref, walk.companion(policy).finish())
+        assert_agree(ref, walk_own.finish())
+    return ref
+
+
+def assert_agree(ref: EngineResult, vec: EngineResult) -> None:
+    """The two results have the same fault rows, scan rows, deferred work and logs."""
     for k in ref.faults:
         assert np.array_equal(ref.faults[k], vec.faults[k]), (k, ref.faults[k], vec.faults[k])
     assert ref.scans == vec.scans
     assert ref.nr_deferred == vec.nr_deferred
     assert sorted(ref.sp_removals) == sorted(vec.sp_removals)
     assert sorted(ref.cache_frees) == sorted(vec.cache_frees)
-    return ref
 
 
 def fault_rows(result: EngineResult) -> list[dict[str, int]]:

@@ -3,6 +3,7 @@ seeds of every shipped scenario: identical fault and scan rows, every policy, bo
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from replay.mmu.reference import ReferenceEngine
 from replay.synth import generate, list_scenarios, load_scenario
 from replay.trace import iter_batches, open_trace
 from replay.trace.schema import Memslot, TraceMeta, VmSpec
-from tests.mmu.helpers import A, D, R, S, U, Z, both, fault_rows
+from tests.mmu.helpers import A, D, R, S, U, Z, assert_agree, both, fault_rows
 
 PAGE = 4096
 
@@ -114,24 +115,31 @@ def test_engines_agree_on_generated_traces(
         both(rows, meta, policy, cfg, costs, split=split)  # type: ignore[arg-type]
 
 
-def _run(engine: type, path: Path, policy: str) -> Any:
+def _run(engine: Any, path: Path, policy: str, finish: Any = None) -> Any:
+    """Replay ``path`` with ``engine`` (a class, or a partial of one); ``finish`` takes the
+    engine and gives the result (default: its ``finish()``)."""
     trace = open_trace(path)
     e = engine(trace.meta, policy, MmuConfig(), CostModel())
     for b in iter_batches(trace, batch_rows=7_000):
         e.feed(b)
-    return e.finish()
+    return e.finish() if finish is None else finish(e)
 
 
 @pytest.mark.parametrize("name", list_scenarios())
 def test_engines_agree_on_every_shipped_scenario(name: str, tmp_path: Path) -> None:
+    """Every policy alone, and none and cache in one shared walk (ENGINE.md, "Shared walks")."""
     path = tmp_path / f"{name}.parquet"
     generate(load_scenario(name, seed=101, accesses=12_000), path)
+    refs = {}
     for policy in POLICIES:
         ref, vec = _run(ReferenceEngine, path, policy), _run(VectorEngine, path, policy)
-        for k in ref.faults:
-            assert np.array_equal(ref.faults[k], vec.faults[k]), (name, policy, k)
-        assert ref.scans == vec.scans, (name, policy)
+        assert_agree(ref, vec)
         assert len(ref.faults["row"]) > 0
+        refs[policy] = ref
+    walk = partial(VectorEngine, companions=[("cache", None)])
+    cache, none = _run(walk, path, "none", lambda e: (e.companion("cache").finish(), e.finish()))
+    assert_agree(refs["cache"], cache)
+    assert_agree(refs["none"], none)
 
 
 @settings(max_examples=25)

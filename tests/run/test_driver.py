@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def test_make_engine_refuses_an_unknown_engine(tmp_path: Path) -> None:
     from replay.mmu.config import CostModel, MmuConfig
-    from replay.run.driver import make_engine
+    from replay.run.walks import make_engine
     from replay.synth import generate, load_scenario
     from replay.trace import open_trace
 

@@ -26,7 +26,7 @@ from replay.fleet.worker import one_core_per_job
 from replay.mmu import lanes
 from replay.mmu.config import POLICIES, MmuConfig
 from replay.mmu.engine import VectorEngine
-from replay.run import driver, procs
+from replay.run import driver, procs, walks
 from replay.run.driver import run_policies
 from replay.run.outputs import write_runs
 from replay.synth import generate, list_scenarios, load_scenario
@@ -89,6 +89,7 @@ def _no_child_left() -> None:
         (1, True, POLICIES, False),  # today's one-thread replay
         (2, False, POLICIES, False),  # fault rows kept in memory: policies on threads
         (3, True, ("cache",), False),  # one policy: its lanes only
+        (2, True, ("none", "cache"), False),  # one walk replays both (ENGINE.md)
     ],
 )
 def test_the_policies_go_to_processes_only_with_threads_a_folder_and_several_policies(
@@ -141,7 +142,8 @@ def test_every_scenario_writes_the_same_runs_in_processes(
         write_runs(_replay(trace, tmp_path / f"w{threads}", threads), tmp_path / f"r{threads}")
         outputs[threads] = _outputs(tmp_path / f"r{threads}")
     assert len(forked) == 4
-    assert {len(groups) for _, groups in forked} == {1, 2}  # a child, or two
+    # One child: the policies are two walks, zap's and the one of none and cache.
+    assert {len(groups) for _, groups in forked} == {1}
     for threads in (2, 3, 8, None):
         assert outputs[threads] == outputs[1], threads
     _no_child_left()
@@ -149,13 +151,11 @@ def test_every_scenario_writes_the_same_runs_in_processes(
 
 @pytest.mark.parametrize(
     "split",
-    [
-        ((), ((0,), (1,), (2,))),  # a child per policy, this process only reads
-        ((), ((0,), (1, 2))),
-        ((1, 2), ((0,),)),  # what 2 threads do
-        ((0,), ((1, 2),)),
-        ((2,), ((0,), (1,))),  # what 3 threads do
-        ((0, 1), ((2,),)),
+    [  # of the walks: zap's (0), and none's and cache's (1), ENGINE.md "Shared walks"
+        ((), ((0,), (1,))),  # a child per walk, this process only reads
+        ((1,), ((0,),)),  # what 2 and more threads do
+        ((0,), ((1,),)),
+        ((), ((0, 1),)),  # one child replays every policy
     ],
 )
 def test_every_split_of_the_policies_writes_the_same_runs(
@@ -189,11 +189,11 @@ def test_batches_too_large_for_the_ring_go_through_the_pipe(
 )
 def test_the_split_balances_the_policies(workers: int, policies: tuple[str, ...]) -> None:
     """Every policy once; at most ``workers`` groups; this process takes a least costly one."""
-    local, groups = procs.split([driver.POLICY_COST[p] for p in policies], workers)
+    local, groups = procs.split([walks.POLICY_COST[p] for p in policies], workers)
     every = [*local, *(p for group in groups for p in group)]
     assert sorted(every) == list(range(len(policies)))
     assert len(groups) + 1 == min(workers, len(policies)) or (workers == 1 and not groups)
-    cost = [sum(driver.POLICY_COST[policies[p]] for p in g) for g in (local, *groups)]
+    cost = [sum(walks.POLICY_COST[policies[p]] for p in g) for g in (local, *groups)]
     assert cost[0] == min(cost)
     if workers == 2 and sorted(policies) == ["cache", "none", "zap"]:
         assert [policies[p] for p in every[: len(local)]] != ["zap"]  # zap alone, in a child
@@ -240,8 +240,9 @@ def _failing_feed(monkeypatch: pytest.MonkeyPatch, at: dict[str, int]) -> None:
     real = VectorEngine.feed
 
     def feed(self: VectorEngine, batch: EventBatch) -> None:
-        if at.get(self.policy) == batch.start_row:
-            raise EngineBug(f"{self.policy} fails at row {batch.start_row}")
+        for account in self.accounts:  # a shared walk replays several policies
+            if at.get(account.policy) == batch.start_row:
+                raise EngineBug(f"{account.policy} fails at row {batch.start_row}")
         real(self, batch)
 
     monkeypatch.setattr(VectorEngine, "feed", feed)
@@ -344,7 +345,7 @@ def test_a_child_killed_by_a_signal_is_said_in_one_line(
     here = os.getpid()
 
     def feed(self: VectorEngine, batch: EventBatch) -> None:
-        if os.getpid() != here and self.policy == "cache" and batch.start_row >= 2_000:
+        if os.getpid() != here and self.policy == "zap" and batch.start_row >= 2_000:
             os.kill(os.getpid(), signal.SIGKILL)  # in the child only
         real(self, batch)
 
@@ -356,7 +357,7 @@ def test_a_child_killed_by_a_signal_is_said_in_one_line(
     assert time.monotonic() - t0 < 30
     message = str(got.value)
     assert "\n" not in message
-    assert "policy cache was killed by SIGKILL" in message
+    assert "policy zap was killed by SIGKILL" in message
     _no_child_left()
 
 
@@ -402,13 +403,14 @@ def test_a_child_dies_with_its_parent(tmp_path: Path, many: Path) -> None:
                 time.sleep(60)
 
             procs._Parent.start = start  # type: ignore[method-assign]
+            procs.split = lambda costs, workers: ((), ((0,), (1,)))  # a child per walk
             _replay(open_trace(many), tmp_path / "w", 3)
         finally:
             os._exit(code)
     os.close(write)
     with os.fdopen(read) as fh:
         children = [int(p) for p in fh.readline().split(",")]
-    assert len(children) == 2  # zap and cache; none is replayed by the parent
+    assert len(children) == 2  # zap's walk, and none's and cache's
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     deadline = time.monotonic() + 10
