@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -84,6 +85,9 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
     cfg = MmuConfig.from_toml(model) if model is not None else MmuConfig()
     tf = _open(trace, mmu)
     out_dir = output if output is not None else Path("runs") / trace.stem
+    # Everything imported and built so far lives until the command ends: the cyclic collector
+    # need not walk it again at every collection the replay's allocations trigger.
+    gc.freeze()
     # The runs folder is locked and checked first (may the runs be written?), before a long
     # replay, and stays locked until the report is written.
     with runs_folder(out_dir, force=force) as folder:

@@ -27,6 +27,10 @@ FAULT_PARQUET: dict[str, Any] = {
     # write and read back and gives larger files.
     "use_dictionary": [c for c in FAULT_COLUMNS if c not in ("row", "t_ns", "gfn")],
     "column_encoding": {"row": "DELTA_BINARY_PACKED", "t_ns": "DELTA_BINARY_PACKED"},
+    # Min/max statistics where a row group's range can prune a read (rows come in trace
+    # order); on the other columns every row group spans nearly every value, and computing
+    # them took about a sixth of the writing.
+    "write_statistics": ["row", "t_ns"],
 }
 """How fault tables are written (the run's ``faults.parquet``, spilled or not)."""
 
@@ -60,56 +64,44 @@ class FaultSink:
         self.background = background
         """Write on a writer thread (False: on the caller's, a replay kept on one core)."""
         self._pending: list[FaultChunk] = []
+        """Rows added and not yet handed to the writer, as the engine gave them."""
         self._pending_rows = 0
         self._spilled_rows = 0
+        """Rows handed to the writer (written, or carried to its next row group)."""
+        self._carry: FaultChunk = empty_chunk()
+        """The writer's rows short of a whole row group (the writer thread's alone)."""
         self._writer: Any = None
         self._pool: Any = None
         self._writing: Any = None
         self._closed = False
 
     def add(self, columns: FaultChunk) -> None:
-        """Append rows; ``columns`` has every key of :data:`~replay.mmu.results.FAULT_COLUMNS`."""
+        """Append rows; ``columns`` has every key of :data:`~replay.mmu.results.FAULT_COLUMNS`.
+
+        The arrays are kept as given (the engine never writes to them again): converting them
+        to the table's types, joining them into row groups and encoding those happen on the
+        writer thread, when spilling in the background.
+        """
         n = len(columns["row"])
         if not n:
             return
-        self._pending.append(as_chunk(columns))
+        self._pending.append(columns)
         self._pending_rows += n
         if self.spill_path is not None and self._pending_rows >= SPILL_ROWS:
-            self._spill(final=False)
+            self._hand_over(final=False)
 
     @property
     def num_rows(self) -> int:
         """Rows added so far."""
         return self._spilled_rows + self._pending_rows
 
-    def _take(self, n: int) -> FaultChunk:
-        merged = concat_chunks(self._pending)
-        head = {k: v[:n] for k, v in merged.items()}
-        rest = {k: v[n:] for k, v in merged.items()}
-        self._pending = [rest] if len(rest["row"]) else []
-        self._pending_rows = len(rest["row"])
-        return head
-
-    def _spill(self, final: bool) -> None:
-        import pyarrow.parquet as pq
-
-        while self._pending_rows >= SPILL_ROWS or (final and self._pending_rows):
-            chunk = self._take(min(SPILL_ROWS, self._pending_rows))
-            table = fault_table(chunk)
-            if self._writer is None:
-                assert self.spill_path is not None
-                self._writer = pq.ParquetWriter(self.spill_path, table.schema, **FAULT_PARQUET)
-            self._write(table, chunk)
-            self._spilled_rows += len(chunk["row"])
-
-    def _write(self, table: Any, chunk: FaultChunk) -> None:
-        """Hand a row group to the writer thread, one at a time, in order.
-
-        Encoding and compressing it (in Arrow, outside the GIL), and the observer's work on
-        it, overlap the engine's next batches; without ``background`` they are done here.
-        """
+    def _hand_over(self, final: bool) -> None:
+        """Give the rows added since the last hand-over to the writer (thread), in order."""
+        chunks, self._pending = self._pending, []
+        self._spilled_rows += self._pending_rows
+        self._pending_rows = 0
         if not self.background:
-            self._write_and_observe(table, chunk)
+            self._spill(chunks, final)
             return
         if self._writing is not None:
             self._writing.result()  # raises what the last write raised
@@ -117,12 +109,34 @@ class FaultSink:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fault-writer")
-        self._writing = self._pool.submit(self._write_and_observe, table, chunk)
+        self._writing = self._pool.submit(self._spill, chunks, final)
 
-    def _write_and_observe(self, table: Any, chunk: FaultChunk) -> None:
-        self._writer.write_table(table, SPILL_ROWS)
-        if self.observer is not None:
-            self.observer(chunk)
+    def _spill(self, chunks: list[FaultChunk], final: bool) -> None:
+        """Write every full row group of the carried rows and ``chunks`` (all, if ``final``).
+
+        Row groups of :data:`SPILL_ROWS` rows whatever the engine's chunks, so the file does not
+        depend on them; the rows of a last, partial group are carried to the next call.
+        """
+        import pyarrow.parquet as pq
+
+        if chunks:
+            merged = concat_chunks([self._carry, *(as_chunk(c) for c in chunks)])
+        else:
+            merged = self._carry
+        rows = len(merged["row"])
+        start = 0
+        while rows - start >= SPILL_ROWS or (final and rows > start):
+            end = min(start + SPILL_ROWS, rows)
+            group = {k: v[start:end] for k, v in merged.items()}
+            table = fault_table(group)
+            if self._writer is None:
+                assert self.spill_path is not None
+                self._writer = pq.ParquetWriter(self.spill_path, table.schema, **FAULT_PARQUET)
+            self._writer.write_table(table, SPILL_ROWS)
+            if self.observer is not None:
+                self.observer(group)
+            start = end
+        self._carry = {k: v[start:] for k, v in merged.items()}
 
     def _drain(self) -> None:
         """Wait for the writer thread; re-raise what it raised."""
@@ -140,13 +154,13 @@ class FaultSink:
         self._closed = True
         if self.spill_path is None:
             if self._pending_rows:
-                merged = concat_chunks(self._pending)
+                merged = concat_chunks([as_chunk(c) for c in self._pending])
                 self._pending = [merged]
                 if self.observer is not None:
                     self.observer(merged)
             return
         try:
-            self._spill(final=True)
+            self._hand_over(final=True)
         finally:
             self._drain()
         if self._writer is None:
@@ -176,7 +190,7 @@ class FaultSink:
         names = tuple(columns or FAULT_COLUMNS)
         if self.spill_path is None or not self._closed:
             if self._pending_rows:
-                yield concat_chunks(self._pending, names)
+                yield concat_chunks([as_chunk(c) for c in self._pending], names)
             return
         import pyarrow.parquet as pq
 
