@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from replay.trace.reader import TraceFile
     from replay.trace.schema import TraceMeta
     from tests.builders import Row
 
@@ -114,3 +115,47 @@ def other_trace_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate(load_scenario("legacy-mmu-pressure", accesses=150_000, seed=2), trace)
     write_runs(run_policies(open_trace(trace), ("zap",)), root / "runs")
     return root / "runs" / "zap"
+
+
+@pytest.fixture(scope="session")
+def one_thread_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str, str], tuple[TraceFile, dict[str, bytes]]]:
+    """``(scenario, mmu) -> (trace, files)``: a shipped scenario's trace with every VM in MMU
+    mode ``mmu``, and every file of its runs (``tests.mmu.test_lanes._outputs``) replayed on
+    one thread, every policy, made once per session.
+
+    Issue 16's matrices (lanes in tests/mmu/test_lanes.py, processes in tests/run/test_procs.py)
+    both hold every other thread count to these files; the one-thread replay they compare with
+    is the same, so it is made once for both.
+    """
+    from replay.mmu.config import POLICIES
+    from replay.run.driver import run_policies
+    from replay.run.outputs import write_runs
+    from replay.synth import generate, load_scenario
+    from replay.trace import open_trace
+    from tests.mmu.test_lanes import _outputs, _with_mmu
+
+    root = tmp_path_factory.mktemp("one-thread")
+    made: dict[tuple[str, str], tuple[TraceFile, dict[str, bytes]]] = {}
+
+    def get(scenario: str, mmu: str) -> tuple[TraceFile, dict[str, bytes]]:
+        if (scenario, mmu) not in made:
+            folder = root / f"{scenario}-{mmu}"
+            folder.mkdir()
+            path = root / f"{scenario}.parquet"
+            if not path.exists():
+                # host-swap's pressure comes by the second (14,000 host events in its 20 s):
+                # 2 s of it.
+                duration = 2.0 if scenario == "host-swap" else None
+                generate(
+                    load_scenario(scenario, seed=3, accesses=10_000, duration_s=duration), path
+                )
+            trace = _with_mmu(open_trace(path), mmu)
+            (folder / "work").mkdir()
+            replay = run_policies(trace, POLICIES, workdir=folder / "work", threads=1)
+            write_runs(replay, folder / "runs")
+            made[scenario, mmu] = trace, _outputs(folder / "runs")
+        return made[scenario, mmu]
+
+    return get
