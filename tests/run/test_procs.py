@@ -73,6 +73,27 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def many_one_process(
+    many: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[pytest.MonkeyPatch, int], dict[str, bytes]]:
+    """``(monkeypatch, rows) -> files``: the runs of :func:`many` replayed on one thread in
+    batches of ``rows`` rows, made once per batch size for the tests that compare with them
+    (the replay patches nothing else, so every such test would replay it the same way)."""
+    made: dict[int, dict[str, bytes]] = {}
+
+    def get(monkeypatch: pytest.MonkeyPatch, rows: int) -> dict[str, bytes]:
+        if rows not in made:
+            root = tmp_path_factory.mktemp(f"one-process-{rows}")
+            with monkeypatch.context() as mp:
+                _small_batches(mp, rows)
+                write_runs(_replay(open_trace(many), root / "w1", 1), root / "r1")
+            made[rows] = _outputs(root / "r1")
+        return made[rows]
+
+    return get
+
+
 def _replay(trace: TraceFile, work: Path, threads: int | None, **kw: Any) -> Replay:
     work.mkdir()
     return run_policies(trace, POLICIES, workdir=work, threads=threads, **kw)
@@ -163,26 +184,31 @@ def test_every_scenario_writes_the_same_runs_in_processes(
     ],
 )
 def test_every_split_of_the_policies_writes_the_same_runs(
-    tmp_path: Path, many: Path, monkeypatch: pytest.MonkeyPatch, split: Split
+    tmp_path: Path,
+    many: Path,
+    many_one_process: Callable[[pytest.MonkeyPatch, int], dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    split: Split,
 ) -> None:
-    trace = open_trace(many)
+    one = many_one_process(monkeypatch, 700)
     _small_batches(monkeypatch, 700)
-    write_runs(_replay(trace, tmp_path / "w1", 1), tmp_path / "r1")
     monkeypatch.setattr(procs, "split", lambda costs, workers: split)
-    write_runs(_replay(trace, tmp_path / "w", 2), tmp_path / "r")
-    assert _outputs(tmp_path / "r") == _outputs(tmp_path / "r1")
+    write_runs(_replay(open_trace(many), tmp_path / "w", 2), tmp_path / "r")
+    assert _outputs(tmp_path / "r") == one
     _no_child_left()
 
 
 def test_batches_too_large_for_the_ring_go_through_the_pipe(
-    tmp_path: Path, many: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    many: Path,
+    many_one_process: Callable[[pytest.MonkeyPatch, int], dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    trace = open_trace(many)
+    one = many_one_process(monkeypatch, 900)
     _small_batches(monkeypatch, 900)
-    write_runs(_replay(trace, tmp_path / "w1", 1), tmp_path / "r1")
     monkeypatch.setattr(procs, "slot_bytes", lambda rows: 4096)  # no batch fits
-    write_runs(_replay(trace, tmp_path / "w", 3), tmp_path / "r")
-    assert _outputs(tmp_path / "r") == _outputs(tmp_path / "r1")
+    write_runs(_replay(open_trace(many), tmp_path / "w", 3), tmp_path / "r")
+    assert _outputs(tmp_path / "r") == one
     _no_child_left()
 
 
