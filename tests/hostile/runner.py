@@ -169,9 +169,15 @@ def command(*args: str) -> list[str]:
 
 
 def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The commands' environment: the caller's, a fixed terminal width, no colour."""
+    """The commands' environment: the caller's, a fixed terminal width, no colour.
+
+    Bytecode is written only into a cache folder of the test run's own (tests/conftest.py sets
+    PYTHONPYCACHEPREFIX), never next to the sources; without one, not at all.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLAY_", "PYTEST_"))}
-    env.update({"COLUMNS": "120", "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update({"COLUMNS": "120", "NO_COLOR": "1"})
+    if not env.get("PYTHONPYCACHEPREFIX"):
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})
     return env
 

@@ -43,15 +43,22 @@ def _summary_skeleton() -> dict[str, Any]:
 
 
 def _edit_real(real: dict[str, Any], edit: tuple[str, tuple[Any, ...], Any]) -> str:
-    """Apply an edit drawn on the skeleton to the real summary, where its path exists."""
+    """Apply an edit drawn on the skeleton to the real summary, where its path exists.
+
+    Where it does not (a parent missing, or the key itself for an edit that needs it there: a
+    delete, add or nest; ``per_vcpu`` is keyed ``"0/0"``, not ``"0"`` then ``"0"``), the drawn
+    value is set at the path's first key instead.
+    """
     node: Any = real
-    for key in edit[1][:-1]:
+    action, path, value = edit
+    needed = path if action != "set" else path[:-1]
+    for key in needed:
         if (isinstance(node, dict) and key in node) or (
             isinstance(node, list) and isinstance(key, int) and key < len(node)
         ):
             node = node[key]
         else:
-            return apply_edit(real, ("set", (edit[1][0],), edit[2]))
+            return apply_edit(real, ("set", (path[0],), value))
     return apply_edit(real, edit)
 
 

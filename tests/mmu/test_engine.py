@@ -157,12 +157,46 @@ def test_engines_agree_without_the_block_tables(
         both(rows, meta, policy, cfg, costs)  # type: ignore[arg-type]
 
 
+class _Shared:
+    """Traces, and replays of them with unpatched engines, made once for the whole module.
+
+    Several parametrized tests replay the same trace with the same engine and options as their
+    baseline (the reference engine's rows, or the vectorized engine's with its defaults), and
+    only the variant they compare it with differs: the baseline is the same every time, so it
+    is computed once. Nothing reads the shared results but to compare them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.traces: dict[tuple[str, int, int], Path] = {}
+        self.runs: dict[tuple[str, Path, str], Any] = {}
+
+    def trace(self, name: str, seed: int, accesses: int) -> Path:
+        key = (name, seed, accesses)
+        if key not in self.traces:
+            path = self.root / f"{name}-{seed}-{accesses}.parquet"
+            generate(load_scenario(name, seed=seed, accesses=accesses), path)
+            self.traces[key] = path
+        return self.traces[key]
+
+    def run(self, engine: type[ReferenceEngine | VectorEngine], path: Path, policy: str) -> Any:
+        """``_run(engine, path, policy)``: call it only where no engine constant is patched."""
+        key = (engine.__name__, path, policy)
+        if key not in self.runs:
+            self.runs[key] = _run(engine, path, policy)
+        return self.runs[key]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> _Shared:
+    return _Shared(tmp_path_factory.mktemp("engine"))
+
+
 @pytest.mark.parametrize(("chunk", "pack_from"), [(97, 10**12), (97, 0), (1 << 16, 10**12)])
-def test_hit_test_variants_agree(tmp_path: Path, chunk: int, pack_from: int) -> None:
+def test_hit_test_variants_agree(shared: _Shared, chunk: int, pack_from: int) -> None:
     """The hit test in steps of any size, on packed bits or on the flags, gives the same rows."""
-    path = tmp_path / "t.parquet"
-    generate(load_scenario("legacy-mmu-pressure", seed=7, accesses=20_000), path)
-    default = _run(VectorEngine, path, "zap")
+    path = shared.trace("legacy-mmu-pressure", 7, 20_000)
+    default = shared.run(VectorEngine, path, "zap")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(HitTest, "CHUNK", chunk)
         mp.setattr(VectorEngine, "_PACK_FROM", pack_from)  # always packed, or never
@@ -213,13 +247,12 @@ def test_epochs_in_short_steps_agree_on_generated_traces(
 
 @pytest.mark.parametrize("scenario", ["legacy-mmu-pressure", "many-small-vms"])
 @pytest.mark.parametrize("at_most", [1, 13, 1000])
-def test_epochs_in_steps_of_any_size_agree(tmp_path: Path, scenario: str, at_most: int) -> None:
+def test_epochs_in_steps_of_any_size_agree(shared: _Shared, scenario: str, at_most: int) -> None:
     """An epoch replayed a step of ``at_most`` accesses at a time (page-limit overrides carried
     across steps) gives the reference engine's rows."""
-    path = tmp_path / "t.parquet"
-    generate(load_scenario(scenario, seed=11, accesses=6_000), path)
+    path = shared.trace(scenario, 11, 6_000)
     for policy in POLICIES:
-        ref = _run(ReferenceEngine, path, policy)
+        ref = shared.run(ReferenceEngine, path, policy)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(VectorEngine, "_EPOCH_MAX", at_most)
             vec = _run(VectorEngine, path, policy)

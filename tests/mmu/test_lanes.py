@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -28,6 +28,9 @@ from replay.trace import open_trace
 from replay.trace.reader import TraceFile
 from replay.trace.schema import Memslot, TraceMeta, VmSpec
 from tests.mmu.helpers import A, R, S, U, Z, batch
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PAGE = 4096
 THREADS = (2, 3, 8)
@@ -175,27 +178,25 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("scenario", list_scenarios())
 @pytest.mark.parametrize("mmu", ["tdp_mmu", "shadow_direct"])
 def test_every_scenario_writes_the_same_runs_whatever_the_threads(
-    tmp_path: Path, scenario: str, mmu: str
+    tmp_path: Path,
+    scenario: str,
+    mmu: str,
+    one_thread_runs: Callable[[str, str], tuple[TraceFile, dict[str, bytes]]],
 ) -> None:
     """Every shipped scenario, every policy, both MMU modes, 1, 2, 3 and 8 threads and the
     default: the same bytes in every file of the runs (faults, scans, timelines, cache levels,
-    summary)."""
-    path = tmp_path / "t.parquet"
-    # host-swap's pressure comes by the second (14,000 host events in its 20 s): 2 s of it.
-    duration = 2.0 if scenario == "host-swap" else None
-    generate(load_scenario(scenario, seed=3, accesses=10_000, duration_s=duration), path)
-    trace = _with_mmu(open_trace(path), mmu)
-    outputs: dict[int | None, dict[str, bytes]] = {}
+    summary). The one-thread runs are tests/conftest.py's ``one_thread_runs``, which
+    tests/run/test_procs.py holds its processes to as well."""
+    trace, one = one_thread_runs(scenario, mmu)
+    assert len(one) >= 3 * 4
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(lanes, "MIN_SPLIT", 0)
-        for threads in (1, *THREADS, None):  # None: replay run's default (policies side by side)
+        for threads in (*THREADS, None):  # None: replay run's default (policies side by side)
             work = tmp_path / f"work{threads}"
             work.mkdir()
             replay = run_policies(trace, POLICIES, workdir=work, threads=threads)
             write_runs(replay, tmp_path / f"runs{threads}")
-            outputs[threads] = _outputs(tmp_path / f"runs{threads}")
-    assert len(outputs[1]) >= 3 * 4
-    for threads in (*THREADS, None):
-        assert outputs[threads].keys() == outputs[1].keys()
-        for name, data in outputs[1].items():
-            assert outputs[threads][name] == data, (threads, name)
+            outputs = _outputs(tmp_path / f"runs{threads}")
+            assert outputs.keys() == one.keys()
+            for name, data in one.items():
+                assert outputs[name] == data, (threads, name)

@@ -33,9 +33,11 @@ from replay.synth import generate, list_scenarios, load_scenario
 from replay.trace import open_trace
 from replay.trace.reader import iter_batches
 from tests.builders import write_rows
-from tests.mmu.test_lanes import _outputs, _with_mmu, many_vm_traces
+from tests.mmu.test_lanes import _outputs, many_vm_traces
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from replay.run.records import Replay
     from replay.trace.reader import EventBatch, TraceFile
     from replay.trace.schema import TraceMeta
@@ -69,6 +71,27 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("procs") / "t.parquet"
     generate(load_scenario("many-small-vms", seed=4, accesses=6_000), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def many_one_process(
+    many: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[pytest.MonkeyPatch, int], dict[str, bytes]]:
+    """``(monkeypatch, rows) -> files``: the runs of :func:`many` replayed on one thread in
+    batches of ``rows`` rows, made once per batch size for the tests that compare with them
+    (the replay patches nothing else, so every such test would replay it the same way)."""
+    made: dict[int, dict[str, bytes]] = {}
+
+    def get(monkeypatch: pytest.MonkeyPatch, rows: int) -> dict[str, bytes]:
+        if rows not in made:
+            root = tmp_path_factory.mktemp(f"one-process-{rows}")
+            with monkeypatch.context() as mp:
+                _small_batches(mp, rows)
+                write_runs(_replay(open_trace(many), root / "w1", 1), root / "r1")
+            made[rows] = _outputs(root / "r1")
+        return made[rows]
+
+    return get
 
 
 def _replay(trace: TraceFile, work: Path, threads: int | None, **kw: Any) -> Replay:
@@ -127,25 +150,27 @@ def test_a_fleet_job_stays_in_its_process(tmp_path: Path, many: Path, forked: li
 @pytest.mark.parametrize("scenario", list_scenarios())
 @pytest.mark.parametrize("mmu", ["tdp_mmu", "shadow_direct"])
 def test_every_scenario_writes_the_same_runs_in_processes(
-    tmp_path: Path, scenario: str, mmu: str, forked: list[Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    scenario: str,
+    mmu: str,
+    forked: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    one_thread_runs: Callable[[str, str], tuple[TraceFile, dict[str, bytes]]],
 ) -> None:
     """Every shipped scenario, both MMU modes, every policy, 2, 3 and 8 threads and the default
-    (one process per policy, or fewer holding several): every file of the runs is the same."""
-    path = tmp_path / "t.parquet"
-    duration = 2.0 if scenario == "host-swap" else None
-    generate(load_scenario(scenario, seed=5, accesses=8_000, duration_s=duration), path)
-    trace = _with_mmu(open_trace(path), mmu)
+    (one process per policy, or fewer holding several), in batches of 1,500 rows: every file of
+    the runs is that of a one-thread replay (tests/conftest.py's ``one_thread_runs``, shared
+    with tests/mmu/test_lanes.py; it reads the trace in the default batches, so any difference
+    the batches made would show here too)."""
+    trace, one = one_thread_runs(scenario, mmu)
     _small_batches(monkeypatch, 1_500)
     monkeypatch.setattr(lanes, "MIN_SPLIT", 0)  # inherited by the children
-    outputs = {}
-    for threads in (1, 2, 3, 8, None):
+    for threads in (2, 3, 8, None):
         write_runs(_replay(trace, tmp_path / f"w{threads}", threads), tmp_path / f"r{threads}")
-        outputs[threads] = _outputs(tmp_path / f"r{threads}")
+        assert _outputs(tmp_path / f"r{threads}") == one, threads
     assert len(forked) == 4
     # One child: the policies are two walks, zap's and the one of none and cache.
     assert {len(groups) for _, groups in forked} == {1}
-    for threads in (2, 3, 8, None):
-        assert outputs[threads] == outputs[1], threads
     _no_child_left()
 
 
@@ -159,26 +184,31 @@ def test_every_scenario_writes_the_same_runs_in_processes(
     ],
 )
 def test_every_split_of_the_policies_writes_the_same_runs(
-    tmp_path: Path, many: Path, monkeypatch: pytest.MonkeyPatch, split: Split
+    tmp_path: Path,
+    many: Path,
+    many_one_process: Callable[[pytest.MonkeyPatch, int], dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    split: Split,
 ) -> None:
-    trace = open_trace(many)
+    one = many_one_process(monkeypatch, 700)
     _small_batches(monkeypatch, 700)
-    write_runs(_replay(trace, tmp_path / "w1", 1), tmp_path / "r1")
     monkeypatch.setattr(procs, "split", lambda costs, workers: split)
-    write_runs(_replay(trace, tmp_path / "w", 2), tmp_path / "r")
-    assert _outputs(tmp_path / "r") == _outputs(tmp_path / "r1")
+    write_runs(_replay(open_trace(many), tmp_path / "w", 2), tmp_path / "r")
+    assert _outputs(tmp_path / "r") == one
     _no_child_left()
 
 
 def test_batches_too_large_for_the_ring_go_through_the_pipe(
-    tmp_path: Path, many: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    many: Path,
+    many_one_process: Callable[[pytest.MonkeyPatch, int], dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    trace = open_trace(many)
+    one = many_one_process(monkeypatch, 900)
     _small_batches(monkeypatch, 900)
-    write_runs(_replay(trace, tmp_path / "w1", 1), tmp_path / "r1")
     monkeypatch.setattr(procs, "slot_bytes", lambda rows: 4096)  # no batch fits
-    write_runs(_replay(trace, tmp_path / "w", 3), tmp_path / "r")
-    assert _outputs(tmp_path / "r") == _outputs(tmp_path / "r1")
+    write_runs(_replay(open_trace(many), tmp_path / "w", 3), tmp_path / "r")
+    assert _outputs(tmp_path / "r") == one
     _no_child_left()
 
 
