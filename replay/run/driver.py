@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 
 DEFAULT_BUCKET_NS = 100_000_000
 
+ONE_THREAD_BELOW_ROWS = 100_000
+"""A trace shorter than this is replayed on one thread when ``threads`` is not given: a child
+process and its ring cost about 0.1 s, more than sharing so little work saves (the bundled
+sample, 20 k rows: 0.43 to 0.48 s on one thread, 0.53 to 0.64 s in two processes;
+scripts/PERFORMANCE.md, "Short traces")."""
+
 
 def cores() -> int:
     """The cores this process may run on (``replay run --threads``'s default)."""
@@ -256,8 +262,8 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         processes (this one included, which also reads the trace), balanced by their cost
         (:mod:`replay.run.procs`); without one, to threads. 1 replays everything on the
         calling thread. None means one per core for the policies and no lanes: on the GIL,
-        lanes cost more CPU than they save (ENGINE.md, "Lanes"). The rows are the same
-        whatever it is.
+        lanes cost more CPU than they save (ENGINE.md, "Lanes"); and 1 for a trace of fewer
+        than :data:`ONE_THREAD_BELOW_ROWS` rows. The rows are the same whatever it is.
     background
         Read the next batches ahead and write the fault files on background threads, so a
         lone replay overlaps them with the engines on other cores (``replay run``). False keeps
@@ -289,6 +295,8 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     trace_fingerprint = fingerprint(trace)
     # Before anything is replayed: the timeline's buckets, and every time, within bounds.
     span = check_span(trace, bucket_ns)
+    if threads is None and trace.num_rows < ONE_THREAD_BELOW_ROWS:
+        threads = 1
     walks = len(walks_of(engine, policies))
     lanes = 1 if threads is None else max(1, threads // walks)
     if workdir is not None and walks > 1 and threads != 1 and _can_fork():
