@@ -80,7 +80,8 @@ ThreadsOption = Annotated[
         help=(
             "Cores for the replay: the policies in that many processes (this one reads the "
             "trace), then each epoch's VMs split between the threads left (default: one per "
-            "core, for the policies); 1 replays on one thread."
+            "core, for the policies; one for a trace under 100,000 rows); 1 replays on one "
+            "thread."
         ),
         min=1,
     ),

@@ -98,10 +98,11 @@ def tune_worker(one_core: bool) -> dict[str, Any]:
     Freed memory is kept for reuse, as ``replay run`` does: a Dask nanny starts its worker
     with ``MALLOC_TRIM_THRESHOLD_`` set, so glibc hands freed memory back to the kernel, and a
     replay pays again for every page it faults back in (see ``replay/cli/_process.py``, which
-    makes the same setting for a command's process). mallopt still takes effect once the
+    makes the same setting for a command's process, and one malloc arena, which a worker
+    running a job per thread does without). mallopt still takes effect once the
     libraries are loaded, so it is made here, in every worker however it was started.
     """
-    from replay.cli._process import keep_freed_memory
+    from replay._memory import keep_freed_memory
 
     keep_freed_memory()
     return one_core_per_job(_jobs_at_once()) if one_core else {}
@@ -242,10 +243,20 @@ def _replay_into(job: Job, out: Path, options: dict[str, Any]) -> dict[str, Any]
         "vcpus": sum(vm.vcpus for vm in tf.meta.vms),
         "accesses": sum(replay.counts.accesses.values()),
         "rows": replay.counts.rows,
-        "wall_s": round(sum(r.wall_s for r in replay.runs) + replay.read_s, 3),
+        "wall_s": round(_engines_s(replay.runs) + replay.read_s, 3),
         "worker": _writer(),
         "totals": {str(d["policy"]): d["totals"] for d in docs},
     }
+
+
+def _engines_s(runs: list[Any]) -> float:
+    """The engines' time of a job's runs: a walk that replayed several policies, once."""
+    if not runs:
+        return 0.0
+    from replay.run.walks import walks_of
+
+    walks = walks_of(runs[0].engine, tuple(run.policy for run in runs))
+    return float(sum(runs[walk[0]].wall_s for walk in walks))
 
 
 def with_mmu_mode(tf: Any, mmu: str | None) -> Any:

@@ -8,14 +8,13 @@ finishes a companion through its :class:`CompanionRun` like an engine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from replay.mmu.results import EngineResult
 
 if TYPE_CHECKING:
     from replay.mmu.caches import VcpuCaches
     from replay.mmu.config import Policy
-    from replay.mmu.engine import VectorEngine
     from replay.mmu.host import HostEvents
     from replay.mmu.results import FaultConsumer
     from replay.trace.reader import EventBatch
@@ -47,14 +46,21 @@ class Account:
         )
 
 
+class Walk(Protocol):
+    """The engine whose walk a companion shares (only stopping it is asked of it here)."""
+
+    def close(self) -> None:
+        """Stop the engine's lanes, if any."""
+
+
 class CompanionRun:
     """A policy replayed by another policy's engine, as the driver sees an engine.
 
-    Its walk is the engine's, fed by the engine's :meth:`~VectorEngine.feed`: feeding it does
-    nothing. Finish it once the engine has been fed the whole trace.
+    Its walk is the engine's (``replay.mmu.engine.VectorEngine``), fed by the engine's ``feed``:
+    feeding it does nothing. Finish it once the engine has been fed the whole trace.
     """
 
-    def __init__(self, engine: VectorEngine, account: Account) -> None:
+    def __init__(self, engine: Walk, account: Account) -> None:
         self.engine = engine
         self.account = account
         self.sp_removals = account.host.sp_removals

@@ -191,12 +191,14 @@ class VectorEngine:
             host.sp_removals = sp_removals
         return Account(policy, caches, host, sink if sink is not None else FaultRows())
 
-    def companion(self, policy: Policy) -> CompanionRun:
-        """The run of companion ``policy``, to finish like an engine once this one is fed."""
-        for account in self.accounts[1:]:
-            if account.policy == policy:
-                return CompanionRun(self, account)
-        raise KeyError(policy)
+    def companion(self, k: int) -> CompanionRun:
+        """The run of the ``k``-th companion (from 1, in the order given).
+
+        Finish it like an engine once this one has been fed the trace.
+        """
+        if not 1 <= k < len(self.accounts):
+            raise IndexError(f"no companion {k}")
+        return CompanionRun(self, self.accounts[k])
 
     # -- driving --------------------------------------------------------------------------------
 

@@ -99,7 +99,17 @@ class Lanes:
         self._join()
 
     def _join(self) -> None:
-        """Merge the lanes' fault rows and page-limit zaps into the engine's, by trace row."""
+        """Merge the lanes' page-limit zaps and fault rows into the engine's, by trace row.
+
+        The zaps first: handing rows on may feed the run's statistics at once (a spilled row
+        group), and those count every removal logged up to a chunk's last row as done.
+        """
+        zaps: list[tuple[int, int, int, int]] = []
+        for lane in self.engines:
+            zaps.extend(lane.sp_removals)
+            lane.sp_removals.clear()
+        zaps.sort()
+        self.engine.sp_removals.extend(zaps)
         for k, account in enumerate(self.engine.accounts):
             chunks = []
             for lane in self.engines:
@@ -110,12 +120,6 @@ class Lanes:
             _add_merged(account.faults, chunks)
         for lane in self.engines:
             lane.accounts = _fresh_rows(lane.accounts)
-        zaps: list[tuple[int, int, int, int]] = []
-        for lane in self.engines:
-            zaps.extend(lane.sp_removals)
-            lane.sp_removals.clear()
-        zaps.sort()
-        self.engine.sp_removals.extend(zaps)
 
     def close(self) -> None:
         """Stop the lanes' threads (idle between epochs; nothing is left running)."""

@@ -1,7 +1,8 @@
 """Drive one or several engines over a trace, streamed once.
 
-The trace is read batch by batch; every engine (one per policy) gets each batch in turn, so a
-run of three policies reads the file once. The driver also counts what does not depend on the
+The trace is read batch by batch; every engine gets each batch in turn (one per policy, but
+one walk for the policies that keep page tables, ``replay.run.walks``), so a run of three
+policies reads the file once. The driver also counts what does not depend on the
 policy: accesses per vCPU and per time bucket, reclaim passes by source.
 """
 
@@ -43,6 +44,12 @@ if TYPE_CHECKING:
     from replay.trace.schema import VmSpec
 
 DEFAULT_BUCKET_NS = 100_000_000
+
+ONE_THREAD_BELOW_ROWS = 100_000
+"""A trace shorter than this is replayed on one thread when ``threads`` is not given: a child
+process and its ring cost about 0.1 s, more than sharing so little work saves (the bundled
+sample, 20 k rows: 0.43 to 0.48 s on one thread, 0.53 to 0.64 s in two processes;
+scripts/PERFORMANCE.md, "Short traces")."""
 
 
 def cores() -> int:
@@ -236,7 +243,8 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     trace
         An opened trace (:func:`replay.open_trace`).
     policies
-        Shrinker policies to replay, each with its own engine: ``zap``, ``none``, ``cache``.
+        Shrinker policies to replay: ``zap``, ``none``, ``cache``; each with its own engine, but
+        ``none`` and ``cache`` share one walk (``replay.run.walks``).
     engine
         ``fast`` (vectorized) or ``reference`` (the scalar oracle); both give the same rows.
     cfg, costs
@@ -250,14 +258,14 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         (``workdir/<policy>.faults.parquet``), so memory does not grow with the trace; without
         it they stay in memory.
     threads
-        Cores for the engines: the policies are replayed side by side (they share the trace
-        and nothing else), and the threads left over split each epoch's VMs between lanes
-        (``replay.mmu.lanes``). With a ``workdir``, the policies go to up to ``threads``
-        processes (this one included, which also reads the trace), balanced by their cost
-        (:mod:`replay.run.procs`); without one, to threads. 1 replays everything on the
-        calling thread. None means one per core for the policies and no lanes: on the GIL,
-        lanes cost more CPU than they save (ENGINE.md, "Lanes"). The rows are the same
-        whatever it is.
+        Cores for the engines: the walks (``replay.run.walks``) are replayed side by side
+        (they share the trace and nothing else), and the threads left over split each epoch's
+        VMs between lanes (``replay.mmu.lanes``). With a ``workdir``, the walks go to up to
+        ``threads`` processes (this one included, which also reads the trace), balanced by
+        their cost (:mod:`replay.run.procs`); without one, to threads. 1 replays everything
+        on the calling thread. None means one per core for the walks and no lanes: on the GIL,
+        lanes cost more CPU than they save (ENGINE.md, "Lanes"); and 1 for a trace of fewer
+        than :data:`ONE_THREAD_BELOW_ROWS` rows. The rows are the same whatever it is.
     background
         Read the next batches ahead and write the fault files on background threads, so a
         lone replay overlaps them with the engines on other cores (``replay run``). False keeps
@@ -289,6 +297,8 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     trace_fingerprint = fingerprint(trace)
     # Before anything is replayed: the timeline's buckets, and every time, within bounds.
     span = check_span(trace, bucket_ns)
+    if threads is None and trace.num_rows < ONE_THREAD_BELOW_ROWS:
+        threads = 1
     walks = len(walks_of(engine, policies))
     lanes = 1 if threads is None else max(1, threads // walks)
     if workdir is not None and walks > 1 and threads != 1 and _can_fork():
@@ -366,7 +376,7 @@ def _read(
 
 
 class _Feeder:
-    """Hands every batch to every engine: the policies side by side on ``threads`` threads.
+    """Hands every batch to every engine (a walk each): side by side on ``threads`` threads.
 
     The engines share the trace's batches, which nobody writes, and nothing else, so they
     need no join but the one after each batch (which keeps the read-ahead bounded). The

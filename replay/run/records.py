@@ -51,7 +51,8 @@ class PolicyRun:
     engine: EngineName
     result: EngineResult
     wall_s: float
-    """Time spent inside the engine (reading and validating the trace excluded)."""
+    """Time spent inside the engine (reading and validating the trace excluded): for policies
+    one walk replayed together (``replay.run.walks``), each is the walk's whole time."""
     stats: FaultStats
     """Its fault statistics, fed as the fault rows were produced."""
     sink: FaultSink

@@ -85,7 +85,8 @@ class FaultSink:
         n = len(columns["row"])
         if not n:
             return
-        self._pending.append(columns)
+        # Kept in memory until the end: in the table's types at once (they are smaller).
+        self._pending.append(as_chunk(columns) if self.spill_path is None else columns)
         self._pending_rows += n
         if self.spill_path is not None and self._pending_rows >= SPILL_ROWS:
             self._hand_over(final=False)
@@ -136,7 +137,8 @@ class FaultSink:
             if self.observer is not None:
                 self.observer(group)
             start = end
-        self._carry = {k: v[start:] for k, v in merged.items()}
+        # (Views would keep the whole merged group alive; nothing is left after the last one.)
+        self._carry = {k: v[start:] for k, v in merged.items()} if start < rows else empty_chunk()
 
     def _drain(self) -> None:
         """Wait for the writer thread; re-raise what it raised."""
@@ -154,7 +156,7 @@ class FaultSink:
         self._closed = True
         if self.spill_path is None:
             if self._pending_rows:
-                merged = concat_chunks([as_chunk(c) for c in self._pending])
+                merged = concat_chunks(self._pending)
                 self._pending = [merged]
                 if self.observer is not None:
                     self.observer(merged)

@@ -105,8 +105,8 @@ def make_walks(
             name, trace, policies[first], cfg, costs, sinks[first], lanes, companions
         )
         engines[first] = walker
-        for j in others:
-            engines[j] = walker.companion(policies[j])  # type: ignore[attr-defined]
+        for nth, j in enumerate(others, start=1):
+            engines[j] = walker.companion(nth)  # type: ignore[attr-defined]
         for j in walk:
             walk_of[j] = k
         fed.append(walker)

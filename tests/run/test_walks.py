@@ -84,3 +84,19 @@ def test_only_the_policies_that_keep_page_tables_share_a_walk() -> None:
     assert shared_walks(("zap",)) == [(0,)]
     with pytest.raises(ValueError, match="cannot share a walk"):
         VectorEngine(meta(), "zap", MmuConfig(), CostModel(), companions=[("cache", None)])
+
+
+def test_a_policy_given_twice_gets_a_run_of_its_own(tmp_path: Path) -> None:
+    """The library takes a policy twice (the command drops repeats): each is a companion of the
+    walk with its own account, so the two runs are equal and neither is the other's."""
+    path = tmp_path / "t.parquet"
+    generate(load_scenario("many-small-vms", seed=2, accesses=5_000), path)
+    replay = run_policies(open_trace(path), ("none", "cache", "cache"))
+    _, first, second = replay.runs
+    assert first.sink is not second.sink
+    assert first.stats is not second.stats
+    assert len(first.result.faults["row"]) > 0
+    for k, column in first.result.faults.items():
+        assert (column == second.result.faults[k]).all(), k
+    assert first.result.scans == second.result.scans
+    assert first.result.cache_frees == second.result.cache_frees
