@@ -107,7 +107,7 @@ def _no_child_left() -> None:
     ("threads", "workdir", "policies", "processes"),
     [
         (2, True, POLICIES, True),
-        (None, True, POLICIES, True),
+        (None, True, POLICIES, False),  # a short trace: one thread (ONE_THREAD_BELOW_ROWS)
         (8, True, ("zap", "cache"), True),
         (1, True, POLICIES, False),  # today's one-thread replay
         (2, False, POLICIES, False),  # fault rows kept in memory: policies on threads
@@ -139,6 +139,31 @@ def test_the_policies_go_to_processes_only_with_threads_a_folder_and_several_pol
         )
 
 
+def test_the_default_forks_only_for_a_trace_of_enough_rows(
+    tmp_path: Path, many: Path, forked: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``threads``, a trace shorter than ONE_THREAD_BELOW_ROWS stays on one thread;
+    one as long goes to processes; ``threads`` given is obeyed either way."""
+    trace = open_trace(many)
+    rows = trace.num_rows
+    for below, threads, forks in ((rows + 1, None, False), (rows, None, True), (rows + 1, 2, True)):
+        monkeypatch.setattr(driver, "ONE_THREAD_BELOW_ROWS", below)
+        forked.clear()
+        _replay(trace, tmp_path / f"w{below}-{threads}", threads)
+        assert bool(forked) == forks, (below, threads)
+    _no_child_left()
+
+
+def test_the_threads_help_says_the_short_trace_rule() -> None:
+    """``replay run --help`` gives the threshold the driver uses (the CLI does not import the
+    driver to build its help: the number is written out there)."""
+    from typing import get_args
+
+    from replay.cli.options import ThreadsOption
+
+    assert f"{driver.ONE_THREAD_BELOW_ROWS:,} rows" in get_args(ThreadsOption)[1].help
+
+
 def test_a_fleet_job_stays_in_its_process(tmp_path: Path, many: Path, forked: list[Any]) -> None:
     """A fleet worker's options (one core a job) keep the one-thread replay as it was."""
     options = one_core_per_job(1)
@@ -165,6 +190,7 @@ def test_every_scenario_writes_the_same_runs_in_processes(
     trace, one = one_thread_runs(scenario, mmu)
     _small_batches(monkeypatch, 1_500)
     monkeypatch.setattr(lanes, "MIN_SPLIT", 0)  # inherited by the children
+    monkeypatch.setattr(driver, "ONE_THREAD_BELOW_ROWS", 0)  # the default forks here too
     for threads in (2, 3, 8, None):
         write_runs(_replay(trace, tmp_path / f"w{threads}", threads), tmp_path / f"r{threads}")
         assert _outputs(tmp_path / f"r{threads}") == one, threads
