@@ -21,17 +21,16 @@ from replay._threads import run_all
 from replay.errors import TraceDataError
 from replay.mmu.config import CostModel, MmuConfig, Policy
 from replay.run.records import EngineName, PolicyRun, Replay, TraceCounts
-from replay.run.schema import run_stamp
-from replay.run.sink import FaultSink
 from replay.run.span import Span, check_span
-from replay.run.stats import FaultStats
 from replay.run.walks import (
     COMPANION_COST,
     POLICY_COST,
     Engine,
     Setup,
     WalkUnits,
+    attach_logs,
     make_walks,
+    stats_and_sinks,
     walks_of,
 )
 from replay.trace.reader import EventBatch, TraceFile, iter_batches, prefetched
@@ -308,21 +307,13 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
         return _replay_in_processes(setup, policies, span, threads or cores(), progress)
     # Each policy's summary statistics are fed its fault rows as the sink hands them on (on
     # the writer thread when spilling), not read back from the fault file afterwards.
-    stats = [FaultStats(trace.meta.vms, costs, bucket_ns) for _ in policies]
-    sinks = [
-        FaultSink(
-            workdir / f"{p}.faults.parquet" if workdir else None,
-            run_stamp(p, trace_fingerprint),
-            st.feed,
-            background=background,
-        )
-        for p, st in zip(policies, stats, strict=True)
-    ]
+    stats, sinks = stats_and_sinks(
+        trace, policies, costs, bucket_ns, workdir, trace_fingerprint, background=background
+    )
     if threads is None:
         threads = min(cores(), walks)
     engines, walkers, walk_of = make_walks(engine, trace, policies, cfg, costs, sinks, lanes)
-    for st, eng in zip(stats, engines, strict=True):
-        st.attach(eng.sp_removals, eng.cache_frees)
+    attach_logs(stats, engines)
     counter = _TraceCounter(trace.meta.vms, bucket_ns)
     feeder = _Feeder(walkers, min(threads, len(walkers)))
     read_s = 0.0

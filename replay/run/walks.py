@@ -120,6 +120,40 @@ def walks_of(name: EngineName, policies: tuple[Policy, ...]) -> list[tuple[int, 
     return [(i,) for i in range(len(policies))]
 
 
+def stats_and_sinks(
+    trace: TraceFile,
+    policies: Sequence[Policy],
+    costs: CostModel,
+    bucket_ns: int,
+    workdir: Path | None,
+    fingerprint: str,
+    *,
+    background: bool,
+) -> tuple[list[FaultStats], list[FaultSink]]:
+    """Each policy's statistics, and its fault sink feeding them the rows as it hands them on.
+
+    With a ``workdir`` the rows spill to ``workdir/<policy>.faults.parquet`` (on the writer
+    thread when ``background``); without one they stay in memory.
+    """
+    stats = [FaultStats(trace.meta.vms, costs, bucket_ns) for _ in policies]
+    sinks = [
+        FaultSink(
+            workdir / f"{policy}.faults.parquet" if workdir else None,
+            run_stamp(policy, fingerprint),
+            st.feed,
+            background=background,
+        )
+        for policy, st in zip(policies, stats, strict=True)
+    ]
+    return stats, sinks
+
+
+def attach_logs(stats: Sequence[FaultStats], engines: Sequence[Engine]) -> None:
+    """Let each policy's statistics read its engine's removal and cache logs as they grow."""
+    for st, eng in zip(stats, engines, strict=True):
+        st.attach(eng.sp_removals, eng.cache_frees)
+
+
 @dataclass(frozen=True)
 class Setup:
     """What every policy's replay shares, in whichever process it runs."""
@@ -145,22 +179,14 @@ class _WalkReplay:
     def __init__(self, setup: Setup, policies: list[Policy]) -> None:
         self.setup = setup
         self.policies = policies
-        vms = setup.trace.meta.vms
-        self.stats = [FaultStats(vms, setup.costs, setup.bucket_ns) for _ in policies]
-        self.sinks = [
-            FaultSink(
-                setup.workdir / f"{policy}.faults.parquet",
-                run_stamp(policy, setup.fingerprint),
-                st.feed,
-                background=setup.background,
-            )
-            for policy, st in zip(policies, self.stats, strict=True)
-        ]
+        self.stats, self.sinks = stats_and_sinks(
+            setup.trace, policies, setup.costs, setup.bucket_ns, setup.workdir, setup.fingerprint,
+            background=setup.background,
+        )  # fmt: skip
         self.engines, (self.walker,), _ = make_walks(
             setup.engine, setup.trace, policies, setup.cfg, setup.costs, self.sinks, setup.lanes
         )
-        for st, eng in zip(self.stats, self.engines, strict=True):
-            st.attach(eng.sp_removals, eng.cache_frees)
+        attach_logs(self.stats, self.engines)
         self.wall_s = 0.0
         self.started = False
 
