@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from tests.builders import TINY_SCENARIO, write_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from replay.trace.reader import TraceFile
@@ -52,6 +52,28 @@ def pytest_configure(config: pytest.Config) -> None:
     _bytecode_saved.update({name: os.environ.get(name) for name in _BYTECODE_ENV})
     os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="replay-tests-pycache-")
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+@pytest.fixture(autouse=True)
+def no_reader_thread_left() -> Iterator[None]:
+    """Every test leaves no trace-reader thread running that it started.
+
+    A read-ahead worker that outlives its replay (an engine error, an interrupt, a child that
+    died) went on holding batches and waited on its full queue for ever; its iterator, caught
+    in the error's reference cycle, was then finalized on whichever thread the collector ran,
+    sometimes its own. Every replay test now holds the driver to stopping it.
+    """
+    import threading
+
+    def readers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "trace-reader"}
+
+    before = readers()
+    yield
+    left = readers() - before
+    for thread in left:
+        thread.join(timeout=2)  # a worker stopped just now finishes its last batch
+    assert not [t for t in left if t.is_alive()], "a trace-reader thread outlived the test"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

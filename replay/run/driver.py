@@ -37,7 +37,7 @@ from replay.trace.reader import EventBatch, TraceFile, iter_batches, prefetched
 from replay.trace.schema import EVENT_CODE, SOURCES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Generator, Iterator
     from pathlib import Path
 
     from replay.trace.schema import VmSpec
@@ -319,8 +319,9 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
     read_s = 0.0
     rows = 0
     t_read = time.perf_counter()
+    reading = _read(trace, span, counter, background)
     try:
-        for batch in _read(trace, span, counter, background):
+        for batch in reading:
             read_s += time.perf_counter() - t_read
             if len(batch):
                 if rows == 0:
@@ -332,6 +333,7 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
                 progress(rows, trace.num_rows)
             t_read = time.perf_counter()
     finally:
+        reading.close()  # the reader thread stops here, not whenever an error's frames go
         feeder.close()
     counter.check(trace)
     runs = []
@@ -346,7 +348,7 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
 
 def _read(
     trace: TraceFile, span: Span, counter: _TraceCounter, background: bool
-) -> Iterator[EventBatch]:
+) -> Generator[EventBatch, None, None]:
     """The trace's batches, each checked against the span and counted first.
 
     With ``background`` the batches are decoded, checked and counted on the reader thread,
@@ -354,7 +356,7 @@ def _read(
     an engine, nor an engine for them. Without it, all on the calling thread, in order.
     """
 
-    def counted(batches: Iterator[EventBatch]) -> Iterator[EventBatch]:
+    def counted(batches: Iterator[EventBatch]) -> Generator[EventBatch, None, None]:
         for batch in batches:
             if len(batch):
                 span.check_batch(trace, batch.start_row, int(batch.t_ns[0]), int(batch.t_ns[-1]))
@@ -447,22 +449,29 @@ def _replay_in_processes(
     waited = [0.0]
     rows = [0]
 
-    def batches() -> Iterator[EventBatch]:
+    def batches() -> Generator[EventBatch, None, None]:
         reading = _read(trace, span, counter, setup.background)
-        while True:
-            t0 = time.perf_counter()
-            batch = next(reading, None)
-            waited[0] += time.perf_counter() - t0
-            if batch is None:
-                return
-            yield batch
+        try:
+            while True:
+                t0 = time.perf_counter()
+                batch = next(reading, None)
+                waited[0] += time.perf_counter() - t0
+                if batch is None:
+                    return
+                yield batch
+        finally:
+            reading.close()
 
     def sent(batch: EventBatch) -> None:
         rows[0] += len(batch)
         if progress is not None:
             progress(rows[0], trace.num_rows)
 
-    runs = replay_in_processes(batches(), plan, sent, partial(counter.check, trace))
+    feed = batches()
+    try:
+        runs = replay_in_processes(feed, plan, sent, partial(counter.check, trace))
+    finally:
+        feed.close()  # on an error too: the reader thread stops now
     return Replay(
         trace,
         setup.fingerprint,

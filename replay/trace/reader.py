@@ -29,7 +29,7 @@ from replay.trace.schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator, Iterator
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -139,7 +139,7 @@ def open_trace(path: str | Path) -> TraceFile:
 
 def iter_batches(
     trace: TraceFile, batch_rows: int = BATCH_ROWS, *, read_ahead: bool = False
-) -> Iterator[EventBatch]:
+) -> Generator[EventBatch, None, None]:
     """Yield the trace's rows in order as validated :class:`EventBatch` es.
 
     Parameters
@@ -283,7 +283,7 @@ def _all_null(group: pq.RowGroupMetaData, column: int) -> bool:
     return bool(stats is not None and stats.has_null_count and stats.null_count == group.num_rows)
 
 
-def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetched(batches: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Iterate ``batches`` with up to ``depth`` batches read ahead on a background thread.
 
     Decoding Parquet and most numpy work release the GIL, so reading the next batch overlaps
@@ -294,38 +294,12 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
     otherwise leave the worker decoding while Python tears down, which crashed the process.
     """
     import atexit
-    import queue
-    import threading
 
-    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                while not stop.is_set():
-                    try:
-                        slots.put(("batch", batch), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            slots.put(("end", None))
-        except BaseException as exc:  # handed to the consumer, which raises it
-            slots.put(("error", exc))
-
-    worker = threading.Thread(target=produce, name="trace-reader", daemon=True)
-
-    def halt() -> None:
-        stop.set()
-        worker.join(timeout=5)
-
-    worker.start()
-    atexit.register(halt)
+    ahead = _ReadAhead(batches, depth)
+    atexit.register(ahead.halt)
     try:
         while True:
-            kind, item = slots.get()
+            kind, item = ahead.slots.get()
             if kind == "end":
                 return
             if kind == "error":
@@ -333,8 +307,57 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
                 raise item
             yield item  # type: ignore[misc]
     finally:
-        halt()
-        atexit.unregister(halt)
+        ahead.halt()
+        atexit.unregister(ahead.halt)
+
+
+class _ReadAhead:
+    """The worker thread of :func:`prefetched` and the queue it fills."""
+
+    def __init__(self, batches: Iterator[object], depth: int) -> None:
+        import queue
+        import threading
+
+        self._batches = batches
+        self.slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._produce, name="trace-reader", daemon=True)
+        self._worker.start()
+
+    def halt(self) -> None:
+        """Stop the worker and wait for it (a few seconds at most)."""
+        import threading
+
+        self._stop.set()
+        # The cyclic collector may finalize a dropped iterator on any thread, this worker's
+        # own included: it then stops at its next batch and must not join itself.
+        if threading.current_thread() is not self._worker:
+            self._worker.join(timeout=5)
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._batches:
+                if not self._hand("batch", batch):
+                    return
+            self._hand("end", None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._hand("error", exc)
+
+    def _hand(self, kind: str, item: object) -> bool:
+        """Queue ``item`` for the consumer; False once the consumer has stopped listening.
+
+        Never a blocking ``put``: the last batches, the end or an error can find the queue
+        full of batches nobody will take, and the worker would wait there forever.
+        """
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self.slots.put((kind, item), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def count_mmio(meta: TraceMeta, batch: EventBatch) -> int:

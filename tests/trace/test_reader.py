@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +235,80 @@ def test_an_iterator_still_held_at_exit_has_its_worker_stopped(tmp_path: Path) -
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-500:]
     assert proc.stdout.strip() == "stopped"
+
+
+def test_an_iterator_closed_on_its_own_reader_thread_stops_cleanly() -> None:
+    """An iterator dropped after an error sits in a reference cycle (the traceback holds the
+    frame that holds it), and the cyclic collector may finalize it on any thread, its own
+    reader thread included. Closing it there used to try to join the reader thread from
+    itself: a RuntimeError reported as an unraisable exception (seen once in CI, on an
+    engine error with processes)."""
+    import threading
+
+    from replay.trace.reader import prefetched
+
+    consumed = threading.Event()
+    held: list[Generator[int, None, None]] = []
+    closing_errors: list[BaseException] = []
+    closed_on: list[threading.Thread] = []
+
+    def numbers() -> Iterator[int]:
+        for i in range(100):
+            if i == 2:  # on the reader thread, once the consumer has gone away
+                consumed.wait(timeout=10)
+                closed_on.append(threading.current_thread())
+                try:
+                    held[0].close()
+                except BaseException as exc:
+                    closing_errors.append(exc)
+            yield i
+
+    it = prefetched(numbers(), depth=2)
+    held.append(it)
+    assert next(it) == 0
+    consumed.set()
+    for _ in range(200):
+        if closed_on:
+            break
+        threading.Event().wait(0.05)
+    assert [t.name for t in closed_on] == ["trace-reader"]
+    closed_on[0].join(timeout=5)
+    assert closing_errors == []
+    assert not closed_on[0].is_alive()
+
+
+@pytest.mark.parametrize("ends_with", ["end", "error"])
+def test_a_consumer_that_stops_early_stops_a_worker_with_nothing_left_to_read(
+    ends_with: str,
+) -> None:
+    """The worker has read everything and waits to hand on the end (or an error) while the
+    queue is full of batches nobody will take: closing the iterator must stop it at once.
+    It used to wait on the full queue forever, and every close waited five seconds for it
+    (seen after every engine error or interrupt with read-ahead on)."""
+    import threading
+    import time
+
+    from replay.trace.reader import prefetched
+
+    workers: list[threading.Thread] = []
+    exhausted = threading.Event()
+
+    def source() -> Iterator[int]:
+        workers.append(threading.current_thread())
+        yield from range(3)  # one taken, two fill the queue
+        exhausted.set()
+        if ends_with == "error":
+            raise ValueError("the source's own error")
+
+    it = prefetched(source(), depth=2)
+    assert next(it) == 0
+    assert exhausted.wait(timeout=10)
+    time.sleep(0.2)  # the worker now waits to hand on the end with the queue full
+    t0 = time.monotonic()
+    it.close()
+    assert time.monotonic() - t0 < 2
+    workers[0].join(timeout=2)
+    assert not workers[0].is_alive()
 
 
 def _sampled_meta(coverage: str = "faults+sampled") -> TraceMeta:
