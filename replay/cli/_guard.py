@@ -13,6 +13,7 @@ one line and its exit code. What does reach here is handled so that a user still
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -100,6 +101,30 @@ def _finished(code: int) -> None:
 
     signal.signal(signal.SIGINT, now)
     signal.signal(signal.SIGTERM, now)
+    _finished_code.append(code)
+
+
+_finished_code: list[int] = []
+"""The finished command's exit code, once :func:`_finished` has run."""
+
+
+def _ignore_signals_once_finished() -> None:
+    """An exit hook: after the command finished, Ctrl-C and SIGTERM are ignored from here on.
+
+    Past the exit hooks the interpreter puts back the default action of every signal that had
+    a Python handler, then frees its modules (the replay's arrays, tens of milliseconds): a
+    signal there killed a command that had written everything and said so (exit -2). No Python
+    handler could run there anyway; ignoring it lets the process end with its own code.
+    """
+    if _finished_code:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# Registered as this module is imported, before the command runs, so that it runs after every
+# exit hook registered later (they run last registered first): after the command's own hooks
+# (its read-ahead worker, its child processes), with only the interpreter's end after it.
+atexit.register(_ignore_signals_once_finished)
 
 
 def _click() -> Any:
