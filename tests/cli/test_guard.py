@@ -73,7 +73,7 @@ def test_usage_errors_are_one_line_with_exit_2(args: list[str], fragment: str) -
     assert "--help" in lines[0]
 
 
-_TEARDOWN = """
+_FINISHED_COMMAND = """
 import atexit, os, signal, sys, time
 import typer
 from replay.cli._guard import run_guarded
@@ -87,7 +87,11 @@ def done() -> None:
 @app.command()
 def other() -> None:
     pass
+"""
 
+_TEARDOWN = (
+    _FINISHED_COMMAND
+    + """
 def late_ctrl_c() -> None:  # Ctrl-C while the interpreter tears itself down
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(2)
@@ -96,23 +100,11 @@ def late_ctrl_c() -> None:  # Ctrl-C while the interpreter tears itself down
 atexit.register(late_ctrl_c)
 run_guarded(app, ["done"])
 """
+)
 
-
-_LAST_TEARDOWN = """
-import os, signal
-import typer
-from replay.cli._guard import run_guarded
-
-app = typer.Typer()
-
-@app.command()
-def done() -> None:
-    print("written")
-
-@app.command()
-def other() -> None:
-    pass
-
+_LAST_TEARDOWN = (
+    _FINISHED_COMMAND
+    + """
 class LateCtrlC:
     def __del__(self) -> None:  # runs as the interpreter frees __main__, its last act
         os.kill(os.getpid(), signal.SIGINT)
@@ -120,6 +112,7 @@ class LateCtrlC:
 keep = LateCtrlC()
 run_guarded(app, ["done"])
 """
+)
 
 
 def test_ctrl_c_in_the_last_of_the_teardown_is_no_death_by_sigint() -> None:
