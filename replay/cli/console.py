@@ -39,8 +39,8 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except ReplayError as exc:
             fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt as exc:
-            interrupted(exc)
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            interrupted(exc)  # a RuntimeError that wraps no Ctrl-C goes on as a bug
         except OSError as exc:
             # The last net for a full disk a write path did not name itself (its temporary
             # output is removed on the way here, as for any error).
@@ -59,16 +59,20 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def interrupted(
-    exc: KeyboardInterrupt, left: str = "no partial output was left behind", during: str = ""
+    exc: BaseException, left: str = "no partial output was left behind", during: str = ""
 ) -> NoReturn:
     """End a command stopped by Ctrl-C (exit 130) or SIGTERM (exit 143), saying what it left.
 
     ``during`` says what the command was doing (``"while writing the report"``), ``left`` what
-    the user finds on disk.
+    the user finds on disk. ``exc`` is the KeyboardInterrupt, or an exception Python wrapped
+    one in (:func:`replay.cli._guard.stop_behind`); any other exception is raised again.
     """
-    from replay.cli._guard import TERMINATED_EXIT, Terminated
+    from replay.cli._guard import TERMINATED_EXIT, Terminated, stop_behind
 
-    if isinstance(exc, Terminated):
+    stop = stop_behind(exc)
+    if stop is None:
+        raise exc
+    if isinstance(stop, Terminated):
         fail(
             " ".join(filter(None, ["terminated (SIGTERM)", during])) + f"; {left}", TERMINATED_EXIT
         )

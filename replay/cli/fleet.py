@@ -81,13 +81,16 @@ def fleet(  # typer declares a command's options as its parameters: more than 8 
                 on_plan=bar.planned,
                 on_outcome=bar.ended,
             )
-    except KeyboardInterrupt as exc:
-        from replay.cli._guard import TERMINATED_EXIT, Terminated
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        from replay.cli._guard import TERMINATED_EXIT, Terminated, stop_behind
 
+        stop = stop_behind(exc)
+        if stop is None:
+            raise  # a bug
         fail(
             f"interrupted; {bar.finished} finished job(s) are kept in {output}; run the same "
             "command again to resume",
-            TERMINATED_EXIT if isinstance(exc, Terminated) else INTERRUPTED_EXIT,
+            TERMINATED_EXIT if isinstance(stop, Terminated) else INTERRUPTED_EXIT,
         )
     _finish(result, output, json_)
 

@@ -109,7 +109,7 @@ def run(  # typer declares a command's options as its parameters: more than 8 he
         except OSError as exc:
             raise_if_disk_full(exc, out_dir, "runs folder")
             raise
-        except KeyboardInterrupt as exc:
+        except (KeyboardInterrupt, RuntimeError) as exc:
             if not folder.swapped:
                 raise  # the folder is as it was
             interrupted(exc, f"the runs in {out_dir} are complete")
@@ -134,7 +134,7 @@ def _tell(
             _emit_json(out_dir, docs, report_path)
         else:
             _say_written(out_dir, docs, notes, observed, report_path)
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, RuntimeError) as exc:
         interrupted(exc, f"the runs in {out_dir} are complete", "while printing the results")
 
 
@@ -187,7 +187,7 @@ def _report_phase(out_dir: Path, docs: list[dict[str, Any]]) -> Path:
 
     try:
         return _write_report(out_dir, docs)
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, RuntimeError) as exc:
         interrupted(exc, f"the runs in {out_dir} are complete", "while writing the report")
     except ReplayError as exc:
         fail(f"{exc}; the runs in {out_dir} are complete, write the report with replay report")

@@ -6,6 +6,7 @@ SIGTERM and a closed standard output are findings 13 and 17 of the hostile-input
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,46 @@ def test_ctrl_c_in_the_last_of_the_teardown_is_no_death_by_sigint() -> None:
     )
     assert got.returncode == 0, (got.returncode, got.stderr)
     assert got.stdout == "written\n"
+
+
+_CAUGHT_IN_GENERATED_CODE = """
+import typer
+from replay.cli._guard import run_guarded
+from replay.cli.console import user_errors
+
+app = typer.Typer()
+
+@app.command()
+@user_errors
+def stopped() -> None:
+    exec("raise KeyboardInterrupt")  # Ctrl-C in a dataclass's generated method, say
+
+@app.command()
+def other() -> None:
+    pass
+
+run_guarded(app, ["stopped"])
+"""
+
+
+def test_a_ctrl_c_through_generated_code_exits_130_under_python_m(tmp_path: Path) -> None:
+    """CPython notes a KeyboardInterrupt that leaves an ``exec`` of source text as unhandled,
+    even once caught; run with ``-m``, the process then died by SIGINT (exit -2) after saying
+    "interrupted" and exiting 130."""
+    import subprocess
+    import sys
+
+    (tmp_path / "stopped_command.py").write_text(_CAUGHT_IN_GENERATED_CODE)
+    got = subprocess.run(
+        [sys.executable, "-m", "stopped_command"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert got.returncode == 130, (got.returncode, got.stderr)
+    assert got.stderr == "error: interrupted; no partial output was left behind\n"
 
 
 def test_ctrl_c_after_the_command_ends_it_quietly_with_its_own_exit_code() -> None:
