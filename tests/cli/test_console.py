@@ -136,13 +136,14 @@ def test_error_lines_and_notes_write_control_characters_out(
     assert capsys.readouterr().err == "error: trace evil\\x1b]0;t\\x07.parquet is bad\n"
 
 
-@pytest.mark.parametrize(
-    ("stop", "code", "line"),
-    [
-        (KeyboardInterrupt, 130, "error: interrupted; no partial output was left behind\n"),
-        (Terminated, 143, "error: terminated (SIGTERM); no partial output was left behind\n"),
-    ],
-)
+_STOPS = [
+    (KeyboardInterrupt, 130, "error: interrupted; no partial output was left behind\n"),
+    (Terminated, 143, "error: terminated (SIGTERM); no partial output was left behind\n"),
+]
+"""Ctrl-C and SIGTERM: the exit code and the line each ends a command with."""
+
+
+@pytest.mark.parametrize(("stop", "code", "line"), _STOPS)
 def test_ctrl_c_and_sigterm_say_which_they_were(
     capsys: pytest.CaptureFixture[str], stop: type[KeyboardInterrupt], code: int, line: str
 ) -> None:
@@ -167,13 +168,7 @@ def _class_created_during(stop: type[KeyboardInterrupt]) -> None:
     type("Imported", (), {"field": Descriptor()})
 
 
-@pytest.mark.parametrize(
-    ("stop", "code", "line"),
-    [
-        (KeyboardInterrupt, 130, "error: interrupted; no partial output was left behind\n"),
-        (Terminated, 143, "error: terminated (SIGTERM); no partial output was left behind\n"),
-    ],
-)
+@pytest.mark.parametrize(("stop", "code", "line"), _STOPS)
 def test_a_stop_in_a_class_being_created_is_the_stop_not_a_bug(
     capsys: pytest.CaptureFixture[str], stop: type[KeyboardInterrupt], code: int, line: str
 ) -> None:
