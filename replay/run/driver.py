@@ -333,8 +333,10 @@ def run_policies(  # noqa: PLR0913 -- keyword-only options, see tests/test_codeb
                 progress(rows, trace.num_rows)
             t_read = time.perf_counter()
     finally:
-        reading.close()  # the reader thread stops here, not whenever an error's frames go
-        feeder.close()
+        try:
+            reading.close()  # the reader thread stops here, not whenever an error's frames go
+        finally:
+            feeder.close()
     counter.check(trace)
     runs = []
     for policy, eng, walk, st, sink in zip(policies, engines, walk_of, stats, sinks, strict=True):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from replay.cli._guard import DEBUG_ENV, run_guarded
+from replay.cli._guard import DEBUG_ENV, Terminated, run_guarded
 from tests.integration.test_cli import replay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +72,35 @@ def test_usage_errors_are_one_line_with_exit_2(args: list[str], fragment: str) -
     assert lines[0].startswith("error: ")
     assert fragment in lines[0]
     assert "--help" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "line"),
+    [
+        (KeyboardInterrupt, 130, "error: interrupted; no partial output was left behind\n"),
+        (Terminated, 143, "error: terminated (SIGTERM); no partial output was left behind\n"),
+    ],
+)
+def test_a_stop_while_typer_builds_the_command_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    stop: type[KeyboardInterrupt],
+    code: int,
+    line: str,
+) -> None:
+    """Typer reads the command's type hints before click's own Ctrl-C handling starts: a signal
+    there escaped as a traceback (exit 1 for SIGTERM, -2 for Ctrl-C; 7 runs in 150)."""
+    from replay.cli import _guard
+
+    monkeypatch.setattr(_guard, "_finished", lambda code: None)  # keep this process's handlers
+
+    def building(**kwargs: object) -> None:
+        raise stop
+
+    with pytest.raises(SystemExit) as info:
+        run_guarded(building, ["run"])
+    assert info.value.code == code
+    assert capsys.readouterr().err == line
 
 
 _FINISHED_COMMAND = """
