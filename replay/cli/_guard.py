@@ -65,22 +65,8 @@ def run_guarded(app: Callable[..., Any], args: list[str]) -> None:
     except KeyboardInterrupt as interrupt:  # landed while typer built the command, before click
         code = _stopped(interrupt)
     except Exception as exc:  # the last line of defence: a bug, said in one line
-        stop = stop_behind(exc)
-        if stop is not None:  # not a bug: a Ctrl-C that Python wrapped
-            code = _stopped(stop)
-            _finished(code)
-            sys.exit(code)
-        if debug:
-            traceback.print_exc()
-        name = type(exc).__name__
-        message = " ".join(str(exc).split())[:300]
-        sys.stderr.write(
-            f"error: internal error in kvm-mmu-replay ({name}: {message}); this is a bug, not "
-            f"your mistake: please report it with the command line and the traceback that "
-            f"{DEBUG_ENV}=1 (or replay --debug ...) prints\n"
-        )
-        _finished(70)
-        sys.exit(70)  # EX_SOFTWARE
+        stop = stop_behind(exc)  # or a Ctrl-C that Python wrapped: not a bug
+        code = _bug(exc, debug) if stop is None else _stopped(stop)
     code = code if isinstance(code, int) else 0
     _finished(code)
     sys.exit(code)
@@ -104,6 +90,20 @@ def stop_behind(exc: BaseException) -> KeyboardInterrupt | None:
     ):
         return cause
     return None
+
+
+def _bug(exc: Exception, debug: bool) -> int:
+    """Say that ``exc`` is a bug in kvm-mmu-replay, in one line; its exit code (EX_SOFTWARE)."""
+    if debug:
+        traceback.print_exc()
+    name = type(exc).__name__
+    message = " ".join(str(exc).split())[:300]
+    sys.stderr.write(
+        f"error: internal error in kvm-mmu-replay ({name}: {message}); this is a bug, not "
+        f"your mistake: please report it with the command line and the traceback that "
+        f"{DEBUG_ENV}=1 (or replay --debug ...) prints\n"
+    )
+    return 70
 
 
 def _stopped(stop: BaseException | None) -> int:
